@@ -1,0 +1,37 @@
+//! Reading kernel memory at offsets learnt from BTF.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tinyexec_ebpf::flags;
+
+/// The offset of a kernel field, from the `OFFSETS` global user space filled in.
+/// A volatile read: the compiler must not fold the build-time placeholder.
+macro_rules! off {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe, reason = "the macro is used inside and outside unsafe blocks")]
+            let v = unsafe { core::ptr::read_volatile(&raw const crate::program::OFFSETS.$field) };
+            v as usize
+        }
+    };
+}
+pub(crate) use off;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub(crate) fn read<T: Copy>(base: usize, offset: usize) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T) }
+}
+
+/// Like [`read`], but a failure yields zero and sets [`flags::READ_ERROR`], so
+/// one unreadable field never costs the whole record.
+#[inline(always)]
+pub(crate) fn read_or_flag<T: Copy + Default>(fl: &mut u32, base: usize, offset: usize) -> T {
+    match read(base, offset) {
+        Ok(v) => v,
+        Err(_) => {
+            *fl |= flags::READ_ERROR;
+            T::default()
+        }
+    }
+}

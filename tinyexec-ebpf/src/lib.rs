@@ -1,0 +1,167 @@
+//! Records and settings shared by the kernel programs and the user-space daemon.
+//!
+//! Everything here is `#[repr(C)]` and defined once: the eBPF side writes these
+//! layouts, the user side (feature `user`) reads them back as `aya::Pod`.
+#![no_std]
+
+pub mod rule;
+
+/// Bytes of the file header the kernel has read into `linux_binprm::buf`
+/// (`BINPRM_BUF_SIZE`) before the new image runs.
+pub const HEADER_LEN: usize = 256;
+/// Longest path the kernel side rebuilds (`PATH_MAX`).
+pub const PATH_MAX: usize = 4096;
+/// Longest single path component copied (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// The path is built backwards from `PATH_MAX`; the extra component of slack
+/// lets the verifier prove every component write stays inside the buffer.
+pub const PATH_BUF: usize = PATH_MAX + NAME_MAX + 1;
+/// Bytes of the argument vector copied (the rest is flagged as truncated).
+pub const ARGS_MAX: usize = 4096;
+/// `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+/// Default bound on path components walked (dentries plus mount crossings).
+pub const DEFAULT_PATH_DEPTH: u32 = 64;
+
+/// Bits of [`ExecEvent::flags`].
+pub mod flags {
+    /// The path walk stopped before reaching the root (too deep, too long, or a read failed).
+    pub const PATH_TRUNCATED: u32 = 1 << 0;
+    /// The file is not reachable from any mount root (memfd, other pseudo files).
+    pub const PATH_DISCONNECTED: u32 = 1 << 1;
+    /// The argument vector was longer than [`crate::ARGS_MAX`].
+    pub const ARGS_TRUNCATED: u32 = 1 << 2;
+    /// [`crate::ExecEvent::header`] holds the file's first bytes.
+    pub const HEADER: u32 = 1 << 3;
+    /// A kernel read failed; the affected fields are zero.
+    pub const READ_ERROR: u32 = 1 << 4;
+    /// The argument vector could not be read from the new image's memory.
+    pub const ARGS_UNREADABLE: u32 = 1 << 5;
+    /// The file's size is below the rule's limit: its content decides a match.
+    pub const CANDIDATE: u32 = 1 << 6;
+}
+
+/// One successful exec, as the kernel saw it once the new image was committed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    /// `bpf_ktime_get_boot_ns()` at the tracepoint.
+    pub ktime_ns: u64,
+    /// `i_size` of the executed file.
+    pub file_size: i64,
+    /// `i_ino` of the executed file.
+    pub ino: u64,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Thread-group id after exec (the exec'ing thread becomes the leader).
+    pub pid: u32,
+    /// Thread id that called exec (differs from `pid` when a non-leader thread exec'd).
+    pub old_pid: u32,
+    /// Thread-group id of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// Audit login uid (`u32::MAX` when unset or not compiled in).
+    pub loginuid: u32,
+    /// `s_dev` of the file's superblock, in the kernel's internal encoding.
+    pub dev: u32,
+    pub nlink: u32,
+    /// `i_mode` of the file.
+    pub mode: u32,
+    /// `linux_binprm::argc`.
+    pub argc: u32,
+    /// Bytes of `args` that are valid (NUL-separated strings).
+    pub args_len: u32,
+    /// The path occupies `path[path_off..PATH_MAX]`.
+    pub path_off: u32,
+    pub comm: [u8; COMM_LEN],
+    pub parent_comm: [u8; COMM_LEN],
+    /// First bytes of the file (valid when [`flags::HEADER`] is set): `min(file_size, HEADER_LEN)`.
+    pub header: [u8; HEADER_LEN],
+    pub args: [u8; ARGS_MAX],
+    pub path: [u8; PATH_BUF],
+}
+
+/// Marker for an absent kernel field in [`Offsets`].
+pub const ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct fields the programs read, computed by
+/// user space from the running kernel's BTF at load time (no CO-RE here, and
+/// no layout baked in at build time). Set as a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_cred: u32,
+    pub task_mm: u32,
+    pub task_comm: u32,
+    /// [`ABSENT`] on kernels built without `CONFIG_AUDIT`.
+    pub task_loginuid: u32,
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub bprm_file: u32,
+    pub bprm_buf: u32,
+    pub bprm_argc: u32,
+    pub file_path_mnt: u32,
+    pub file_path_dentry: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub inode_size: u32,
+    pub inode_nlink: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_len: u32,
+    pub dentry_name_ptr: u32,
+    /// `struct mount` embeds `struct vfsmount mnt`; this is where.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+}
+
+/// Behaviour switches, set as a read-only global at load time so the verifier
+/// prunes the branches a configuration never takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Emit every exec; otherwise only rule candidates (size below the limit).
+    pub all_execs: u32,
+    /// Bound on path components walked.
+    pub max_path_depth: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            all_execs: 0,
+            max_path_depth: DEFAULT_PATH_DEPTH,
+        }
+    }
+}
+
+/// Names of the objects in the eBPF program, used by both sides.
+pub mod names {
+    pub const PROGRAM: &str = "tinyexec_exec";
+    pub const TRACEPOINT: &str = "sched_process_exec";
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const OFFSETS: &str = "OFFSETS";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` structs of integers and byte arrays, valid for any bit pattern.
+    unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Config {}
+}

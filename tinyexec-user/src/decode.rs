@@ -1,0 +1,145 @@
+//! Kernel records to owned Rust values.
+
+use anyhow::{Result, bail};
+use tinyexec_ebpf::{ExecEvent, HEADER_LEN, PATH_MAX, flags};
+
+/// One exec as the kernel reported it, decoded.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub exec_tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// None when unset (or the kernel has no audit support).
+    pub login_uid: Option<u32>,
+    pub comm: String,
+    pub parent_comm: String,
+    pub args: Vec<String>,
+    pub argc: u32,
+    pub args_truncated: bool,
+    pub args_unreadable: bool,
+    pub path: String,
+    pub path_truncated: bool,
+    pub path_disconnected: bool,
+    pub size: i64,
+    pub inode: u64,
+    /// In user space's `st_dev` encoding.
+    pub device: u64,
+    pub nlink: u32,
+    pub mode: u32,
+    pub candidate: bool,
+    /// The file's first `min(size, 256)` bytes, when the kernel sent them.
+    pub header: Option<Vec<u8>>,
+    pub read_error: bool,
+}
+
+impl Exec {
+    /// Memfd files live on an internal tmpfs mount and are named `memfd:NAME`.
+    pub fn is_memfd(&self) -> bool {
+        self.path_disconnected && self.path.starts_with("/memfd:")
+    }
+
+    /// A file with no links left was deleted (before or during the exec).
+    pub fn is_deleted(&self) -> bool {
+        self.nlink == 0
+    }
+}
+
+/// Text up to the first NUL; invalid UTF-8 is replaced, never dropped.
+fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The kernel's internal dev_t (12-bit major, 20-bit minor) to the encoding `stat` reports.
+pub fn user_dev(kdev: u32) -> u64 {
+    let major = u64::from(kdev >> 20);
+    let minor = u64::from(kdev & 0xf_ffff);
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+/// Splits the NUL-separated argument area; a trailing cut-off string is kept.
+fn split_args(area: &[u8]) -> Vec<String> {
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    if area.is_empty() {
+        return Vec::new();
+    }
+    area.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Exec> {
+    if bytes.len() < size_of::<ExecEvent>() {
+        bail!(
+            "kernel record of {} bytes, expected {}",
+            bytes.len(),
+            size_of::<ExecEvent>()
+        );
+    }
+    // SAFETY: ExecEvent is Pod (any bit pattern is valid) and the length was checked;
+    // read_unaligned makes no assumption about the ring buffer's alignment.
+    let ev: ExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let f = ev.flags;
+    let args_len = (ev.args_len as usize).min(ev.args.len());
+    let path_off = (ev.path_off as usize).min(PATH_MAX);
+    let header = (f & flags::HEADER != 0).then(|| {
+        let n = usize::try_from(ev.file_size).unwrap_or(0).min(HEADER_LEN);
+        ev.header[..n].to_vec()
+    });
+    Ok(Exec {
+        ktime_ns: ev.ktime_ns,
+        pid: ev.pid,
+        exec_tid: ev.old_pid,
+        ppid: ev.ppid,
+        uid: ev.uid,
+        gid: ev.gid,
+        euid: ev.euid,
+        egid: ev.egid,
+        login_uid: (ev.loginuid != u32::MAX).then_some(ev.loginuid),
+        comm: c_str(&ev.comm),
+        parent_comm: c_str(&ev.parent_comm),
+        args: split_args(&ev.args[..args_len]),
+        argc: ev.argc,
+        args_truncated: f & flags::ARGS_TRUNCATED != 0,
+        args_unreadable: f & flags::ARGS_UNREADABLE != 0,
+        path: String::from_utf8_lossy(&ev.path[path_off..PATH_MAX]).into_owned(),
+        path_truncated: f & flags::PATH_TRUNCATED != 0,
+        path_disconnected: f & flags::PATH_DISCONNECTED != 0,
+        size: ev.file_size,
+        inode: ev.ino,
+        device: user_dev(ev.dev),
+        nlink: ev.nlink,
+        mode: ev.mode,
+        candidate: f & flags::CANDIDATE != 0,
+        header,
+        read_error: f & flags::READ_ERROR != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_encoding_matches_libc_makedev() {
+        for (major, minor) in [(8u32, 1u32), (259, 3), (0, 27), (4095, 0xf_ffff), (1, 256)] {
+            let kdev = (major << 20) | minor;
+            assert_eq!(user_dev(kdev), libc::makedev(major, minor), "{major}:{minor}");
+        }
+    }
+
+    #[test]
+    fn args_split_keeps_empty_and_cut_strings() {
+        assert_eq!(split_args(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(split_args(b"a\0bc"), ["a", "bc"]);
+        assert!(split_args(b"").is_empty());
+    }
+}

@@ -1,0 +1,78 @@
+//! Names for the numbers the kernel gives: users, groups, this host.
+
+use std::collections::HashMap;
+
+/// Caches uid/gid lookups (through NSS, so LDAP/sssd users resolve too).
+/// Unknown ids are cached as absent, so an exec storm by an unnamed uid costs one lookup.
+#[derive(Default)]
+pub struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    pub fn user(&mut self, uid: u32) -> Option<&str> {
+        self.users.entry(uid).or_insert_with(|| lookup_user(uid)).as_deref()
+    }
+
+    pub fn group(&mut self, gid: u32) -> Option<&str> {
+        self.groups.entry(gid).or_insert_with(|| lookup_group(gid)).as_deref()
+    }
+}
+
+fn c_name(ptr: *const libc::c_char) -> Option<String> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: NSS returns a NUL-terminated string inside the caller's buffer.
+    let s = unsafe { std::ffi::CStr::from_ptr(ptr) };
+    Some(s.to_string_lossy().into_owned())
+}
+
+fn lookup_user(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; buf outlives the use of pwd's fields.
+    let rc = unsafe {
+        libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    c_name(pwd.pw_name)
+}
+
+fn lookup_group(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16384];
+    // SAFETY: zeroed group is a valid out-parameter.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result = std::ptr::null_mut();
+    // SAFETY: as for getpwuid_r.
+    let rc = unsafe {
+        libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    c_name(grp.gr_name)
+}
+
+/// This host's name (uname nodename).
+pub fn hostname() -> String {
+    // SAFETY: zeroed utsname is a valid out-parameter.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::new();
+    }
+    c_name(uts.nodename.as_ptr()).unwrap_or_default()
+}
+
+/// The kernel's boot id, which names this boot in every record.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,43 @@
+//! tinyexec-sensor: real-time detection of the EQGRP tinyexec stager at exec time.
+
+mod btf;
+mod clock;
+mod decode;
+mod identity;
+mod offsets;
+mod pipeline;
+mod preflight;
+mod record;
+mod run;
+mod sensor;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tinyexec-sensor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Watch every exec on this host and print JSON records on stdout.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tinyexec-sensor: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

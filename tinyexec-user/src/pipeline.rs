@@ -1,0 +1,94 @@
+//! The data path, top to bottom: kernel record → decode → record → emit.
+
+use std::io::Write;
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    clock::{BootClock, rfc3339},
+    decode::{self, Exec},
+    identity::{self, Names},
+    record::{self, Host, Record},
+};
+
+pub struct Pipeline<W: Write> {
+    out: W,
+    names: Names,
+    clock: BootClock,
+    host: Host,
+    sequence: u64,
+    lost_reported: u64,
+    all_execs: bool,
+}
+
+impl<W: Write> Pipeline<W> {
+    pub fn new(out: W, all_execs: bool) -> Self {
+        Self {
+            out,
+            names: Names::default(),
+            clock: BootClock::new(),
+            host: Host {
+                hostname: identity::hostname(),
+                boot_id: identity::boot_id(),
+            },
+            sequence: 0,
+            lost_reported: 0,
+            all_execs,
+        }
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// One kernel record. A record that cannot be decoded is reported, not fatal.
+    pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+        let exec = match decode::decode(bytes) {
+            Ok(exec) => exec,
+            Err(err) => {
+                eprintln!("tinyexec-sensor: skipping a kernel record: {err:#}");
+                return Ok(());
+            }
+        };
+        if self.all_execs {
+            self.emit_exec(&exec)?;
+        }
+        Ok(())
+    }
+
+    fn emit_exec(&mut self, exec: &Exec) -> Result<()> {
+        let seq = self.next_sequence();
+        let ts = rfc3339(self.clock.wall(exec.ktime_ns));
+        let rec = record::exec_record(exec, &mut self.names, ts, seq, &self.host);
+        self.write(&rec)
+    }
+
+    /// Reports records the kernel could not deliver, once per increase of its counter.
+    pub fn report_lost(&mut self, total: u64) -> Result<()> {
+        if total <= self.lost_reported {
+            return Ok(());
+        }
+        let count = total - self.lost_reported;
+        self.lost_reported = total;
+        let seq = self.next_sequence();
+        let ts = rfc3339(std::time::SystemTime::now());
+        let rec = record::lost_record(count, total, ts, seq, &self.host);
+        self.write(&rec)?;
+        self.flush()
+    }
+
+    fn write(&mut self, rec: &Record) -> Result<()> {
+        serde_json::to_writer(&mut self.out, rec).context("writing a record")?;
+        self.out.write_all(b"\n").context("writing a record")
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flushing output")
+    }
+
+    /// Periodic upkeep: follow wall-clock steps.
+    pub fn tick(&mut self) {
+        self.clock.refresh();
+    }
+}

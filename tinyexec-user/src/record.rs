@@ -1,0 +1,221 @@
+//! The JSON records tinyexec emits, one object per line. Field names are the
+//! dotted names analysts query (ECS-style); docs/events.md documents each one.
+
+use serde::Serialize;
+
+use crate::{decode::Exec, identity::Names};
+
+/// What every record carries about where it comes from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    pub hostname: String,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// `exec`, `lost`.
+    pub action: &'static str,
+    /// `event` for execs, `metric` for counters.
+    pub kind: &'static str,
+    /// Per-run sequence number of emitted records, from 1.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Parent {
+    pub pid: u32,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    /// The thread that called exec (differs from `pid` when a non-leader thread exec'd).
+    pub exec_tid: u32,
+    pub name: String,
+    pub executable: String,
+    pub command_line: String,
+    pub args: Vec<String>,
+    pub args_count: u32,
+    pub args_truncated: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub user: String,
+    pub group: String,
+    pub effective_user: String,
+    pub login_uid: Option<u32>,
+    pub login_user: Option<String>,
+    pub parent: Parent,
+    /// Same as `parent.name`: the name the analysts' queries already use.
+    pub parent_process_name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct File {
+    pub path: String,
+    pub name: String,
+    pub directory: String,
+    pub size: i64,
+    pub inode: u64,
+    pub device: u64,
+    pub nlink: u32,
+    /// Octal permission bits, as `stat -c %a` (ECS `file.mode`).
+    pub mode: String,
+    /// No links left: deleted before or while it ran.
+    pub deleted: bool,
+    pub memfd: bool,
+    /// The path walk stopped early: `path` is only its tail.
+    pub path_truncated: bool,
+    /// Not reachable from any mount root (memfd and other pseudo files).
+    pub path_disconnected: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct User {
+    pub id: u32,
+    pub name: String,
+}
+
+/// Facts about the sensor's own view of the record.
+#[derive(Debug, Serialize)]
+pub struct Sensor {
+    /// Kernel boot-clock time of the exec, ns.
+    pub ktime_ns: u64,
+    /// A kernel read failed; some fields are zero.
+    pub read_error: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lost {
+    /// Records lost since the previous `lost` record.
+    pub count: u64,
+    /// Records lost since the sensor started.
+    pub total: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Record {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<File>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<Lost>,
+    pub host: Host,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tinyexec: Option<Sensor>,
+}
+
+fn name_or_id(name: Option<&str>, id: u32) -> String {
+    name.map_or_else(|| id.to_string(), str::to_owned)
+}
+
+/// Splits at the last '/': ("/usr/bin", "ls"); ("/", "") for the root.
+fn split_path(path: &str) -> (String, String) {
+    match path.rfind('/') {
+        Some(0) => ("/".to_owned(), path[1..].to_owned()),
+        Some(i) => (path[..i].to_owned(), path[i + 1..].to_owned()),
+        None => (String::new(), path.to_owned()),
+    }
+}
+
+pub fn exec_record(exec: &Exec, names: &mut Names, timestamp: String, sequence: u64, host: &Host) -> Record {
+    let user = name_or_id(names.user(exec.uid), exec.uid);
+    let group = name_or_id(names.group(exec.gid), exec.gid);
+    let effective_user = name_or_id(names.user(exec.euid), exec.euid);
+    let login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
+    let (directory, name) = split_path(&exec.path);
+    Record {
+        timestamp,
+        event: Event {
+            action: "exec",
+            kind: "event",
+            sequence,
+        },
+        process: Some(Process {
+            pid: exec.pid,
+            exec_tid: exec.exec_tid,
+            name: exec.comm.clone(),
+            executable: exec.path.clone(),
+            command_line: exec.args.join(" "),
+            args: exec.args.clone(),
+            args_count: exec.argc,
+            args_truncated: exec.args_truncated,
+            uid: exec.uid,
+            gid: exec.gid,
+            euid: exec.euid,
+            egid: exec.egid,
+            user: user.clone(),
+            group,
+            effective_user,
+            login_uid: exec.login_uid,
+            login_user,
+            parent: Parent {
+                pid: exec.ppid,
+                name: exec.parent_comm.clone(),
+            },
+            parent_process_name: exec.parent_comm.clone(),
+        }),
+        file: Some(File {
+            path: exec.path.clone(),
+            name,
+            directory,
+            size: exec.size,
+            inode: exec.inode,
+            device: exec.device,
+            nlink: exec.nlink,
+            mode: format!("{:o}", exec.mode & 0o7777),
+            deleted: exec.is_deleted(),
+            memfd: exec.is_memfd(),
+            path_truncated: exec.path_truncated,
+            path_disconnected: exec.path_disconnected,
+        }),
+        user: Some(User {
+            id: exec.uid,
+            name: user,
+        }),
+        lost: None,
+        host: host.clone(),
+        tinyexec: Some(Sensor {
+            ktime_ns: exec.ktime_ns,
+            read_error: exec.read_error || exec.args_unreadable,
+        }),
+    }
+}
+
+pub fn lost_record(count: u64, total: u64, timestamp: String, sequence: u64, host: &Host) -> Record {
+    Record {
+        timestamp,
+        event: Event {
+            action: "lost",
+            kind: "metric",
+            sequence,
+        },
+        process: None,
+        file: None,
+        user: None,
+        lost: Some(Lost { count, total }),
+        host: host.clone(),
+        tinyexec: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_split() {
+        assert_eq!(split_path("/usr/bin/ls"), ("/usr/bin".into(), "ls".into()));
+        assert_eq!(split_path("/ls"), ("/".into(), "ls".into()));
+        assert_eq!(split_path("/memfd:x"), ("/".into(), "memfd:x".into()));
+    }
+}

@@ -1,0 +1,93 @@
+//! Loading and attaching the kernel programs.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
+};
+use tinyexec_ebpf::{Config, names};
+
+use crate::{btf, offsets};
+
+/// The eBPF object built from `tinyexec-ebpf` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tinyexec"));
+
+pub struct LoadOptions<'a> {
+    pub btf_path: &'a Path,
+    pub config: Config,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+}
+
+/// Loaded and attached programs; dropping it detaches them.
+pub struct Sensor {
+    /// Owns the programs and their links.
+    _ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+}
+
+/// How many verifier lines an error shows: the cause is at the end.
+const VERIFIER_TAIL: usize = 30;
+
+fn refused(err: ProgramError) -> anyhow::Error {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
+            anyhow!(
+                "the kernel refused program `{}` ({io_error}); the verifier said:\n{tail}",
+                names::PROGRAM
+            )
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
+    let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
+    let offsets = offsets::resolve(&kernel_btf)
+        .with_context(|| format!("reading kernel struct offsets from {}", opts.btf_path.display()))?;
+    let aya_btf = aya::Btf::parse_file(opts.btf_path, aya::Endianness::default())
+        .with_context(|| format!("parsing kernel BTF {}", opts.btf_path.display()))?;
+
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&aya_btf))
+        .override_global(names::OFFSETS, &offsets, true)
+        .override_global(names::CONFIG, &opts.config, true)
+        .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
+        .load(OBJECT)
+        .context("loading the eBPF object (maps and globals)")?;
+
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(names::PROGRAM)
+        .context("program missing from the eBPF object")?
+        .try_into()?;
+    program
+        .load(names::TRACEPOINT, &aya_btf)
+        .map_err(refused)?;
+    program
+        .attach()
+        .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
+
+    let events = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+    let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+    Ok(Sensor {
+        _ebpf: ebpf,
+        events,
+        lost,
+    })
+}
+
+/// Records the kernel could not reserve since load, summed over CPUs.
+pub fn lost_total(lost: &PerCpuArray<MapData, u64>) -> Result<u64> {
+    let per_cpu = lost.get(&0, 0).context("reading the lost-records counter")?;
+    Ok(per_cpu.iter().sum())
+}

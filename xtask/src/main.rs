@@ -1,0 +1,114 @@
+//! `cargo xtask build | run | test`: the project's commands, with their own set-up
+//! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
+
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs, then build the eBPF object and the sensor.
+    Build {
+        /// Optimised build (what `run` uses).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run every test, as root, against the real kernel; arguments after `--` go to `cargo test`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Cmd::Build { release } => build(&root, release).map(drop),
+        Cmd::Run { args } => run(&root, &args),
+        Cmd::Test { args } => test(&root, &args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+pub(crate) fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+pub(crate) fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Set-up, then builds the sensor. Returns the binary's path.
+fn build(root: &Path, release: bool) -> Result<PathBuf> {
+    setup::toolchain(root)?;
+    step(if release {
+        "building the eBPF object and tinyexec-sensor (release)"
+    } else {
+        "building the eBPF object and tinyexec-sensor"
+    });
+    let mut cmd = cargo();
+    cmd.current_dir(root).args(["build", "--package", "tinyexec-user"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_cmd(&mut cmd)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(root.join("target").join(profile).join("tinyexec-sensor"))
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    let sensor = build(root, true)?;
+    setup::require_root("the sensor loads eBPF programs")?;
+    step(&format!("starting {} run {}", sensor.display(), args.join(" ")));
+    run_cmd(Command::new(&sensor).arg("run").args(args))
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    setup::require_root("the tests load eBPF programs and exec as other users")?;
+    let sensor = build(root, false)?;
+    setup::test_tools()?;
+    step("running every test (unit tests, then end-to-end tests against the real kernel)");
+    run_cmd(
+        cargo()
+            .current_dir(root)
+            .args(["test", "--workspace"])
+            .args(args)
+            .env("TINYEXEC_SENSOR", &sensor),
+    )
+}
