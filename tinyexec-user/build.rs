@@ -16,7 +16,10 @@ fn main() -> anyhow::Result<()> {
     let joined = env::join_paths(dirs).context("PATH")?;
     // SAFETY: build scripts are single-threaded at this point.
     unsafe { env::set_var("PATH", &joined) };
-    println!("cargo:rerun-if-changed={}", tools.join("bpf-linker").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        tools.join("bpf-linker").display()
+    );
 
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if !skip && !tools.join("bpf-linker").exists() && which("bpf-linker").is_none() {

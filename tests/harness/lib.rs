@@ -1,1 +1,377 @@
+//! Harness for tinyexec's end-to-end tests: start the real sensor (real eBPF
+//! programs, real kernel), really exec binaries, read the JSON it prints.
+//!
+//! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
 
+pub mod elf;
+
+use std::{
+    ffi::OsStr,
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+
+/// How long the sensor may take to load and attach.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an expected record may take to arrive.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Panics unless we are root: the tests load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests load eBPF programs and must run as root (use `cargo xtask test` as root)"
+    );
+}
+
+/// The sensor binary: `$TINYEXEC_SENSOR` (set by `cargo xtask test`), else the one
+/// built next to this test binary.
+pub fn sensor_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("TINYEXEC_SENSOR") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/tinyexec-sensor
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary location")
+        .join("tinyexec-sensor");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo xtask test`, or set TINYEXEC_SENSOR",
+        p.display()
+    );
+    p
+}
+
+/// A name no other test or run uses.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "tx-{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A world-readable scratch directory (other uids exec from it), removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(tag));
+        fs::create_dir_all(&dir).expect("create temp dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        // The real path: events name files as the kernel resolved them.
+        Self(fs::canonicalize(&dir).expect("canonicalize temp dir"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes an executable file (mode 0755) and returns its path.
+    pub fn exe(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        write_exe(&p, bytes);
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn write_exe(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The 64-bit exit-0 tiny ELF.
+pub fn tiny_exit0() -> Vec<u8> {
+    elf::TinyElf::new(elf::Arch::X86_64)
+        .build()
+        .expect("tiny ELF")
+}
+
+/// A tiny ELF that sleeps `ms` then exits 0.
+pub fn tiny_sleeper(ms: u32) -> Vec<u8> {
+    let mut t = elf::TinyElf::new(elf::Arch::X86_64);
+    t.actions = vec![elf::Action::SleepMs(ms)];
+    t.build().expect("tiny ELF")
+}
+
+/// Spawns, retrying on ETXTBSY: another test thread may fork while a file we
+/// just wrote is still open for writing in its child.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
+        }
+    }
+}
+
+/// Runs to completion, asserting success.
+pub fn run_ok(cmd: &mut Command) {
+    let status = spawn(cmd).wait().expect("wait");
+    assert!(status.success(), "{cmd:?}: {status}");
+}
+
+/// This process's name as the kernel knows it (what children see as their parent's name).
+pub fn own_comm() -> String {
+    fs::read_to_string("/proc/self/comm")
+        .expect("/proc/self/comm")
+        .trim_end()
+        .to_owned()
+}
+
+#[derive(Default)]
+struct Shared {
+    records: Vec<Value>,
+    stderr: Vec<String>,
+    ready: bool,
+    stdout_closed: bool,
+    stderr_closed: bool,
+}
+
+/// A running `tinyexec-sensor run`, with its output collected as it comes.
+pub struct Sensor {
+    child: Option<Child>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Sensor {
+    /// Starts `tinyexec-sensor run ARGS` and waits for its `ready` line.
+    pub fn start<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::start_with(Command::new(sensor_path()).arg("run").args(args))
+    }
+
+    /// Starts a prepared sensor command and waits for its `ready` line.
+    pub fn start_with(cmd: &mut Command) -> Self {
+        require_root();
+        let mut s = Self::spawn(cmd);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts without waiting for `ready` (for failure-path tests).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let s1 = Arc::clone(&shared);
+        let stdout_reader = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("sensor printed a non-JSON line ({e}): {line}"));
+                let (m, cv) = &*s1;
+                m.lock().expect("lock").records.push(v);
+                cv.notify_all();
+            }
+            let (m, cv) = &*s1;
+            m.lock().expect("lock").stdout_closed = true;
+            cv.notify_all();
+        });
+        let s2 = Arc::clone(&shared);
+        let stderr_reader = thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let (m, cv) = &*s2;
+                let mut g = m.lock().expect("lock");
+                if line.contains("ready") {
+                    g.ready = true;
+                }
+                g.stderr.push(line);
+                cv.notify_all();
+            }
+            let (m, cv) = &*s2;
+            m.lock().expect("lock").stderr_closed = true;
+            cv.notify_all();
+        });
+        Self {
+            child: Some(child),
+            shared,
+            readers: vec![stdout_reader, stderr_reader],
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let (m, cv) = &*self.shared;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut g = m.lock().expect("lock");
+        while !g.ready {
+            if g.stderr_closed {
+                panic!("sensor exited before ready:\n{}", g.stderr.join("\n"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "sensor not ready after {READY_TIMEOUT:?}:\n{}",
+                g.stderr.join("\n")
+            );
+            g = cv.wait_timeout(g, left).expect("wait").0;
+        }
+    }
+
+    /// Waits for the first record satisfying `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_n(what, 1, pred).remove(0)
+    }
+
+    /// Waits until at least `n` records satisfy `pred`; returns all that do.
+    pub fn wait_for_n(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let (m, cv) = &*self.shared;
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut g = m.lock().expect("lock");
+        loop {
+            let found: Vec<Value> = g.records.iter().filter(|v| pred(v)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || g.stdout_closed {
+                panic!(
+                    "expected {n} record(s) of {what}, got {} after {EVENT_TIMEOUT:?}; stderr:\n{}",
+                    found.len(),
+                    g.stderr.join("\n")
+                );
+            }
+            g = cv.wait_timeout(g, left).expect("wait").0;
+        }
+    }
+
+    /// Every record so far that satisfies `pred`.
+    pub fn records(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let (m, _) = &*self.shared;
+        m.lock()
+            .expect("lock")
+            .records
+            .iter()
+            .filter(|v| pred(v))
+            .cloned()
+            .collect()
+    }
+
+    pub fn stderr(&self) -> String {
+        let (m, _) = &*self.shared;
+        m.lock().expect("lock").stderr.join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` and waits for exit and for the output to be read.
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("sensor already stopped");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        self.finish(&mut child)
+    }
+
+    /// Waits for the sensor to exit by itself (failure paths).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("sensor already stopped");
+        self.finish(&mut child)
+    }
+
+    fn finish(&mut self, child: &mut Child) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "sensor did not exit within 30 s; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            r.join().expect("reader thread");
+        }
+        status
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `rec[a][b]...` by a dotted name, as analysts address fields.
+pub fn field<'a>(rec: &'a Value, dotted: &str) -> &'a Value {
+    dotted.split('.').fold(rec, |v, k| {
+        let next = match v {
+            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => v.get(k),
+        };
+        next.unwrap_or(&Value::Null)
+    })
+}
+
+pub fn field_str<'a>(rec: &'a Value, dotted: &str) -> &'a str {
+    field(rec, dotted)
+        .as_str()
+        .unwrap_or_else(|| panic!("{dotted} is not a string in {rec}"))
+}
+
+pub fn field_u64(rec: &Value, dotted: &str) -> u64 {
+    field(rec, dotted)
+        .as_u64()
+        .unwrap_or_else(|| panic!("{dotted} is not a number in {rec}"))
+}
+
+/// Predicate: an exec record of the file at `path`.
+pub fn exec_of(path: &Path) -> impl Fn(&Value) -> bool + '_ {
+    move |v| field(v, "event.action") == "exec" && field(v, "file.path").as_str() == path.to_str()
+}
+
+/// Did the process die of a signal?
+pub fn signalled(st: &ExitStatus) -> Option<i32> {
+    st.signal()
+}

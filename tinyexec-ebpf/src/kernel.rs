@@ -6,13 +6,14 @@ use tinyexec_ebpf::flags;
 /// The offset of a kernel field, from the `OFFSETS` global user space filled in.
 /// A volatile read: the compiler must not fold the build-time placeholder.
 macro_rules! off {
-    ($field:ident) => {
-        {
-            #[allow(unused_unsafe, reason = "the macro is used inside and outside unsafe blocks")]
-            let v = unsafe { core::ptr::read_volatile(&raw const crate::program::OFFSETS.$field) };
-            v as usize
-        }
-    };
+    ($field:ident) => {{
+        #[allow(
+            unused_unsafe,
+            reason = "the macro is used inside and outside unsafe blocks"
+        )]
+        let v = unsafe { core::ptr::read_volatile(&raw const crate::program::OFFSETS.$field) };
+        v as usize
+    }};
 }
 pub(crate) use off;
 

@@ -95,6 +95,7 @@ pub const ABSENT: u32 = u32::MAX;
 pub struct Offsets {
     pub task_tgid: u32,
     pub task_real_parent: u32,
+    pub task_group_leader: u32,
     pub task_cred: u32,
     pub task_mm: u32,
     pub task_comm: u32,

@@ -116,7 +116,10 @@ mod program {
         unsafe {
             (*ev).pid = read_or_flag(fl, task, off!(task_tgid));
             read_comm(&raw mut (*ev).comm, task, fl);
+            // The parent process: the group leader of the thread that forked us,
+            // so its name is the process's, not a thread's.
             let parent: usize = read_or_flag(fl, task, off!(task_real_parent));
+            let parent: usize = read_or_flag(fl, parent, off!(task_group_leader));
             (*ev).ppid = read_or_flag(fl, parent, off!(task_tgid));
             read_comm(&raw mut (*ev).parent_comm, parent, fl);
             let cred: usize = read_or_flag(fl, task, off!(task_cred));
@@ -180,11 +183,8 @@ mod program {
                 len = ARGS_MAX as u64;
                 *fl |= flags::ARGS_TRUNCATED;
             }
-            let r = bpf_probe_read_user(
-                (&raw mut (*ev).args).cast(),
-                len as u32,
-                start as *const _,
-            );
+            let r =
+                bpf_probe_read_user((&raw mut (*ev).args).cast(), len as u32, start as *const _);
             if r == 0 {
                 (*ev).args_len = len as u32;
             } else {

@@ -22,7 +22,8 @@ pub(crate) unsafe fn walk(ev: *mut ExecEvent, file: usize) -> (u32, u32) {
     };
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
-    let depth = unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.max_path_depth) };
+    let depth =
+        unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.max_path_depth) };
     let mut result = flags::PATH_TRUNCATED;
     for _ in 0..depth {
         let (Ok(root), Ok(parent)) = (

@@ -132,7 +132,11 @@ mod tests {
     fn dev_encoding_matches_libc_makedev() {
         for (major, minor) in [(8u32, 1u32), (259, 3), (0, 27), (4095, 0xf_ffff), (1, 256)] {
             let kdev = (major << 20) | minor;
-            assert_eq!(user_dev(kdev), libc::makedev(major, minor), "{major}:{minor}");
+            assert_eq!(
+                user_dev(kdev),
+                libc::makedev(major, minor),
+                "{major}:{minor}"
+            );
         }
     }
 

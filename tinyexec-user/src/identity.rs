@@ -12,11 +12,17 @@ pub struct Names {
 
 impl Names {
     pub fn user(&mut self, uid: u32) -> Option<&str> {
-        self.users.entry(uid).or_insert_with(|| lookup_user(uid)).as_deref()
+        self.users
+            .entry(uid)
+            .or_insert_with(|| lookup_user(uid))
+            .as_deref()
     }
 
     pub fn group(&mut self, gid: u32) -> Option<&str> {
-        self.groups.entry(gid).or_insert_with(|| lookup_group(gid)).as_deref()
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| lookup_group(gid))
+            .as_deref()
     }
 }
 
@@ -36,7 +42,13 @@ fn lookup_user(uid: u32) -> Option<String> {
     let mut result = std::ptr::null_mut();
     // SAFETY: all pointers are valid for the call; buf outlives the use of pwd's fields.
     let rc = unsafe {
-        libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() {
         return None;
@@ -51,7 +63,13 @@ fn lookup_group(gid: u32) -> Option<String> {
     let mut result = std::ptr::null_mut();
     // SAFETY: as for getpwuid_r.
     let rc = unsafe {
-        libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() {
         return None;

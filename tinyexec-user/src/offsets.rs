@@ -25,6 +25,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
     Ok(Offsets {
         task_tgid: f("task_struct", "tgid", 4)?,
         task_real_parent: f("task_struct", "real_parent", PTR)?,
+        task_group_leader: f("task_struct", "group_leader", PTR)?,
         task_cred: f("task_struct", "cred", PTR)?,
         task_mm: f("task_struct", "mm", PTR)?,
         task_comm: f("task_struct", "comm", COMM_LEN as u32)?,

@@ -127,7 +127,13 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
-pub fn exec_record(exec: &Exec, names: &mut Names, timestamp: String, sequence: u64, host: &Host) -> Record {
+pub fn exec_record(
+    exec: &Exec,
+    names: &mut Names,
+    timestamp: String,
+    sequence: u64,
+    host: &Host,
+) -> Record {
     let user = name_or_id(names.user(exec.uid), exec.uid);
     let group = name_or_id(names.group(exec.gid), exec.gid);
     let effective_user = name_or_id(names.user(exec.euid), exec.euid);
@@ -191,7 +197,13 @@ pub fn exec_record(exec: &Exec, names: &mut Names, timestamp: String, sequence: 
     }
 }
 
-pub fn lost_record(count: u64, total: u64, timestamp: String, sequence: u64, host: &Host) -> Record {
+pub fn lost_record(
+    count: u64,
+    total: u64,
+    timestamp: String,
+    sequence: u64,
+    host: &Host,
+) -> Record {
     Record {
         timestamp,
         event: Event {

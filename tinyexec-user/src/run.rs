@@ -3,11 +3,11 @@
 use std::{io, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
+use tinyexec_ebpf::{Config, names};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use tinyexec_ebpf::{Config, names};
 
 use crate::{
     pipeline::Pipeline,
@@ -49,7 +49,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         ring_buffer_bytes: args.ring_buffer_size,
     })?;
-    let mode = if args.all_execs { "every exec" } else { "alerts only" };
+    let mode = if args.all_execs {
+        "every exec"
+    } else {
+        "alerts only"
+    };
     eprintln!(
         "tinyexec-sensor: ready: {} attached to {} ({mode})",
         names::PROGRAM,

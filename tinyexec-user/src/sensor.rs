@@ -53,8 +53,12 @@ fn refused(err: ProgramError) -> anyhow::Error {
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
-    let offsets = offsets::resolve(&kernel_btf)
-        .with_context(|| format!("reading kernel struct offsets from {}", opts.btf_path.display()))?;
+    let offsets = offsets::resolve(&kernel_btf).with_context(|| {
+        format!(
+            "reading kernel struct offsets from {}",
+            opts.btf_path.display()
+        )
+    })?;
     let aya_btf = aya::Btf::parse_file(opts.btf_path, aya::Endianness::default())
         .with_context(|| format!("parsing kernel BTF {}", opts.btf_path.display()))?;
 
@@ -70,9 +74,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         .program_mut(names::PROGRAM)
         .context("program missing from the eBPF object")?
         .try_into()?;
-    program
-        .load(names::TRACEPOINT, &aya_btf)
-        .map_err(refused)?;
+    program.load(names::TRACEPOINT, &aya_btf).map_err(refused)?;
     program
         .attach()
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
@@ -88,6 +90,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
 
 /// Records the kernel could not reserve since load, summed over CPUs.
 pub fn lost_total(lost: &PerCpuArray<MapData, u64>) -> Result<u64> {
-    let per_cpu = lost.get(&0, 0).context("reading the lost-records counter")?;
+    let per_cpu = lost
+        .get(&0, 0)
+        .context("reading the lost-records counter")?;
     Ok(per_cpu.iter().sum())
 }

@@ -61,9 +61,7 @@ pub(crate) fn step(what: &str) {
 
 /// Runs a command, failing with its command line when it fails.
 pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -83,7 +81,8 @@ fn build(root: &Path, release: bool) -> Result<PathBuf> {
         "building the eBPF object and tinyexec-sensor"
     });
     let mut cmd = cargo();
-    cmd.current_dir(root).args(["build", "--package", "tinyexec-user"]);
+    cmd.current_dir(root)
+        .args(["build", "--package", "tinyexec-user"]);
     if release {
         cmd.arg("--release");
     }
@@ -95,7 +94,11 @@ fn build(root: &Path, release: bool) -> Result<PathBuf> {
 fn run(root: &Path, args: &[String]) -> Result<()> {
     let sensor = build(root, true)?;
     setup::require_root("the sensor loads eBPF programs")?;
-    step(&format!("starting {} run {}", sensor.display(), args.join(" ")));
+    step(&format!(
+        "starting {} run {}",
+        sensor.display(),
+        args.join(" ")
+    ));
     run_cmd(Command::new(&sensor).arg("run").args(args))
 }
 

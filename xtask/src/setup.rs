@@ -38,8 +38,14 @@ pub fn toolchain(root: &Path) -> Result<()> {
     let sysroot = nightly_sysroot()?;
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         step("adding the rust-src component to the nightly toolchain");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
-            .context("rust-src is needed to build core for the BPF target")?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            NIGHTLY,
+        ]))
+        .context("rust-src is needed to build core for the BPF target")?;
     }
     bpf_linker(root, &sysroot)
 }
@@ -51,9 +57,17 @@ fn nightly_sysroot() -> Result<PathBuf> {
     }
     step("installing the nightly toolchain (the eBPF crate needs it)");
     run_cmd(Command::new("rustup").args([
-        "toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src",
+        "toolchain",
+        "install",
+        NIGHTLY,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
     ]))?;
-    get().map(PathBuf::from).context("rustc +nightly still not usable after installing it")
+    get()
+        .map(PathBuf::from)
+        .context("rustc +nightly still not usable after installing it")
 }
 
 /// Installs bpf-linker into `<root>/.tools`, linked against the nightly's own libLLVM.
@@ -94,12 +108,20 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
     symlink(&llvm_so, &link).with_context(|| format!("linking {}", link.display()))?;
     run_cmd(
         cargo()
-            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+            ])
             .args(["--no-default-features", "--features", "llvm-22", "--root"])
             .arg(&tools)
             .env("LLVM_PREFIX", &prefix)
             // Find the nightly's libLLVM at run time without LD_LIBRARY_PATH.
-            .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", sys_lib.display())),
+            .env(
+                "RUSTFLAGS",
+                format!("-C link-arg=-Wl,-rpath,{}", sys_lib.display()),
+            ),
     )
     .context("installing bpf-linker")?;
     if output(Command::new(&linker).arg("--version")).as_deref() != Some(want.as_str()) {
@@ -112,13 +134,18 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
 pub fn test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
-        .filter(|(bin, _)| output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none())
+        .filter(|(bin, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing Debian packages the tests use: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages the tests use: {}",
+        missing.join(" ")
+    ));
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
     run_cmd(
         Command::new("apt-get")

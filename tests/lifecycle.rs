@@ -1,0 +1,140 @@
+//! The sensor's life: ready, systemd notification, clean stop, lost records,
+//! and the clear errors it gives when it cannot run.
+
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt, net::UnixDatagram, process::CommandExt},
+    process::Command,
+    time::Duration,
+};
+
+use tinyexec_tests::{
+    Sensor, TempDir, exec_of, field, field_str, field_u64, run_ok, sensor_path, tiny_exit0, unique,
+};
+
+#[test]
+fn ready_is_announced_to_stderr_and_systemd() {
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sensor = Sensor::start_with(
+        Command::new(sensor_path())
+            .arg("run")
+            .env("NOTIFY_SOCKET", &sock_path),
+    );
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a message on NOTIFY_SOCKET");
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    let ready: Vec<String> = sensor
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("ready"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ready.len(), 1, "one ready line: {ready:?}");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_and_flush() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut sensor = Sensor::start(["--all-execs"]);
+        let dir = TempDir::new("stop");
+        let path = dir.exe(&unique("bin"), &tiny_exit0());
+        // The record is in the ring buffer once exec returns; stop right away.
+        run_ok(&mut Command::new(&path));
+        let status = sensor.stop_with(signal);
+        assert!(
+            status.success(),
+            "signal {signal}: {status}; {}",
+            sensor.stderr()
+        );
+        assert_eq!(sensor.records(exec_of(&path)).len(), 1, "flushed at stop");
+    }
+}
+
+#[test]
+fn lost_records_are_counted_and_reported() {
+    // A one-page ring buffer cannot hold a single exec record: every one is lost,
+    // and the kernel side counts each.
+    let mut sensor = Sensor::start(["--all-execs", "--ring-buffer-size", "4096"]);
+    let dir = TempDir::new("lost");
+    let path = dir.exe(&unique("bin"), &tiny_exit0());
+    const N: u64 = 20;
+    for _ in 0..N {
+        run_ok(&mut Command::new(&path));
+    }
+    let lost = sensor.wait_for("a lost report", |v| {
+        field(v, "event.action") == "lost" && field(v, "lost.total").as_u64() >= Some(N)
+    });
+    assert!(field_u64(&lost, "lost.count") >= 1);
+    assert!(sensor.stop_with(libc::SIGTERM).success());
+    assert!(sensor.records(exec_of(&path)).is_empty());
+    // The counts add up: each report's count is the increase since the previous one.
+    let reports = sensor.records(|v| field(v, "event.action") == "lost");
+    let sum: u64 = reports.iter().map(|r| field_u64(r, "lost.count")).sum();
+    let last = reports.last().unwrap();
+    assert_eq!(sum, field_u64(last, "lost.total"));
+    assert_eq!(field_str(last, "event.kind"), "metric");
+}
+
+/// Runs the sensor expecting it to fail; returns its stderr.
+fn fails(cmd: &mut Command) -> String {
+    let mut sensor = Sensor::spawn(cmd);
+    let status = sensor.wait_exit();
+    let stderr = sensor.stderr();
+    assert!(
+        !status.success(),
+        "expected failure, got {status}; stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("ready"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn without_privileges_it_says_what_is_needed() {
+    tinyexec_tests::require_root();
+    // A copy nobody can run, wherever the build tree lives.
+    let dir = TempDir::new("unpriv");
+    let bin = dir.path().join("tinyexec-sensor");
+    fs::copy(sensor_path(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let err = fails(Command::new(&bin).arg("run").uid(65534).gid(65534));
+    assert!(err.contains("root") && err.contains("CAP_BPF"), "{err}");
+}
+
+#[test]
+fn without_btf_it_names_the_file_and_the_fix() {
+    tinyexec_tests::require_root();
+    let err = fails(Command::new(sensor_path()).args(["run", "--btf", "/nonexistent/vmlinux"]));
+    assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+    assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+
+    let dir = TempDir::new("badbtf");
+    let bad = dir.path().join("vmlinux");
+    fs::write(&bad, b"not BTF at all").unwrap();
+    let err = fails(
+        Command::new(sensor_path())
+            .arg("run")
+            .arg("--btf")
+            .arg(&bad),
+    );
+    assert!(err.contains(bad.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn a_refused_program_shows_the_verifiers_words() {
+    tinyexec_tests::require_root();
+    // A path walk the verifier cannot prove short enough: the kernel refuses the program.
+    let err = fails(Command::new(sensor_path()).args(["run", "--max-path-depth", "1000000"]));
+    assert!(
+        err.contains("refused") && err.contains("verifier said"),
+        "{err}"
+    );
+    assert!(
+        err.contains("too large") || err.contains("processed"),
+        "{err}"
+    );
+}
