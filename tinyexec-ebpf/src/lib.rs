@@ -39,6 +39,10 @@ pub mod flags {
     pub const ARGS_UNREADABLE: u32 = 1 << 5;
     /// The file's size is below the rule's limit: its content decides a match.
     pub const CANDIDATE: u32 = 1 << 6;
+    /// Prevent mode: the rule matched in the kernel and SIGKILL was sent.
+    pub const KILLED: u32 = 1 << 7;
+    /// Prevent mode: the rule matched but the signal could not be sent (e.g. -EBUSY).
+    pub const KILL_FAILED: u32 = 1 << 8;
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
@@ -138,6 +142,8 @@ pub struct Config {
     pub all_execs: u32,
     /// Bound on path components walked.
     pub max_path_depth: u32,
+    /// Kill matching execs in the kernel before their first instruction.
+    pub prevent: u32,
 }
 
 impl Default for Config {
@@ -145,6 +151,7 @@ impl Default for Config {
         Self {
             all_execs: 0,
             max_path_depth: DEFAULT_PATH_DEPTH,
+            prevent: 0,
         }
     }
 }
@@ -155,6 +162,7 @@ pub mod names {
     pub const TRACEPOINT: &str = "sched_process_exec";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
+    pub const SCRATCH: &str = "SCRATCH";
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
 }

@@ -11,13 +11,15 @@
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod path;
+#[cfg(target_arch = "bpf")]
+mod prevent;
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
         helpers::{
             bpf_ktime_get_boot_ns,
-            generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+            generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
         },
         macros::{btf_tracepoint, map},
         maps::{PerCpuArray, RingBuf},
@@ -29,7 +31,7 @@ mod program {
 
     use crate::{
         kernel::{off, read, read_or_flag},
-        path,
+        path, prevent,
     };
 
     /// Exec records to user space. User space sets the size at load time.
@@ -49,7 +51,13 @@ mod program {
     pub(crate) static CONFIG: Config = Config {
         all_execs: 0,
         max_path_depth: tinyexec_ebpf::DEFAULT_PATH_DEPTH,
+        prevent: 0,
     };
+
+    /// Per-CPU copy of the header for the prevent check: it must run even when
+    /// the ring buffer is full.
+    #[map]
+    static SCRATCH: PerCpuArray<[u8; HEADER_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
     #[btf_tracepoint(function = "sched_process_exec")]
     pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
@@ -72,6 +80,10 @@ mod program {
         let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
         if !candidate && !all_execs {
             return;
+        }
+        let prevent = unsafe { core::ptr::read_volatile(&raw const CONFIG.prevent) } != 0;
+        if candidate && prevent {
+            fl |= prevent_match(bprm, size);
         }
         let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
             if let Some(lost) = LOST.get_ptr_mut(0) {
@@ -108,6 +120,40 @@ mod program {
             (*ev).flags = fl | path_flags;
         }
         entry.submit(0);
+    }
+
+    /// Prevent mode: evaluates the rule on the header and, on a match, kills the
+    /// new image before it returns to user space. Returns KILLED/KILL_FAILED or 0.
+    #[inline(always)]
+    fn prevent_match(bprm: usize, size: i64) -> u32 {
+        let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+            return 0;
+        };
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                buf.cast(),
+                HEADER_LEN as u32,
+                (bprm + off!(bprm_buf)) as *const _,
+            )
+        };
+        if r != 0 {
+            return 0;
+        }
+        let seen = if size < HEADER_LEN as i64 {
+            size as usize
+        } else {
+            HEADER_LEN
+        };
+        if !prevent::matches(unsafe { &*buf }, seen) {
+            return 0;
+        }
+        // SIGKILL is delivered before the first user-space instruction.
+        // -EBUSY (or any error) means no signal was sent: say so.
+        if unsafe { bpf_send_signal(9) } == 0 {
+            flags::KILLED
+        } else {
+            flags::KILL_FAILED
+        }
     }
 
     /// Identity of the new process and its parent.

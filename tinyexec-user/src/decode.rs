@@ -35,6 +35,10 @@ pub struct Exec {
     /// The file's first `min(size, 256)` bytes, when the kernel sent them.
     pub header: Option<Vec<u8>>,
     pub read_error: bool,
+    /// Prevent mode: the kernel sent SIGKILL before the first instruction.
+    pub killed: bool,
+    /// Prevent mode: the rule matched in the kernel but no signal could be sent.
+    pub kill_failed: bool,
 }
 
 impl Exec {
@@ -121,6 +125,8 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         candidate: f & flags::CANDIDATE != 0,
         header,
         read_error: f & flags::READ_ERROR != 0,
+        killed: f & flags::KILLED != 0,
+        kill_failed: f & flags::KILL_FAILED != 0,
     })
 }
 

@@ -3,6 +3,7 @@
 mod btf;
 mod clock;
 mod decode;
+mod detect;
 mod identity;
 mod offsets;
 mod pipeline;

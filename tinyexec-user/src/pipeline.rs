@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     clock::{BootClock, rfc3339},
     decode::{self, Exec},
+    detect::{self, Verdict},
     identity::{self, Names},
     record::{self, Host, Record},
 };
@@ -51,16 +52,23 @@ impl<W: Write> Pipeline<W> {
                 return Ok(());
             }
         };
-        if self.all_execs {
-            self.emit_exec(&exec)?;
+        let verdict = detect::detect(&exec);
+        if exec.killed && verdict.is_none() {
+            eprintln!(
+                "tinyexec-sensor: warning: the kernel killed pid {} ({}) but user space finds no match",
+                exec.pid, exec.path
+            );
+        }
+        if verdict.is_some() || exec.killed || self.all_execs {
+            self.emit_exec(&exec, verdict.as_ref())?;
         }
         Ok(())
     }
 
-    fn emit_exec(&mut self, exec: &Exec) -> Result<()> {
+    fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
         let seq = self.next_sequence();
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        let rec = record::exec_record(exec, &mut self.names, ts, seq, &self.host);
+        let rec = record::exec_record(exec, verdict, &mut self.names, ts, seq, &self.host);
         self.write(&rec)
     }
 

@@ -3,7 +3,13 @@
 
 use serde::Serialize;
 
-use crate::{decode::Exec, identity::Names};
+use tinyexec_ebpf::rule;
+
+use crate::{
+    decode::Exec,
+    detect::{Source, Verdict},
+    identity::Names,
+};
 
 /// What every record carries about where it comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -14,9 +20,9 @@ pub struct Host {
 
 #[derive(Debug, Serialize)]
 pub struct Event {
-    /// `exec`, `lost`.
+    /// `exec`, `killed` (prevent mode stopped it), `lost`.
     pub action: &'static str,
-    /// `event` for execs, `metric` for counters.
+    /// `alert` for rule matches, `event` for other execs, `metric` for counters.
     pub kind: &'static str,
     /// Per-run sequence number of emitted records, from 1.
     pub sequence: u64,
@@ -71,6 +77,30 @@ pub struct File {
     pub path_truncated: bool,
     /// Not reachable from any mount root (memfd and other pseudo files).
     pub path_disconnected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Hash>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Hash {
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleString {
+    pub identifier: &'static str,
+    /// Every offset where the string occurs in the bytes seen.
+    pub offsets: Vec<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rule {
+    pub name: &'static str,
+    /// `match`, or `undetermined` when bytes the verdict needs could not be read.
+    pub verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub strings: Vec<RuleString>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +116,13 @@ pub struct Sensor {
     pub ktime_ns: u64,
     /// A kernel read failed; some fields are zero.
     pub read_error: bool,
+    /// Where the bytes behind the rule's verdict came from: `kernel`,
+    /// `kernel+exe`, or `none` (see `rule.reason`). Alerts only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_source: Option<&'static str>,
+    /// Prevent mode asked the kernel to kill it but no signal could be sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kill_failed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +138,8 @@ pub struct Record {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
     pub event: Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,13 +166,57 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
+fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str) {
+    match verdict {
+        Verdict::Match {
+            source,
+            sha256,
+            s1_offsets,
+            s2_offsets,
+        } => (
+            Rule {
+                name: rule::NAME,
+                verdict: "match",
+                reason: None,
+                strings: vec![
+                    RuleString {
+                        identifier: "$s1",
+                        offsets: s1_offsets.clone(),
+                    },
+                    RuleString {
+                        identifier: "$s2",
+                        offsets: s2_offsets.clone(),
+                    },
+                ],
+            },
+            sha256.clone().map(|sha256| Hash { sha256 }),
+            Source::as_str(*source),
+        ),
+        Verdict::Undetermined { reason } => (
+            Rule {
+                name: rule::NAME,
+                verdict: "undetermined",
+                reason: Some(reason.clone()),
+                strings: Vec::new(),
+            },
+            None,
+            "none",
+        ),
+    }
+}
+
 pub fn exec_record(
     exec: &Exec,
+    verdict: Option<&Verdict>,
     names: &mut Names,
     timestamp: String,
     sequence: u64,
     host: &Host,
 ) -> Record {
+    let (rule, hash, content_source) = match verdict.map(rule_of) {
+        Some((r, h, c)) => (Some(r), h, Some(c)),
+        None => (None, None, None),
+    };
     let user = name_or_id(names.user(exec.uid), exec.uid);
     let group = name_or_id(names.group(exec.gid), exec.gid);
     let effective_user = name_or_id(names.user(exec.euid), exec.euid);
@@ -142,10 +225,11 @@ pub fn exec_record(
     Record {
         timestamp,
         event: Event {
-            action: "exec",
-            kind: "event",
+            action: if exec.killed { "killed" } else { "exec" },
+            kind: if rule.is_some() { "alert" } else { "event" },
             sequence,
         },
+        rule,
         process: Some(Process {
             pid: exec.pid,
             exec_tid: exec.exec_tid,
@@ -183,6 +267,7 @@ pub fn exec_record(
             memfd: exec.is_memfd(),
             path_truncated: exec.path_truncated,
             path_disconnected: exec.path_disconnected,
+            hash,
         }),
         user: Some(User {
             id: exec.uid,
@@ -193,6 +278,8 @@ pub fn exec_record(
         tinyexec: Some(Sensor {
             ktime_ns: exec.ktime_ns,
             read_error: exec.read_error || exec.args_unreadable,
+            content_source,
+            kill_failed: exec.kill_failed,
         }),
     }
 }
@@ -211,6 +298,7 @@ pub fn lost_record(
             kind: "metric",
             sequence,
         },
+        rule: None,
         process: None,
         file: None,
         user: None,

@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Emit every exec, not only alerts.
     #[arg(long)]
     pub all_execs: bool,
+    /// Kill a matching exec in the kernel before its first instruction (files the
+    /// kernel's 256-byte header decides); others are alerted as usual.
+    #[arg(long)]
+    pub prevent: bool,
     /// Kernel BTF to read struct offsets from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
@@ -46,13 +50,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         config: Config {
             all_execs: u32::from(args.all_execs),
             max_path_depth: args.max_path_depth,
+            prevent: u32::from(args.prevent),
         },
         ring_buffer_bytes: args.ring_buffer_size,
     })?;
-    let mode = if args.all_execs {
-        "every exec"
-    } else {
-        "alerts only"
+    let mode = match (args.all_execs, args.prevent) {
+        (false, false) => "alerts only",
+        (true, false) => "every exec",
+        (false, true) => "alerts only, prevent",
+        (true, true) => "every exec, prevent",
     };
     eprintln!(
         "tinyexec-sensor: ready: {} attached to {} ({mode})",
