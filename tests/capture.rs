@@ -71,6 +71,13 @@ fn exec_with_unique_path_and_args_from_known_parent() {
     );
     assert_eq!(field_str(&rec, "process.parent.name"), own_comm());
     assert_eq!(field_str(&rec, "process.parent_process_name"), own_comm());
+    assert_eq!(
+        field_str(&rec, "process.parent.executable"),
+        fs::canonicalize(std::env::current_exe().unwrap())
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
     assert_eq!(field_u64(&rec, "process.uid"), 0);
     assert_eq!(field_str(&rec, "process.user"), "root");
     assert_eq!(field_u64(&rec, "file.nlink"), 1);

@@ -80,12 +80,18 @@ pub struct ExecEvent {
     pub args_len: u32,
     /// The path occupies `path[path_off..PATH_MAX]`.
     pub path_off: u32,
+    /// The parent's executable path occupies `parent_path[parent_path_off..PATH_MAX]`.
+    pub parent_path_off: u32,
+    /// Path flags ([`flags::PATH_TRUNCATED`], [`flags::PATH_DISCONNECTED`]) of `parent_path`.
+    pub parent_path_flags: u32,
     pub comm: [u8; COMM_LEN],
     pub parent_comm: [u8; COMM_LEN],
     /// First bytes of the file (valid when [`flags::HEADER`] is set): `min(file_size, HEADER_LEN)`.
     pub header: [u8; HEADER_LEN],
     pub args: [u8; ARGS_MAX],
     pub path: [u8; PATH_BUF],
+    /// The parent process's executable (`mm->exe_file`), empty for kernel threads.
+    pub parent_path: [u8; PATH_BUF],
 }
 
 /// Marker for an absent kernel field in [`Offsets`].
@@ -111,6 +117,7 @@ pub struct Offsets {
     pub cred_egid: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
     pub bprm_file: u32,
     pub bprm_buf: u32,
     pub bprm_argc: u32,

@@ -26,7 +26,7 @@ mod program {
         programs::BtfTracePointContext,
     };
     use tinyexec_ebpf::{
-        ABSENT, ARGS_MAX, COMM_LEN, Config, ExecEvent, HEADER_LEN, Offsets, flags, rule,
+        ABSENT, ARGS_MAX, COMM_LEN, Config, ExecEvent, HEADER_LEN, Offsets, PATH_MAX, flags, rule,
     };
 
     use crate::{
@@ -115,8 +115,14 @@ mod program {
                     fl |= flags::READ_ERROR;
                 }
             }
-            let (path_off, path_flags) = path::walk(ev, file);
+            let (path_off, path_flags) = path::walk(&raw mut (*ev).path, file);
             (*ev).path_off = path_off;
+            let (parent_off, parent_flags) = match parent_exe(task) {
+                Some(parent_file) => path::walk(&raw mut (*ev).parent_path, parent_file),
+                None => (PATH_MAX as u32, 0),
+            };
+            (*ev).parent_path_off = parent_off;
+            (*ev).parent_path_flags = parent_flags;
             (*ev).flags = fl | path_flags;
         }
         entry.submit(0);
@@ -154,6 +160,19 @@ mod program {
         } else {
             flags::KILL_FAILED
         }
+    }
+
+    /// The parent process's executable file (`mm->exe_file`); None for kernel threads.
+    #[inline(always)]
+    fn parent_exe(task: usize) -> Option<usize> {
+        let parent: usize = read(task, off!(task_real_parent)).ok()?;
+        let leader: usize = read(parent, off!(task_group_leader)).ok()?;
+        let mm: usize = read(leader, off!(task_mm)).ok()?;
+        if mm == 0 {
+            return None;
+        }
+        let file: usize = read(mm, off!(mm_exe_file)).ok()?;
+        (file != 0).then_some(file)
     }
 
     /// Identity of the new process and its parent.

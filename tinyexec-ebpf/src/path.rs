@@ -3,7 +3,7 @@
 //! given to execve.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
-use tinyexec_ebpf::{ExecEvent, NAME_MAX, PATH_MAX, flags};
+use tinyexec_ebpf::{NAME_MAX, PATH_BUF, PATH_MAX, flags};
 
 use crate::kernel::{off, read};
 
@@ -11,8 +11,8 @@ use crate::kernel::{off, read};
 /// backwards so the path ends at `PATH_MAX`. Returns where it starts and the
 /// path flags (truncated, disconnected).
 #[inline(always)]
-pub(crate) unsafe fn walk(ev: *mut ExecEvent, file: usize) -> (u32, u32) {
-    let buf: *mut u8 = unsafe { (&raw mut (*ev).path).cast() };
+pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], file: usize) -> (u32, u32) {
+    let buf: *mut u8 = buf.cast();
     let mut pos = PATH_MAX;
     let (Ok(mut dentry), Ok(mut vfsmnt)) = (
         read::<usize>(file, off!(file_path_dentry)),

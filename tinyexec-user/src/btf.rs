@@ -363,6 +363,7 @@ impl Btf {
     }
 
     /// Size in bytes of a named struct (or union).
+    #[cfg(test)]
     pub fn struct_size(&self, struct_name: &str) -> Result<u32> {
         let id = self.lookup_struct(struct_name)?;
         Ok(self.ty(id)?.size_or_type)

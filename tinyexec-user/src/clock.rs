@@ -34,11 +34,6 @@ impl BootClock {
         let ns = (self.offset + i128::from(boot_ns)).max(0);
         UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
-
-    /// The current boot-clock time, to compare with record timestamps.
-    pub fn boot_now_ns() -> u64 {
-        u64::try_from(now_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
-    }
 }
 
 /// RFC 3339 with microseconds, UTC: what Sentinel and Elastic parse as `@timestamp`.

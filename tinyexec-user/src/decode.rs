@@ -25,6 +25,8 @@ pub struct Exec {
     pub path: String,
     pub path_truncated: bool,
     pub path_disconnected: bool,
+    /// The parent process's executable, as the kernel resolved it (None for kernel threads).
+    pub parent_path: Option<String>,
     pub size: i64,
     pub inode: u64,
     /// In user space's `st_dev` encoding.
@@ -117,6 +119,10 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         path: String::from_utf8_lossy(&ev.path[path_off..PATH_MAX]).into_owned(),
         path_truncated: f & flags::PATH_TRUNCATED != 0,
         path_disconnected: f & flags::PATH_DISCONNECTED != 0,
+        parent_path: {
+            let off = (ev.parent_path_off as usize).min(PATH_MAX);
+            (off < PATH_MAX).then(|| String::from_utf8_lossy(&ev.parent_path[off..PATH_MAX]).into_owned())
+        },
         size: ev.file_size,
         inode: ev.ino,
         device: user_dev(ev.dev),

@@ -10,6 +10,7 @@ mod pipeline;
 mod preflight;
 mod record;
 mod run;
+mod scan;
 mod sensor;
 
 use std::process::ExitCode;
@@ -27,12 +28,15 @@ struct Cli {
 enum Command {
     /// Watch every exec on this host and print JSON records on stdout.
     Run(run::RunArgs),
+    /// Hunt on disk: print every file the rule matches, as `yara` does.
+    Scan(scan::ScanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Scan(args) => return scan::scan(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         cred_egid: f("cred", "egid.val", 4)?,
         mm_arg_start: f("mm_struct", "arg_start", PTR)?,
         mm_arg_end: f("mm_struct", "arg_end", PTR)?,
+        mm_exe_file: f("mm_struct", "exe_file", PTR)?,
         bprm_file: f("linux_binprm", "file", PTR)?,
         bprm_buf: f("linux_binprm", "buf", HEADER_LEN as u32)?,
         bprm_argc: f("linux_binprm", "argc", 4)?,

@@ -32,6 +32,9 @@ pub struct Event {
 pub struct Parent {
     pub pid: u32,
     pub name: String,
+    /// The parent's executable as the kernel resolved it: unlike `name`, not
+    /// something a process sets for itself.
+    pub executable: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -251,6 +254,7 @@ pub fn exec_record(
             parent: Parent {
                 pid: exec.ppid,
                 name: exec.parent_comm.clone(),
+                executable: exec.parent_path.clone(),
             },
             parent_process_name: exec.parent_comm.clone(),
         }),

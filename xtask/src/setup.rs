@@ -14,8 +14,9 @@ use crate::{cargo, run_cmd, step};
 /// bpf-linker 0.13 is the release for LLVM 22, the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
-/// Debian packages the tests use: bpftool cross-checks our BTF parser.
-const TEST_PACKAGES: &[(&str, &str)] = &[("bpftool", "bpftool")];
+/// Debian packages the tests use, as (command, package): bpftool cross-checks
+/// our BTF parser, yara is the reference `scan` must agree with.
+const TEST_PACKAGES: &[(&str, &str)] = &[("bpftool", "bpftool"), ("yara", "yara")];
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;

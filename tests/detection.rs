@@ -1,0 +1,260 @@
+//! Detection at exec time, end to end: real execs of tiny ELFs that match the
+//! rule (and near-twins that do not), under every way of reaching the file.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{MetadataExt, symlink},
+        process::{CommandExt, ExitStatusExt},
+    },
+    path::Path,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tinyexec_ebpf::rule::{S1, S2};
+use tinyexec_tests::{
+    Sensor, TempDir, corpus, elf::{Action, Arch, TinyElf}, exec_of, field, field_str, field_u64,
+    run_ok, spawn, tiny_exit0, unique,
+};
+
+/// A runnable tiny ELF carrying both strings (a match), `total_len` bytes if given.
+fn matching(arch: Arch, actions: Vec<Action>, total_len: Option<usize>) -> Vec<u8> {
+    let mut t = TinyElf::new(arch);
+    t.actions = actions;
+    t.trailer = [&S1[..], &S2[..]].concat();
+    t.total_len = total_len;
+    t.build().expect("tiny ELF")
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn alerts(sensor: &Sensor, path: &Path) -> Vec<Value> {
+    sensor.records(|v| exec_of(path)(v) && field(v, "event.kind") == "alert")
+}
+
+fn assert_alert(rec: &Value, bytes: &[u8], source: &str) {
+    assert_eq!(field_str(rec, "event.kind"), "alert", "{rec}");
+    assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
+    assert_eq!(field_str(rec, "rule.verdict"), "match");
+    assert_eq!(field_str(rec, "tinyexec.content_source"), source, "{rec}");
+    assert_eq!(field_str(rec, "file.hash.sha256"), sha256(bytes));
+    assert_eq!(field_u64(rec, "file.size"), bytes.len() as u64);
+    let offsets = |id: usize| field(rec, &format!("rule.strings.{id}.offsets")).clone();
+    let find = |s: &[u8]| {
+        (0..=bytes.len() - s.len())
+            .filter(|&i| &bytes[i..i + s.len()] == s)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(offsets(0), serde_json::json!(find(&S1)));
+    assert_eq!(offsets(1), serde_json::json!(find(&S2)));
+}
+
+/// Alerts-only mode: every runnable corpus file is exec'd; one alert for each
+/// matching file, none for the rest.
+#[test]
+fn corpus_execs_alert_exactly_on_matches() {
+    let sensor = Sensor::start(Vec::<&str>::new());
+    let dir = TempDir::new("corpus");
+    let samples = corpus::write(dir.path()).expect("write corpus");
+    let runnable: Vec<_> = samples.iter().filter(|(_, s)| s.runnable.is_some()).collect();
+    assert!(runnable.iter().any(|(_, s)| s.runnable == Some(Arch::I386)));
+    assert!(runnable.iter().any(|(_, s)| s.runnable == Some(Arch::X86_64)));
+    for (path, _) in &runnable {
+        run_ok(&mut Command::new(path));
+    }
+    for (path, s) in &runnable {
+        if s.expect_match {
+            let rec = sensor.wait_for(&s.name, exec_of(path));
+            assert_alert(&rec, &s.bytes, field_str(&rec, "tinyexec.content_source"));
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    for (path, s) in &runnable {
+        let n = alerts(&sensor, path).len();
+        assert_eq!(n, usize::from(s.expect_match), "{}: {n} alerts", s.name);
+    }
+    // Nothing but alerts in this mode.
+    let others = sensor.records(|v| field(v, "event.kind") != "alert");
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
+    let sensor = Sensor::start(Vec::<&str>::new());
+    let dir = TempDir::new("ways");
+    let bytes = matching(Arch::X86_64, vec![], None);
+    let real = dir.exe(&unique("stager"), &bytes);
+
+    // Directly, then renamed.
+    run_ok(&mut Command::new(&real));
+    assert_alert(&sensor.wait_for("direct", exec_of(&real)), &bytes, "kernel");
+    let renamed = dir.path().join("update-firewall-rules");
+    fs::rename(&real, &renamed).unwrap();
+    run_ok(&mut Command::new(&renamed));
+    assert_alert(&sensor.wait_for("renamed", exec_of(&renamed)), &bytes, "kernel");
+
+    // Through a symlink and by a relative path: the alert names the real file.
+    let link = dir.path().join(unique("link"));
+    symlink(&renamed, &link).unwrap();
+    let marker = unique("via-link");
+    run_ok(Command::new(&link).arg(&marker));
+    let rec = sensor.wait_for("via symlink", |v| field(v, "process.args.1") == marker.as_str());
+    assert_eq!(field_str(&rec, "file.path"), renamed.to_str().unwrap());
+    assert_alert(&rec, &bytes, "kernel");
+    let marker = unique("relative");
+    run_ok(
+        Command::new("./update-firewall-rules")
+            .current_dir(dir.path())
+            .arg(&marker),
+    );
+    let rec = sensor.wait_for("relative", |v| field(v, "process.args.1") == marker.as_str());
+    assert_eq!(field_str(&rec, "file.path"), renamed.to_str().unwrap());
+
+    // A hard link: same inode, its own name.
+    let hard = dir.path().join(unique("hard"));
+    fs::hard_link(&renamed, &hard).unwrap();
+    run_ok(&mut Command::new(&hard));
+    let rec = sensor.wait_for("hard link", exec_of(&hard));
+    assert_eq!(field_u64(&rec, "file.inode"), fs::metadata(&hard).unwrap().ino());
+    assert_eq!(field_u64(&rec, "file.nlink"), 2);
+    assert_alert(&rec, &bytes, "kernel");
+}
+
+/// `execveat(fd, "", AT_EMPTY_PATH)` after fork, with `marker` as argv[1].
+fn execveat_fd(fd: i32, marker: &str) -> std::process::Child {
+    let argv0 = CString::new("fileless").unwrap();
+    let arg1 = CString::new(marker).unwrap();
+    let empty = CString::new("").unwrap();
+    let mut cmd = Command::new("/nonexistent-never-run");
+    // SAFETY: only execveat, on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            Err(std::io::Error::last_os_error())
+        });
+    }
+    spawn(&mut cmd)
+}
+
+#[test]
+fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
+    let sensor = Sensor::start(Vec::<&str>::new());
+    let bytes = matching(Arch::X86_64, vec![], None);
+
+    // Fileless, from a memfd.
+    let name = CString::new(unique("memfd")).unwrap();
+    // SAFETY: valid C string; no CLOEXEC, so the child inherits it.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    assert!(fd >= 0);
+    // SAFETY: valid buffer.
+    assert_eq!(
+        unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) },
+        bytes.len() as isize
+    );
+    let marker = unique("memfd-run");
+    assert!(execveat_fd(fd, &marker).wait().unwrap().success());
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    let rec = sensor.wait_for("memfd alert", |v| field(v, "process.args.1") == marker.as_str());
+    assert_eq!(field(&rec, "file.memfd"), true);
+    assert_alert(&rec, &bytes, "kernel");
+
+    let dir = TempDir::new("gone");
+    // Deleted while running.
+    let sleeper = matching(Arch::X86_64, vec![Action::SleepMs(300)], None);
+    let path = dir.exe(&unique("deleted"), &sleeper);
+    let mut child = spawn(&mut Command::new(&path));
+    fs::remove_file(&path).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_alert(&sensor.wait_for("deleted while running", exec_of(&path)), &sleeper, "kernel");
+
+    // Replaced at the same path by a harmless file right after it started:
+    // the alert describes what ran.
+    let path = dir.exe(&unique("replaced"), &sleeper);
+    let ran_inode = fs::metadata(&path).unwrap().ino();
+    let mut child = spawn(&mut Command::new(&path));
+    let tmp = dir.path().join(unique("harmless"));
+    fs::write(&tmp, tiny_exit0()).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    assert!(child.wait().unwrap().success());
+    let rec = sensor.wait_for("replaced after start", exec_of(&path));
+    assert_alert(&rec, &sleeper, "kernel");
+    assert_eq!(field_u64(&rec, "file.inode"), ran_inode);
+    // The harmless file now at that path raises nothing.
+    run_ok(&mut Command::new(&path));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(alerts(&sensor, &path).len(), 1);
+}
+
+#[test]
+fn tail_past_the_header_is_read_from_the_running_file() {
+    let sensor = Sensor::start(Vec::<&str>::new());
+    let dir = TempDir::new("tail");
+    // 269 bytes, $s2 ends at the very end: the kernel's 256 bytes cannot decide.
+    let bytes = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(269));
+    let path = dir.exe(&unique("tail"), &bytes);
+    run_ok(&mut Command::new(&path));
+    assert_alert(&sensor.wait_for("tail match", exec_of(&path)), &bytes, "kernel+exe");
+
+    // 270 bytes: never a match, never an alert.
+    let twin = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(270));
+    let twin_path = dir.exe(&unique("twin"), &twin);
+    run_ok(&mut Command::new(&twin_path));
+    thread::sleep(Duration::from_millis(500));
+    assert!(alerts(&sensor, &twin_path).is_empty());
+}
+
+#[test]
+fn undecidable_when_the_process_is_gone_and_the_file_deleted() {
+    let mut sensor = Sensor::start(Vec::<&str>::new());
+    let dir = TempDir::new("undetermined");
+    let bytes = matching(Arch::X86_64, vec![], Some(269));
+    let path = dir.exe(&unique("gone"), &bytes);
+    // Hold the sensor so the process has exited and the file is gone before it looks.
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    run_ok(&mut Command::new(&path));
+    fs::remove_file(&path).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    let rec = sensor.wait_for("undetermined alert", exec_of(&path));
+    assert_eq!(field_str(&rec, "event.kind"), "alert");
+    assert_eq!(field_str(&rec, "rule.verdict"), "undetermined");
+    assert_eq!(field_str(&rec, "tinyexec.content_source"), "none");
+    assert!(field_str(&rec, "rule.reason").contains("/exe"), "{rec}");
+    assert!(field(&rec, "file.hash").is_null());
+    assert!(sensor.stop_with(libc::SIGTERM).success());
+}
+
+/// Alerts-only mode says nothing about ordinary execs, large or small.
+#[test]
+fn alerts_only_mode_emits_nothing_for_ordinary_execs() {
+    let mut sensor = Sensor::start(Vec::<&str>::new());
+    let dir = TempDir::new("quiet");
+    let big = dir.path().join(unique("true"));
+    fs::copy("/bin/true", &big).unwrap();
+    run_ok(&mut Command::new(&big));
+    let small = dir.exe(&unique("small"), &tiny_exit0());
+    run_ok(&mut Command::new(&small));
+    assert!(sensor.stop_with(libc::SIGTERM).success());
+    // Other tests' alerts may show here; none may be about these two.
+    assert!(sensor.records(exec_of(&big)).is_empty());
+    assert!(sensor.records(exec_of(&small)).is_empty());
+}

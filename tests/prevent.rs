@@ -1,0 +1,58 @@
+//! Prevent mode: the kernel kills a matching exec before its first instruction.
+//!
+//! Its own test binary: a prevent-mode sensor kills every matching exec on the
+//! host, so it must not run beside tests that expect their stagers to run.
+
+use std::{os::unix::{ffi::OsStrExt, process::ExitStatusExt}, process::Command};
+
+use sha2::{Digest, Sha256};
+use tinyexec_ebpf::rule::{S1, S2};
+use tinyexec_tests::{
+    Sensor, TempDir,
+    elf::{Action, Arch, TinyElf},
+    exec_of, field_str, field_u64, run_ok, spawn, unique,
+};
+
+fn matching(arch: Arch, actions: Vec<Action>) -> Vec<u8> {
+    let mut t = TinyElf::new(arch);
+    t.actions = actions;
+    t.trailer = [&S1[..], &S2[..]].concat();
+    t.build().expect("tiny ELF")
+}
+
+fn assert_alert(rec: &serde_json::Value, bytes: &[u8]) {
+    let sha: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(field_str(rec, "event.kind"), "alert", "{rec}");
+    assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
+    assert_eq!(field_str(rec, "tinyexec.content_source"), "kernel");
+    assert_eq!(field_str(rec, "file.hash.sha256"), sha);
+    assert_eq!(field_u64(rec, "file.size"), bytes.len() as u64);
+}
+
+#[test]
+fn prevent_kills_before_the_first_instruction() {
+    for arch in [Arch::X86_64, Arch::I386] {
+        let sensor = Sensor::start(["--prevent"]);
+        let dir = TempDir::new("prevent");
+        let marker = dir.path().join(unique("marker"));
+        let bytes = matching(
+            arch,
+            vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())],
+        );
+        let path = dir.exe(&unique("stager"), &bytes);
+        let status = spawn(&mut Command::new(&path)).wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{arch:?}: {status}");
+        assert!(!marker.exists(), "{arch:?}: the killed program ran");
+        let rec = sensor.wait_for("kill alert", exec_of(&path));
+        assert_eq!(field_str(&rec, "event.action"), "killed");
+        assert_alert(&rec, &bytes);
+
+        // The same program without the strings runs and writes its marker.
+        let mut t = TinyElf::new(arch);
+        t.actions = vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())];
+        let harmless = dir.exe(&unique("harmless"), &t.build().unwrap());
+        run_ok(&mut Command::new(&harmless));
+        assert!(marker.exists());
+    }
+}
+
