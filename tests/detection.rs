@@ -5,9 +5,8 @@ use std::{
     ffi::CString,
     fs,
     os::unix::{
-        ffi::OsStrExt,
         fs::{MetadataExt, symlink},
-        process::{CommandExt, ExitStatusExt},
+        process::CommandExt,
     },
     path::Path,
     process::Command,
@@ -19,8 +18,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
-    Sensor, TempDir, corpus, elf::{Action, Arch, TinyElf}, exec_of, field, field_str, field_u64,
-    run_ok, spawn, tiny_exit0, unique,
+    Sensor, TempDir, corpus,
+    elf::{Action, Arch, TinyElf},
+    exec_of, field, field_str, field_u64, run_ok, spawn, tiny_exit0, unique, write_exe,
 };
 
 /// A runnable tiny ELF carrying both strings (a match), `total_len` bytes if given.
@@ -33,7 +33,10 @@ fn matching(arch: Arch, actions: Vec<Action>, total_len: Option<usize>) -> Vec<u
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn alerts(sensor: &Sensor, path: &Path) -> Vec<Value> {
@@ -64,9 +67,16 @@ fn corpus_execs_alert_exactly_on_matches() {
     let sensor = Sensor::start(Vec::<&str>::new());
     let dir = TempDir::new("corpus");
     let samples = corpus::write(dir.path()).expect("write corpus");
-    let runnable: Vec<_> = samples.iter().filter(|(_, s)| s.runnable.is_some()).collect();
+    let runnable: Vec<_> = samples
+        .iter()
+        .filter(|(_, s)| s.runnable.is_some())
+        .collect();
     assert!(runnable.iter().any(|(_, s)| s.runnable == Some(Arch::I386)));
-    assert!(runnable.iter().any(|(_, s)| s.runnable == Some(Arch::X86_64)));
+    assert!(
+        runnable
+            .iter()
+            .any(|(_, s)| s.runnable == Some(Arch::X86_64))
+    );
     for (path, _) in &runnable {
         run_ok(&mut Command::new(path));
     }
@@ -99,14 +109,20 @@ fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
     let renamed = dir.path().join("update-firewall-rules");
     fs::rename(&real, &renamed).unwrap();
     run_ok(&mut Command::new(&renamed));
-    assert_alert(&sensor.wait_for("renamed", exec_of(&renamed)), &bytes, "kernel");
+    assert_alert(
+        &sensor.wait_for("renamed", exec_of(&renamed)),
+        &bytes,
+        "kernel",
+    );
 
     // Through a symlink and by a relative path: the alert names the real file.
     let link = dir.path().join(unique("link"));
     symlink(&renamed, &link).unwrap();
     let marker = unique("via-link");
     run_ok(Command::new(&link).arg(&marker));
-    let rec = sensor.wait_for("via symlink", |v| field(v, "process.args.1") == marker.as_str());
+    let rec = sensor.wait_for("via symlink", |v| {
+        field(v, "process.args.1") == marker.as_str()
+    });
     assert_eq!(field_str(&rec, "file.path"), renamed.to_str().unwrap());
     assert_alert(&rec, &bytes, "kernel");
     let marker = unique("relative");
@@ -115,7 +131,9 @@ fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
             .current_dir(dir.path())
             .arg(&marker),
     );
-    let rec = sensor.wait_for("relative", |v| field(v, "process.args.1") == marker.as_str());
+    let rec = sensor.wait_for("relative", |v| {
+        field(v, "process.args.1") == marker.as_str()
+    });
     assert_eq!(field_str(&rec, "file.path"), renamed.to_str().unwrap());
 
     // A hard link: same inode, its own name.
@@ -123,7 +141,10 @@ fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
     fs::hard_link(&renamed, &hard).unwrap();
     run_ok(&mut Command::new(&hard));
     let rec = sensor.wait_for("hard link", exec_of(&hard));
-    assert_eq!(field_u64(&rec, "file.inode"), fs::metadata(&hard).unwrap().ino());
+    assert_eq!(
+        field_u64(&rec, "file.inode"),
+        fs::metadata(&hard).unwrap().ino()
+    );
     assert_eq!(field_u64(&rec, "file.nlink"), 2);
     assert_alert(&rec, &bytes, "kernel");
 }
@@ -172,7 +193,9 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     assert!(execveat_fd(fd, &marker).wait().unwrap().success());
     // SAFETY: our fd.
     unsafe { libc::close(fd) };
-    let rec = sensor.wait_for("memfd alert", |v| field(v, "process.args.1") == marker.as_str());
+    let rec = sensor.wait_for("memfd alert", |v| {
+        field(v, "process.args.1") == marker.as_str()
+    });
     assert_eq!(field(&rec, "file.memfd"), true);
     assert_alert(&rec, &bytes, "kernel");
 
@@ -183,7 +206,11 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     let mut child = spawn(&mut Command::new(&path));
     fs::remove_file(&path).unwrap();
     assert!(child.wait().unwrap().success());
-    assert_alert(&sensor.wait_for("deleted while running", exec_of(&path)), &sleeper, "kernel");
+    assert_alert(
+        &sensor.wait_for("deleted while running", exec_of(&path)),
+        &sleeper,
+        "kernel",
+    );
 
     // Replaced at the same path by a harmless file right after it started:
     // the alert describes what ran.
@@ -191,7 +218,7 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     let ran_inode = fs::metadata(&path).unwrap().ino();
     let mut child = spawn(&mut Command::new(&path));
     let tmp = dir.path().join(unique("harmless"));
-    fs::write(&tmp, tiny_exit0()).unwrap();
+    write_exe(&tmp, &tiny_exit0());
     fs::rename(&tmp, &path).unwrap();
     assert!(child.wait().unwrap().success());
     let rec = sensor.wait_for("replaced after start", exec_of(&path));
@@ -211,7 +238,11 @@ fn tail_past_the_header_is_read_from_the_running_file() {
     let bytes = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(269));
     let path = dir.exe(&unique("tail"), &bytes);
     run_ok(&mut Command::new(&path));
-    assert_alert(&sensor.wait_for("tail match", exec_of(&path)), &bytes, "kernel+exe");
+    assert_alert(
+        &sensor.wait_for("tail match", exec_of(&path)),
+        &bytes,
+        "kernel+exe",
+    );
 
     // 270 bytes: never a match, never an alert.
     let twin = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(270));

@@ -3,7 +3,10 @@
 //! Its own test binary: a prevent-mode sensor kills every matching exec on the
 //! host, so it must not run beside tests that expect their stagers to run.
 
-use std::{os::unix::{ffi::OsStrExt, process::ExitStatusExt}, process::Command};
+use std::{
+    os::unix::{ffi::OsStrExt, process::ExitStatusExt},
+    process::Command,
+};
 
 use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule::{S1, S2};
@@ -21,7 +24,10 @@ fn matching(arch: Arch, actions: Vec<Action>) -> Vec<u8> {
 }
 
 fn assert_alert(rec: &serde_json::Value, bytes: &[u8]) {
-    let sha: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(field_str(rec, "event.kind"), "alert", "{rec}");
     assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
     assert_eq!(field_str(rec, "tinyexec.content_source"), "kernel");
@@ -55,4 +61,3 @@ fn prevent_kills_before_the_first_instruction() {
         assert!(marker.exists());
     }
 }
-

@@ -133,7 +133,7 @@ impl Corpus {
 
     /// A tiny ELF with `trailer` at its end. Files of 257–269 bytes sleep first:
     /// their verdict needs bytes past [`HEAD`], read while the process lives.
-    fn run(&mut self, name: &str, arch: Arch, trailer: Vec<u8>, len: Option<usize>, m: bool) {
+    fn run(&mut self, name: &str, arch: Arch, trailer: Vec<u8>, len: Option<usize>, matches: bool) {
         let mut t = TinyElf {
             trailer,
             total_len: len,
@@ -148,11 +148,11 @@ impl Corpus {
             Arch::X86_64 => "elf64",
             Arch::I386 => "elf32",
         };
-        let verdict = if m { "match" } else { "nomatch" };
+        let verdict = if matches { "match" } else { "nomatch" };
         self.push(
             &format!("{prefix}-run-{verdict}-{name}"),
             bytes,
-            m,
+            matches,
             Some(arch),
         );
     }
@@ -615,7 +615,11 @@ mod tests {
             .collect();
         for (s, mut child) in children {
             let status = child.wait().unwrap();
-            assert!(status.success(), "{s:?}: {status}");
+            // A sensor in prevent mode anywhere on this host SIGKILLs the matching ones.
+            assert!(
+                status.success(),
+                "{s:?}: {status} (is a tinyexec sensor preventing on this host?)"
+            );
         }
         let sleepers = runnable
             .iter()

@@ -268,11 +268,24 @@ impl Sensor {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || g.stdout_closed {
-                panic!(
-                    "expected {n} record(s) of {what}, got {} after {EVENT_TIMEOUT:?}; stderr:\n{}",
+                let last: Vec<String> = g
+                    .records
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .map(Value::to_string)
+                    .collect();
+                let msg = format!(
+                    "expected {n} record(s) of {what}, got {} after {EVENT_TIMEOUT:?}; \
+                     {} records in all, the last ones:\n{}\nstderr:\n{}",
                     found.len(),
+                    g.records.len(),
+                    last.join("\n"),
                     g.stderr.join("\n")
                 );
+                // Unlock first: a panic holding the lock would poison it for the readers.
+                drop(g);
+                panic!("{msg}");
             }
             g = cv.wait_timeout(g, left).expect("wait").0;
         }
@@ -367,9 +380,12 @@ pub fn field_u64(rec: &Value, dotted: &str) -> u64 {
         .unwrap_or_else(|| panic!("{dotted} is not a number in {rec}"))
 }
 
-/// Predicate: an exec record of the file at `path`.
+/// Predicate: an exec record (run or killed) of the file at `path`.
 pub fn exec_of(path: &Path) -> impl Fn(&Value) -> bool + '_ {
-    move |v| field(v, "event.action") == "exec" && field(v, "file.path").as_str() == path.to_str()
+    move |v| {
+        matches!(field(v, "event.action").as_str(), Some("exec" | "killed"))
+            && field(v, "file.path").as_str() == path.to_str()
+    }
 }
 
 /// Did the process die of a signal?

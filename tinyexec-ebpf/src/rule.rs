@@ -56,7 +56,11 @@ pub fn evaluate(content: &[u8]) -> Option<Match> {
 /// Every offset where `needle` occurs in `hay` (YARA reports each occurrence).
 pub fn find_all(hay: &[u8], needle: &[u8]) -> impl Iterator<Item = usize> {
     let n = needle.len();
-    let last = if n == 0 { 0 } else { (hay.len() + 1).saturating_sub(n) };
+    let last = if n == 0 {
+        0
+    } else {
+        (hay.len() + 1).saturating_sub(n)
+    };
     (0..last).filter(move |&i| hay[i..i + n] == *needle)
 }
 

@@ -121,7 +121,8 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         path_disconnected: f & flags::PATH_DISCONNECTED != 0,
         parent_path: {
             let off = (ev.parent_path_off as usize).min(PATH_MAX);
-            (off < PATH_MAX).then(|| String::from_utf8_lossy(&ev.parent_path[off..PATH_MAX]).into_owned())
+            (off < PATH_MAX)
+                .then(|| String::from_utf8_lossy(&ev.parent_path[off..PATH_MAX]).into_owned())
         },
         size: ev.file_size,
         inode: ev.ino,

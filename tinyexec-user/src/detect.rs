@@ -5,11 +5,7 @@
 //! rest is read from the very file that ran, `/proc/PID/exe`, checked against the
 //! kernel's inode and device, never by looking the path up again.
 
-use std::{
-    fs,
-    io::Read,
-    os::unix::fs::MetadataExt,
-};
+use std::{fs, io::Read, os::unix::fs::MetadataExt};
 
 use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule::{self, Partial};
@@ -49,7 +45,10 @@ pub enum Verdict {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn matched(content: &[u8], source: Source, complete: bool) -> Verdict {
@@ -94,7 +93,11 @@ pub fn detect(exec: &Exec) -> Option<Verdict> {
 fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     let path = format!("/proc/{}/exe", exec.pid);
     let mut f = fs::File::open(&path).map_err(|e| {
-        let deleted = if exec.is_deleted() { " and the file was deleted" } else { "" };
+        let deleted = if exec.is_deleted() {
+            " and the file was deleted"
+        } else {
+            ""
+        };
         format!("cannot open {path} ({e}): the process is gone{deleted}")
     })?;
     let md = f.metadata().map_err(|e| format!("stat {path}: {e}"))?;
@@ -120,10 +123,12 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
             size
         ));
     }
-    if let Some(head) = &exec.header {
-        if !all.starts_with(head) {
-            return Err(format!("{path} no longer starts with the bytes the kernel read"));
-        }
+    if let Some(head) = &exec.header
+        && !all.starts_with(head)
+    {
+        return Err(format!(
+            "{path} no longer starts with the bytes the kernel read"
+        ));
     }
     Ok(all)
 }

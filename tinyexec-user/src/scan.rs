@@ -119,8 +119,8 @@ impl<W: Write> Scanner<W> {
             return;
         }
         let mut content = Vec::with_capacity(rule::FILESIZE_LT as usize);
-        let read = fs::File::open(path)
-            .and_then(|f| f.take(rule::FILESIZE_LT).read_to_end(&mut content));
+        let read =
+            fs::File::open(path).and_then(|f| f.take(rule::FILESIZE_LT).read_to_end(&mut content));
         if let Err(e) = read {
             return self.error(path, e);
         }
@@ -162,14 +162,14 @@ impl<W: Write> Scanner<W> {
 
     fn show_progress(&mut self) {
         const EVERY: Duration = Duration::from_millis(200);
-        if let Some(last) = self.progress {
-            if last.elapsed() >= EVERY {
-                eprint!(
-                    "\r\x1b[Kscanned {} files, {} matches, {} errors",
-                    self.files, self.matches, self.errors
-                );
-                self.progress = Some(Instant::now());
-            }
+        if let Some(last) = self.progress
+            && last.elapsed() >= EVERY
+        {
+            eprint!(
+                "\r\x1b[Kscanned {} files, {} matches, {} errors",
+                self.files, self.matches, self.errors
+            );
+            self.progress = Some(Instant::now());
         }
     }
 }

@@ -110,7 +110,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     run_cmd(
         cargo()
             .current_dir(root)
-            .args(["test", "--workspace"])
+            .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor),
     )

@@ -1,0 +1,141 @@
+//! The dotted field names an exclusion may use (docs/events.md).
+//!
+//! A fixed list rather than "whatever the record happens to hold": a misspelled
+//! field would otherwise never match, and an exclusion that silently never
+//! matches is a bug nobody notices.
+
+/// Every field of docs/events.md, plus `process.parent.executable` (being added
+/// to the records) so exclusions can already name the parent by its file.
+pub const FIELDS: &[&str] = &[
+    // Every record.
+    "@timestamp",
+    "event.action",
+    "event.kind",
+    "event.sequence",
+    "host.hostname",
+    "host.boot_id",
+    // Exec records.
+    "process.pid",
+    "process.exec_tid",
+    "process.name",
+    "process.executable",
+    "process.command_line",
+    "process.args",
+    "process.args_count",
+    "process.args_truncated",
+    "process.uid",
+    "process.gid",
+    "process.euid",
+    "process.egid",
+    "process.user",
+    "process.group",
+    "process.effective_user",
+    "process.login_uid",
+    "process.login_user",
+    "process.parent.pid",
+    "process.parent.name",
+    "process.parent.executable",
+    "process.parent_process_name",
+    "user.id",
+    "user.name",
+    "file.path",
+    "file.name",
+    "file.directory",
+    "file.size",
+    "file.inode",
+    "file.device",
+    "file.nlink",
+    "file.mode",
+    "file.deleted",
+    "file.memfd",
+    "file.path_truncated",
+    "file.path_disconnected",
+    "file.hash.sha256",
+    "tinyexec.ktime_ns",
+    "tinyexec.read_error",
+    "tinyexec.content_source",
+    "tinyexec.kill_failed",
+    // Alerts.
+    "rule.name",
+    "rule.verdict",
+    "rule.reason",
+    "rule.strings",
+    // Lost records.
+    "lost.count",
+    "lost.total",
+];
+
+/// Field names are case-sensitive, as Kusto column names are.
+pub fn is_known(name: &str) -> bool {
+    FIELDS.contains(&name)
+}
+
+/// The known field `name` was most likely meant to be, if any is close enough
+/// to be a useful hint rather than noise.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    // A dropped prefix (`parent_process_name`, `sha256`) is a common slip that
+    // edit distance ranks far away; take it when it is unambiguous.
+    let tail = format!(".{name}");
+    let mut by_tail = FIELDS.iter().filter(|f| f.ends_with(&tail));
+    if let (Some(f), None) = (by_tail.next(), by_tail.next()) {
+        return Some(f);
+    }
+    let wanted = name.to_lowercase();
+    let (best, distance) = FIELDS
+        .iter()
+        .map(|f| (*f, levenshtein(&wanted, f)))
+        .min_by_key(|&(_, d)| d)?;
+    // A third of the name (at least 2 edits) keeps `process.nmae` -> `process.name`
+    // while not offering `file.size` for `foo`.
+    let limit = (wanted.chars().count() / 3).max(2);
+    (distance <= limit).then_some(best)
+}
+
+/// Edit distance in characters (insert, delete, substitute).
+pub fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_unique_and_include_the_additions() {
+        for (i, f) in FIELDS.iter().enumerate() {
+            assert!(!FIELDS[..i].contains(f), "{f} listed twice");
+        }
+        assert!(is_known("process.parent.executable"));
+        assert!(is_known("process.args"));
+        assert!(!is_known("Process.Name"));
+    }
+
+    #[test]
+    fn levenshtein_counts_characters() {
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("“a”", "\"a\""), 2);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("process.nmae"), Some("process.name"));
+        assert_eq!(suggest("process.parent_name"), Some("process.parent.name"));
+        assert_eq!(suggest("Process.Name"), Some("process.name"));
+        assert_eq!(suggest("parent_process_name"), Some("process.parent_process_name"));
+        assert_eq!(suggest("sha256"), Some("file.hash.sha256"));
+        assert_eq!(suggest("foo"), None);
+        assert_eq!(suggest("completely.unrelated.thing"), None);
+    }
+}
