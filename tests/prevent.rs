@@ -61,3 +61,33 @@ fn prevent_kills_before_the_first_instruction() {
         assert!(marker.exists());
     }
 }
+
+/// 257 to 269 bytes: the kernel kills when both strings lie in its 256-byte
+/// header; when a string lies past it, the program runs and user space alerts.
+#[test]
+fn prevent_decides_from_the_header_alone() {
+    let sensor = Sensor::start(["--prevent"]);
+    let dir = TempDir::new("prevent-269");
+    let mut early = TinyElf::new(Arch::X86_64);
+    early.actions = vec![Action::SleepMs(300)];
+    early.trailer = [&S1[..], &S2[..], &[0u8; 40][..]].concat();
+    early.total_len = Some(269);
+    let early = early.build().unwrap();
+    let path = dir.exe(&unique("early"), &early);
+    let status = spawn(&mut Command::new(&path)).wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let rec = sensor.wait_for("kill of a 269-byte file", exec_of(&path));
+    assert_eq!(field_str(&rec, "event.action"), "killed");
+
+    let mut late = TinyElf::new(Arch::X86_64);
+    late.actions = vec![Action::SleepMs(300)];
+    late.trailer = [&S1[..], &S2[..]].concat();
+    late.total_len = Some(269);
+    let late = late.build().unwrap();
+    let path = dir.exe(&unique("late"), &late);
+    run_ok(&mut Command::new(&path));
+    let rec = sensor.wait_for("alert on a 269-byte file", exec_of(&path));
+    assert_eq!(field_str(&rec, "event.action"), "exec");
+    assert_eq!(field_str(&rec, "rule.verdict"), "match");
+    assert_eq!(field_str(&rec, "tinyexec.content_source"), "kernel+exe");
+}

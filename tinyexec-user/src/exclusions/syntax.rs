@@ -156,16 +156,7 @@ fn lex(chars: &[char]) -> Vec<Token> {
                     .find(|&k| !is_field_char(chars[k]))
                     .unwrap_or(chars.len());
                 let word: String = chars[i..end].iter().collect();
-                let tok = if word.eq_ignore_ascii_case("and") {
-                    Tok::And
-                } else if word.eq_ignore_ascii_case("or") {
-                    Tok::Or
-                } else if word.eq_ignore_ascii_case("not") {
-                    Tok::Not
-                } else {
-                    Tok::Word(word)
-                };
-                (tok, end)
+                (keyword(&word).unwrap_or(Tok::Word(word)), end)
             }
             c => (Tok::Error(unexpected(c)), i + 1),
         };
@@ -176,6 +167,14 @@ fn lex(chars: &[char]) -> Vec<Token> {
         }
         i = next;
     }
+}
+
+/// AND, OR and NOT, in any case.
+fn keyword(word: &str) -> Option<Tok> {
+    [("and", Tok::And), ("or", Tok::Or), ("not", Tok::Not)]
+        .into_iter()
+        .find(|(k, _)| word.eq_ignore_ascii_case(k))
+        .map(|(_, tok)| tok)
 }
 
 fn unexpected(c: char) -> String {
@@ -198,13 +197,20 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     };
     match open {
         c if c.is_whitespace() || c == '(' || c == ')' => {
-            let rest = chars[i..].iter().find(|c| !c.is_whitespace());
-            let hint = match rest {
-                Some(c) if c.is_whitespace() || *c == '(' || *c == ')' => "",
-                Some(_) if c.is_whitespace() => {
-                    " (the value must follow it directly, without a space)"
-                }
-                _ => "",
+            // `field: "x"`: say why, unless what follows is no value anyway.
+            let next = (i..chars.len()).find(|&k| !chars[k].is_whitespace());
+            let spaced_value = c.is_whitespace()
+                && next.is_some_and(|k| {
+                    let end = (k + 1..chars.len())
+                        .find(|&e| ends_word(chars[e]))
+                        .unwrap_or(chars.len());
+                    let word: String = chars[k..end].iter().collect();
+                    !matches!(chars[k], '(' | ')') && keyword(&word).is_none()
+                });
+            let hint = if spaced_value {
+                " (the value must follow it directly, without a space)"
+            } else {
+                ""
             };
             Err((col, format!("missing value after `{after}`{hint}")))
         }
@@ -340,27 +346,21 @@ impl Parser {
             Tok::EqEq => error(col, "missing field name before `==`"),
             Tok::And | Tok::Or | Tok::RParen | Tok::End => {
                 let found = describe(&tok);
-                match ctx {
-                    Context::After(keyword, at) if tok == Tok::End => error(
+                match (ctx, &tok) {
+                    (Context::After(keyword, at), Tok::End) => error(
                         at,
                         format!("dangling {keyword}: expected a predicate after it"),
                     ),
-                    Context::After(keyword, _) => error(
+                    (Context::After(keyword, _), _) => error(
                         col,
                         format!("expected a predicate after {keyword}, found {found}"),
                     ),
-                    Context::Paren(at) if tok == Tok::End => {
+                    (Context::Paren(at), Tok::End) => {
                         error(at, "missing `)`: the `(` opened here is never closed")
                     }
-                    Context::Start if tok == Tok::RParen => {
-                        error(col, "stray `)`: there is no `(` for it to close")
-                    }
-                    Context::Start | Context::Paren(_) if tok == Tok::RParen => {
-                        error(col, format!("expected a predicate, found {found}"))
-                    }
-                    Context::Start | Context::Paren(_) => {
-                        error(col, format!("{found} needs a predicate before it"))
-                    }
+                    (_, Tok::RParen) => error(col, "stray `)`: there is no `(` for it to close"),
+                    (_, Tok::End) => error(col, "expected a predicate (`field:value`)"),
+                    _ => error(col, format!("{found} needs a predicate before it")),
                 }
             }
             // `peek` turns these into errors.
