@@ -52,7 +52,7 @@ fn expected(written: &[(PathBuf, Sample)]) -> BTreeSet<PathBuf> {
 /// The `.yar` file to hand to yara, kept outside the scanned directory (yara
 /// -r would otherwise scan it too).
 fn rule_file(scratch: &TempDir) -> PathBuf {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/EQGRP_tinyexec.yar");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/EQGRP_tinyexec.yar");
     match fs::read_to_string(&spec) {
         Ok(text) => {
             assert_eq!(

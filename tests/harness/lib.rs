@@ -291,6 +291,32 @@ impl Sensor {
         }
     }
 
+    /// Waits for a stderr line containing `needle`, counting from line `from`;
+    /// returns the index after it (to wait for the next one).
+    pub fn wait_stderr(&self, needle: &str, from: usize) -> usize {
+        let (m, cv) = &*self.shared;
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut g = m.lock().expect("lock");
+        loop {
+            if let Some(i) = g.stderr.iter().skip(from).position(|l| l.contains(needle)) {
+                return from + i + 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || g.stderr_closed {
+                let msg = format!("no stderr line with {needle:?}:\n{}", g.stderr.join("\n"));
+                drop(g);
+                panic!("{msg}");
+            }
+            g = cv.wait_timeout(g, left).expect("wait").0;
+        }
+    }
+
+    /// Lines of stderr so far.
+    pub fn stderr_lines(&self) -> usize {
+        let (m, _) = &*self.shared;
+        m.lock().expect("lock").stderr.len()
+    }
+
     /// Every record so far that satisfies `pred`.
     pub fn records(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let (m, _) = &*self.shared;

@@ -1,12 +1,15 @@
 //! tinyexec-sensor: real-time detection of the EQGRP tinyexec stager at exec time.
 
 mod btf;
+mod check;
 mod clock;
 mod decode;
 mod detect;
+mod exclusions;
 mod identity;
 mod offsets;
 mod pipeline;
+mod policy;
 mod preflight;
 mod record;
 mod run;
@@ -30,6 +33,8 @@ enum Command {
     Run(run::RunArgs),
     /// Hunt on disk: print every file the rule matches, as `yara` does.
     Scan(scan::ScanArgs),
+    /// Parse an exclusions file: each exclusion normalized, warnings, errors.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Scan(args) => return scan::scan(args),
+        Command::Check(args) => return check::check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,11 +9,23 @@ use crate::{
     decode::{self, Exec},
     detect::{self, Verdict},
     identity::{self, Names},
-    record::{self, Host, Record},
+    policy::Policy,
+    record::{self, ExclusionRef, Host, Record},
 };
+
+/// What happens to an alert an exclusion covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suppressed {
+    /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
+    Emit,
+    /// Only count it (per-exclusion counters are logged).
+    Count,
+}
 
 pub struct Pipeline<W: Write> {
     out: W,
+    policy: Policy,
+    suppressed: Suppressed,
     names: Names,
     clock: BootClock,
     host: Host,
@@ -23,9 +35,11 @@ pub struct Pipeline<W: Write> {
 }
 
 impl<W: Write> Pipeline<W> {
-    pub fn new(out: W, all_execs: bool) -> Self {
+    pub fn new(out: W, all_execs: bool, policy: Policy, suppressed: Suppressed) -> Self {
         Self {
             out,
+            policy,
+            suppressed,
             names: Names::default(),
             clock: BootClock::new(),
             host: Host {
@@ -66,10 +80,41 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
-        let seq = self.next_sequence();
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        let rec = record::exec_record(exec, verdict, &mut self.names, ts, seq, &self.host);
+        let mut rec = record::exec_record(exec, verdict, &mut self.names, ts, 0, &self.host);
+        // Exclusions apply to alerts the user space raises; a kill already happened.
+        if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
+            let doc = serde_json::to_value(&rec).context("encoding a record")?;
+            if let Some(hit) = self.policy.suppressing(&doc) {
+                if self.suppressed == Suppressed::Count {
+                    return Ok(());
+                }
+                rec.event.kind = "suppressed";
+                rec.exclusion = Some(ExclusionRef {
+                    name: hit.name.clone(),
+                    line: hit.line,
+                });
+            }
+        }
+        rec.event.sequence = self.next_sequence();
         self.write(&rec)
+    }
+
+    /// Re-reads the exclusions when forced (SIGHUP) or changed on disk, between
+    /// records: every exec is evaluated once, under one set.
+    pub fn reload_exclusions(&mut self, forced: bool) {
+        if let Some(msg) = self.policy.reload(forced) {
+            eprintln!("tinyexec-sensor: {msg}");
+        }
+    }
+
+    pub fn log_counters(&self) {
+        if !self.policy.is_empty() {
+            eprintln!(
+                "tinyexec-sensor: suppressed per exclusion: {}",
+                self.policy.counters_line()
+            );
+        }
     }
 
     /// Reports records the kernel could not deliver, once per increase of its counter.

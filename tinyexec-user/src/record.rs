@@ -22,7 +22,8 @@ pub struct Host {
 pub struct Event {
     /// `exec`, `killed` (prevent mode stopped it), `lost`.
     pub action: &'static str,
-    /// `alert` for rule matches, `event` for other execs, `metric` for counters.
+    /// `alert` for rule matches, `suppressed` for matches an exclusion covers,
+    /// `event` for other execs, `metric` for counters.
     pub kind: &'static str,
     /// Per-run sequence number of emitted records, from 1.
     pub sequence: u64,
@@ -128,6 +129,14 @@ pub struct Sensor {
     pub kill_failed: bool,
 }
 
+/// The exclusion that suppressed an alert.
+#[derive(Debug, Serialize)]
+pub struct ExclusionRef {
+    pub name: String,
+    /// Its line in the exclusions file.
+    pub line: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Lost {
     /// Records lost since the previous `lost` record.
@@ -143,6 +152,8 @@ pub struct Record {
     pub event: Event,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusion: Option<ExclusionRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +244,7 @@ pub fn exec_record(
             sequence,
         },
         rule,
+        exclusion: None,
         process: Some(Process {
             pid: exec.pid,
             exec_tid: exec.exec_tid,
@@ -303,6 +315,7 @@ pub fn lost_record(
             sequence,
         },
         rule: None,
+        exclusion: None,
         process: None,
         file: None,
         user: None,

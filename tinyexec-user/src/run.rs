@@ -10,7 +10,8 @@ use tokio::{
 };
 
 use crate::{
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Suppressed},
+    policy::Policy,
     preflight,
     sensor::{self, LoadOptions, Sensor},
 };
@@ -27,6 +28,19 @@ pub struct RunArgs {
     /// kernel's 256-byte header decides); others are alerted as usual.
     #[arg(long)]
     pub prevent: bool,
+    /// Exclusions file (default: /etc/tinyexec/exclusions.txt if present, else the
+    /// built-in defaults). Reloaded on SIGHUP and when it changes on disk.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_exclusions")]
+    pub exclusions: Option<PathBuf>,
+    /// Apply no exclusions.
+    #[arg(long)]
+    pub no_exclusions: bool,
+    /// What to do with alerts an exclusion covers.
+    #[arg(long, value_enum, default_value = "emit")]
+    pub suppressed: Suppressed,
+    /// Seconds between logs of the per-exclusion counters (also logged at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub stats_interval: u64,
     /// Kernel BTF to read struct offsets from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
@@ -40,6 +54,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let (policy, loaded) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
+    eprintln!("tinyexec-sensor: {loaded}");
     preflight::check_btf(&args.btf)?;
     preflight::check_privileges()?;
     if let Some(warning) = preflight::raise_memlock() {
@@ -68,15 +84,25 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         eprintln!("tinyexec-sensor: warning: could not notify systemd: {err}");
     }
-    let pipeline = Pipeline::new(io::BufWriter::new(io::stdout().lock()), args.all_execs);
+    let pipeline = Pipeline::new(
+        io::BufWriter::new(io::stdout().lock()),
+        args.all_execs,
+        policy,
+        args.suppressed,
+    );
+    let stats = Duration::from_secs(args.stats_interval.max(1));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline))
+        .block_on(stream(sensor, pipeline, stats))
 }
 
-async fn stream<W: io::Write>(sensor: Sensor, mut pipeline: Pipeline<W>) -> Result<()> {
+async fn stream<W: io::Write>(
+    sensor: Sensor,
+    mut pipeline: Pipeline<W>,
+    stats_every: Duration,
+) -> Result<()> {
     let Sensor { events, lost, .. } = sensor;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.
@@ -84,7 +110,10 @@ async fn stream<W: io::Write>(sensor: Sensor, mut pipeline: Pipeline<W>) -> Resu
         .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(LOST_POLL);
+    let mut stats = tokio::time::interval(stats_every);
+    stats.tick().await;
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -99,7 +128,10 @@ async fn stream<W: io::Write>(sensor: Sensor, mut pipeline: Pipeline<W>) -> Resu
             _ = tick.tick() => {
                 pipeline.tick();
                 pipeline.report_lost(sensor::lost_total(&lost)?)?;
+                pipeline.reload_exclusions(false);
             }
+            _ = sighup.recv() => pipeline.reload_exclusions(true),
+            _ = stats.tick() => pipeline.log_counters(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -111,6 +143,7 @@ async fn stream<W: io::Write>(sensor: Sensor, mut pipeline: Pipeline<W>) -> Resu
     }
     pipeline.report_lost(sensor::lost_total(&lost)?)?;
     pipeline.flush()?;
+    pipeline.log_counters();
     eprintln!("tinyexec-sensor: stopped");
     Ok(())
 }

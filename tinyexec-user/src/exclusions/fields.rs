@@ -4,8 +4,8 @@
 //! field would otherwise never match, and an exclusion that silently never
 //! matches is a bug nobody notices.
 
-/// Every field of docs/events.md, plus `process.parent.executable` (being added
-/// to the records) so exclusions can already name the parent by its file.
+/// Every field of docs/events.md, including `process.parent.executable`, the
+/// sturdy way to name a parent, and `process.args`.
 pub const FIELDS: &[&str] = &[
     // Every record.
     "@timestamp",
@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(suggest("process.nmae"), Some("process.name"));
         assert_eq!(suggest("process.parent_name"), Some("process.parent.name"));
         assert_eq!(suggest("Process.Name"), Some("process.name"));
-        assert_eq!(suggest("parent_process_name"), Some("process.parent_process_name"));
+        assert_eq!(
+            suggest("parent_process_name"),
+            Some("process.parent_process_name")
+        );
         assert_eq!(suggest("sha256"), Some("file.hash.sha256"));
         assert_eq!(suggest("foo"), None);
         assert_eq!(suggest("completely.unrelated.thing"), None);

@@ -148,11 +148,15 @@ fn has_terms(have: &[String], wanted: &[String], op: Op) -> bool {
     }
     let last = wanted.len() - 1;
     have.windows(wanted.len()).any(|window| {
-        window.iter().zip(wanted).enumerate().all(|(i, (h, w))| match op {
-            Op::HasPrefix if i == last => h.starts_with(w.as_str()),
-            Op::HasSuffix if i == 0 => h.ends_with(w.as_str()),
-            _ => h == w,
-        })
+        window
+            .iter()
+            .zip(wanted)
+            .enumerate()
+            .all(|(i, (h, w))| match op {
+                Op::HasPrefix if i == last => h.starts_with(w.as_str()),
+                Op::HasSuffix if i == 0 => h.ends_with(w.as_str()),
+                _ => h == w,
+            })
     })
 }
 
@@ -189,7 +193,10 @@ mod tests {
             "update-firewall-rules.sh",
             "sudo /opt/update-firewall-rules.sh --apply"
         ));
-        assert!(!has("update-firewall-rules.sh", "update-firewall-rules-v2.sh"));
+        assert!(!has(
+            "update-firewall-rules.sh",
+            "update-firewall-rules-v2.sh"
+        ));
         assert!(has("CRON", "Cron"), "case-insensitive");
         assert!(!has("etc cron", "cron etc"), "order matters");
         assert!(!has("etc cron", "etc x cron"), "terms must be consecutive");
@@ -253,7 +260,10 @@ mod tests {
         assert!(pred("process.args", false, "apply").matches(&rec));
         assert!(pred("process.args", true, "--apply").matches(&rec));
         assert!(!pred("process.args", true, "apply").matches(&rec));
-        assert!(!pred("process.args", false, "sudo x").matches(&rec), "per element");
+        assert!(
+            !pred("process.args", false, "sudo x").matches(&rec),
+            "per element"
+        );
         assert!(!pred("process.login_uid", false, "null").matches(&rec));
         assert!(!pred("process.name", false, "x").matches(&rec));
         assert!(!pred("rule.strings", false, "identifier").matches(&rec));
@@ -263,7 +273,10 @@ mod tests {
     #[test]
     fn values_that_cannot_match_are_rejected() {
         let e = Predicate::new("file.path", false, "/").unwrap_err();
-        assert!(e.contains("no letters or digits") && e.contains("=="), "{e}");
+        assert!(
+            e.contains("no letters or digits") && e.contains("=="),
+            "{e}"
+        );
         assert!(Predicate::new("file.path", false, "").is_err());
         assert!(Predicate::new("file.path", false, "*").is_err());
         assert!(Predicate::new("file.path", false, "*/*").is_ok());

@@ -14,16 +14,14 @@
 
 pub mod fields;
 mod lint;
-mod matching;
+pub mod matching;
 mod syntax;
 
 use std::fmt;
 
 use serde_json::Value;
 
-pub use fields::FIELDS;
-pub use lint::{Warning, lint};
-pub use matching::{Op, Predicate};
+use matching::Predicate;
 
 /// One exclusion line.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +57,7 @@ impl Expr {
     }
 
     /// The fields used, each once, in order of first use.
+    #[cfg(test)]
     pub fn fields(&self) -> Vec<&str> {
         let mut out = Vec::new();
         self.visit(&mut |p| {
@@ -69,6 +68,7 @@ impl Expr {
         out
     }
 
+    #[cfg(test)]
     fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Predicate)) {
         match self {
             Expr::Pred(p) => f(p),
@@ -158,6 +158,29 @@ pub fn parse(file: &str, text: &str) -> Parsed {
     parsed
 }
 
+/// A field an attacker can use to satisfy an exclusion on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub field: String,
+    /// Why, and a sturdier field to use instead.
+    pub message: String,
+}
+
+/// Warns about fields whose value the person who runs a binary controls:
+/// `process.name` and `file.name` (rename the file), `process.command_line`
+/// and `process.args` (any argument), `process.parent.name` and
+/// `process.parent_process_name` (a process sets its own comm); and about
+/// term or substring matches on paths, which are not anchored (any user can
+/// create `/tmp/etc/cron.d/x`). Each warning names a sturdier field.
+///
+/// Only predicates used positively (under an even number of NOTs) warn: one
+/// only under NOT can only narrow the exclusion, so dodging it leaves an
+/// attacker no better off than if it were not there. At most one warning per
+/// field and problem.
+pub fn lint(exclusion: &Exclusion) -> Vec<Warning> {
+    lint::warnings(exclusion)
+}
+
 /// The first exclusion that matches, if any.
 pub fn first_match<'a>(exclusions: &'a [Exclusion], record: &Value) -> Option<&'a Exclusion> {
     exclusions.iter().find(|e| e.expr.matches(record))
@@ -168,8 +191,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The exclusions shipped with the detection, read at test time.
-    const SPEC: &str = "/work/shared/spec/exclusions.txt";
+    /// The exclusions shipped with the detection (`shared/` beside the checkout), read at test time.
+    const SPEC: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/spec/exclusions.txt"
+    );
 
     fn spec() -> Parsed {
         let path = std::env::var("TINYEXEC_EXCLUSIONS_SPEC").unwrap_or_else(|_| SPEC.into());
@@ -198,7 +224,11 @@ mod tests {
                 eprintln!("  warning: {}: {}", w.field, w.message);
             }
         }
-        let normalized: Vec<String> = parsed.exclusions.iter().map(|e| e.expr.normalized()).collect();
+        let normalized: Vec<String> = parsed
+            .exclusions
+            .iter()
+            .map(|e| e.expr.normalized())
+            .collect();
         assert_eq!(
             normalized,
             [
@@ -253,27 +283,62 @@ mod tests {
         let t = "/usr/local/bin/t";
         assert!(m(maintenance, &exec("cron", t, "root", &[t])));
         assert!(m(maintenance, &exec("systemd", t, "root", &[t])));
-        assert!(m(maintenance, &exec("bash", "/etc/cron.d/backup", "root", &[t])));
+        assert!(m(
+            maintenance,
+            &exec("bash", "/etc/cron.d/backup", "root", &[t])
+        ));
         assert!(!m(maintenance, &exec("anacron", t, "root", &[t])));
-        assert!(!m(maintenance, &exec("systemd-udevd", "/etc/cron.daily/x", "root", &[t])));
+        assert!(!m(
+            maintenance,
+            &exec("bash", "/etc/cron.daily/x", "root", &[t])
+        ));
+        // `has` is a term match: any parent whose name has the term `systemd`.
+        assert!(m(maintenance, &exec("systemd-udevd", t, "root", &[t])));
 
         let apply = ["sudo", "/opt/update-firewall-rules.sh", "--apply"];
         assert!(m(deploy, &exec("bash", t, "root", &apply)));
         assert!(!m(deploy, &exec("bash", t, "admin", &apply)));
-        assert!(!m(deploy, &exec("bash", t, "root", &["/opt/update-firewall-rules-v2.sh"])));
+        assert!(!m(
+            deploy,
+            &exec("bash", t, "root", &["/opt/update-firewall-rules-v2.sh"])
+        ));
 
         assert!(m(security, &exec("init", "/usr/sbin/snort", "root", &[t])));
-        assert!(m(security, &exec("init", "/var/ossec/bin/ossec", "root", &[t])));
-        assert!(!m(security, &exec("init", "/usr/sbin/snort2", "root", &[t])));
-        assert!(!m(security, &exec("snort", t, "root", &[t])), "the parent is not the process");
+        assert!(m(
+            security,
+            &exec("init", "/var/ossec/bin/ossec", "root", &[t])
+        ));
+        assert!(!m(
+            security,
+            &exec("init", "/usr/sbin/snort2", "root", &[t])
+        ));
+        assert!(
+            !m(security, &exec("snort", t, "root", &[t])),
+            "the parent is not the process"
+        );
 
         assert!(m(patching, &exec("sshd", "/usr/bin/puppet", "root", &[t])));
-        assert!(m(patching, &exec("sshd", "/opt/chef/bin/chef", "root", &[t])));
-        assert!(!m(patching, &exec("sshd", "/usr/bin/puppetd", "root", &[t])));
+        assert!(m(
+            patching,
+            &exec("sshd", "/opt/chef/bin/chef", "root", &[t])
+        ));
+        assert!(!m(
+            patching,
+            &exec("sshd", "/usr/bin/puppetd", "root", &[t])
+        ));
 
-        let records = [exec("anacron", t, "root", &[t]), exec("cron", "/usr/sbin/snort", "root", &[t])];
-        assert_eq!(first_match(&parsed.exclusions, &records[0]).map(|e| e.line), None);
-        assert_eq!(first_match(&parsed.exclusions, &records[1]).map(|e| e.line), Some(6));
+        let records = [
+            exec("anacron", t, "root", &[t]),
+            exec("cron", "/usr/sbin/snort", "root", &[t]),
+        ];
+        assert_eq!(
+            first_match(&parsed.exclusions, &records[0]).map(|e| e.line),
+            None
+        );
+        assert_eq!(
+            first_match(&parsed.exclusions, &records[1]).map(|e| e.line),
+            Some(6)
+        );
     }
 
     #[test]

@@ -241,7 +241,9 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
         }
         '\'' | '‘' => Err((
             col,
-            format!("single quotes do not quote a value here: write `\"...\"` instead of `{open}...`"),
+            format!(
+                "single quotes do not quote a value here: write `\"...\"` instead of `{open}...`"
+            ),
         )),
         _ => {
             let end = (i..chars.len())
@@ -324,7 +326,10 @@ impl Parser {
             Tok::LParen => {
                 self.bump();
                 if self.peek()?.tok == Tok::RParen {
-                    return error(col, "empty parentheses: put a predicate inside or remove them");
+                    return error(
+                        col,
+                        "empty parentheses: put a predicate inside or remove them",
+                    );
                 }
                 let inner = self.or(Context::Paren(col))?;
                 let next = self.peek()?;
@@ -390,7 +395,9 @@ impl Parser {
         if !fields::is_known(&field) {
             let message = match fields::suggest(&field) {
                 Some(known) => format!("unknown field `{field}`; did you mean `{known}`?"),
-                None => format!("unknown field `{field}` (the fields are listed in docs/events.md)"),
+                None => {
+                    format!("unknown field `{field}` (the fields are listed in docs/events.md)")
+                }
             };
             return error(col, message);
         }
@@ -572,7 +579,10 @@ mod tests {
             norm("NOT (process.name:a AND process.user:b)"),
             r#"NOT (process.name:"a" AND process.user:"b")"#
         );
-        assert_eq!(norm("NOT NOT process.name:a"), r#"NOT NOT process.name:"a""#);
+        assert_eq!(
+            norm("NOT NOT process.name:a"),
+            r#"NOT NOT process.name:"a""#
+        );
         // Parentheses precedence does not need are dropped; same-operator
         // groups flatten (AND and OR are associative).
         assert_eq!(
@@ -634,10 +644,7 @@ mod tests {
             r#"process.command_line:"say \"hi\"""#
         );
         // Unquoted words may hold `:` and `=`, and stop at a parenthesis.
-        assert_eq!(
-            norm("(file.path:/a:b=c)"),
-            r#"file.path:"/a:b=c""#
-        );
+        assert_eq!(norm("(file.path:/a:b=c)"), r#"file.path:"/a:b=c""#);
         assert_eq!(norm("process.uid==0"), r#"process.uid=="0""#);
         assert_eq!(norm("  process.user:root  "), r#"process.user:"root""#);
     }
@@ -701,22 +708,30 @@ mod tests {
     #[test]
     fn missing_value() {
         assert_err("process.user:", 14, "missing value after `process.user:`");
+        assert_err("process.user: root", 14, "without a space");
         assert_err(
-            "process.user: root",
-            14,
-            "without a space",
+            &format!("process.user== AND {A}"),
+            15,
+            "missing value after `process.user==`",
         );
-        assert_err(&format!("process.user== AND {A}"), 15, "missing value after `process.user==`");
         assert_err("(process.user:)", 15, "missing value");
     }
 
     #[test]
     fn missing_field() {
         assert_err(":root", 1, "missing field name before `:`");
-        assert_err(&format!("{A} AND ==root"), 20, "missing field name before `==`");
+        assert_err(
+            &format!("{A} AND ==root"),
+            20,
+            "missing field name before `==`",
+        );
         assert_err(r#""root""#, 1, "missing field");
         assert_err(&format!("{A} OR “root”"), 19, "missing field");
-        assert_err("process.user", 13, "expected `:` or `==` after the field `process.user`");
+        assert_err(
+            "process.user",
+            13,
+            "expected `:` or `==` after the field `process.user`",
+        );
         assert_err(&format!("{A} AND snort"), 20, "found `snort`");
     }
 
@@ -741,18 +756,34 @@ mod tests {
         assert_err("NOT", 1, "dangling NOT");
         assert_err(&format!("AND {A}"), 1, "AND needs a predicate before it");
         assert_err(&format!("OR {A}"), 1, "OR needs a predicate before it");
-        assert_err(&format!("{A} AND OR {B}"), 20, "expected a predicate after AND, found OR");
-        assert_err(&format!("{A} AND )"), 20, "expected a predicate after AND, found `)`");
+        assert_err(
+            &format!("{A} AND OR {B}"),
+            20,
+            "expected a predicate after AND, found OR",
+        );
+        assert_err(
+            &format!("{A} AND )"),
+            20,
+            "expected a predicate after AND, found `)`",
+        );
         assert_err(&format!("(AND {A})"), 2, "AND needs a predicate before it");
     }
 
     #[test]
     fn juxtaposition() {
-        assert_err(&format!("{A} {B}"), 16, "expected AND or OR, found `process.user`");
+        assert_err(
+            &format!("{A} {B}"),
+            16,
+            "expected AND or OR, found `process.user`",
+        );
         assert_err(&format!("{A} NOT {B}"), 16, "expected AND or OR before NOT");
         assert_err(&format!("{A} ({B})"), 16, "expected AND or OR, found `(`");
         assert_err(r#"process.user:"a""b""#, 17, "expected AND or OR");
-        assert_err(&format!("{A} ADN {B}"), 16, "expected AND or OR, found `ADN`");
+        assert_err(
+            &format!("{A} ADN {B}"),
+            16,
+            "expected AND or OR, found `ADN`",
+        );
     }
 
     #[test]
@@ -776,7 +807,11 @@ mod tests {
         assert_err(&format!("{A} && {B}"), 16, "use AND");
         assert_err(&format!("{A} # note"), 16, "comment");
         assert_err("process.name:'snort'", 14, "single quotes");
-        assert_err(r#"process.name:sn"ort""#, 16, "quote `\"` inside an unquoted value");
+        assert_err(
+            r#"process.name:sn"ort""#,
+            16,
+            "quote `\"` inside an unquoted value",
+        );
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The exclusions in force: loaded from a file (or the built-in defaults),
+//! reloaded on SIGHUP or when the file changes, with per-exclusion counters.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::exclusions::{self, Exclusion};
+
+/// Where the default install keeps its exclusions.
+pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
+/// The analysts' four complete scenarios, used when no file is installed.
+pub const BUILT_IN: &str = include_str!("../../config/exclusions.txt");
+const BUILT_IN_NAME: &str = "built-in exclusions";
+
+/// What identifies a version of the file on disk: a change to any of these
+/// (an editor's rename-over included) triggers a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: Option<SystemTime>,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let md = fs::metadata(path).ok()?;
+    Some(Stamp {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.len(),
+        mtime: md.modified().ok(),
+        ctime: md.ctime(),
+        ctime_nsec: md.ctime_nsec(),
+    })
+}
+
+/// Parses exclusions; every error is reported, with its place, as one message.
+pub fn parse_all(name: &str, text: &str) -> Result<Vec<Exclusion>> {
+    let parsed = exclusions::parse(name, text);
+    if !parsed.errors.is_empty() {
+        let msgs: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        bail!("{}", msgs.join("\n"));
+    }
+    Ok(parsed.exclusions)
+}
+
+pub struct Policy {
+    /// The file watched, if any.
+    path: Option<PathBuf>,
+    stamp: Option<Stamp>,
+    exclusions: Vec<Exclusion>,
+    /// Suppressions per exclusion name, kept across reloads.
+    counters: BTreeMap<String, u64>,
+}
+
+impl Policy {
+    /// At start-up a broken file is fatal: a sensor must not run with
+    /// exclusions other than the ones asked for.
+    pub fn load(path: Option<&Path>, disabled: bool) -> Result<(Self, String)> {
+        if disabled {
+            return Ok((Self::with(None, None, Vec::new()), "no exclusions".into()));
+        }
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_PATH).exists() => PathBuf::from(DEFAULT_PATH),
+            None => {
+                let ex = parse_all(BUILT_IN_NAME, BUILT_IN)?;
+                let what = format!("{} {BUILT_IN_NAME} (no {DEFAULT_PATH})", ex.len());
+                return Ok((Self::with(None, None, ex), what));
+            }
+        };
+        let st = stamp(&path);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read exclusions {}: {e}", path.display()))?;
+        let ex = parse_all(&path.display().to_string(), &text)?;
+        let what = format!("{} exclusions from {}", ex.len(), path.display());
+        Ok((Self::with(Some(path), st, ex), what))
+    }
+
+    fn with(path: Option<PathBuf>, stamp: Option<Stamp>, exclusions: Vec<Exclusion>) -> Self {
+        let mut p = Self {
+            path,
+            stamp,
+            exclusions,
+            counters: BTreeMap::new(),
+        };
+        p.track_counters();
+        p
+    }
+
+    fn track_counters(&mut self) {
+        for e in &self.exclusions {
+            self.counters.entry(e.name.clone()).or_insert(0);
+        }
+    }
+
+    /// Reloads when forced (SIGHUP) or when the file changed on disk. Returns
+    /// what to log; a file that fails to parse keeps the running exclusions.
+    pub fn reload(&mut self, forced: bool) -> Option<String> {
+        let path = self.path.clone()?;
+        let st = stamp(&path);
+        if !forced && st == self.stamp {
+            return None;
+        }
+        self.stamp = st;
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(format!(
+                    "exclusions reload failed, keeping the {} running: cannot read {}: {e}",
+                    self.exclusions.len(),
+                    path.display()
+                ));
+            }
+        };
+        match parse_all(&path.display().to_string(), &text) {
+            Err(e) => Some(format!(
+                "exclusions reload failed, keeping the {} running:\n{e:#}",
+                self.exclusions.len()
+            )),
+            Ok(new) => {
+                let msg = describe_change(&self.exclusions, &new, &path);
+                self.exclusions = new;
+                self.track_counters();
+                Some(msg)
+            }
+        }
+    }
+
+    /// The first exclusion matching `record`, counted.
+    pub fn suppressing(&mut self, record: &Value) -> Option<&Exclusion> {
+        let hit = exclusions::first_match(&self.exclusions, record)?;
+        *self.counters.entry(hit.name.clone()).or_insert(0) += 1;
+        Some(hit)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exclusions.is_empty()
+    }
+
+    /// `"name"=N, ...` for every exclusion seen in this run.
+    pub fn counters_line(&self) -> String {
+        let parts: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(name, n)| format!("{name:?}={n}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+fn describe_change(old: &[Exclusion], new: &[Exclusion], path: &Path) -> String {
+    let by_name = |v: &[Exclusion]| -> BTreeMap<String, String> {
+        v.iter()
+            .map(|e| (e.name.clone(), e.expr.normalized()))
+            .collect()
+    };
+    let (o, n) = (by_name(old), by_name(new));
+    let added: Vec<&String> = n.keys().filter(|k| !o.contains_key(*k)).collect();
+    let removed: Vec<&String> = o.keys().filter(|k| !n.contains_key(*k)).collect();
+    let changed: Vec<&String> = n
+        .iter()
+        .filter(|(k, v)| o.get(*k).is_some_and(|ov| ov != *v))
+        .map(|(k, _)| k)
+        .collect();
+    format!(
+        "exclusions reloaded from {}: {} active; added {added:?}, removed {removed:?}, changed {changed:?}",
+        path.display(),
+        new.len()
+    )
+}
