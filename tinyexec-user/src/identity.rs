@@ -94,3 +94,10 @@ pub fn boot_id() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
+
+/// A random UUID from the kernel, naming this run of the sensor.
+pub fn new_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

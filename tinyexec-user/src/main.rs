@@ -8,6 +8,7 @@ mod detect;
 mod exclusions;
 mod identity;
 mod offsets;
+mod output;
 mod pipeline;
 mod policy;
 mod preflight;
@@ -15,6 +16,7 @@ mod record;
 mod run;
 mod scan;
 mod sensor;
+mod settings;
 
 use std::process::ExitCode;
 

@@ -1,7 +1,5 @@
 //! The data path, top to bottom: kernel record → decode → record → emit.
 
-use std::io::Write;
-
 use anyhow::{Context as _, Result};
 
 use crate::{
@@ -9,12 +7,14 @@ use crate::{
     decode::{self, Exec},
     detect::{self, Verdict},
     identity::{self, Names},
+    output::Outputs,
     policy::Policy,
-    record::{self, ExclusionRef, Host, Record},
+    record::{self, Agent, ExclusionRef, Host, Record},
 };
 
 /// What happens to an alert an exclusion covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Suppressed {
     /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
     Emit,
@@ -22,22 +22,25 @@ pub enum Suppressed {
     Count,
 }
 
-pub struct Pipeline<W: Write> {
-    out: W,
+pub struct Pipeline {
+    outputs: Outputs,
     policy: Policy,
     suppressed: Suppressed,
     names: Names,
     clock: BootClock,
     host: Host,
+    agent: Agent,
     sequence: u64,
+    /// Kernel-side losses seen so far, and how many of them records already carry.
     lost_reported: u64,
+    lost_in_records: u64,
     all_execs: bool,
 }
 
-impl<W: Write> Pipeline<W> {
-    pub fn new(out: W, all_execs: bool, policy: Policy, suppressed: Suppressed) -> Self {
+impl Pipeline {
+    pub fn new(outputs: Outputs, all_execs: bool, policy: Policy, suppressed: Suppressed) -> Self {
         Self {
-            out,
+            outputs,
             policy,
             suppressed,
             names: Names::default(),
@@ -46,16 +49,18 @@ impl<W: Write> Pipeline<W> {
                 hostname: identity::hostname(),
                 boot_id: identity::boot_id(),
             },
+            agent: Agent {
+                name: "tinyexec",
+                version: env!("CARGO_PKG_VERSION"),
+                ephemeral_id: identity::new_uuid(),
+            },
             sequence: 0,
             lost_reported: 0,
+            lost_in_records: 0,
             all_execs,
         }
     }
 
-    fn next_sequence(&mut self) -> u64 {
-        self.sequence += 1;
-        self.sequence
-    }
 
     /// One kernel record. A record that cannot be decoded is reported, not fatal.
     pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
@@ -81,7 +86,8 @@ impl<W: Write> Pipeline<W> {
 
     fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        let mut rec = record::exec_record(exec, verdict, &mut self.names, ts, 0, &self.host);
+        let mut rec =
+            record::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent);
         // Exclusions apply to alerts the user space raises; a kill already happened.
         if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
             let doc = serde_json::to_value(&rec).context("encoding a record")?;
@@ -96,8 +102,7 @@ impl<W: Write> Pipeline<W> {
                 });
             }
         }
-        rec.event.sequence = self.next_sequence();
-        self.write(&rec)
+        self.write(rec)
     }
 
     /// Re-reads the exclusions when forced (SIGHUP) or changed on disk, between
@@ -124,20 +129,29 @@ impl<W: Write> Pipeline<W> {
         }
         let count = total - self.lost_reported;
         self.lost_reported = total;
-        let seq = self.next_sequence();
         let ts = rfc3339(std::time::SystemTime::now());
-        let rec = record::lost_record(count, total, ts, seq, &self.host);
-        self.write(&rec)?;
+        let rec = record::lost_record(count, total, ts, &self.host, &self.agent);
+        self.write(rec)?;
         self.flush()
     }
 
-    fn write(&mut self, rec: &Record) -> Result<()> {
-        serde_json::to_writer(&mut self.out, rec).context("writing a record")?;
-        self.out.write_all(b"\n").context("writing a record")
+    /// Stamps the run's sequence number and the losses since the previous record, then emits.
+    fn write(&mut self, mut rec: Record) -> Result<()> {
+        self.sequence += 1;
+        rec.event.sequence = self.sequence;
+        rec.tinyexec.lost_since_previous = self.lost_reported - self.lost_in_records;
+        self.lost_in_records = self.lost_reported;
+        self.outputs.write(&rec)
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().context("flushing output")
+        self.outputs.flush()
+    }
+
+    /// SIGHUP: reopen output files (logrotate) and reload the exclusions.
+    pub fn hangup(&mut self) {
+        self.outputs.reopen();
+        self.reload_exclusions(true);
     }
 
     /// Periodic upkeep: follow wall-clock steps.

@@ -25,7 +25,7 @@ pub struct Event {
     /// `alert` for rule matches, `suppressed` for matches an exclusion covers,
     /// `event` for other execs, `metric` for counters.
     pub kind: &'static str,
-    /// Per-run sequence number of emitted records, from 1.
+    /// Per-run sequence number of emitted records, from 1 (set at emission).
     pub sequence: u64,
 }
 
@@ -113,13 +113,32 @@ pub struct User {
     pub name: String,
 }
 
+/// The version of the record schema (docs/schema.md); bumped on any
+/// incompatible change.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// The sensor that wrote the record (ECS `agent`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Agent {
+    pub name: &'static str,
+    pub version: &'static str,
+    /// New at every start of the sensor: with `event.sequence` it orders this
+    /// run's records and shows gaps.
+    pub ephemeral_id: String,
+}
+
 /// Facts about the sensor's own view of the record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Sensor {
+    pub schema_version: &'static str,
+    /// Records the kernel could not deliver since the previous record of this run.
+    pub lost_since_previous: u64,
     /// Kernel boot-clock time of the exec, ns.
-    pub ktime_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ktime_ns: Option<u64>,
     /// A kernel read failed; some fields are zero.
-    pub read_error: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_error: Option<bool>,
     /// Where the bytes behind the rule's verdict came from: `kernel`,
     /// `kernel+exe`, or `none` (see `rule.reason`). Alerts only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,8 +182,8 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
     pub host: Host,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tinyexec: Option<Sensor>,
+    pub agent: Agent,
+    pub tinyexec: Sensor,
 }
 
 fn name_or_id(name: Option<&str>, id: u32) -> String {
@@ -224,8 +243,8 @@ pub fn exec_record(
     verdict: Option<&Verdict>,
     names: &mut Names,
     timestamp: String,
-    sequence: u64,
     host: &Host,
+    agent: &Agent,
 ) -> Record {
     let (rule, hash, content_source) = match verdict.map(rule_of) {
         Some((r, h, c)) => (Some(r), h, Some(c)),
@@ -241,7 +260,7 @@ pub fn exec_record(
         event: Event {
             action: if exec.killed { "killed" } else { "exec" },
             kind: if rule.is_some() { "alert" } else { "event" },
-            sequence,
+            sequence: 0,
         },
         rule,
         exclusion: None,
@@ -291,12 +310,15 @@ pub fn exec_record(
         }),
         lost: None,
         host: host.clone(),
-        tinyexec: Some(Sensor {
-            ktime_ns: exec.ktime_ns,
-            read_error: exec.read_error || exec.args_unreadable,
+        agent: agent.clone(),
+        tinyexec: Sensor {
+            schema_version: SCHEMA_VERSION,
+            lost_since_previous: 0,
+            ktime_ns: Some(exec.ktime_ns),
+            read_error: Some(exec.read_error || exec.args_unreadable),
             content_source,
             kill_failed: exec.kill_failed,
-        }),
+        },
     }
 }
 
@@ -304,15 +326,15 @@ pub fn lost_record(
     count: u64,
     total: u64,
     timestamp: String,
-    sequence: u64,
     host: &Host,
+    agent: &Agent,
 ) -> Record {
     Record {
         timestamp,
         event: Event {
             action: "lost",
             kind: "metric",
-            sequence,
+            sequence: 0,
         },
         rule: None,
         exclusion: None,
@@ -321,7 +343,12 @@ pub fn lost_record(
         user: None,
         lost: Some(Lost { count, total }),
         host: host.clone(),
-        tinyexec: None,
+        agent: agent.clone(),
+        tinyexec: Sensor {
+            schema_version: SCHEMA_VERSION,
+            lost_since_previous: count,
+            ..Sensor::default()
+        },
     }
 }
 

@@ -1,6 +1,6 @@
 //! `tinyexec-sensor run`: load, attach, then stream records until SIGINT/SIGTERM.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tinyexec_ebpf::{Config, names};
@@ -9,9 +9,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+pub use crate::settings::RunArgs;
 use crate::{
-    pipeline::{Pipeline, Suppressed},
+    output::{OutputOptions, Outputs},
+    pipeline::Pipeline,
     policy::Policy,
+    settings::Settings,
     preflight,
     sensor::{self, LoadOptions, Sensor},
 };
@@ -19,43 +22,18 @@ use crate::{
 /// How often the lost-records counter is read.
 const LOST_POLL: Duration = Duration::from_millis(200);
 
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Emit every exec, not only alerts.
-    #[arg(long)]
-    pub all_execs: bool,
-    /// Kill a matching exec in the kernel before its first instruction (files the
-    /// kernel's 256-byte header decides); others are alerted as usual.
-    #[arg(long)]
-    pub prevent: bool,
-    /// Exclusions file (default: /etc/tinyexec/exclusions.txt if present, else the
-    /// built-in defaults). Reloaded on SIGHUP and when it changes on disk.
-    #[arg(long, value_name = "FILE", conflicts_with = "no_exclusions")]
-    pub exclusions: Option<PathBuf>,
-    /// Apply no exclusions.
-    #[arg(long)]
-    pub no_exclusions: bool,
-    /// What to do with alerts an exclusion covers.
-    #[arg(long, value_enum, default_value = "emit")]
-    pub suppressed: Suppressed,
-    /// Seconds between logs of the per-exclusion counters (also logged at exit).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub stats_interval: u64,
-    /// Kernel BTF to read struct offsets from.
-    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
-    /// Kernel-to-user ring buffer size in bytes (power of two, >= 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
-    pub ring_buffer_size: u32,
-    /// Most path components (directories and mount crossings) walked per exec.
-    /// The kernel's verifier must prove the walk ends: very large values are refused.
-    #[arg(long, value_name = "N", default_value_t = tinyexec_ebpf::DEFAULT_PATH_DEPTH)]
-    pub max_path_depth: u32,
-}
-
 pub fn run(args: RunArgs) -> Result<()> {
+    let args = Settings::resolve(args)?;
+    if let Some(file) = &args.config_file {
+        eprintln!("tinyexec-sensor: settings from {}", file.display());
+    }
     let (policy, loaded) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
     eprintln!("tinyexec-sensor: {loaded}");
+    let outputs = Outputs::open(&OutputOptions {
+        stdout: args.stdout,
+        file: args.output_file.as_deref(),
+        syslog: args.syslog.as_deref(),
+    })?;
     preflight::check_btf(&args.btf)?;
     preflight::check_privileges()?;
     if let Some(warning) = preflight::raise_memlock() {
@@ -85,7 +63,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         eprintln!("tinyexec-sensor: warning: could not notify systemd: {err}");
     }
     let pipeline = Pipeline::new(
-        io::BufWriter::new(io::stdout().lock()),
+        outputs,
         args.all_execs,
         policy,
         args.suppressed,
@@ -98,9 +76,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .block_on(stream(sensor, pipeline, stats))
 }
 
-async fn stream<W: io::Write>(
+async fn stream(
     sensor: Sensor,
-    mut pipeline: Pipeline<W>,
+    mut pipeline: Pipeline,
     stats_every: Duration,
 ) -> Result<()> {
     let Sensor { events, lost, .. } = sensor;
@@ -130,7 +108,7 @@ async fn stream<W: io::Write>(
                 pipeline.report_lost(sensor::lost_total(&lost)?)?;
                 pipeline.reload_exclusions(false);
             }
-            _ = sighup.recv() => pipeline.reload_exclusions(true),
+            _ = sighup.recv() => pipeline.hangup(),
             _ = stats.tick() => pipeline.log_counters(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
