@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod elf;
+pub mod rsyslog;
 
 use std::{
     ffi::OsStr,

@@ -61,7 +61,6 @@ impl Pipeline {
         }
     }
 
-
     /// One kernel record. A record that cannot be decoded is reported, not fatal.
     pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
         let exec = match decode::decode(bytes) {

@@ -14,9 +14,9 @@ use crate::{
     output::{OutputOptions, Outputs},
     pipeline::Pipeline,
     policy::Policy,
-    settings::Settings,
     preflight,
     sensor::{self, LoadOptions, Sensor},
+    settings::Settings,
 };
 
 /// How often the lost-records counter is read.
@@ -62,12 +62,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         eprintln!("tinyexec-sensor: warning: could not notify systemd: {err}");
     }
-    let pipeline = Pipeline::new(
-        outputs,
-        args.all_execs,
-        policy,
-        args.suppressed,
-    );
+    let pipeline = Pipeline::new(outputs, args.all_execs, policy, args.suppressed);
     let stats = Duration::from_secs(args.stats_interval.max(1));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,11 +71,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .block_on(stream(sensor, pipeline, stats))
 }
 
-async fn stream(
-    sensor: Sensor,
-    mut pipeline: Pipeline,
-    stats_every: Duration,
-) -> Result<()> {
+async fn stream(sensor: Sensor, mut pipeline: Pipeline, stats_every: Duration) -> Result<()> {
     let Sensor { events, lost, .. } = sensor;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.

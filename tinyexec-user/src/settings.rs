@@ -114,8 +114,8 @@ impl Settings {
             Some(p) => read_file(p)?,
             None => FileSettings::default(),
         };
-        let no_exclusions = args.no_exclusions
-            || (args.exclusions.is_none() && f.no_exclusions.unwrap_or(false));
+        let no_exclusions =
+            args.no_exclusions || (args.exclusions.is_none() && f.no_exclusions.unwrap_or(false));
         Ok(Self {
             all_execs: args.all_execs || f.all_execs.unwrap_or(false),
             prevent: args.prevent || f.prevent.unwrap_or(false),
@@ -130,7 +130,10 @@ impl Settings {
                 .btf
                 .or(f.btf)
                 .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux")),
-            ring_buffer_size: args.ring_buffer_size.or(f.ring_buffer_size).unwrap_or(8 << 20),
+            ring_buffer_size: args
+                .ring_buffer_size
+                .or(f.ring_buffer_size)
+                .unwrap_or(8 << 20),
             max_path_depth: args
                 .max_path_depth
                 .or(f.max_path_depth)

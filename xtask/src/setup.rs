@@ -15,8 +15,13 @@ use crate::{cargo, run_cmd, step};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests use, as (command, package): bpftool cross-checks
-/// our BTF parser, yara is the reference `scan` must agree with.
-const TEST_PACKAGES: &[(&str, &str)] = &[("bpftool", "bpftool"), ("yara", "yara")];
+/// our BTF parser, yara is the reference `scan` must agree with, rsyslog
+/// receives the CEF output.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("yara", "yara"),
+    ("rsyslogd", "rsyslog"),
+];
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;

@@ -88,7 +88,10 @@ pub fn format(rec: &Record) -> String {
             ("cn1", p.parent.pid.to_string()),
         ]);
         if let Some(exe) = &p.parent.executable {
-            ext.extend([("cs2Label", "parentExecutable".into()), ("cs2", exe.clone())]);
+            ext.extend([
+                ("cs2Label", "parentExecutable".into()),
+                ("cs2", exe.clone()),
+            ]);
         }
     }
     if let Some(f) = &rec.file {
@@ -104,7 +107,10 @@ pub fn format(rec: &Record) -> String {
         }
     }
     if let Some(r) = &rec.rule {
-        ext.extend([("cs3Label", "ruleVerdict".into()), ("cs3", r.verdict.to_owned())]);
+        ext.extend([
+            ("cs3Label", "ruleVerdict".into()),
+            ("cs3", r.verdict.to_owned()),
+        ]);
         if let Some(reason) = &r.reason {
             ext.push(("reason", reason.clone()));
         }
@@ -113,7 +119,10 @@ pub fn format(rec: &Record) -> String {
         ext.extend([("cs4Label", "exclusion".into()), ("cs4", e.name.clone())]);
     }
     if let Some(src) = rec.tinyexec.content_source {
-        ext.extend([("cs5Label", "contentSource".into()), ("cs5", src.to_owned())]);
+        ext.extend([
+            ("cs5Label", "contentSource".into()),
+            ("cs5", src.to_owned()),
+        ]);
     }
     if let Some(l) = &rec.lost {
         ext.push((
@@ -127,7 +136,10 @@ pub fn format(rec: &Record) -> String {
         header(&class),
         header(&name),
     );
-    let body: Vec<String> = ext.iter().map(|(k, v)| format!("{k}={}", value(v))).collect();
+    let body: Vec<String> = ext
+        .iter()
+        .map(|(k, v)| format!("{k}={}", value(v)))
+        .collect();
     out.push_str(&body.join(" "));
     out
 }

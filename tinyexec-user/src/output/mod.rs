@@ -21,7 +21,10 @@ impl Failures {
     fn note(&mut self, what: &str, err: &anyhow::Error) {
         self.0 += 1;
         if self.0 == 1 || self.0.is_multiple_of(1000) {
-            eprintln!("tinyexec-sensor: {what} failed ({} times so far): {err:#}", self.0);
+            eprintln!(
+                "tinyexec-sensor: {what} failed ({} times so far): {err:#}",
+                self.0
+            );
         }
     }
 }

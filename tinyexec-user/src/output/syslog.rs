@@ -76,7 +76,11 @@ impl Syslog {
             }
             Transport::Udp(addr) => {
                 if self.udp.is_none() {
-                    let sock = UdpSocket::bind(if addr.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" })?;
+                    let sock = UdpSocket::bind(if addr.starts_with('[') {
+                        "[::]:0"
+                    } else {
+                        "0.0.0.0:0"
+                    })?;
                     sock.connect(addr.as_str())?;
                     self.udp = Some(sock);
                 }
@@ -136,7 +140,9 @@ impl Syslog {
 fn check_addr(addr: &str, url: &str) -> Result<String> {
     let addr = addr.trim_end_matches('/');
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_owned()),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(addr.to_owned())
+        }
         _ => bail!("syslog URL `{url}`: expected HOST:PORT after the scheme"),
     }
 }
@@ -153,7 +159,9 @@ fn bsd_time() -> String {
         libc::localtime_r(&t, &mut tm);
         tm
     };
-    let month = MONTHS.get(usize::try_from(tm.tm_mon).unwrap_or(0)).unwrap_or(&"Jan");
+    let month = MONTHS
+        .get(usize::try_from(tm.tm_mon).unwrap_or(0))
+        .unwrap_or(&"Jan");
     format!(
         "{month} {:2} {:02}:{:02}:{:02}",
         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec

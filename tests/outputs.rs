@@ -1,0 +1,293 @@
+//! Where records go: a versioned record shape, a JSON-lines file that
+//! logrotate can move, and CEF to a real rsyslog over UDP, TCP and the local
+//! socket, with crafted paths that must not forge a field or a record.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+use tinyexec_ebpf::rule::{S1, S2};
+use tinyexec_tests::{
+    Sensor, TempDir,
+    elf::{Arch, TinyElf},
+    exec_of, field, field_str, field_u64,
+    rsyslog::Rsyslog,
+    run_ok, sensor_path, unique, write_exe,
+};
+
+fn stager() -> Vec<u8> {
+    let mut t = TinyElf::new(Arch::X86_64);
+    t.trailer = [&S1[..], &S2[..]].concat();
+    t.build().expect("tiny ELF")
+}
+
+fn sensor(args: &[&str]) -> Sensor {
+    Sensor::start_with(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions"])
+            .args(args),
+    )
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn every_record_carries_schema_run_id_sequence_and_losses() {
+    let dir = TempDir::new("schema");
+    let path = dir.exe(&unique("stager"), &stager());
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut s = sensor(&["--all-execs"]);
+        run_ok(&mut Command::new(&path));
+        s.wait_for("the alert", exec_of(&path));
+        assert!(s.stop_with(libc::SIGTERM).success());
+        let recs = s.records(|_| true);
+        let seqs: Vec<u64> = recs
+            .iter()
+            .map(|r| field_u64(r, "event.sequence"))
+            .collect();
+        assert_eq!(seqs, (1..=recs.len() as u64).collect::<Vec<_>>(), "no gaps");
+        for r in &recs {
+            assert_eq!(field_str(r, "tinyexec.schema_version"), "1.0");
+            assert_eq!(field_u64(r, "tinyexec.lost_since_previous"), 0);
+            assert_eq!(field_str(r, "agent.name"), "tinyexec");
+            assert!(!field_str(r, "host.boot_id").is_empty());
+        }
+        let run_ids: Vec<&str> = recs
+            .iter()
+            .map(|r| field_str(r, "agent.ephemeral_id"))
+            .collect();
+        assert!(run_ids.windows(2).all(|w| w[0] == w[1]), "one id per run");
+        ids.push(run_ids[0].to_owned());
+    }
+    assert_ne!(ids[0], ids[1], "a new id every start");
+}
+
+#[test]
+fn file_output_is_private_flushed_and_reopened_on_sighup() {
+    let dir = TempDir::new("file-out");
+    let out = dir.path().join("alerts.json");
+    let s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
+    let first = dir.exe(&unique("first"), &stager());
+    run_ok(&mut Command::new(&first));
+    // Flushed per alert: it is in the file while the sensor runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !json_lines(&out).iter().any(exec_of(&first)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert in {}",
+            out.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        s.records(|_| true).is_empty(),
+        "nothing on stdout with --no-stdout"
+    );
+
+    // logrotate: move the file away, then SIGHUP.
+    let rotated = dir.path().join("alerts.json.1");
+    fs::rename(&out, &rotated).unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !out.exists() {
+        assert!(std::time::Instant::now() < deadline, "not reopened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = dir.exe(&unique("second"), &stager());
+    run_ok(&mut Command::new(&second));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !json_lines(&out).iter().any(exec_of(&second)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert in the new file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(json_lines(&rotated).iter().any(exec_of(&first)));
+    assert!(!json_lines(&rotated).iter().any(exec_of(&second)));
+}
+
+#[test]
+fn settings_come_from_the_config_file_and_flags_win() {
+    let dir = TempDir::new("config");
+    let out = dir.path().join("from-config.json");
+    let conf = dir.path().join("config.toml");
+    fs::write(
+        &conf,
+        format!(
+            "all_execs = true\nno_exclusions = true\nstdout = false\noutput_file = {:?}\n",
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // `--no-stdout` is in the file; the flag-less sensor must honour it.
+    let mut s = Sensor::start_with(
+        Command::new(sensor_path())
+            .args(["run", "--config"])
+            .arg(&conf),
+    );
+    let plain = dir.exe(&unique("plain"), &tinyexec_tests::tiny_exit0());
+    run_ok(&mut Command::new(&plain));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !json_lines(&out).iter().any(exec_of(&plain)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "all_execs from the file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(s.stop_with(libc::SIGTERM).success());
+    assert!(s.records(|_| true).is_empty());
+
+    // A mistake in the file is an error naming the file and the line.
+    fs::write(&conf, "all_execs = true\nno_such_setting = 1\n").unwrap();
+    let mut bad = Sensor::spawn(
+        Command::new(sensor_path())
+            .args(["run", "--config"])
+            .arg(&conf),
+    );
+    assert!(!bad.wait_exit().success());
+    let err = bad.stderr();
+    assert!(
+        err.contains(conf.to_str().unwrap()) && err.contains("no_such_setting"),
+        "{err}"
+    );
+    assert!(err.contains("line 2"), "{err}");
+}
+
+/// Splits a CEF record: the 7 header fields (unescaped) and the extension pairs (unescaped).
+fn parse_cef(line: &str) -> (Vec<String>, BTreeMap<String, String>) {
+    let start = line.find("CEF:0|").expect("a CEF record");
+    let mut rest = line[start..].chars().peekable();
+    let mut header = Vec::new();
+    let mut cur = String::new();
+    while header.len() < 7 {
+        match rest.next().expect("7 header fields") {
+            '\\' => cur.push(rest.next().expect("escaped char")),
+            '|' => header.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    let ext: String = rest.collect();
+    // A key starts a token; `=` inside values is escaped, so an unescaped
+    // `=` after a space-separated word is the next key.
+    let mut pairs = BTreeMap::new();
+    let (mut key, mut val, mut esc) = (String::new(), String::new(), false);
+    let mut in_key = true;
+    let mut word = String::new();
+    for c in ext.chars() {
+        if in_key {
+            if c == '=' {
+                key = std::mem::take(&mut word);
+                in_key = false;
+            } else {
+                word.push(c);
+            }
+            continue;
+        }
+        if esc {
+            val.push(match c {
+                'n' => '\n',
+                'r' => '\r',
+                c => c,
+            });
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' => esc = true,
+            '=' => {
+                // The last space-separated word of `val` was the next key.
+                let split = val.rfind(' ').expect("a space before the next key");
+                let next_key = val[split + 1..].to_owned();
+                val.truncate(split);
+                pairs.insert(std::mem::take(&mut key), std::mem::take(&mut val));
+                key = next_key;
+            }
+            c => val.push(c),
+        }
+    }
+    pairs.insert(key, val);
+    (header, pairs)
+}
+
+/// A directory whose name tries to end the record and start a forged one.
+fn crafted_dir(base: &Path) -> PathBuf {
+    let evil = base.join("x|y=z\\w\nCEF:0|forged|forged|1|1|forged|10|act=forged spid=1 \\");
+    fs::create_dir(&evil).unwrap();
+    fs::set_permissions(&evil, fs::Permissions::from_mode(0o755)).unwrap();
+    evil
+}
+
+#[test]
+fn cef_to_a_real_rsyslog_over_udp_tcp_and_the_local_socket() {
+    let dir = TempDir::new("rsyslog");
+    let rsyslog = Rsyslog::start(dir.path());
+    let evil = crafted_dir(dir.path());
+    let urls = [
+        format!("udp://127.0.0.1:{}", rsyslog.udp_port),
+        format!("tcp://127.0.0.1:{}", rsyslog.tcp_port),
+        format!("unix://{}", rsyslog.socket.display()),
+    ];
+    for url in &urls {
+        let s = sensor(&["--syslog", url]);
+        let name = unique("stager");
+        let path = evil.join(&name);
+        write_exe(&path, &stager());
+        run_ok(&mut Command::new(&path));
+        let rec = s.wait_for("the alert", exec_of(&path));
+        let lines = rsyslog.wait_for_line(&name, |l| l.contains(&name));
+        let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&name)).collect();
+        assert_eq!(ours.len(), 1, "{url}: one syslog line per record: {ours:?}");
+        // The forged record appears only as escaped text inside our filePath.
+        for l in &lines {
+            assert!(
+                !l.replace("\\nCEF:0|forged", "").contains("CEF:0|forged"),
+                "{url}: forged record: {l}"
+            );
+        }
+        let (header, ext) = parse_cef(ours[0]);
+        assert_eq!(
+            header,
+            [
+                "CEF:0",
+                "tinyexec",
+                "tinyexec-sensor",
+                env!("CARGO_PKG_VERSION"),
+                "EQGRP_tinyexec",
+                "EQGRP_tinyexec alert (exec)",
+                "10"
+            ],
+            "{url}: {}",
+            ours[0]
+        );
+        assert_eq!(ext["filePath"], path.to_str().unwrap(), "{url}");
+        assert_eq!(
+            ext["act"], "exec",
+            "{url}: the forged act= stayed inside filePath"
+        );
+        assert_eq!(ext["spid"], field(&rec, "process.pid").to_string(), "{url}");
+        assert_eq!(ext["fileHash"], field_str(&rec, "file.hash.sha256"));
+        assert_eq!(ext["externalId"], field(&rec, "event.sequence").to_string());
+        assert_eq!(ext["cs6"], field_str(&rec, "agent.ephemeral_id"));
+        assert_eq!(ext["cs3Label"], "ruleVerdict");
+        assert_eq!(ext["cs3"], "match");
+    }
+}
