@@ -33,6 +33,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         stdout: args.stdout,
         file: args.output_file.as_deref(),
         syslog: args.syslog.as_deref(),
+        sentinel: args.sentinel.as_deref(),
     })?;
     preflight::check_btf(&args.btf)?;
     preflight::check_privileges()?;

@@ -48,6 +48,11 @@ pub struct RunArgs {
     /// Also send records as CEF to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT.
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,
+    /// Also deliver records to Microsoft Sentinel (Logs Ingestion API) with the
+    /// settings in this TOML file (docs/sentinel.md). The client secret comes from a
+    /// file named there or $TINYEXEC_SENTINEL_CLIENT_SECRET, never from the command line.
+    #[arg(long, value_name = "FILE")]
+    pub sentinel: Option<PathBuf>,
     /// Kernel BTF to read struct offsets from [default: /sys/kernel/btf/vmlinux].
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
@@ -73,6 +78,7 @@ struct FileSettings {
     stdout: Option<bool>,
     output_file: Option<PathBuf>,
     syslog: Option<String>,
+    sentinel: Option<PathBuf>,
     btf: Option<PathBuf>,
     ring_buffer_size: Option<u32>,
     max_path_depth: Option<u32>,
@@ -90,6 +96,7 @@ pub struct Settings {
     pub stdout: bool,
     pub output_file: Option<PathBuf>,
     pub syslog: Option<String>,
+    pub sentinel: Option<PathBuf>,
     pub btf: PathBuf,
     pub ring_buffer_size: u32,
     pub max_path_depth: u32,
@@ -126,6 +133,7 @@ impl Settings {
             stdout: !args.no_stdout && f.stdout.unwrap_or(true),
             output_file: args.output_file.or(f.output_file),
             syslog: args.syslog.or(f.syslog),
+            sentinel: args.sentinel.or(f.sentinel),
             btf: args
                 .btf
                 .or(f.btf)

@@ -1,6 +1,7 @@
-//! `cargo xtask build | run | test`: the project's commands, with their own set-up
+//! `cargo xtask build | run | test | bench`: the project's commands, with their own set-up
 //! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
+mod bench;
 mod setup;
 
 use std::{
@@ -37,6 +38,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure what the sensor costs on this machine (exec storms with and without it,
+    /// loss, exec-to-alert latency, CPU, memory, kernel run time); see docs/performance.md.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
         Cmd::Build { release } => build(&root, release).map(drop),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::Bench(args) => bench::run(&root, &args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod cef;
 mod file;
+mod sentinel;
 mod syslog;
 
 use std::{
@@ -33,12 +34,14 @@ pub struct Outputs {
     stdout: Option<io::BufWriter<io::Stdout>>,
     file: Option<(file::JsonFile, Failures)>,
     syslog: Option<(syslog::Syslog, Failures)>,
+    sentinel: Option<(sentinel::Sentinel, Failures)>,
 }
 
 pub struct OutputOptions<'a> {
     pub stdout: bool,
     pub file: Option<&'a Path>,
     pub syslog: Option<&'a str>,
+    pub sentinel: Option<&'a Path>,
 }
 
 impl Outputs {
@@ -52,6 +55,10 @@ impl Outputs {
             syslog: opts
                 .syslog
                 .map(|u| syslog::Syslog::open(u).map(|s| (s, Failures::default())))
+                .transpose()?,
+            sentinel: opts
+                .sentinel
+                .map(|p| sentinel::Sentinel::open(p).map(|s| (s, Failures::default())))
                 .transpose()?,
         })
     }
@@ -74,6 +81,11 @@ impl Outputs {
             && let Err(e) = s.send(rec)
         {
             failures.note("syslog", &e);
+        }
+        if let Some((s, failures)) = &mut self.sentinel
+            && let Err(e) = s.push(rec)
+        {
+            failures.note("Sentinel", &e);
         }
         Ok(())
     }

@@ -1,0 +1,377 @@
+//! Delivery to Microsoft Sentinel's Logs Ingestion API, against an HTTPS
+//! stand-in this test starts (tests/harness/sentinel_server.py): the documented
+//! request shape, outages, time-outs, a restart mid-outage, and the spool bound.
+
+use std::{
+    fs,
+    io::Write,
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tinyexec_ebpf::rule::{S1, S2};
+use tinyexec_tests::{
+    Sensor, TempDir,
+    elf::{Arch, TinyElf},
+    field, run_ok, sensor_path, unique,
+};
+
+const TENANT: &str = "tenant-1";
+const CLIENT: &str = "client-1";
+const SECRET: &str = "s3cret &=/ value";
+const DCR: &str = "dcr-00000000000000000000000000000001";
+const STREAM: &str = "Custom-TinyexecAlerts";
+
+struct Ingest {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    /// The CA the client is told to trust.
+    cert: PathBuf,
+    mode_file: PathBuf,
+}
+
+impl Ingest {
+    fn start(dir: &Path) -> Self {
+        // A private CA and a server certificate it signs (webpki refuses a CA as the end entity).
+        let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let (cert, key, csr, ext) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("server.csr"),
+            dir.join("server.ext"),
+        );
+        fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=tinyexec-test-ca"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=127.0.0.1"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("1"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        let (log, port_file) = (dir.join("ingest.log"), dir.join("port"));
+        let mode_file = dir.join("mode");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/sentinel_server.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--log")
+            .arg(&log)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--mode-file")
+            .arg(&mode_file)
+            .args([
+                "--tenant",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret",
+                SECRET,
+            ])
+            .args(["--dcr", DCR, "--stream", STREAM])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(p) = fs::read_to_string(&port_file) {
+                break p.trim().parse().expect("port");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingestion stand-in did not start"
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            child,
+            port,
+            log,
+            cert: ca,
+            mode_file,
+        }
+    }
+
+    /// ok | refuse | timeout, from the next request on.
+    fn mode(&self, mode: &str) {
+        fs::write(&self.mode_file, mode).expect("mode file");
+    }
+
+    fn entries(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line"))
+            .collect()
+    }
+
+    /// Records delivered so far, in delivery order.
+    fn delivered(&self) -> Vec<Value> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e["kind"] == "ingest")
+            .flat_map(|e| e["records"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    fn wait_delivered(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = self.delivered();
+            if pred(&d) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not delivered: {what}; the stand-in logged:\n{:#?}",
+                self.entries()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn settings(&self, dir: &Path, spool: &Path, extra: &str) -> PathBuf {
+        let secret = dir.join("secret");
+        fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let path = dir.join(unique("sentinel") + ".toml");
+        let mut f = fs::File::create(&path).unwrap();
+        writeln!(
+            f,
+            "endpoint = \"https://127.0.0.1:{port}\"\nauthority = \"https://127.0.0.1:{port}/\"\n\
+             dcr_immutable_id = \"{DCR}\"\nstream = \"{STREAM}\"\ntenant_id = \"{TENANT}\"\n\
+             client_id = \"{CLIENT}\"\nclient_secret_file = {secret:?}\nca_file = {cert:?}\n\
+             spool_dir = {spool:?}\nbatch_max_delay_ms = 200\ntimeout_secs = 2\n{extra}",
+            port = self.port,
+            secret = secret.to_str().unwrap(),
+            cert = self.cert.to_str().unwrap(),
+            spool = spool.to_str().unwrap(),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stager() -> Vec<u8> {
+    let mut t = TinyElf::new(Arch::X86_64);
+    t.trailer = [&S1[..], &S2[..]].concat();
+    t.build().expect("tiny ELF")
+}
+
+fn sensor(settings: &Path) -> Sensor {
+    Sensor::start_with(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--no-stdout", "--sentinel"])
+            .arg(settings),
+    )
+}
+
+fn path_of(r: &Value) -> &str {
+    field(r, "file.path").as_str().unwrap_or_default()
+}
+
+fn spooled(spool: &Path) -> usize {
+    fs::read_dir(spool)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn alerts_arrive_in_the_documented_shape() {
+    let dir = TempDir::new("ingest");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    let _s = sensor(&ingest.settings(dir.path(), &spool, ""));
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    let d = ingest.wait_delivered("the alert", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
+    let rec = d
+        .iter()
+        .find(|r| path_of(r) == path.to_str().unwrap())
+        .unwrap();
+    assert_eq!(field(rec, "event.kind"), "alert");
+    assert_eq!(field(rec, "rule.name"), "EQGRP_tinyexec");
+    assert!(rec.get("@timestamp").is_none() && rec["TimeGenerated"].is_string());
+    assert!(field(rec, "agent.ephemeral_id").is_string());
+    let kinds: Vec<Value> = ingest.entries().iter().map(|e| e["kind"].clone()).collect();
+    assert!(kinds.contains(&"token".into()));
+    assert!(
+        !kinds.contains(&"bad-request".into()),
+        "{:#?}",
+        ingest.entries()
+    );
+    // The secret is nowhere on the command line.
+    assert!(
+        !fs::read_to_string(format!("/proc/{}/cmdline", _s.pid()))
+            .unwrap()
+            .contains(SECRET)
+    );
+}
+
+#[test]
+fn an_outage_spools_and_a_restart_delivers_in_order() {
+    let dir = TempDir::new("outage");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    let settings = ingest.settings(dir.path(), &spool, "");
+    ingest.mode("refuse");
+    let mut s = sensor(&settings);
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.exe(&unique(&format!("s{i}")), &stager());
+            run_ok(&mut Command::new(&p));
+            thread::sleep(Duration::from_millis(300)); // separate batches
+            p
+        })
+        .collect();
+    s.wait_stderr("delivery failed", 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spooled(&spool) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "3 batches spooled: {}",
+            spooled(&spool)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Killed mid-outage: nothing graceful.
+    assert_eq!(
+        tinyexec_tests::signalled(&s.stop_with(libc::SIGKILL)),
+        Some(libc::SIGKILL)
+    );
+    assert!(ingest.delivered().is_empty());
+
+    ingest.mode("ok");
+    let _s = sensor(&settings);
+    let want: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let d = ingest.wait_delivered("the spooled alerts", |d| {
+        want.iter().all(|w| d.iter().any(|r| path_of(r) == *w))
+    });
+    let order: Vec<&str> = d.iter().map(path_of).filter(|p| want.contains(p)).collect();
+    assert_eq!(
+        order, want,
+        "delivered once each, in the order they happened"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spooled(&spool) > 0 {
+        assert!(Instant::now() < deadline, "spool emptied");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_hanging_service_times_out_and_is_retried() {
+    let dir = TempDir::new("timeout");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    ingest.mode("timeout");
+    let s = sensor(&ingest.settings(dir.path(), &spool, ""));
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    s.wait_stderr("delivery failed", 0);
+    ingest.mode("ok");
+    ingest.wait_delivered("after the time-out", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
+}
+
+#[test]
+fn the_spool_is_bounded_and_says_what_it_dropped() {
+    let dir = TempDir::new("bound");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    ingest.mode("refuse");
+    // Room for about one batch: each new one pushes the oldest out.
+    let s = sensor(&ingest.settings(dir.path(), &spool, "spool_max_bytes = 1500"));
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.exe(&unique(&format!("b{i}")), &stager());
+            run_ok(&mut Command::new(&p));
+            thread::sleep(Duration::from_millis(400));
+            p
+        })
+        .collect();
+    s.wait_stderr("dropped the oldest", 0);
+    ingest.mode("ok");
+    let last = paths.last().unwrap().to_str().unwrap();
+    let d = ingest.wait_delivered("the newest alert", |d| d.iter().any(|r| path_of(r) == last));
+    assert!(
+        !d.iter().any(|r| path_of(r) == paths[0].to_str().unwrap()),
+        "the oldest was dropped"
+    );
+    // The stand-in is reachable the whole time; only the bound lost records.
+    assert!(TcpStream::connect(("127.0.0.1", ingest.port)).is_ok());
+}

@@ -1,0 +1,131 @@
+//! The ingestion settings file (`--sentinel FILE`, TOML).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+/// Environment variable holding the client secret (never a command-line flag:
+/// the command line is world-readable in /proc).
+pub(super) const SECRET_ENV: &str = "TINYEXEC_SENTINEL_CLIENT_SECRET";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    /// Data collection endpoint (or the DCR's own logs ingestion endpoint), `https://…`.
+    endpoint: String,
+    /// The DCR's immutable id, `dcr-…`.
+    dcr_immutable_id: String,
+    /// The DCR stream, e.g. `Custom-TinyexecAlerts`.
+    stream: String,
+    tenant_id: String,
+    client_id: String,
+    /// File holding the client secret (else `$TINYEXEC_SENTINEL_CLIENT_SECRET`).
+    client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_authority")]
+    authority: String,
+    #[serde(default = "default_scope")]
+    scope: String,
+    #[serde(default = "default_spool_dir")]
+    spool_dir: PathBuf,
+    #[serde(default = "default_spool_max_bytes")]
+    spool_max_bytes: u64,
+    #[serde(default = "default_batch_max_records")]
+    batch_max_records: usize,
+    #[serde(default = "default_batch_max_delay_ms")]
+    batch_max_delay_ms: u64,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    /// Extra PEM root certificates to trust instead of the public roots (private PKI, tests).
+    ca_file: Option<PathBuf>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_scope() -> String {
+    "https://monitor.azure.com//.default".into()
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tinyexec/spool")
+}
+const fn default_spool_max_bytes() -> u64 {
+    100 << 20
+}
+const fn default_batch_max_records() -> usize {
+    500
+}
+const fn default_batch_max_delay_ms() -> u64 {
+    1000
+}
+const fn default_timeout_secs() -> u64 {
+    30
+}
+
+/// Resolved settings, secret included.
+#[derive(Debug)]
+pub struct Settings {
+    pub ingest_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub batch_max_records: usize,
+    pub batch_max_delay_ms: u64,
+    pub timeout_secs: u64,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let f: File = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        let client_secret = match &f.client_secret_file {
+            Some(p) => fs::read_to_string(p)
+                .with_context(|| format!("reading the client secret from {}", p.display()))?
+                .trim()
+                .to_owned(),
+            None => std::env::var(SECRET_ENV).with_context(|| {
+                format!(
+                    "{}: no client secret: set client_secret_file, or {SECRET_ENV} in the environment",
+                    path.display()
+                )
+            })?,
+        };
+        if client_secret.is_empty() {
+            bail!("{}: the client secret is empty", path.display());
+        }
+        for (what, url) in [("endpoint", &f.endpoint), ("authority", &f.authority)] {
+            if !url.starts_with("https://") {
+                bail!(
+                    "{}: {what} must be an https:// URL, not `{url}`",
+                    path.display()
+                );
+            }
+        }
+        let endpoint = f.endpoint.trim_end_matches('/');
+        let authority = f.authority.trim_end_matches('/');
+        Ok(Self {
+            ingest_url: format!(
+                "{endpoint}/dataCollectionRules/{}/streams/{}?api-version=2023-01-01",
+                f.dcr_immutable_id, f.stream
+            ),
+            token_url: format!("{authority}/{}/oauth2/v2.0/token", f.tenant_id),
+            client_id: f.client_id,
+            client_secret,
+            scope: f.scope,
+            spool_dir: f.spool_dir,
+            spool_max_bytes: f.spool_max_bytes,
+            batch_max_records: f.batch_max_records.max(1),
+            batch_max_delay_ms: f.batch_max_delay_ms,
+            timeout_secs: f.timeout_secs.max(1),
+            ca_file: f.ca_file,
+        })
+    }
+}

@@ -1,0 +1,691 @@
+//! `cargo xtask bench`: what the sensor costs on this machine. Exec storms
+//! with and without the sensor (and peers), alternating so drift cancels;
+//! loss with `--all-execs`; exec-to-alert latency; the sensor's CPU time,
+//! peak RSS and the kernel's own run time of its program. See docs/performance.md.
+
+mod peers;
+mod proc;
+mod report;
+mod storm;
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, File},
+    io::{BufRead as _, BufReader},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use tinyexec_ebpf::{
+    names,
+    rule::{S1, S2},
+};
+use tinyexec_tests::elf::{Arch, TinyElf};
+
+use crate::{setup, step};
+use proc::{Proc, ProgStats};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Execs per storm (default: calibrated so one single-worker storm takes about 1 s).
+    #[arg(long, value_name = "N")]
+    execs: Option<usize>,
+    /// Repetitions of each measurement, each next to its own no-sensor runs.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    reps: usize,
+    /// Install the peers (bpftrace, libbpf-tools' execsnoop, auditd) from Debian
+    /// first; without it only the peers already installed are measured.
+    #[arg(long)]
+    peers: bool,
+    /// Execs of a matching binary for the exec-to-alert latency.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    latency_execs: usize,
+    /// Measure this sensor binary instead of building the workspace's (release).
+    #[arg(long, value_name = "PATH")]
+    sensor: Option<PathBuf>,
+}
+
+/// Worker counts of the storms.
+const WORKERS: [usize; 2] = [1, 2];
+/// How long the sensor may take to print `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Peak RSS target, MiB.
+pub const RSS_TARGET_MIB: f64 = 24.0;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT/SIGTERM end the bench between execs, so the guards (bpf_stats,
+/// audit rule, auditd) restore what they changed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// The storm: which binary, how many execs; `probe` is a copy under another
+/// name, for checking that a peer sees execs before its storm.
+#[derive(Clone)]
+pub struct Storm {
+    pub path: PathBuf,
+    pub probe: PathBuf,
+    pub n: usize,
+}
+
+impl Storm {
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+    pub fn probe_str(&self) -> String {
+        self.probe.to_string_lossy().into_owned()
+    }
+}
+
+/// One storm with something watching it.
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    pub took: Duration,
+    pub execs: usize,
+    /// CPU (user + system) of the watching process during the storm and until it went idle.
+    pub cpu_ticks: u64,
+    /// Peak RSS (VmHWM) of the watching process, KiB.
+    pub hwm_kib: Option<u64>,
+    /// Its resident set after the storm (VmRSS), KiB.
+    pub rss_kib: Option<u64>,
+    /// Run time of its BPF programs during the storm (bpf_stats).
+    pub bpf: Option<ProgStats>,
+    /// Records (lines) naming the storm binary in its output.
+    pub seen: Option<u64>,
+    /// Records the sensor reported lost (`lost.total` at its exit).
+    pub lost: Option<u64>,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        self.execs as f64 / self.took.as_secs_f64()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Alerts,
+    AllExecs,
+}
+
+/// What watches a storm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watcher {
+    Sensor(Mode),
+    Peer(peers::Kind),
+}
+
+/// One line of the storm table: a watcher, a binary, a worker count.
+pub struct Row {
+    pub watcher: Watcher,
+    pub label: String,
+    pub binary_bytes: usize,
+    pub workers: usize,
+    pub ratios: Vec<f64>,
+    pub runs: Vec<Measured>,
+    pub unavailable: Option<String>,
+}
+
+pub struct Latency {
+    pub execs: usize,
+    /// Exec-to-line latencies, ns, sorted.
+    pub ns: Vec<u64>,
+}
+
+pub fn run(root: &Path, args: &Args) -> Result<()> {
+    setup::require_root("the bench loads eBPF programs and changes kernel.bpf_stats_enabled")?;
+    let started = SystemTime::now();
+    let auditd_was_running = peers::auditd_pid().is_some();
+    let sensor = match &args.sensor {
+        Some(p) => fs::canonicalize(p).with_context(|| format!("sensor {}", p.display()))?,
+        None => crate::build(root, true)?,
+    };
+    if find_cmd("bpftool").is_none() {
+        step("installing bpftool (names the sensor's program for its kernel run time)");
+        apt_install(&["bpftool"])?;
+    }
+    let peer_list = peers::prepare(args.peers);
+    // SAFETY: installing an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let bins = Binaries::write()?;
+    let any_peer = peer_list.iter().any(|p| p.state.is_ok());
+    if any_peer {
+        peers::ensure_tracefs()?;
+    }
+    let mut auditd_err = None;
+    let auditd = match peer_list
+        .iter()
+        .find(|p| p.kind == peers::Kind::Auditd)
+        .and_then(|p| p.state.as_ref().ok())
+    {
+        Some(_) => match find_cmd("auditd") {
+            Some(d) => peers::Auditd::ensure(&d, auditd_was_running)
+                .map_err(|e| auditd_err = Some(format!("{e:#}")))
+                .ok(),
+            None => None,
+        },
+        None => None,
+    };
+    let _stats = BpfStats::enable()?;
+
+    let reps = args.reps.max(1);
+    let n = match args.execs {
+        Some(n) => n.max(1),
+        None => {
+            step("calibrating the storm size (no sensor, 1 worker)");
+            calibrate(&bins.candidate)?
+        }
+    };
+    let storm = Storm {
+        path: bins.candidate.clone(),
+        probe: bins.probe.clone(),
+        n,
+    };
+    let ordinary = Storm {
+        path: bins.ordinary.clone(),
+        ..storm.clone()
+    };
+
+    let mut rows = Vec::new();
+    for &workers in &WORKERS {
+        let sensor_rows = [
+            (
+                Mode::Alerts,
+                &storm,
+                "tinyexec alerts-only",
+                bins.candidate_len,
+            ),
+            (
+                Mode::Alerts,
+                &ordinary,
+                "tinyexec alerts-only",
+                bins.ordinary_len,
+            ),
+            (
+                Mode::AllExecs,
+                &storm,
+                "tinyexec --all-execs",
+                bins.candidate_len,
+            ),
+        ];
+        for (mode, _, label, len) in sensor_rows {
+            let what = if len == bins.candidate_len {
+                "rule candidate"
+            } else {
+                "ordinary"
+            };
+            rows.push(Row {
+                watcher: Watcher::Sensor(mode),
+                label: format!("{label}, {len} B {what}"),
+                binary_bytes: len,
+                workers,
+                ratios: Vec::new(),
+                runs: Vec::new(),
+                unavailable: None,
+            });
+        }
+        for p in &peer_list {
+            let mut unavailable = p.state.as_ref().err().cloned();
+            if p.kind == peers::Kind::Auditd && unavailable.is_none() && auditd.is_none() {
+                unavailable = Some(
+                    auditd_err
+                        .clone()
+                        .unwrap_or_else(|| "auditd not found".into()),
+                );
+            }
+            rows.push(Row {
+                watcher: Watcher::Peer(p.kind),
+                label: p.kind.label().to_owned(),
+                binary_bytes: bins.candidate_len,
+                workers,
+                ratios: Vec::new(),
+                runs: Vec::new(),
+                unavailable,
+            });
+        }
+    }
+    let storms_per_rep: usize = rows.iter().filter(|r| r.unavailable.is_none()).count();
+    step(&format!(
+        "{reps} repetitions of {storms_per_rep} storms of {n} execs, each between two storms without \
+         anything watching (1 and 2 workers); about {} s",
+        estimate_secs(reps, storms_per_rep, n)
+    ));
+    let mut baselines: Vec<(usize, Vec<f64>)> = WORKERS.iter().map(|&w| (w, Vec::new())).collect();
+    for rep in 0..reps {
+        for (wi, &workers) in WORKERS.iter().enumerate() {
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|&i| rows[i].workers == workers)
+                .collect();
+            // Rotate the order each repetition: no configuration always comes first.
+            let k = rep % idx.len().max(1);
+            let order: Vec<usize> = idx[k..].iter().chain(&idx[..k]).copied().collect();
+            let mut before = baseline(&storm, workers)?;
+            baselines[wi].1.push(before);
+            for i in order {
+                if rows[i].unavailable.is_some() {
+                    continue;
+                }
+                let s = if rows[i].binary_bytes == bins.ordinary_len {
+                    &ordinary
+                } else {
+                    &storm
+                };
+                let measured = match rows[i].watcher {
+                    Watcher::Sensor(mode) => sensor_storm(&sensor, mode, s, workers, &out_dir)?,
+                    Watcher::Peer(kind) => {
+                        let peer = peer_list
+                            .iter()
+                            .find(|p| p.kind == kind)
+                            .context("peer list")?;
+                        match peers::storm(peer, auditd.as_ref(), s, workers) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                if interrupted() {
+                                    bail!("interrupted");
+                                }
+                                let why = format!("{e:#}");
+                                step(&format!("{}: cannot run: {why}", kind.label()));
+                                for r in
+                                    rows.iter_mut().filter(|r| r.watcher == Watcher::Peer(kind))
+                                {
+                                    r.unavailable = Some(why.clone());
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let after = baseline(&storm, workers)?;
+                baselines[wi].1.push(after);
+                let ratio = measured.rate() / ((before + after) / 2.0);
+                step(&format!(
+                    "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
+                    rep + 1,
+                    rows[i].label,
+                    measured.rate()
+                ));
+                rows[i].ratios.push(ratio);
+                rows[i].runs.push(measured);
+                before = after;
+            }
+        }
+    }
+
+    step(&format!(
+        "exec-to-alert latency: {} execs of a matching {} B binary, alerts-only sensor",
+        args.latency_execs, bins.matcher_len
+    ));
+    let latency = latency(&sensor, &bins.matcher, args.latency_execs)?;
+    drop(_stats);
+    drop(auditd);
+
+    let report = report::Report {
+        started,
+        sensor: &sensor,
+        root,
+        n,
+        reps,
+        baselines,
+        rows: &rows,
+        latency: &latency,
+        binaries: [
+            ("rule candidate", bins.candidate_len),
+            ("ordinary", bins.ordinary_len),
+            ("matching", bins.matcher_len),
+        ],
+    };
+    let table = report.table();
+    println!("{table}");
+    let json = serde_json::to_string_pretty(&report.json())?;
+    let secs = started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let stamped = out_dir.join(format!("bench-{secs}.json"));
+    fs::write(&stamped, &json)?;
+    fs::write(out_dir.join("latest.json"), &json)?;
+    fs::write(out_dir.join("latest.txt"), &table)?;
+    step(&format!(
+        "wrote {} (also target/bench/latest.json and latest.txt)",
+        stamped.display()
+    ));
+    Ok(())
+}
+
+fn estimate_secs(reps: usize, storms: usize, n: usize) -> usize {
+    // Per storm: itself and its no-sensor neighbour (~1 s each at the
+    // calibrated size), plus starting and stopping what watches it.
+    let per = 2.0 * n as f64 / 3000.0 + 1.0;
+    (reps as f64 * storms as f64 * per) as usize + 10
+}
+
+/// Execs per second with nothing watching.
+fn baseline(s: &Storm, workers: usize) -> Result<f64> {
+    let took = storm::run(&s.path, s.n, workers)?;
+    Ok(s.n as f64 / took.as_secs_f64())
+}
+
+/// A storm size that takes about one second with one worker.
+fn calibrate(path: &Path) -> Result<usize> {
+    storm::run(path, 300, 1)?;
+    let took = storm::run(path, 1000, 1)?;
+    let rate = 1000.0 / took.as_secs_f64();
+    Ok(((rate / 100.0).round() as usize * 100).clamp(500, 50_000))
+}
+
+/// The generated binaries, in a temporary directory removed on drop.
+struct Binaries {
+    dir: PathBuf,
+    candidate: PathBuf,
+    candidate_len: usize,
+    ordinary: PathBuf,
+    ordinary_len: usize,
+    matcher: PathBuf,
+    matcher_len: usize,
+    probe: PathBuf,
+}
+
+impl Binaries {
+    fn write() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tinyexec-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        // Records name files as the kernel resolved them: use the real path.
+        let dir = fs::canonicalize(&dir)?;
+        let elf = |total_len: Option<usize>, trailer: Vec<u8>| {
+            TinyElf {
+                total_len,
+                trailer,
+                ..TinyElf::new(Arch::X86_64)
+            }
+            .build()
+            .map_err(|e| anyhow::anyhow!("tiny ELF: {e}"))
+        };
+        let candidate = elf(None, Vec::new())?;
+        let ordinary = elf(Some(4096), Vec::new())?;
+        let matcher = elf(None, [S1.as_slice(), S2.as_slice()].concat())?;
+        let put = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
+            let p = dir.join(name);
+            fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?;
+            Ok(p)
+        };
+        Ok(Self {
+            candidate: put("storm", &candidate)?,
+            candidate_len: candidate.len(),
+            ordinary: put("ordinary", &ordinary)?,
+            ordinary_len: ordinary.len(),
+            matcher: put("match", &matcher)?,
+            matcher_len: matcher.len(),
+            probe: put("probe", &candidate)?,
+            dir,
+        })
+    }
+}
+
+impl Drop for Binaries {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// kernel.bpf_stats_enabled = 1 for the bench, the old value restored on drop.
+struct BpfStats {
+    old: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let old = fs::read_to_string(BPF_STATS)
+            .with_context(|| format!("reading {BPF_STATS}"))?
+            .trim()
+            .to_owned();
+        fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
+        step(&format!(
+            "kernel.bpf_stats_enabled = 1 for the bench (was {old}; restored after)"
+        ));
+        Ok(Self { old })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if fs::write(BPF_STATS, &self.old).is_ok() {
+            step(&format!(
+                "kernel.bpf_stats_enabled restored to {}",
+                self.old
+            ));
+        }
+    }
+}
+
+/// One storm with the sensor running in `mode`, started for this storm alone:
+/// its counters (CPU, lost records, program run time, output) are the storm's.
+fn sensor_storm(
+    sensor: &Path,
+    mode: Mode,
+    s: &Storm,
+    workers: usize,
+    out_dir: &Path,
+) -> Result<Measured> {
+    let out_path = out_dir.join(match mode {
+        Mode::Alerts => "alerts-only.jsonl".to_owned(),
+        Mode::AllExecs => format!("all-execs-{workers}w.jsonl"),
+    });
+    let out =
+        File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+    let mut cmd = Command::new(sensor);
+    cmd.args(["run", "--no-exclusions"]);
+    if mode == Mode::AllExecs {
+        cmd.arg("--all-execs");
+    }
+    let mut p = Proc::spawn("tinyexec-sensor", cmd.stdout(out))?;
+    p.wait_stderr("ready", READY_TIMEOUT)?;
+    let ours = sensor_programs(&p);
+    let progs0 = p.bpf_progs();
+    let ticks0 = p.cpu_ticks()?;
+    let took = storm::run(&s.path, s.n, workers)?;
+    p.wait_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    let ticks1 = p.cpu_ticks()?;
+    let hwm = p.vm_hwm_kib()?;
+    let rss = proc::vm_rss_kib(p.pid()).ok();
+    let progs1 = p.bpf_progs();
+    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
+    if !status.success() {
+        bail!(
+            "the sensor exited with {status}; stderr:\n{}",
+            p.stderr_tail()
+        );
+    }
+    let mut bpf = ProgStats::default();
+    for (id, b) in progs1.iter().filter(|(id, _)| ours.contains(id)) {
+        let a = progs0.get(id).copied().unwrap_or_default();
+        bpf.run_time_ns += b.run_time_ns.saturating_sub(a.run_time_ns);
+        bpf.run_cnt += b.run_cnt.saturating_sub(a.run_cnt);
+    }
+    let counts = count_records(&out_path, &s.path_str())?;
+    Ok(Measured {
+        took,
+        execs: s.n,
+        cpu_ticks: ticks1.saturating_sub(ticks0),
+        hwm_kib: Some(hwm),
+        rss_kib: rss,
+        bpf: (!ours.is_empty()).then_some(bpf),
+        seen: Some(counts.emitted),
+        lost: Some(counts.lost),
+    })
+}
+
+/// Ids of the sensor's programs named `tinyexec_exec` (bpftool names them);
+/// every program it holds if bpftool cannot say.
+fn sensor_programs(p: &Proc) -> BTreeSet<u32> {
+    let ids: BTreeSet<u32> = p.bpf_progs().into_keys().collect();
+    let named: BTreeSet<u32> = ids
+        .iter()
+        .copied()
+        .filter(|id| prog_name(*id).as_deref() == Some(names::PROGRAM))
+        .collect();
+    if named.is_empty() { ids } else { named }
+}
+
+fn prog_name(id: u32) -> Option<String> {
+    let out = output_of(
+        Command::new(find_cmd("bpftool")?)
+            .args(["-j", "prog", "show", "id"])
+            .arg(id.to_string()),
+    )?;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v.get("name")?.as_str().map(str::to_owned)
+}
+
+struct Counts {
+    /// Exec records of the storm binary.
+    emitted: u64,
+    /// The last `lost.total`.
+    lost: u64,
+}
+
+fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
+    let f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut c = Counts {
+        emitted: 0,
+        lost: 0,
+    };
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        let v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("the sensor printed a non-JSON line: {line}"))?;
+        match v["event"]["action"].as_str() {
+            Some("lost") => c.lost = c.lost.max(v["lost"]["total"].as_u64().unwrap_or(0)),
+            Some("exec") if v["file"]["path"].as_str() == Some(storm_path) => c.emitted += 1,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// CLOCK_BOOTTIME, ns: the clock of the records' `tinyexec.ktime_ns`.
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Exec-to-alert latency: `count` execs of a matching binary, 2 ms apart; for
+/// each alert, CLOCK_BOOTTIME when its line is read from the sensor's stdout
+/// pipe minus the kernel's exec time in the record.
+fn latency(sensor: &Path, matcher: &Path, count: usize) -> Result<Latency> {
+    let mut p = Proc::spawn(
+        "tinyexec-sensor",
+        Command::new(sensor)
+            .args(["run", "--no-exclusions"])
+            .stdout(Stdio::piped()),
+    )?;
+    let out = p.take_stdout().context("stdout pipe")?;
+    let lines: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let sink = Arc::clone(&lines);
+    let reader = thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let now = boottime_ns();
+                    if let Ok(mut g) = sink.lock() {
+                        g.push((now, line));
+                    }
+                }
+            }
+        }
+    });
+    p.wait_stderr("ready", READY_TIMEOUT)?;
+    for _ in 0..count {
+        storm::run(matcher, 1, 1)?;
+        thread::sleep(Duration::from_millis(2));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines.lock().map_or(0, |g| g.len()) < count && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
+    let _ = reader.join();
+    if !status.success() {
+        bail!(
+            "the sensor exited with {status}; stderr:\n{}",
+            p.stderr_tail()
+        );
+    }
+    let want = matcher.to_string_lossy();
+    let lines = lines.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut ns = Vec::new();
+    for (read_at, line) in &lines {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("the sensor printed a non-JSON line: {line}"))?;
+        if v["event"]["kind"].as_str() == Some("alert")
+            && v["file"]["path"].as_str() == Some(&want)
+            && let Some(k) = v["tinyexec"]["ktime_ns"].as_u64()
+        {
+            ns.push(read_at.saturating_sub(k));
+        }
+    }
+    ns.sort_unstable();
+    Ok(Latency { execs: count, ns })
+}
+
+/// A command's stdout when it succeeds.
+pub fn output_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A command on PATH or in the sbin directories (which `sudo` may leave off PATH).
+pub fn find_cmd(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `apt-get install` of Debian packages, as the rest of xtask does it.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    crate::run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    crate::run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}

@@ -1,0 +1,296 @@
+//! A process under measurement (the sensor or a peer): its stderr collected,
+//! its CPU time, peak RSS and BPF programs read from /proc, stopped by signal.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Condvar, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+#[derive(Default)]
+struct Err {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+pub struct Proc {
+    name: String,
+    child: Child,
+    stderr: Arc<(Mutex<Err>, Condvar)>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+/// `run_time_ns` and `run_cnt` of one BPF program (kernel.bpf_stats_enabled).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgStats {
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+impl Proc {
+    /// Spawns `cmd` (its stdout set by the caller) with stderr collected.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let err = child.stderr.take().context("stderr pipe")?;
+        let stderr = Arc::new((Mutex::new(Err::default()), Condvar::new()));
+        let shared = Arc::clone(&stderr);
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let (m, cv) = &*shared;
+                        lock(m).lines.push(line.trim_end().to_owned());
+                        cv.notify_all();
+                    }
+                }
+            }
+            let (m, cv) = &*shared;
+            lock(m).closed = true;
+            cv.notify_all();
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            stderr,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let (m, cv) = &*self.stderr;
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(m);
+        loop {
+            if g.lines.iter().any(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if g.closed || left.is_zero() {
+                let why = if g.closed { "exited" } else { "timed out" };
+                let tail = tail(&g.lines);
+                drop(g);
+                bail!(
+                    "{} {why} before printing {needle:?}; stderr:\n{tail}",
+                    self.name
+                );
+            }
+            g = cv
+                .wait_timeout(g, left)
+                .map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+    }
+
+    /// The last lines of stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        tail(&lock(&self.stderr.0).lines)
+    }
+
+    /// Whether the process has exited (without reaping it in a way that loses the status).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn cpu_ticks(&self) -> Result<u64> {
+        cpu_ticks(self.pid())
+    }
+
+    pub fn vm_hwm_kib(&self) -> Result<u64> {
+        vm_hwm_kib(self.pid())
+    }
+
+    pub fn wait_idle(&self, quiet: Duration, max: Duration) -> Result<()> {
+        wait_idle(self.pid(), quiet, max)
+    }
+
+    pub fn bpf_progs(&self) -> BTreeMap<u32, ProgStats> {
+        bpf_progs(self.pid())
+    }
+
+    /// Sends `signal`, waits for the exit (SIGKILL after `timeout`), joins the stderr reader.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> Result<ExitStatus> {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child, still unreaped.
+            unsafe { libc::kill(self.pid(), signal) };
+        }
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "{} did not exit within {timeout:?} of signal {signal}; stderr:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Ok(status)
+    }
+
+    /// Takes the child's stdout pipe (when the caller asked for one).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// User + system CPU of the whole process (all threads), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_cpu(&stat).with_context(|| format!("parsing {path}: {stat}"))
+}
+
+/// Peak resident set size (VmHWM), KiB.
+pub fn vm_hwm_kib(pid: i32) -> Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size now (VmRSS), KiB.
+pub fn vm_rss_kib(pid: i32) -> Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: i32, key: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in {path}"))
+}
+
+/// Waits until the process has used no CPU for `quiet` (it has caught up
+/// with what the storm gave it to do), at most `max`.
+pub fn wait_idle(pid: i32, quiet: Duration, max: Duration) -> Result<()> {
+    let step = Duration::from_millis(100);
+    let deadline = Instant::now() + max;
+    let mut last = cpu_ticks(pid)?;
+    let mut still = Duration::ZERO;
+    while still < quiet && Instant::now() < deadline {
+        thread::sleep(step);
+        let now = cpu_ticks(pid)?;
+        if now == last {
+            still += step;
+        } else {
+            still = Duration::ZERO;
+            last = now;
+        }
+    }
+    Ok(())
+}
+
+/// The BPF programs a process holds open, by program id, with their run
+/// statistics (from /proc/PID/fdinfo; counted while kernel.bpf_stats_enabled is 1).
+pub fn bpf_progs(pid: i32) -> BTreeMap<u32, ProgStats> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let is_prog =
+            fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("bpf-prog"));
+        if !is_prog {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy());
+        if let Some((id, stats)) = fs::read_to_string(info).ok().and_then(|t| parse_fdinfo(&t)) {
+            out.insert(id, stats);
+        }
+    }
+    out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn tail(lines: &[String]) -> String {
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// utime + stime (fields 14 and 15 of /proc/PID/stat; the name in field 2 may hold spaces).
+fn parse_stat_cpu(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn parse_fdinfo(text: &str) -> Option<(u32, ProgStats)> {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let id = u32::try_from(get("prog_id:")?).ok()?;
+    Some((
+        id,
+        ProgStats {
+            run_time_ns: get("run_time_ns:").unwrap_or(0),
+            run_cnt: get("run_cnt:").unwrap_or(0),
+        },
+    ))
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_in_name() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 10";
+        assert_eq!(parse_stat_cpu(stat), Some(10));
+    }
+
+    #[test]
+    fn fdinfo() {
+        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_id:\t77\nrun_time_ns:\t1234\nrun_cnt:\t10\n";
+        let (id, s) = parse_fdinfo(text).unwrap();
+        assert_eq!((id, s.run_time_ns, s.run_cnt), (77, 1234, 10));
+    }
+}

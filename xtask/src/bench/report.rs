@@ -1,0 +1,701 @@
+//! The bench's figures: the table on stdout and the same as JSON, targets beside them.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::Path,
+    process::Command,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+
+use super::{Latency, Measured, Mode, RSS_TARGET_MIB, Row, Watcher, output_of, proc};
+
+/// Targets (printed beside the figures; nothing asserts them).
+const ALERTS_RATIO: f64 = 0.98;
+const ALL_EXECS_RATIO: f64 = 0.90;
+const LATENCY_P99_MS: f64 = 5.0;
+
+pub struct Report<'a> {
+    pub started: SystemTime,
+    pub sensor: &'a Path,
+    pub root: &'a Path,
+    pub n: usize,
+    pub reps: usize,
+    /// No-sensor execs/s by worker count.
+    pub baselines: Vec<(usize, Vec<f64>)>,
+    pub rows: &'a [Row],
+    pub latency: &'a Latency,
+    pub binaries: [(&'static str, usize); 3],
+}
+
+/// min, median, max.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+pub fn spread(v: &[f64]) -> Option<Spread> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    let median = if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    };
+    Some(Spread {
+        min: s[0],
+        median,
+        max: s[s.len() - 1],
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn spread_json(s: Option<Spread>) -> Value {
+    s.map_or(
+        Value::Null,
+        |s| json!({"min": s.min, "median": s.median, "max": s.max}),
+    )
+}
+
+/// A target beside its figure.
+struct Verdict {
+    target: String,
+    met: Option<bool>,
+    why: Option<String>,
+}
+
+impl Verdict {
+    fn text(&self) -> String {
+        let mark = match self.met {
+            Some(true) => "ok".to_owned(),
+            Some(false) => match &self.why {
+                Some(w) => format!("MISSED ({w})"),
+                None => "MISSED".to_owned(),
+            },
+            None => "not measured".to_owned(),
+        };
+        format!("{}  {mark}", self.target)
+    }
+
+    fn json(&self) -> Value {
+        json!({"target": self.target, "met": self.met, "why": self.why})
+    }
+}
+
+/// Sums over a row's runs.
+struct Totals {
+    execs: u64,
+    cpu_ticks: u64,
+    hwm_kib: Option<u64>,
+    rss_kib: Option<u64>,
+    bpf_ns: u64,
+    bpf_cnt: u64,
+    has_bpf: bool,
+    seen: Option<u64>,
+    lost: Option<u64>,
+}
+
+fn totals(runs: &[Measured]) -> Totals {
+    let sum_opt = |f: fn(&Measured) -> Option<u64>| {
+        runs.iter()
+            .map(f)
+            .try_fold(0u64, |acc, x| x.map(|x| acc + x))
+    };
+    Totals {
+        execs: runs.iter().map(|r| r.execs as u64).sum(),
+        cpu_ticks: runs.iter().map(|r| r.cpu_ticks).sum(),
+        hwm_kib: runs.iter().filter_map(|r| r.hwm_kib).max(),
+        rss_kib: runs.iter().filter_map(|r| r.rss_kib).max(),
+        bpf_ns: runs
+            .iter()
+            .filter_map(|r| r.bpf)
+            .map(|b| b.run_time_ns)
+            .sum(),
+        bpf_cnt: runs.iter().filter_map(|r| r.bpf).map(|b| b.run_cnt).sum(),
+        has_bpf: runs.iter().any(|r| r.bpf.is_some()),
+        seen: if runs.is_empty() {
+            None
+        } else {
+            sum_opt(|r| r.seen)
+        },
+        lost: if runs.is_empty() {
+            None
+        } else {
+            sum_opt(|r| r.lost)
+        },
+    }
+}
+
+/// Figures of one row, derived once for the table and the JSON.
+struct RowFigures {
+    ratio: Option<Spread>,
+    ratio_verdict: Option<Verdict>,
+    kernel_ns: Option<f64>,
+    /// The ratio the kernel run time alone would give.
+    kernel_ratio: Option<f64>,
+    cpu_ms_per_1000: Option<f64>,
+    hwm_mib: Option<f64>,
+    rss_mib: Option<f64>,
+    rss_verdict: Option<Verdict>,
+    t: Totals,
+}
+
+/// Loss accounting of one `--all-execs` run.
+fn adds_up(m: &Measured) -> bool {
+    let (e, l, x) = (m.seen.unwrap_or(0), m.lost.unwrap_or(0), m.execs as u64);
+    e <= x && e + l >= x
+}
+
+fn unexplained(m: &Measured) -> u64 {
+    (m.execs as u64).saturating_sub(m.seen.unwrap_or(0) + m.lost.unwrap_or(0))
+}
+
+impl Report<'_> {
+    fn baseline(&self, workers: usize) -> Option<Spread> {
+        self.baselines
+            .iter()
+            .find(|(w, _)| *w == workers)
+            .and_then(|(_, v)| spread(v))
+    }
+
+    fn peers_best(&self, workers: usize) -> Option<(f64, &str)> {
+        self.rows
+            .iter()
+            .filter(|r| r.workers == workers && matches!(r.watcher, Watcher::Peer(_)))
+            .filter_map(|r| spread(&r.ratios).map(|s| (s.median, r.label.as_str())))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    fn figures(&self, r: &Row) -> RowFigures {
+        let ratio = spread(&r.ratios);
+        let t = totals(&r.runs);
+        let ratio_verdict = match r.watcher {
+            Watcher::Sensor(Mode::Alerts) => Some(Verdict {
+                target: format!(">= {ALERTS_RATIO:.2}"),
+                met: ratio.map(|s| s.median >= ALERTS_RATIO),
+                why: None,
+            }),
+            Watcher::Sensor(Mode::AllExecs) => {
+                let best = self.peers_best(r.workers);
+                let target = match best {
+                    Some(_) => format!(">= {ALL_EXECS_RATIO:.2}, > every peer"),
+                    None => format!(">= {ALL_EXECS_RATIO:.2} (no peer ran)"),
+                };
+                let (met, why) = match ratio {
+                    None => (None, None),
+                    Some(s) if s.median < ALL_EXECS_RATIO => (Some(false), None),
+                    Some(s) => match best {
+                        Some((b, who)) if b >= s.median => {
+                            (Some(false), Some(format!("{who} {b:.3}")))
+                        }
+                        _ => (Some(true), None),
+                    },
+                };
+                Some(Verdict { target, met, why })
+            }
+            Watcher::Peer(_) => None,
+        };
+        let kernel_ns = (t.has_bpf && t.bpf_cnt > 0).then(|| t.bpf_ns as f64 / t.bpf_cnt as f64);
+        let kernel_ratio = kernel_ns.zip(self.baseline(r.workers)).map(|(ns, b)| {
+            // Each worker execs every workers/rate seconds; the program adds ns to each.
+            let period_ns = 1e9 * r.workers as f64 / b.median;
+            period_ns / (period_ns + ns)
+        });
+        let cpu_ms_per_1000 = (t.execs > 0).then(|| {
+            t.cpu_ticks as f64 * 1000.0 / proc::clk_tck() as f64 / t.execs as f64 * 1000.0
+        });
+        let hwm_mib = t.hwm_kib.map(|k| k as f64 / 1024.0);
+        let rss_verdict = matches!(r.watcher, Watcher::Sensor(_)).then(|| Verdict {
+            target: format!("<= {RSS_TARGET_MIB:.0} MiB"),
+            met: hwm_mib.map(|m| m <= RSS_TARGET_MIB),
+            why: None,
+        });
+        RowFigures {
+            ratio,
+            ratio_verdict,
+            kernel_ns,
+            kernel_ratio,
+            cpu_ms_per_1000,
+            hwm_mib,
+            rss_mib: t.rss_kib.map(|k| k as f64 / 1024.0),
+            rss_verdict,
+            t,
+        }
+    }
+
+    fn loss_rows(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.watcher == Watcher::Sensor(Mode::AllExecs))
+            .collect()
+    }
+
+    fn latency_figures(&self) -> (Option<f64>, Option<f64>, Option<f64>, Verdict) {
+        let ms = |p: f64| percentile(&self.latency.ns, p).map(|n| n as f64 / 1e6);
+        let (p50, p99, max) = (ms(50.0), ms(99.0), ms(100.0));
+        let all = self.latency.ns.len() >= self.latency.execs;
+        let v = Verdict {
+            target: format!("p99 <= {LATENCY_P99_MS:.0} ms"),
+            met: p99.map(|p| p <= LATENCY_P99_MS && all),
+            why: (!all)
+                .then(|| format!("{} of {} alerts", self.latency.ns.len(), self.latency.execs)),
+        };
+        (p50, p99, max, v)
+    }
+
+    fn machine(&self) -> Value {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown", |(_, m)| m.trim())
+            .to_owned();
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mem_gib = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map(|kib| kib / (1024.0 * 1024.0));
+        json!({"cpu_model": model, "cores": cores, "memory_gib": mem_gib, "kernel_release": kernel})
+    }
+
+    fn sensor_json(&self) -> Value {
+        let git =
+            |args: &[&str]| output_of(Command::new("git").arg("-C").arg(self.root).args(args));
+        let commit = git(&["rev-parse", "--short", "HEAD"]);
+        let modified = git(&[
+            "status",
+            "--porcelain",
+            "--",
+            "tinyexec-user",
+            "tinyexec-ebpf",
+        ])
+        .map(|s| !s.is_empty());
+        json!({"path": self.sensor.display().to_string(), "workspace_commit": commit,
+               "workspace_sensor_sources_modified": modified})
+    }
+
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let m = self.machine();
+        let secs = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _ = writeln!(o, "tinyexec bench, started {}", utc(secs));
+        let _ = writeln!(
+            o,
+            "machine: {}, {} cores, {:.1} GiB, kernel {}",
+            m["cpu_model"].as_str().unwrap_or("?"),
+            m["cores"],
+            m["memory_gib"].as_f64().unwrap_or(0.0),
+            m["kernel_release"].as_str().unwrap_or("?")
+        );
+        let s = self.sensor_json();
+        let _ = writeln!(
+            o,
+            "sensor:  {} (workspace at {}{})",
+            s["path"].as_str().unwrap_or("?"),
+            s["workspace_commit"].as_str().unwrap_or("?"),
+            if s["workspace_sensor_sources_modified"] == json!(true) {
+                ", sensor sources modified"
+            } else {
+                ""
+            }
+        );
+        let bases: Vec<String> = self
+            .baselines
+            .iter()
+            .filter_map(|(w, v)| {
+                spread(v).map(|s| {
+                    format!(
+                        "{w} worker{}: {:.0} execs/s (min {:.0}, max {:.0})",
+                        if *w == 1 { "" } else { "s" },
+                        s.median,
+                        s.min,
+                        s.max
+                    )
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "storms:  N = {} execs each, {} repetitions; no watcher: {}",
+            self.n,
+            self.reps,
+            bases.join("; ")
+        );
+        let bins: Vec<String> = self
+            .binaries
+            .iter()
+            .map(|(what, len)| format!("{what} {len} B"))
+            .collect();
+        let _ = writeln!(o, "binaries: static tiny ELFs, {}", bins.join(", "));
+
+        let _ = writeln!(
+            o,
+            "\nExec storm: execs/s with the watcher / without it (mean of the no-watcher storms just before and after), over the repetitions"
+        );
+        let mut t = vec![vec![
+            "configuration".into(),
+            "workers".into(),
+            "min".into(),
+            "median".into(),
+            "max".into(),
+            "target".into(),
+        ]];
+        for r in self.rows {
+            let f = self.figures(r);
+            let mut line = vec![r.label.clone(), r.workers.to_string()];
+            match (&r.unavailable, f.ratio) {
+                (Some(why), None) => {
+                    line.extend(["-".into(), "-".into(), "-".into()]);
+                    line.push(format!("cannot run: {why}"));
+                }
+                (_, s) => {
+                    line.push(s.map_or("-".into(), |s| format!("{:.3}", s.min)));
+                    line.push(s.map_or("-".into(), |s| format!("{:.3}", s.median)));
+                    line.push(s.map_or("-".into(), |s| format!("{:.3}", s.max)));
+                    let mut v = f
+                        .ratio_verdict
+                        .as_ref()
+                        .map_or(String::new(), Verdict::text);
+                    if let Some(why) = &r.unavailable {
+                        let _ = write!(v, " (then failed: {why})");
+                    }
+                    line.push(v);
+                }
+            }
+            t.push(line);
+        }
+        o.push_str(&render(&t));
+
+        let _ = writeln!(
+            o,
+            "\nCost: kernel run time of the watcher's BPF programs per exec (bpf_stats) and the storm ratio that alone would give; \
+             the watcher's own CPU (user + system, until idle after the storm) per 1000 execs; its memory"
+        );
+        let mut t = vec![vec![
+            "configuration".into(),
+            "workers".into(),
+            "kernel ns/exec".into(),
+            "ratio from it".into(),
+            "CPU ms/1000 execs".into(),
+            "peak RSS".into(),
+            "RSS after".into(),
+            "records of the storm binary".into(),
+        ]];
+        for r in self.rows.iter().filter(|r| !r.runs.is_empty()) {
+            let f = self.figures(r);
+            let records = match r.watcher {
+                Watcher::Sensor(Mode::Alerts) => {
+                    format!("none expected; lost {}", f.t.lost.unwrap_or(0))
+                }
+                Watcher::Sensor(Mode::AllExecs) => format!(
+                    "{}/{}, lost {}",
+                    f.t.seen.unwrap_or(0),
+                    f.t.execs,
+                    f.t.lost.unwrap_or(0)
+                ),
+                Watcher::Peer(_) => {
+                    f.t.seen
+                        .map_or("-".into(), |s| format!("{s}/{}", f.t.execs))
+                }
+            };
+            let hwm = f.hwm_mib.map_or("-".into(), |m| format!("{m:.1} MiB"));
+            let hwm = match &f.rss_verdict {
+                Some(v) => format!("{hwm} ({})", v.text()),
+                None => hwm,
+            };
+            t.push(vec![
+                r.label.clone(),
+                r.workers.to_string(),
+                f.kernel_ns.map_or("-".into(), |n| format!("{n:.0}")),
+                f.kernel_ratio.map_or("-".into(), |x| format!("{x:.4}")),
+                f.cpu_ms_per_1000.map_or("-".into(), |x| format!("{x:.1}")),
+                hwm,
+                f.rss_mib.map_or("-".into(), |m| format!("{m:.1} MiB")),
+                records,
+            ]);
+        }
+        o.push_str(&render(&t));
+
+        let _ = writeln!(
+            o,
+            "\nLoss with --all-execs at full storm rate: exec records of the storm binary emitted, vs execs performed, and lost.total the sensor reported"
+        );
+        let mut t = vec![vec![
+            "workers".into(),
+            "storms".into(),
+            "execs".into(),
+            "emitted".into(),
+            "lost".into(),
+            "unexplained".into(),
+            "adds up (emitted + lost >= execs, emitted <= execs)".into(),
+            "target".into(),
+        ]];
+        for r in self.loss_rows().into_iter().filter(|r| !r.runs.is_empty()) {
+            let f = self.figures(r);
+            let ok = r.runs.iter().all(adds_up);
+            let unexplained: u64 = r.runs.iter().map(unexplained).sum();
+            t.push(vec![
+                r.workers.to_string(),
+                r.runs.len().to_string(),
+                f.t.execs.to_string(),
+                f.t.seen.unwrap_or(0).to_string(),
+                f.t.lost.unwrap_or(0).to_string(),
+                unexplained.to_string(),
+                if ok { "yes, every storm" } else { "NO" }.into(),
+                format!(
+                    "zero unexplained loss  {}",
+                    if ok { "ok" } else { "MISSED" }
+                ),
+            ]);
+        }
+        o.push_str(&render(&t));
+
+        let (p50, p99, max, v) = self.latency_figures();
+        let _ = writeln!(
+            o,
+            "\nExec-to-alert latency: CLOCK_BOOTTIME when the alert line is read from the sensor's stdout minus the record's tinyexec.ktime_ns"
+        );
+        let ms = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3} ms"));
+        let t = vec![
+            vec![
+                "alerts / execs".into(),
+                "p50".into(),
+                "p99".into(),
+                "max".into(),
+                "target".into(),
+            ],
+            vec![
+                format!("{}/{}", self.latency.ns.len(), self.latency.execs),
+                ms(p50),
+                ms(p99),
+                ms(max),
+                v.text(),
+            ],
+        ];
+        o.push_str(&render(&t));
+        o
+    }
+
+    pub fn json(&self) -> Value {
+        let secs = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let f = self.figures(r);
+                let runs: Vec<Value> = r
+                    .runs
+                    .iter()
+                    .zip(&r.ratios)
+                    .map(|(m, ratio)| {
+                        json!({
+                            "ratio": ratio,
+                            "execs": m.execs,
+                            "seconds": m.took.as_secs_f64(),
+                            "execs_per_sec": m.rate(),
+                            "cpu_ticks": m.cpu_ticks,
+                            "peak_rss_kib": m.hwm_kib,
+                            "rss_after_kib": m.rss_kib,
+                            "bpf_run_time_ns": m.bpf.map(|b| b.run_time_ns),
+                            "bpf_run_cnt": m.bpf.map(|b| b.run_cnt),
+                            "records_of_storm_binary": m.seen,
+                            "lost_total": m.lost,
+                        })
+                    })
+                    .collect();
+                let (watcher, mode) = match r.watcher {
+                    Watcher::Sensor(Mode::Alerts) => ("tinyexec", Some("alerts-only")),
+                    Watcher::Sensor(Mode::AllExecs) => ("tinyexec", Some("all-execs")),
+                    Watcher::Peer(k) => (k.label(), None),
+                };
+                json!({
+                    "configuration": r.label,
+                    "watcher": watcher,
+                    "sensor_mode": mode,
+                    "binary_bytes": r.binary_bytes,
+                    "workers": r.workers,
+                    "unavailable": r.unavailable,
+                    "ratio": spread_json(f.ratio),
+                    "ratio_target": f.ratio_verdict.as_ref().map(Verdict::json),
+                    "kernel_ns_per_exec": f.kernel_ns,
+                    "ratio_from_kernel_ns": f.kernel_ratio,
+                    "cpu_ms_per_1000_execs": f.cpu_ms_per_1000,
+                    "peak_rss_mib": f.hwm_mib,
+                    "peak_rss_target": f.rss_verdict.as_ref().map(Verdict::json),
+                    "rss_after_mib": f.rss_mib,
+                    "records_of_storm_binary": f.t.seen,
+                    "lost_total": f.t.lost,
+                    "execs": f.t.execs,
+                    "runs": runs,
+                })
+            })
+            .collect();
+        let loss: Vec<Value> = self
+            .loss_rows()
+            .into_iter()
+            .filter(|r| !r.runs.is_empty())
+            .map(|r| {
+                let t = totals(&r.runs);
+                let ok = r.runs.iter().all(adds_up);
+                json!({
+                    "workers": r.workers,
+                    "storms": r.runs.len(),
+                    "execs": t.execs,
+                    "emitted": t.seen,
+                    "lost": t.lost,
+                    "unexplained": r.runs.iter().map(unexplained).sum::<u64>(),
+                    "adds_up": ok,
+                    "target": {"target": "zero unexplained loss", "met": ok},
+                })
+            })
+            .collect();
+        let (p50, p99, max, v) = self.latency_figures();
+        let baselines: Vec<Value> = self
+            .baselines
+            .iter()
+            .map(|(w, v)| json!({"workers": w, "execs_per_sec": spread_json(spread(v)), "runs": v}))
+            .collect();
+        json!({
+            "started_unix": secs,
+            "started_utc": utc(secs),
+            "machine": self.machine(),
+            "sensor": self.sensor_json(),
+            "execs_per_storm": self.n,
+            "repetitions": self.reps,
+            "binaries": self.binaries.iter().map(|(w, l)| json!({"binary": w, "bytes": l})).collect::<Vec<_>>(),
+            "baseline": baselines,
+            "storms": rows,
+            "loss": loss,
+            "latency": {
+                "execs": self.latency.execs,
+                "alerts": self.latency.ns.len(),
+                "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                "target": v.json(),
+            },
+        })
+    }
+}
+
+/// Aligned columns, two spaces apart.
+fn render(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut o = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        o.push_str(line.trim_end());
+        o.push('\n');
+    }
+    o
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads() {
+        let s = spread(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
+        assert_eq!(spread(&[1.0, 4.0, 2.0, 3.0]).unwrap().median, 2.5);
+        assert!(spread(&[]).is_none());
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=300).collect();
+        assert_eq!(percentile(&v, 50.0), Some(150));
+        assert_eq!(percentile(&v, 99.0), Some(297));
+        assert_eq!(percentile(&v, 100.0), Some(300));
+        assert_eq!(percentile(&[], 99.0), None);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+
+    #[test]
+    fn loss_accounting() {
+        let m = |execs, seen, lost| Measured {
+            execs,
+            seen: Some(seen),
+            lost: Some(lost),
+            ..Measured::default()
+        };
+        assert!(adds_up(&m(100, 100, 0)));
+        assert!(adds_up(&m(100, 90, 10)));
+        assert!(adds_up(&m(100, 90, 15)));
+        assert!(!adds_up(&m(100, 90, 5)));
+        assert!(!adds_up(&m(100, 101, 0)));
+        assert_eq!(unexplained(&m(100, 90, 5)), 5);
+    }
+}
