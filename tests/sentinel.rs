@@ -28,6 +28,8 @@ const STREAM: &str = "Custom-TinyexecAlerts";
 
 struct Ingest {
     child: Child,
+    /// The app's certificate and key, PEM, for certificate credentials.
+    client_pem: PathBuf,
     port: u16,
     log: PathBuf,
     /// The CA the client is told to trust.
@@ -106,6 +108,33 @@ impl Ingest {
             os("-out"),
             cert.as_os_str(),
         ]);
+        // The app's registered certificate: cert and PKCS#8 key in one PEM file.
+        let (client_cert, client_key) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=tinyexec-sensor"),
+            os("-keyout"),
+            client_key.as_os_str(),
+            os("-out"),
+            client_cert.as_os_str(),
+        ]);
+        let client_pem = dir.join("client.pem");
+        fs::write(
+            &client_pem,
+            [
+                fs::read(&client_cert).unwrap(),
+                fs::read(&client_key).unwrap(),
+            ]
+            .concat(),
+        )
+        .unwrap();
         let (log, port_file) = (dir.join("ingest.log"), dir.join("port"));
         let mode_file = dir.join("mode");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/sentinel_server.py");
@@ -130,6 +159,8 @@ impl Ingest {
                 SECRET,
             ])
             .args(["--dcr", DCR, "--stream", STREAM])
+            .arg("--client-cert")
+            .arg(&client_cert)
             .stdin(Stdio::null())
             .spawn()
             .expect("python3");
@@ -146,6 +177,7 @@ impl Ingest {
         };
         Self {
             child,
+            client_pem,
             port,
             log,
             cert: ca,
@@ -191,19 +223,24 @@ impl Ingest {
         }
     }
 
+    /// Settings with the secret in a file; `credential` replaces that line when given.
     fn settings(&self, dir: &Path, spool: &Path, extra: &str) -> PathBuf {
         let secret = dir.join("secret");
         fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let cred = format!("client_secret_file = {:?}", secret.to_str().unwrap());
+        self.settings_with(dir, spool, &cred, extra)
+    }
+
+    fn settings_with(&self, dir: &Path, spool: &Path, credential: &str, extra: &str) -> PathBuf {
         let path = dir.join(unique("sentinel") + ".toml");
         let mut f = fs::File::create(&path).unwrap();
         writeln!(
             f,
             "endpoint = \"https://127.0.0.1:{port}\"\nauthority = \"https://127.0.0.1:{port}/\"\n\
              dcr_immutable_id = \"{DCR}\"\nstream = \"{STREAM}\"\ntenant_id = \"{TENANT}\"\n\
-             client_id = \"{CLIENT}\"\nclient_secret_file = {secret:?}\nca_file = {cert:?}\n\
+             client_id = \"{CLIENT}\"\n{credential}\nca_file = {cert:?}\n\
              spool_dir = {spool:?}\nbatch_max_delay_ms = 200\ntimeout_secs = 2\n{extra}",
             port = self.port,
-            secret = secret.to_str().unwrap(),
             cert = self.cert.to_str().unwrap(),
             spool = spool.to_str().unwrap(),
         )
@@ -374,4 +411,58 @@ fn the_spool_is_bounded_and_says_what_it_dropped() {
     );
     // The stand-in is reachable the whole time; only the bound lost records.
     assert!(TcpStream::connect(("127.0.0.1", ingest.port)).is_ok());
+}
+
+#[test]
+fn certificate_and_environment_credentials() {
+    let dir = TempDir::new("creds");
+    let ingest = Ingest::start(dir.path());
+    // A certificate: the token request carries a signed client assertion.
+    let cert = format!(
+        "client_certificate_file = {:?}",
+        ingest.client_pem.to_str().unwrap()
+    );
+    let settings = ingest.settings_with(dir.path(), &dir.path().join("spool-cert"), &cert, "");
+    let s = sensor(&settings);
+    let path = dir.exe(&unique("by-cert"), &stager());
+    run_ok(&mut Command::new(&path));
+    ingest.wait_delivered("with a certificate", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
+    drop(s);
+    let creds: Vec<Value> = ingest
+        .entries()
+        .iter()
+        .filter(|e| e["kind"] == "token")
+        .map(|e| e["credential"].clone())
+        .collect();
+    assert_eq!(creds, ["certificate"], "{:#?}", ingest.entries());
+
+    // The secret from the environment.
+    let settings = ingest.settings_with(dir.path(), &dir.path().join("spool-env"), "", "");
+    let _s = Sensor::start_with(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--no-stdout", "--sentinel"])
+            .arg(&settings)
+            .env("TINYEXEC_SENTINEL_CLIENT_SECRET", SECRET),
+    );
+    let path = dir.exe(&unique("by-env"), &stager());
+    run_ok(&mut Command::new(&path));
+    ingest.wait_delivered("with the secret from the environment", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
+
+    // No credential at all: a clear error at start.
+    let mut bad = Sensor::spawn(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--sentinel"])
+            .arg(&settings)
+            .env_remove("TINYEXEC_SENTINEL_CLIENT_SECRET"),
+    );
+    assert!(!bad.wait_exit().success());
+    assert!(
+        bad.stderr().contains("TINYEXEC_SENTINEL_CLIENT_SECRET"),
+        "{}",
+        bad.stderr()
+    );
 }

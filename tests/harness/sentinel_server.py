@@ -8,7 +8,7 @@ Bearer token), and logs what it accepted as JSON lines. The file named by
 --mode-file says, at each request, whether to accept ("ok"), answer 503
 ("refuse"), or hang past the client's time-out ("timeout").
 """
-import argparse, gzip, json, ssl, threading, time
+import argparse, base64, gzip, hashlib, json, os, ssl, subprocess, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +21,7 @@ p.add_argument("--mode-file", required=True)
 p.add_argument("--tenant", required=True)
 p.add_argument("--client-id", required=True)
 p.add_argument("--client-secret", required=True)
+p.add_argument("--client-cert", help="PEM certificate whose key may sign client assertions")
 p.add_argument("--dcr", required=True)
 p.add_argument("--stream", required=True)
 args = p.parse_args()
@@ -35,6 +36,40 @@ def mode():
     except FileNotFoundError:
         return "ok"
 lock = threading.Lock()
+
+
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def assertion_problem(jwt, token_url):
+    """Why a client assertion (RS256 JWT, x5t of the registered cert) is invalid, or None."""
+    if not args.client_cert:
+        return "no certificate registered"
+    try:
+        h64, c64, s64 = jwt.split(".")
+        header, claims = json.loads(b64url_decode(h64)), json.loads(b64url_decode(c64))
+    except Exception as e:  # noqa: BLE001
+        return f"malformed JWT: {e}"
+    der = subprocess.run(["openssl", "x509", "-in", args.client_cert, "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    thumb = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
+    if header.get("alg") != "RS256" or header.get("x5t") != thumb:
+        return f"header {header}"
+    now = time.time()
+    if claims.get("aud") != token_url or claims.get("iss") != args.client_id \
+            or claims.get("sub") != args.client_id or not claims.get("jti") \
+            or not claims.get("nbf", now + 1) <= now + 5 < claims.get("exp", 0) + 5:
+        return f"claims {claims}"
+    with tempfile.TemporaryDirectory() as d:
+        pub = subprocess.run(["openssl", "x509", "-in", args.client_cert, "-pubkey", "-noout"],
+                             capture_output=True, check=True).stdout
+        open(os.path.join(d, "pub.pem"), "wb").write(pub)
+        open(os.path.join(d, "sig"), "wb").write(b64url_decode(s64))
+        ok = subprocess.run(["openssl", "dgst", "-sha256", "-verify", os.path.join(d, "pub.pem"),
+                             "-signature", os.path.join(d, "sig")],
+                            input=f"{h64}.{c64}".encode(), capture_output=True)
+    return None if ok.returncode == 0 else "bad signature"
 
 
 def log(entry):
@@ -71,15 +106,25 @@ class Handler(BaseHTTPRequestHandler):
             expected = {
                 "grant_type": "client_credentials",
                 "client_id": args.client_id,
-                "client_secret": args.client_secret,
                 "scope": "https://monitor.azure.com//.default",
             }
+            jwt = form.pop("client_assertion", None)
+            if jwt is not None:
+                expected["client_assertion_type"] = \
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                token_url = f"https://127.0.0.1:{self.server.server_address[1]}{url.path}"
+                why = assertion_problem(jwt, token_url)
+                if why:
+                    return self.problem(401, f"client assertion: {why}")
+            else:
+                expected["client_secret"] = args.client_secret
             if form != expected:
                 return self.problem(401, f"bad token request {sorted(form)}")
             with lock:
                 state["tokens"] += 1
                 token = f"token-{state['tokens']}"
-            log({"kind": "token", "client_id": form["client_id"]})
+            log({"kind": "token", "client_id": form["client_id"],
+                 "credential": "certificate" if jwt else "secret"})
             return self.reply(200, json.dumps(
                 {"token_type": "Bearer", "expires_in": 3599, "access_token": token}).encode())
         want = f"/dataCollectionRules/{args.dcr}/streams/{args.stream}"
@@ -115,6 +160,5 @@ ctx.load_cert_chain(args.cert, args.key)
 server.socket = ctx.wrap_socket(server.socket, server_side=True)
 with open(args.port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os  # noqa: E402
 os.rename(args.port_file + ".tmp", args.port_file)
 server.serve_forever()

@@ -9,7 +9,7 @@ mod report;
 mod storm;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs::{self, File},
     io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
@@ -102,6 +102,8 @@ pub struct Measured {
     pub hwm_kib: Option<u64>,
     /// Its resident set after the storm (VmRSS), KiB.
     pub rss_kib: Option<u64>,
+    /// The anonymous part of it (RssAnon: heap, stacks), KiB.
+    pub rss_anon_kib: Option<u64>,
     /// Run time of its BPF programs during the storm (bpf_stats).
     pub bpf: Option<ProgStats>,
     /// Records (lines) naming the storm binary in its output.
@@ -140,6 +142,23 @@ pub struct Row {
     pub unavailable: Option<String>,
 }
 
+/// BPF programs not ours that ran on the execs of the no-watcher storms.
+#[derive(Debug, Default)]
+pub struct Others {
+    pub storms: usize,
+    pub with_others: usize,
+    pub max_at_once: usize,
+    /// Program name -> in how many storms.
+    pub names: BTreeMap<String, usize>,
+}
+
+/// No-watcher storms of one binary at one worker count, execs/s.
+pub struct Baseline {
+    pub workers: usize,
+    pub binary_bytes: usize,
+    pub rates: Vec<f64>,
+}
+
 pub struct Latency {
     pub execs: usize,
     /// Exec-to-line latencies, ns, sorted.
@@ -149,6 +168,7 @@ pub struct Latency {
 pub fn run(root: &Path, args: &Args) -> Result<()> {
     setup::require_root("the bench loads eBPF programs and changes kernel.bpf_stats_enabled")?;
     let started = SystemTime::now();
+    let load_at_start = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let auditd_was_running = peers::auditd_pid().is_some();
     let sensor = match &args.sensor {
         Some(p) => fs::canonicalize(p).with_context(|| format!("sensor {}", p.display()))?,
@@ -212,32 +232,22 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         let sensor_rows = [
             (
                 Mode::Alerts,
-                &storm,
-                "tinyexec alerts-only",
+                "alerts-only",
                 bins.candidate_len,
+                "rule candidate",
             ),
-            (
-                Mode::Alerts,
-                &ordinary,
-                "tinyexec alerts-only",
-                bins.ordinary_len,
-            ),
+            (Mode::Alerts, "alerts-only", bins.ordinary_len, "ordinary"),
             (
                 Mode::AllExecs,
-                &storm,
-                "tinyexec --all-execs",
+                "--all-execs",
                 bins.candidate_len,
+                "rule candidate",
             ),
         ];
-        for (mode, _, label, len) in sensor_rows {
-            let what = if len == bins.candidate_len {
-                "rule candidate"
-            } else {
-                "ordinary"
-            };
+        for (mode, name, len, what) in sensor_rows {
             rows.push(Row {
                 watcher: Watcher::Sensor(mode),
-                label: format!("{label}, {len} B {what}"),
+                label: format!("tinyexec {name}, {len} B {what}"),
                 binary_bytes: len,
                 workers,
                 ratios: Vec::new(),
@@ -248,11 +258,8 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         for p in &peer_list {
             let mut unavailable = p.state.as_ref().err().cloned();
             if p.kind == peers::Kind::Auditd && unavailable.is_none() && auditd.is_none() {
-                unavailable = Some(
-                    auditd_err
-                        .clone()
-                        .unwrap_or_else(|| "auditd not found".into()),
-                );
+                let why = auditd_err.clone();
+                unavailable = Some(why.unwrap_or_else(|| "auditd not found".into()));
             }
             rows.push(Row {
                 watcher: Watcher::Peer(p.kind),
@@ -267,67 +274,79 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     }
     let storms_per_rep: usize = rows.iter().filter(|r| r.unavailable.is_none()).count();
     step(&format!(
-        "{reps} repetitions of {storms_per_rep} storms of {n} execs, each between two storms without \
-         anything watching (1 and 2 workers); about {} s",
+        "{reps} repetitions of {storms_per_rep} storms of {n} execs (1 and 2 workers), each between \
+         two storms of the same binary with nothing watching; about {} s",
         estimate_secs(reps, storms_per_rep, n)
     ));
-    let mut baselines: Vec<(usize, Vec<f64>)> = WORKERS.iter().map(|&w| (w, Vec::new())).collect();
+    let storms = [(bins.candidate_len, &storm), (bins.ordinary_len, &ordinary)];
+    let mut baselines: Vec<Baseline> = WORKERS
+        .iter()
+        .flat_map(|&workers| {
+            storms.iter().map(move |&(binary_bytes, _)| Baseline {
+                workers,
+                binary_bytes,
+                rates: Vec::new(),
+            })
+        })
+        .collect();
+    let mut others = Others::default();
     for rep in 0..reps {
-        for (wi, &workers) in WORKERS.iter().enumerate() {
-            let idx: Vec<usize> = (0..rows.len())
-                .filter(|&i| rows[i].workers == workers)
-                .collect();
-            // Rotate the order each repetition: no configuration always comes first.
-            let k = rep % idx.len().max(1);
-            let order: Vec<usize> = idx[k..].iter().chain(&idx[..k]).copied().collect();
-            let mut before = baseline(&storm, workers)?;
-            baselines[wi].1.push(before);
-            for i in order {
-                if rows[i].unavailable.is_some() {
+        for &workers in &WORKERS {
+            for (bytes, s) in rotated(&storms, rep) {
+                let idx: Vec<usize> = (0..rows.len())
+                    .filter(|&i| rows[i].workers == workers && rows[i].binary_bytes == bytes)
+                    .filter(|&i| rows[i].unavailable.is_none())
+                    .collect();
+                if idx.is_empty() {
                     continue;
                 }
-                let s = if rows[i].binary_bytes == bins.ordinary_len {
-                    &ordinary
-                } else {
-                    &storm
-                };
-                let measured = match rows[i].watcher {
-                    Watcher::Sensor(mode) => sensor_storm(&sensor, mode, s, workers, &out_dir)?,
-                    Watcher::Peer(kind) => {
-                        let peer = peer_list
-                            .iter()
-                            .find(|p| p.kind == kind)
-                            .context("peer list")?;
-                        match peers::storm(peer, auditd.as_ref(), s, workers) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                if interrupted() {
-                                    bail!("interrupted");
+                let b = baselines
+                    .iter()
+                    .position(|b| b.workers == workers && b.binary_bytes == bytes)
+                    .context("baseline slot")?;
+                let mut before = baseline(s, workers, &mut others)?;
+                baselines[b].rates.push(before);
+                // Rotated each repetition: no configuration always comes first.
+                for i in rotated(&idx, rep) {
+                    if rows[i].unavailable.is_some() {
+                        continue;
+                    }
+                    let measured = match rows[i].watcher {
+                        Watcher::Sensor(mode) => sensor_storm(&sensor, mode, s, workers, &out_dir)?,
+                        Watcher::Peer(kind) => {
+                            let peer = peer_list
+                                .iter()
+                                .find(|p| p.kind == kind)
+                                .context("peer list")?;
+                            match peers::storm(peer, auditd.as_ref(), s, workers) {
+                                Ok(m) => m,
+                                Err(e) if !interrupted() => {
+                                    let why = format!("{e:#}");
+                                    step(&format!("{}: cannot run: {why}", kind.label()));
+                                    for r in
+                                        rows.iter_mut().filter(|r| r.watcher == Watcher::Peer(kind))
+                                    {
+                                        r.unavailable = Some(why.clone());
+                                    }
+                                    continue;
                                 }
-                                let why = format!("{e:#}");
-                                step(&format!("{}: cannot run: {why}", kind.label()));
-                                for r in
-                                    rows.iter_mut().filter(|r| r.watcher == Watcher::Peer(kind))
-                                {
-                                    r.unavailable = Some(why.clone());
-                                }
-                                continue;
+                                Err(e) => return Err(e),
                             }
                         }
-                    }
-                };
-                let after = baseline(&storm, workers)?;
-                baselines[wi].1.push(after);
-                let ratio = measured.rate() / ((before + after) / 2.0);
-                step(&format!(
-                    "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
-                    rep + 1,
-                    rows[i].label,
-                    measured.rate()
-                ));
-                rows[i].ratios.push(ratio);
-                rows[i].runs.push(measured);
-                before = after;
+                    };
+                    let after = baseline(s, workers, &mut others)?;
+                    baselines[b].rates.push(after);
+                    let ratio = measured.rate() / ((before + after) / 2.0);
+                    step(&format!(
+                        "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
+                        rep + 1,
+                        rows[i].label,
+                        measured.rate()
+                    ));
+                    rows[i].ratios.push(ratio);
+                    rows[i].runs.push(measured);
+                    before = after;
+                }
             }
         }
     }
@@ -346,7 +365,13 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         root,
         n,
         reps,
-        baselines,
+        baselines: &baselines,
+        others: &others,
+        load_at_start: load_at_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         rows: &rows,
         latency: &latency,
         binaries: [
@@ -372,6 +397,12 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `v` rotated left by `k` (mod its length).
+fn rotated<T: Clone>(v: &[T], k: usize) -> Vec<T> {
+    let k = if v.is_empty() { 0 } else { k % v.len() };
+    v[k..].iter().chain(&v[..k]).cloned().collect()
+}
+
 fn estimate_secs(reps: usize, storms: usize, n: usize) -> usize {
     // Per storm: itself and its no-sensor neighbour (~1 s each at the
     // calibrated size), plus starting and stopping what watches it.
@@ -379,10 +410,48 @@ fn estimate_secs(reps: usize, storms: usize, n: usize) -> usize {
     (reps as f64 * storms as f64 * per) as usize + 10
 }
 
-/// Execs per second with nothing watching.
-fn baseline(s: &Storm, workers: usize) -> Result<f64> {
+/// Execs per second with nothing of ours watching. Other BPF programs that
+/// ran on its execs (another tool, another test's sensor) are noted in `others`.
+fn baseline(s: &Storm, workers: usize, others: &mut Others) -> Result<f64> {
+    let before = prog_counts();
     let took = storm::run(&s.path, s.n, workers)?;
+    let after = prog_counts();
+    others.storms += 1;
+    if let (Some(before), Some(after)) = (before, after) {
+        let ran: Vec<&String> = after
+            .iter()
+            .filter(|(id, (_, cnt))| {
+                let was = before.get(id).map_or(0, |b| b.1);
+                cnt.saturating_sub(was) >= s.n as u64 / 2
+            })
+            .map(|(_, (name, _))| name)
+            .collect();
+        if !ran.is_empty() {
+            others.with_others += 1;
+            others.max_at_once = others.max_at_once.max(ran.len());
+            for name in ran {
+                *others.names.entry(name.clone()).or_default() += 1;
+            }
+        }
+    }
     Ok(s.n as f64 / took.as_secs_f64())
+}
+
+/// Every loaded BPF program's name and run count (bpftool; counted while bpf_stats is on).
+fn prog_counts() -> Option<BTreeMap<u64, (String, u64)>> {
+    let out = output_of(Command::new(find_cmd("bpftool")?).args(["-j", "prog", "show"]))?;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .filter_map(|p| {
+                let id = p.get("id")?.as_u64()?;
+                let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+                let cnt = p.get("run_cnt").and_then(Value::as_u64).unwrap_or(0);
+                Some((id, (name.to_owned(), cnt)))
+            })
+            .collect(),
+    )
 }
 
 /// A storm size that takes about one second with one worker.
@@ -511,6 +580,7 @@ fn sensor_storm(
     let ticks1 = p.cpu_ticks()?;
     let hwm = p.vm_hwm_kib()?;
     let rss = proc::vm_rss_kib(p.pid()).ok();
+    let rss_anon = proc::status_kib(p.pid(), "RssAnon:").ok();
     let progs1 = p.bpf_progs();
     let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
     if !status.success() {
@@ -532,6 +602,7 @@ fn sensor_storm(
         cpu_ticks: ticks1.saturating_sub(ticks0),
         hwm_kib: Some(hwm),
         rss_kib: rss,
+        rss_anon_kib: rss_anon,
         bpf: (!ours.is_empty()).then_some(bpf),
         seen: Some(counts.emitted),
         lost: Some(counts.lost),

@@ -357,6 +357,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
     let ticks1 = proc::cpu_ticks(pid)?;
     let hwm = proc::vm_hwm_kib(pid).ok();
     let rss = proc::vm_rss_kib(pid).ok();
+    let rss_anon = proc::status_kib(pid, "RssAnon:").ok();
     let progs1 = proc::bpf_progs(pid);
     let bpf = (!progs1.is_empty()).then(|| {
         let mut total = ProgStats::default();
@@ -374,6 +375,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
         cpu_ticks: ticks1.saturating_sub(ticks0),
         hwm_kib: hwm,
         rss_kib: rss,
+        rss_anon_kib: rss_anon,
         bpf,
         seen: None,
         lost: None,

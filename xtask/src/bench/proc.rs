@@ -185,7 +185,8 @@ pub fn vm_rss_kib(pid: i32) -> Result<u64> {
     status_kib(pid, "VmRSS:")
 }
 
-fn status_kib(pid: i32, key: &str) -> Result<u64> {
+/// A `kB` field of /proc/PID/status.
+pub fn status_kib(pid: i32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status

@@ -10,7 +10,9 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Latency, Measured, Mode, RSS_TARGET_MIB, Row, Watcher, output_of, proc};
+use super::{
+    Baseline, Latency, Measured, Mode, Others, RSS_TARGET_MIB, Row, Watcher, output_of, proc,
+};
 
 /// Targets (printed beside the figures; nothing asserts them).
 const ALERTS_RATIO: f64 = 0.98;
@@ -23,8 +25,11 @@ pub struct Report<'a> {
     pub root: &'a Path,
     pub n: usize,
     pub reps: usize,
-    /// No-sensor execs/s by worker count.
-    pub baselines: Vec<(usize, Vec<f64>)>,
+    /// No-watcher execs/s by worker count and binary.
+    pub baselines: &'a [Baseline],
+    pub others: &'a Others,
+    /// 1, 5 and 15 minute load averages when the bench started.
+    pub load_at_start: String,
     pub rows: &'a [Row],
     pub latency: &'a Latency,
     pub binaries: [(&'static str, usize); 3],
@@ -104,6 +109,7 @@ struct Totals {
     cpu_ticks: u64,
     hwm_kib: Option<u64>,
     rss_kib: Option<u64>,
+    rss_anon_kib: Option<u64>,
     bpf_ns: u64,
     bpf_cnt: u64,
     has_bpf: bool,
@@ -122,6 +128,7 @@ fn totals(runs: &[Measured]) -> Totals {
         cpu_ticks: runs.iter().map(|r| r.cpu_ticks).sum(),
         hwm_kib: runs.iter().filter_map(|r| r.hwm_kib).max(),
         rss_kib: runs.iter().filter_map(|r| r.rss_kib).max(),
+        rss_anon_kib: runs.iter().filter_map(|r| r.rss_anon_kib).max(),
         bpf_ns: runs
             .iter()
             .filter_map(|r| r.bpf)
@@ -152,6 +159,7 @@ struct RowFigures {
     cpu_ms_per_1000: Option<f64>,
     hwm_mib: Option<f64>,
     rss_mib: Option<f64>,
+    rss_anon_mib: Option<f64>,
     rss_verdict: Option<Verdict>,
     t: Totals,
 }
@@ -167,11 +175,11 @@ fn unexplained(m: &Measured) -> u64 {
 }
 
 impl Report<'_> {
-    fn baseline(&self, workers: usize) -> Option<Spread> {
+    fn baseline(&self, workers: usize, binary_bytes: usize) -> Option<Spread> {
         self.baselines
             .iter()
-            .find(|(w, _)| *w == workers)
-            .and_then(|(_, v)| spread(v))
+            .find(|b| b.workers == workers && b.binary_bytes == binary_bytes)
+            .and_then(|b| spread(&b.rates))
     }
 
     fn peers_best(&self, workers: usize) -> Option<(f64, &str)> {
@@ -212,11 +220,14 @@ impl Report<'_> {
             Watcher::Peer(_) => None,
         };
         let kernel_ns = (t.has_bpf && t.bpf_cnt > 0).then(|| t.bpf_ns as f64 / t.bpf_cnt as f64);
-        let kernel_ratio = kernel_ns.zip(self.baseline(r.workers)).map(|(ns, b)| {
-            // Each worker execs every workers/rate seconds; the program adds ns to each.
-            let period_ns = 1e9 * r.workers as f64 / b.median;
-            period_ns / (period_ns + ns)
-        });
+        let kernel_ratio =
+            kernel_ns
+                .zip(self.baseline(r.workers, r.binary_bytes))
+                .map(|(ns, b)| {
+                    // Each worker execs every workers/rate seconds; the program adds ns to each.
+                    let period_ns = 1e9 * r.workers as f64 / b.median;
+                    period_ns / (period_ns + ns)
+                });
         let cpu_ms_per_1000 = (t.execs > 0).then(|| {
             t.cpu_ticks as f64 * 1000.0 / proc::clk_tck() as f64 / t.execs as f64 * 1000.0
         });
@@ -234,6 +245,7 @@ impl Report<'_> {
             cpu_ms_per_1000,
             hwm_mib,
             rss_mib: t.rss_kib.map(|k| k as f64 / 1024.0),
+            rss_anon_mib: t.rss_anon_kib.map(|k| k as f64 / 1024.0),
             rss_verdict,
             t,
         }
@@ -259,6 +271,26 @@ impl Report<'_> {
         (p50, p99, max, v)
     }
 
+    /// Other BPF programs on the exec path: they slow the storms on both sides of each ratio.
+    fn others_text(&self) -> String {
+        let o = self.others;
+        if o.with_others == 0 {
+            return format!(
+                "         no other BPF program ran on the execs of the {} no-watcher storms",
+                o.storms
+            );
+        }
+        let names: Vec<String> = o.names.iter().map(|(n, k)| format!("{n} in {k}")).collect();
+        format!(
+            "         NOTE: other BPF programs ran on the execs of {} of the {} no-watcher storms \
+             (up to {} at once: {}): someone else is watching execs on this machine too",
+            o.with_others,
+            o.storms,
+            o.max_at_once,
+            names.join(", ")
+        )
+    }
+
     fn machine(&self) -> Value {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
@@ -280,7 +312,13 @@ impl Report<'_> {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             })
             .map(|kib| kib / (1024.0 * 1024.0));
-        json!({"cpu_model": model, "cores": cores, "memory_gib": mem_gib, "kernel_release": kernel})
+        let load = fs::read_to_string("/proc/loadavg").ok().and_then(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<f64>().ok())
+        });
+        json!({"cpu_model": model, "cores": cores, "memory_gib": mem_gib, "kernel_release": kernel,
+               "load_average_at_start": self.load_at_start, "load_average_1min_at_end": load})
     }
 
     fn sensor_json(&self) -> Value {
@@ -309,11 +347,12 @@ impl Report<'_> {
         let _ = writeln!(o, "tinyexec bench, started {}", utc(secs));
         let _ = writeln!(
             o,
-            "machine: {}, {} cores, {:.1} GiB, kernel {}",
+            "machine: {}, {} cores, {:.1} GiB, kernel {}, load average at start {}",
             m["cpu_model"].as_str().unwrap_or("?"),
             m["cores"],
             m["memory_gib"].as_f64().unwrap_or(0.0),
-            m["kernel_release"].as_str().unwrap_or("?")
+            m["kernel_release"].as_str().unwrap_or("?"),
+            self.load_at_start
         );
         let s = self.sensor_json();
         let _ = writeln!(
@@ -327,28 +366,27 @@ impl Report<'_> {
                 ""
             }
         );
-        let bases: Vec<String> = self
-            .baselines
-            .iter()
-            .filter_map(|(w, v)| {
-                spread(v).map(|s| {
-                    format!(
-                        "{w} worker{}: {:.0} execs/s (min {:.0}, max {:.0})",
-                        if *w == 1 { "" } else { "s" },
-                        s.median,
-                        s.min,
-                        s.max
-                    )
-                })
-            })
-            .collect();
         let _ = writeln!(
             o,
-            "storms:  N = {} execs each, {} repetitions; no watcher: {}",
-            self.n,
-            self.reps,
-            bases.join("; ")
+            "storms:  N = {} execs each, {} repetitions",
+            self.n, self.reps
         );
+        for b in self.baselines {
+            if let Some(s) = spread(&b.rates) {
+                let _ = writeln!(
+                    o,
+                    "         nothing watching, {} B binary, {} worker{}: {:.0} execs/s median (min {:.0}, max {:.0}, {} storms)",
+                    b.binary_bytes,
+                    b.workers,
+                    if b.workers == 1 { "" } else { "s" },
+                    s.median,
+                    s.min,
+                    s.max,
+                    b.rates.len()
+                );
+            }
+        }
+        let _ = writeln!(o, "{}", self.others_text());
         let bins: Vec<String> = self
             .binaries
             .iter()
@@ -406,7 +444,7 @@ impl Report<'_> {
             "ratio from it".into(),
             "CPU ms/1000 execs".into(),
             "peak RSS".into(),
-            "RSS after".into(),
+            "RSS after (anon)".into(),
             "records of the storm binary".into(),
         ]];
         for r in self.rows.iter().filter(|r| !r.runs.is_empty()) {
@@ -438,7 +476,11 @@ impl Report<'_> {
                 f.kernel_ratio.map_or("-".into(), |x| format!("{x:.4}")),
                 f.cpu_ms_per_1000.map_or("-".into(), |x| format!("{x:.1}")),
                 hwm,
-                f.rss_mib.map_or("-".into(), |m| format!("{m:.1} MiB")),
+                match (f.rss_mib, f.rss_anon_mib) {
+                    (Some(m), Some(a)) => format!("{m:.1} MiB ({a:.1})"),
+                    (Some(m), None) => format!("{m:.1} MiB"),
+                    _ => "-".into(),
+                },
                 records,
             ]);
         }
@@ -527,6 +569,7 @@ impl Report<'_> {
                             "cpu_ticks": m.cpu_ticks,
                             "peak_rss_kib": m.hwm_kib,
                             "rss_after_kib": m.rss_kib,
+                            "rss_anon_after_kib": m.rss_anon_kib,
                             "bpf_run_time_ns": m.bpf.map(|b| b.run_time_ns),
                             "bpf_run_cnt": m.bpf.map(|b| b.run_cnt),
                             "records_of_storm_binary": m.seen,
@@ -554,6 +597,7 @@ impl Report<'_> {
                     "peak_rss_mib": f.hwm_mib,
                     "peak_rss_target": f.rss_verdict.as_ref().map(Verdict::json),
                     "rss_after_mib": f.rss_mib,
+                    "rss_anon_after_mib": f.rss_anon_mib,
                     "records_of_storm_binary": f.t.seen,
                     "lost_total": f.t.lost,
                     "execs": f.t.execs,
@@ -584,7 +628,10 @@ impl Report<'_> {
         let baselines: Vec<Value> = self
             .baselines
             .iter()
-            .map(|(w, v)| json!({"workers": w, "execs_per_sec": spread_json(spread(v)), "runs": v}))
+            .map(|b| {
+                json!({"workers": b.workers, "binary_bytes": b.binary_bytes,
+                       "execs_per_sec": spread_json(spread(&b.rates)), "runs": b.rates})
+            })
             .collect();
         json!({
             "started_unix": secs,
@@ -595,6 +642,12 @@ impl Report<'_> {
             "repetitions": self.reps,
             "binaries": self.binaries.iter().map(|(w, l)| json!({"binary": w, "bytes": l})).collect::<Vec<_>>(),
             "baseline": baselines,
+            "other_exec_bpf_programs": {
+                "no_watcher_storms": self.others.storms,
+                "storms_with_others": self.others.with_others,
+                "max_at_once": self.others.max_at_once,
+                "by_name": self.others.names,
+            },
             "storms": rows,
             "loss": loss,
             "latency": {

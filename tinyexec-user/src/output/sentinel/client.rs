@@ -93,12 +93,14 @@ impl Client {
             return Ok(t.clone());
         }
         let s = &self.settings;
-        let form = format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+        let mut form = format!(
+            "grant_type=client_credentials&client_id={}&scope={}",
             form_encode(&s.client_id),
-            form_encode(&s.client_secret),
             form_encode(&s.scope)
         );
+        for (k, v) in s.credential.form_fields(&s.client_id, &s.token_url)? {
+            form.push_str(&format!("&{k}={}", form_encode(&v)));
+        }
         let mut resp = self
             .agent
             .post(&s.token_url)

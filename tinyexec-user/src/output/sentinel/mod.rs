@@ -4,6 +4,7 @@
 //! restart short of the spool's size bound, and that loss is counted.
 
 mod client;
+mod credential;
 mod settings;
 mod spool;
 

@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
+use super::credential::Credential;
+
 /// Environment variable holding the client secret (never a command-line flag:
 /// the command line is world-readable in /proc).
 pub(super) const SECRET_ENV: &str = "TINYEXEC_SENTINEL_CLIENT_SECRET";
@@ -25,6 +27,8 @@ struct File {
     client_id: String,
     /// File holding the client secret (else `$TINYEXEC_SENTINEL_CLIENT_SECRET`).
     client_secret_file: Option<PathBuf>,
+    /// PEM file with the app's certificate and RSA key (instead of a secret).
+    client_certificate_file: Option<PathBuf>,
     #[serde(default = "default_authority")]
     authority: String,
     #[serde(default = "default_scope")]
@@ -71,7 +75,7 @@ pub struct Settings {
     pub ingest_url: String,
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub credential: Credential,
     pub scope: String,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
@@ -86,19 +90,27 @@ impl Settings {
         let text =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let f: File = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-        let client_secret = match &f.client_secret_file {
-            Some(p) => fs::read_to_string(p)
-                .with_context(|| format!("reading the client secret from {}", p.display()))?
-                .trim()
-                .to_owned(),
-            None => std::env::var(SECRET_ENV).with_context(|| {
+        let credential = match (&f.client_secret_file, &f.client_certificate_file) {
+            (Some(_), Some(_)) => bail!(
+                "{}: set client_secret_file or client_certificate_file, not both",
+                path.display()
+            ),
+            (None, Some(cert)) => Credential::certificate(cert)?,
+            (Some(p), None) => Credential::Secret(
+                fs::read_to_string(p)
+                    .with_context(|| format!("reading the client secret from {}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => Credential::Secret(std::env::var(SECRET_ENV).with_context(|| {
                 format!(
-                    "{}: no client secret: set client_secret_file, or {SECRET_ENV} in the environment",
+                    "{}: no credential: set client_secret_file or client_certificate_file, \
+                     or {SECRET_ENV} in the environment",
                     path.display()
                 )
-            })?,
+            })?),
         };
-        if client_secret.is_empty() {
+        if matches!(&credential, Credential::Secret(s) if s.is_empty()) {
             bail!("{}: the client secret is empty", path.display());
         }
         for (what, url) in [("endpoint", &f.endpoint), ("authority", &f.authority)] {
@@ -118,7 +130,7 @@ impl Settings {
             ),
             token_url: format!("{authority}/{}/oauth2/v2.0/token", f.tenant_id),
             client_id: f.client_id,
-            client_secret,
+            credential,
             scope: f.scope,
             spool_dir: f.spool_dir,
             spool_max_bytes: f.spool_max_bytes,
