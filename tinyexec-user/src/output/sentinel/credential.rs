@@ -21,7 +21,7 @@ pub enum Credential {
     Certificate {
         /// base64url(SHA-1(certificate DER)), the `x5t` header Entra ID matches.
         thumbprint: String,
-        key: RsaKeyPair,
+        key: Box<RsaKeyPair>,
     },
 }
 
@@ -60,7 +60,7 @@ impl Credential {
         let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
         Ok(Self::Certificate {
             thumbprint: URL_SAFE_NO_PAD.encode(sha1.as_ref()),
-            key,
+            key: Box::new(key),
         })
     }
 
