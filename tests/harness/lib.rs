@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod elf;
 pub mod rsyslog;
+pub mod schema;
 
 use std::{
     ffi::OsStr,
@@ -157,6 +158,8 @@ struct Shared {
     records: Vec<Value>,
     stderr: Vec<String>,
     ready: bool,
+    /// Records that broke the published schema.
+    violations: Vec<String>,
     stdout_closed: bool,
     stderr_closed: bool,
 }
@@ -203,8 +206,14 @@ impl Sensor {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("sensor printed a non-JSON line ({e}): {line}"));
+                let violation = schema::check(&v).err();
                 let (m, cv) = &*s1;
-                m.lock().expect("lock").records.push(v);
+                let mut g = m.lock().expect("lock");
+                if let Some(why) = violation {
+                    g.violations.push(format!("{why}\n  in {line}"));
+                }
+                g.records.push(v);
+                drop(g);
                 cv.notify_all();
             }
             let (m, cv) = &*s1;
@@ -380,6 +389,11 @@ impl Drop for Sensor {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let (m, _) = &*self.shared;
+        let violations = m.lock().map(|g| g.violations.clone()).unwrap_or_default();
+        if !violations.is_empty() && !thread::panicking() {
+            panic!("records broke docs/schema:\n{}", violations.join("\n"));
         }
     }
 }

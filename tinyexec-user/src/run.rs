@@ -55,6 +55,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         (false, true) => "alerts only, prevent",
         (true, true) => "every exec, prevent",
     };
+    let pipeline = Pipeline::new(outputs, args.all_execs, policy, args.suppressed);
+    let stats = Duration::from_secs(args.stats_interval.max(1));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(stream(sensor, pipeline, stats, mode))
+}
+
+/// Says the sensor is ready, on stderr and to systemd.
+fn announce_ready(mode: &str) {
     eprintln!(
         "tinyexec-sensor: ready: {} attached to {} ({mode})",
         names::PROGRAM,
@@ -63,17 +74,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         eprintln!("tinyexec-sensor: warning: could not notify systemd: {err}");
     }
-    let pipeline = Pipeline::new(outputs, args.all_execs, policy, args.suppressed);
-    let stats = Duration::from_secs(args.stats_interval.max(1));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, stats))
 }
 
-async fn stream(sensor: Sensor, mut pipeline: Pipeline, stats_every: Duration) -> Result<()> {
-    let Sensor { events, lost, .. } = sensor;
+async fn stream(
+    sensor: Sensor,
+    mut pipeline: Pipeline,
+    stats_every: Duration,
+    mode: &str,
+) -> Result<()> {
+    let Sensor { ebpf, events, lost } = sensor;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.
     let mut events = unsafe { AsyncFd::register(events) }
@@ -81,6 +90,8 @@ async fn stream(sensor: Sensor, mut pipeline: Pipeline, stats_every: Duration) -
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    // Only now: a SIGTERM right after `ready` must find its handler installed.
+    announce_ready(mode);
     let mut tick = tokio::time::interval(LOST_POLL);
     let mut stats = tokio::time::interval(stats_every);
     stats.tick().await;
@@ -107,6 +118,7 @@ async fn stream(sensor: Sensor, mut pipeline: Pipeline, stats_every: Duration) -
         }
     }
     // Detach first (no new records), then deliver what is already in the ring.
+    drop(ebpf);
     let ring = events.get_mut();
     while let Some(item) = ring.next() {
         pipeline.handle(&item)?;

@@ -24,8 +24,8 @@ pub struct LoadOptions<'a> {
 
 /// Loaded and attached programs; dropping it detaches them.
 pub struct Sensor {
-    /// Owns the programs and their links.
-    _ebpf: Ebpf,
+    /// Owns the programs and their links: dropping it detaches.
+    pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
 }
@@ -81,11 +81,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
 
     let events = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
     let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
-    Ok(Sensor {
-        _ebpf: ebpf,
-        events,
-        lost,
-    })
+    Ok(Sensor { ebpf, events, lost })
 }
 
 /// Records the kernel could not reserve since load, summed over CPUs.
