@@ -303,6 +303,24 @@ fn alerts_arrive_in_the_documented_shape() {
     assert_eq!(field(rec, "rule.name"), "EQGRP_tinyexec");
     assert!(rec.get("@timestamp").is_none() && rec["TimeGenerated"].is_string());
     assert!(field(rec, "agent.ephemeral_id").is_string());
+    // The DCR we ship declares a column for every top-level key we send.
+    let dcr: Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sentinel/dcr.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let columns: Vec<&str> =
+        dcr["resources"][0]["properties"]["streamDeclarations"][STREAM]["columns"]
+            .as_array()
+            .expect("stream columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+    for key in rec.as_object().unwrap().keys() {
+        assert!(columns.contains(&key.as_str()), "no DCR column for `{key}`");
+    }
     let kinds: Vec<Value> = ingest.entries().iter().map(|e| e["kind"].clone()).collect();
     assert!(kinds.contains(&"token".into()));
     assert!(

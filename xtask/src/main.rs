@@ -2,6 +2,7 @@
 //! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod bench;
+mod install;
 mod setup;
 
 use std::{
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Build (release) and install the sensor as a systemd service, config in /etc/tinyexec.
+    Install(install::InstallArgs),
     /// Install what the build needs, then build the eBPF object and the sensor.
     Build {
         /// Optimised build (what `run` uses).
@@ -47,6 +50,10 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
         Cmd::Build { release } => build(&root, release).map(drop),
+        Cmd::Install(args) => {
+            let sensor = build(&root, true)?;
+            install::run(&root, &sensor, &args)
+        }
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { args } => test(&root, &args),
         Cmd::Bench(args) => bench::run(&root, &args),
