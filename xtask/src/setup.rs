@@ -16,11 +16,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests use, as (command, package): bpftool cross-checks
 /// our BTF parser, yara is the reference `scan` must agree with, rsyslog
-/// receives the CEF output.
+/// receives the CEF output, python3 and openssl run the Sentinel stand-in.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("yara", "yara"),
     ("rsyslogd", "rsyslog"),
+    ("python3", "python3"),
+    ("openssl", "openssl"),
 ];
 
 fn output(cmd: &mut Command) -> Option<String> {
