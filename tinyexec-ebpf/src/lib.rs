@@ -46,9 +46,15 @@ pub mod flags {
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
+///
+/// On the wire a record is this fixed part followed by its variable parts,
+/// back to back: the file's first `header_len` bytes, `args_len` bytes of
+/// NUL-separated arguments, the path (`path_len` bytes), the parent's
+/// executable path (`parent_path_len` bytes). Only what is used travels: a
+/// typical record is a few hundred bytes, not the 13 KiB of its bounds.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ExecEvent {
+pub struct ExecRecord {
     /// `bpf_ktime_get_boot_ns()` at the tracepoint.
     pub ktime_ns: u64,
     /// `i_size` of the executed file.
@@ -76,23 +82,35 @@ pub struct ExecEvent {
     pub mode: u32,
     /// `linux_binprm::argc`.
     pub argc: u32,
-    /// Bytes of `args` that are valid (NUL-separated strings).
+    /// Bytes of the file's header that follow (`min(file_size, HEADER_LEN)`, 0 without [`flags::HEADER`]).
+    pub header_len: u32,
     pub args_len: u32,
-    /// The path occupies `path[path_off..PATH_MAX]`.
-    pub path_off: u32,
-    /// The parent's executable path occupies `parent_path[parent_path_off..PATH_MAX]`.
-    pub parent_path_off: u32,
-    /// Path flags ([`flags::PATH_TRUNCATED`], [`flags::PATH_DISCONNECTED`]) of `parent_path`.
+    pub path_len: u32,
+    pub parent_path_len: u32,
+    /// Path flags ([`flags::PATH_TRUNCATED`], [`flags::PATH_DISCONNECTED`]) of the parent's path.
     pub parent_path_flags: u32,
     pub comm: [u8; COMM_LEN],
     pub parent_comm: [u8; COMM_LEN],
-    /// First bytes of the file (valid when [`flags::HEADER`] is set): `min(file_size, HEADER_LEN)`.
-    pub header: [u8; HEADER_LEN],
-    pub args: [u8; ARGS_MAX],
-    pub path: [u8; PATH_BUF],
-    /// The parent process's executable (`mm->exe_file`), empty for kernel threads.
-    pub parent_path: [u8; PATH_BUF],
 }
+
+/// Size of the fixed part.
+pub const RECORD_FIXED: usize = core::mem::size_of::<ExecRecord>();
+const _: () = assert!(RECORD_FIXED == 128, "no padding in the wire layout");
+/// The longest record: the fixed part and every variable part at its bound.
+pub const RECORD_MAX: usize = RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX;
+
+/// The kernel side's per-CPU work area: the record is assembled in its first
+/// `OUT_AREA` bytes; the file's path is built backwards at `PATH_SCRATCH`, the
+/// parent's right after it.
+pub const SCRATCH_LEN: usize = 32768;
+/// Record offsets are masked with `OUT_AREA - 1` for the verifier; every real
+/// offset is below [`RECORD_MAX`].
+pub const OUT_AREA: usize = 16384;
+pub const PATH_SCRATCH: usize = 20480;
+const _: () = assert!(RECORD_MAX <= OUT_AREA && OUT_AREA <= PATH_SCRATCH);
+// What the verifier sees: a masked offset plus a masked length stays inside.
+const _: () = assert!(OUT_AREA + 2 * PATH_MAX <= SCRATCH_LEN);
+const _: () = assert!(PATH_SCRATCH + 2 * PATH_BUF <= SCRATCH_LEN);
 
 /// Marker for an absent kernel field in [`Offsets`].
 pub const ABSENT: u32 = u32::MAX;
@@ -177,7 +195,7 @@ pub mod names {
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` structs of integers and byte arrays, valid for any bit pattern.
-    unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Config {}
 }

@@ -1,4 +1,4 @@
-//! tinyexec's kernel programs: one BTF tracepoint on `sched_process_exec`.
+//! tinyexec's kernel programs: one raw tracepoint on `sched_process_exec`.
 //!
 //! The tracepoint fires once per successful execve/execveat, after the new
 //! image is committed and before it runs its first instruction, so what we read
@@ -21,12 +21,13 @@ mod program {
             bpf_ktime_get_boot_ns,
             generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
         },
-        macros::{btf_tracepoint, map},
+        macros::{map, raw_tracepoint},
         maps::{PerCpuArray, RingBuf},
-        programs::BtfTracePointContext,
+        programs::RawTracePointContext,
     };
     use tinyexec_ebpf::{
-        ABSENT, ARGS_MAX, COMM_LEN, Config, ExecEvent, HEADER_LEN, Offsets, PATH_MAX, flags, rule,
+        ABSENT, ARGS_MAX, COMM_LEN, Config, ExecRecord, HEADER_LEN, OUT_AREA, Offsets, PATH_BUF,
+        PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, flags, rule,
     };
 
     use crate::{
@@ -36,11 +37,16 @@ mod program {
 
     /// Exec records to user space. User space sets the size at load time.
     #[map]
-    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-    /// Records that could not be reserved (ring buffer full), per CPU.
+    /// Records that could not be queued (ring buffer full), per CPU.
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Where each record is assembled before it is copied, at its real length,
+    /// into the ring buffer. Per CPU: tracepoint programs do not nest on a CPU.
+    #[map]
+    static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
     /// Kernel struct field offsets, from BTF at load time.
     #[unsafe(no_mangle)]
@@ -54,19 +60,23 @@ mod program {
         prevent: 0,
     };
 
-    /// Per-CPU copy of the header for the prevent check: it must run even when
-    /// the ring buffer is full.
-    #[map]
-    static SCRATCH: PerCpuArray<[u8; HEADER_LEN]> = PerCpuArray::with_max_entries(1, 0);
-
-    #[btf_tracepoint(function = "sched_process_exec")]
-    pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
+    // A raw tracepoint rather than tp_btf: the same arguments and cost, and
+    // loading it needs no BTF of our own in user space (a 30 MiB parse).
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn tinyexec_exec(ctx: RawTracePointContext) -> i32 {
         // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
         let task: usize = ctx.arg(0);
         let old_pid: i32 = ctx.arg(1);
         let bprm: usize = ctx.arg(2);
         on_exec(task, old_pid as u32, bprm);
         0
+    }
+
+    /// Offsets into the work area, masked so the verifier can bound every copy;
+    /// the masks never change a real value (records stay below `OUT_AREA`).
+    #[inline(always)]
+    fn at(base: *mut u8, offset: usize) -> *mut u8 {
+        unsafe { base.add(offset & (OUT_AREA - 1)) }
     }
 
     #[inline(always)]
@@ -81,79 +91,127 @@ mod program {
         if !candidate && !all_execs {
             return;
         }
-        let prevent = unsafe { core::ptr::read_volatile(&raw const CONFIG.prevent) } != 0;
-        if candidate && prevent {
-            fl |= prevent_match(bprm, size);
-        }
-        let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-            if let Some(lost) = LOST.get_ptr_mut(0) {
-                // Per-CPU slot and tracepoint programs do not nest on one CPU: no atomic needed.
-                unsafe { *lost += 1 };
-            }
+        let Some(work) = SCRATCH.get_ptr_mut(0) else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        if candidate {
-            fl |= flags::CANDIDATE;
-        }
+        let work: *mut u8 = work.cast();
+        let rec: *mut ExecRecord = work.cast();
+        let file_path: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH).cast() };
+        let parent_path: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + PATH_BUF).cast() };
+        // Lengths live in the record, in map memory, not in registers: a
+        // variable-range value kept across the path walks would multiply the
+        // states the verifier must explore past its limit.
         unsafe {
-            (*ev).ktime_ns = bpf_ktime_get_boot_ns();
-            (*ev).file_size = size;
-            (*ev).old_pid = old_pid;
-            fill_task(ev, task, &mut fl);
-            fill_file(ev, file, inode, &mut fl);
-            fill_args(ev, task, bprm, &mut fl);
+            (*rec).header_len = 0;
             if candidate {
+                fl |= flags::CANDIDATE;
+                // The header first: prevent mode decides on it before anything else.
                 let r = bpf_probe_read_kernel(
-                    (&raw mut (*ev).header).cast(),
+                    work.add(RECORD_FIXED).cast(),
                     HEADER_LEN as u32,
                     (bprm + off!(bprm_buf)) as *const _,
                 );
                 if r == 0 {
                     fl |= flags::HEADER;
+                    let seen = if size < HEADER_LEN as i64 {
+                        size as usize
+                    } else {
+                        HEADER_LEN
+                    };
+                    (*rec).header_len = seen as u32;
+                    if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
+                        fl |= kill_if_match(&*work.add(RECORD_FIXED).cast(), seen);
+                    }
                 } else {
                     fl |= flags::READ_ERROR;
                 }
             }
-            let (path_off, path_flags) = path::walk(&raw mut (*ev).path, file);
-            (*ev).path_off = path_off;
-            let (parent_off, parent_flags) = match parent_exe(task) {
-                Some(parent_file) => path::walk(&raw mut (*ev).parent_path, parent_file),
+            (*rec).ktime_ns = bpf_ktime_get_boot_ns();
+            (*rec).file_size = size;
+            (*rec).old_pid = old_pid;
+            fill_task(rec, task, &mut fl);
+            fill_file(rec, inode, &mut fl);
+
+            let (start, path_flags) = path::walk(file_path, file);
+            (*rec).path_len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
+            fl |= path_flags;
+            let (start, parent_flags) = match parent_exe(task) {
+                Some(parent_file) => path::walk(parent_path, parent_file),
                 None => (PATH_MAX as u32, 0),
             };
-            (*ev).parent_path_off = parent_off;
-            (*ev).parent_path_flags = parent_flags;
-            (*ev).flags = fl | path_flags;
+            (*rec).parent_path_len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
+            (*rec).parent_path_flags = parent_flags;
+
+            let mut len = RECORD_FIXED + stored(&raw const (*rec).header_len);
+            fill_args(rec, at(work, len), task, bprm, &mut fl);
+            len += stored(&raw const (*rec).args_len);
+            len += copy_path(
+                work,
+                len,
+                file_path,
+                stored(&raw const (*rec).path_len),
+                &mut fl,
+            );
+            len += copy_path(
+                work,
+                len,
+                parent_path,
+                stored(&raw const (*rec).parent_path_len),
+                &mut (*rec).parent_path_flags,
+            );
+            (*rec).flags = fl;
+            // One copy of the bytes used; the bound is for the verifier.
+            let out = core::slice::from_raw_parts(work, len & (OUT_AREA - 1));
+            if EVENTS.output::<[u8]>(out, 0).is_err()
+                && let Some(lost) = LOST.get_ptr_mut(0)
+            {
+                // Per-CPU slot and tracepoint programs do not nest on one CPU: no atomic needed.
+                *lost += 1;
+            }
         }
-        entry.submit(0);
     }
 
-    /// Prevent mode: evaluates the rule on the header and, on a match, kills the
-    /// new image before it returns to user space. Returns KILLED/KILL_FAILED or 0.
+    /// A length the record holds, re-read from memory and bounded for the verifier.
     #[inline(always)]
-    fn prevent_match(bprm: usize, size: i64) -> u32 {
-        let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    unsafe fn stored(field: *const u32) -> usize {
+        (unsafe { core::ptr::read_volatile(field) } as usize) & (2 * PATH_MAX - 1)
+    }
+
+    /// Copies the last `n` bytes of a path built in `scratch` to `work[offset..]`.
+    /// Returns the bytes copied (0, with the path flagged truncated, on failure).
+    #[inline(always)]
+    unsafe fn copy_path(
+        work: *mut u8,
+        offset: usize,
+        scratch: *mut [u8; PATH_BUF],
+        n: usize,
+        fl: &mut u32,
+    ) -> usize {
+        if n == 0 || n > PATH_MAX {
             return 0;
-        };
+        }
         let r = unsafe {
             bpf_probe_read_kernel(
-                buf.cast(),
-                HEADER_LEN as u32,
-                (bprm + off!(bprm_buf)) as *const _,
+                at(work, offset).cast(),
+                n as u32,
+                scratch.cast::<u8>().add(PATH_MAX - n).cast(),
             )
         };
-        if r != 0 {
-            return 0;
-        }
-        let seen = if size < HEADER_LEN as i64 {
-            size as usize
+        if r == 0 {
+            n
         } else {
-            HEADER_LEN
-        };
-        if !prevent::matches(unsafe { &*buf }, seen) {
+            *fl |= flags::PATH_TRUNCATED;
+            0
+        }
+    }
+
+    /// Prevent mode: the rule on the header, and SIGKILL on a match before the
+    /// new image returns to user space. Returns KILLED/KILL_FAILED or 0.
+    #[inline(always)]
+    fn kill_if_match(header: &[u8; HEADER_LEN], seen: usize) -> u32 {
+        if !prevent::matches(header, seen) {
             return 0;
         }
-        // SIGKILL is delivered before the first user-space instruction.
         // -EBUSY (or any error) means no signal was sent: say so.
         if unsafe { bpf_send_signal(9) } == 0 {
             flags::KILLED
@@ -177,22 +235,22 @@ mod program {
 
     /// Identity of the new process and its parent.
     #[inline(always)]
-    unsafe fn fill_task(ev: *mut ExecEvent, task: usize, fl: &mut u32) {
+    unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
         unsafe {
-            (*ev).pid = read_or_flag(fl, task, off!(task_tgid));
-            read_comm(&raw mut (*ev).comm, task, fl);
+            (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
+            read_comm(&raw mut (*rec).comm, task, fl);
             // The parent process: the group leader of the thread that forked us,
             // so its name is the process's, not a thread's.
             let parent: usize = read_or_flag(fl, task, off!(task_real_parent));
             let parent: usize = read_or_flag(fl, parent, off!(task_group_leader));
-            (*ev).ppid = read_or_flag(fl, parent, off!(task_tgid));
-            read_comm(&raw mut (*ev).parent_comm, parent, fl);
+            (*rec).ppid = read_or_flag(fl, parent, off!(task_tgid));
+            read_comm(&raw mut (*rec).parent_comm, parent, fl);
             let cred: usize = read_or_flag(fl, task, off!(task_cred));
-            (*ev).uid = read_or_flag(fl, cred, off!(cred_uid));
-            (*ev).gid = read_or_flag(fl, cred, off!(cred_gid));
-            (*ev).euid = read_or_flag(fl, cred, off!(cred_euid));
-            (*ev).egid = read_or_flag(fl, cred, off!(cred_egid));
-            (*ev).loginuid = if off!(task_loginuid) == ABSENT as usize {
+            (*rec).uid = read_or_flag(fl, cred, off!(cred_uid));
+            (*rec).gid = read_or_flag(fl, cred, off!(cred_gid));
+            (*rec).euid = read_or_flag(fl, cred, off!(cred_euid));
+            (*rec).egid = read_or_flag(fl, cred, off!(cred_egid));
+            (*rec).loginuid = if off!(task_loginuid) == ABSENT as usize {
                 u32::MAX
             } else {
                 read_or_flag(fl, task, off!(task_loginuid))
@@ -216,45 +274,55 @@ mod program {
 
     /// Identity of the executed file.
     #[inline(always)]
-    unsafe fn fill_file(ev: *mut ExecEvent, _file: usize, inode: usize, fl: &mut u32) {
+    unsafe fn fill_file(rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
         unsafe {
-            (*ev).ino = read_or_flag(fl, inode, off!(inode_ino));
-            (*ev).nlink = read_or_flag(fl, inode, off!(inode_nlink));
+            (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
+            (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));
             let mode: u16 = read_or_flag(fl, inode, off!(inode_mode));
-            (*ev).mode = mode as u32;
+            (*rec).mode = mode as u32;
             let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
-            (*ev).dev = read_or_flag(fl, sb, off!(sb_dev));
+            (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
         }
     }
 
-    /// The argument vector, as the kernel copied it onto the new image's stack.
+    /// The argument vector, as the kernel copied it onto the new image's stack,
+    /// into `dst`. Returns the bytes written.
     #[inline(always)]
-    unsafe fn fill_args(ev: *mut ExecEvent, task: usize, bprm: usize, fl: &mut u32) {
+    unsafe fn fill_args(
+        rec: *mut ExecRecord,
+        dst: *mut u8,
+        task: usize,
+        bprm: usize,
+        fl: &mut u32,
+    ) -> usize {
         unsafe {
             let argc: i32 = read_or_flag(fl, bprm, off!(bprm_argc));
-            (*ev).argc = argc as u32;
-            (*ev).args_len = 0;
+            (*rec).argc = argc as u32;
+            (*rec).args_len = 0;
             let mm: usize = read_or_flag(fl, task, off!(task_mm));
-            let Ok(start) = read::<u64>(mm, off!(mm_arg_start)) else {
+            let (Ok(start), Ok(end)) = (
+                read::<u64>(mm, off!(mm_arg_start)),
+                read::<u64>(mm, off!(mm_arg_end)),
+            ) else {
                 *fl |= flags::ARGS_UNREADABLE;
-                return;
-            };
-            let Ok(end) = read::<u64>(mm, off!(mm_arg_end)) else {
-                *fl |= flags::ARGS_UNREADABLE;
-                return;
+                return 0;
             };
             let mut len = end.wrapping_sub(start);
             if len > ARGS_MAX as u64 {
                 len = ARGS_MAX as u64;
                 *fl |= flags::ARGS_TRUNCATED;
             }
-            let r =
-                bpf_probe_read_user((&raw mut (*ev).args).cast(), len as u32, start as *const _);
-            if r == 0 {
-                (*ev).args_len = len as u32;
-            } else {
+            let r = bpf_probe_read_user(
+                dst.cast(),
+                (len as u32) & (2 * ARGS_MAX as u32 - 1),
+                start as *const _,
+            );
+            if r != 0 {
                 *fl |= flags::ARGS_UNREADABLE;
+                return 0;
             }
+            (*rec).args_len = len as u32;
+            len as usize
         }
     }
 

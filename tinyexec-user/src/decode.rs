@@ -1,7 +1,7 @@
 //! Kernel records to owned Rust values.
 
 use anyhow::{Result, bail};
-use tinyexec_ebpf::{ExecEvent, HEADER_LEN, PATH_MAX, flags};
+use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags};
 
 /// One exec as the kernel reported it, decoded.
 #[derive(Clone, Debug)]
@@ -82,24 +82,36 @@ fn split_args(area: &[u8]) -> Vec<String> {
         .collect()
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Exec> {
-    if bytes.len() < size_of::<ExecEvent>() {
+/// Takes the next `len` bytes of a record's variable part.
+fn take<'a>(rest: &mut &'a [u8], len: u32, what: &str) -> Result<&'a [u8]> {
+    let len = len as usize;
+    if rest.len() < len {
         bail!(
-            "kernel record of {} bytes, expected {}",
-            bytes.len(),
-            size_of::<ExecEvent>()
+            "kernel record cut short in its {what} ({len} bytes announced, {} left)",
+            rest.len()
         );
     }
-    // SAFETY: ExecEvent is Pod (any bit pattern is valid) and the length was checked;
-    // read_unaligned makes no assumption about the ring buffer's alignment.
-    let ev: ExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let (head, tail) = rest.split_at(len);
+    *rest = tail;
+    Ok(head)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Exec> {
+    if bytes.len() < RECORD_FIXED {
+        bail!(
+            "kernel record of {} bytes, shorter than its fixed part ({RECORD_FIXED})",
+            bytes.len()
+        );
+    }
+    // SAFETY: ExecRecord is Pod (any bit pattern is valid) and the length was
+    // checked; read_unaligned makes no assumption about the buffer's alignment.
+    let ev: ExecRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let mut rest = &bytes[RECORD_FIXED..];
+    let header = take(&mut rest, ev.header_len, "header")?;
+    let args = take(&mut rest, ev.args_len, "arguments")?;
+    let path = take(&mut rest, ev.path_len, "path")?;
+    let parent_path = take(&mut rest, ev.parent_path_len, "parent's path")?;
     let f = ev.flags;
-    let args_len = (ev.args_len as usize).min(ev.args.len());
-    let path_off = (ev.path_off as usize).min(PATH_MAX);
-    let header = (f & flags::HEADER != 0).then(|| {
-        let n = usize::try_from(ev.file_size).unwrap_or(0).min(HEADER_LEN);
-        ev.header[..n].to_vec()
-    });
     Ok(Exec {
         ktime_ns: ev.ktime_ns,
         pid: ev.pid,
@@ -112,25 +124,22 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         login_uid: (ev.loginuid != u32::MAX).then_some(ev.loginuid),
         comm: c_str(&ev.comm),
         parent_comm: c_str(&ev.parent_comm),
-        args: split_args(&ev.args[..args_len]),
+        args: split_args(args),
         argc: ev.argc,
         args_truncated: f & flags::ARGS_TRUNCATED != 0,
         args_unreadable: f & flags::ARGS_UNREADABLE != 0,
-        path: String::from_utf8_lossy(&ev.path[path_off..PATH_MAX]).into_owned(),
+        path: String::from_utf8_lossy(path).into_owned(),
         path_truncated: f & flags::PATH_TRUNCATED != 0,
         path_disconnected: f & flags::PATH_DISCONNECTED != 0,
-        parent_path: {
-            let off = (ev.parent_path_off as usize).min(PATH_MAX);
-            (off < PATH_MAX)
-                .then(|| String::from_utf8_lossy(&ev.parent_path[off..PATH_MAX]).into_owned())
-        },
+        parent_path: (!parent_path.is_empty())
+            .then(|| String::from_utf8_lossy(parent_path).into_owned()),
         size: ev.file_size,
         inode: ev.ino,
         device: user_dev(ev.dev),
         nlink: ev.nlink,
         mode: ev.mode,
         candidate: f & flags::CANDIDATE != 0,
-        header,
+        header: (f & flags::HEADER != 0).then(|| header.to_vec()),
         read_error: f & flags::READ_ERROR != 0,
         killed: f & flags::KILLED != 0,
         kill_failed: f & flags::KILL_FAILED != 0,

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{ProgramError, RawTracePoint},
 };
 use tinyexec_ebpf::{Config, names};
 
@@ -59,24 +59,26 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
             opts.btf_path.display()
         )
     })?;
-    let aya_btf = aya::Btf::parse_file(opts.btf_path, aya::Endianness::default())
-        .with_context(|| format!("parsing kernel BTF {}", opts.btf_path.display()))?;
+    // Only the offsets were needed from the BTF: free it before the programs load.
+    drop(kernel_btf);
 
+    // No BTF for aya: the program is a raw tracepoint and uses no BTF maps, and
+    // not parsing vmlinux a second time keeps the sensor's memory small.
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
+        .btf(None)
         .override_global(names::OFFSETS, &offsets, true)
         .override_global(names::CONFIG, &opts.config, true)
         .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
         .load(OBJECT)
         .context("loading the eBPF object (maps and globals)")?;
 
-    let program: &mut BtfTracePoint = ebpf
+    let program: &mut RawTracePoint = ebpf
         .program_mut(names::PROGRAM)
         .context("program missing from the eBPF object")?
         .try_into()?;
-    program.load(names::TRACEPOINT, &aya_btf).map_err(refused)?;
+    program.load().map_err(refused)?;
     program
-        .attach()
+        .attach(names::TRACEPOINT)
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
 
     let events = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;

@@ -56,7 +56,7 @@ pub struct RunArgs {
     /// Kernel BTF to read struct offsets from [default: /sys/kernel/btf/vmlinux].
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
-    /// Kernel-to-user ring buffer size in bytes, a power of two >= 4096 [default: 8388608].
+    /// Kernel-to-user ring buffer size in bytes, a power of two >= 4096 [default: 2097152].
     #[arg(long, value_name = "BYTES")]
     pub ring_buffer_size: Option<u32>,
     /// Most path components (directories and mount crossings) walked per exec [default: 64].
@@ -141,7 +141,7 @@ impl Settings {
             ring_buffer_size: args
                 .ring_buffer_size
                 .or(f.ring_buffer_size)
-                .unwrap_or(8 << 20),
+                .unwrap_or(2 << 20),
             max_path_depth: args
                 .max_path_depth
                 .or(f.max_path_depth)

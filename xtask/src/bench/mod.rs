@@ -189,6 +189,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
     let bins = Binaries::write()?;
+    let sensor_cmd = SensorCmd::new(sensor.clone(), &bins.dir)?;
     let any_peer = peer_list.iter().any(|p| p.state.is_ok());
     if any_peer {
         peers::ensure_tracefs()?;
@@ -207,7 +208,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         },
         None => None,
     };
-    let _stats = BpfStats::enable()?;
+    let bpf_stats = BpfStats::enable()?;
 
     let reps = args.reps.max(1);
     let n = match args.execs {
@@ -312,7 +313,9 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
                         continue;
                     }
                     let measured = match rows[i].watcher {
-                        Watcher::Sensor(mode) => sensor_storm(&sensor, mode, s, workers, &out_dir)?,
+                        Watcher::Sensor(mode) => {
+                            sensor_storm(&sensor_cmd, mode, s, workers, &out_dir)?
+                        }
                         Watcher::Peer(kind) => {
                             let peer = peer_list
                                 .iter()
@@ -355,8 +358,8 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         "exec-to-alert latency: {} execs of a matching {} B binary, alerts-only sensor",
         args.latency_execs, bins.matcher_len
     ));
-    let latency = latency(&sensor, &bins.matcher, args.latency_execs)?;
-    drop(_stats);
+    let latency = latency(&sensor_cmd, &bins.matcher, args.latency_execs)?;
+    drop(bpf_stats);
     drop(auditd);
 
     let report = report::Report {
@@ -553,7 +556,7 @@ impl Drop for BpfStats {
 /// One storm with the sensor running in `mode`, started for this storm alone:
 /// its counters (CPU, lost records, program run time, output) are the storm's.
 fn sensor_storm(
-    sensor: &Path,
+    sensor: &SensorCmd,
     mode: Mode,
     s: &Storm,
     workers: usize,
@@ -565,12 +568,7 @@ fn sensor_storm(
     });
     let out =
         File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
-    let mut cmd = Command::new(sensor);
-    cmd.args(["run", "--no-exclusions"]);
-    if mode == Mode::AllExecs {
-        cmd.arg("--all-execs");
-    }
-    let mut p = Proc::spawn("tinyexec-sensor", cmd.stdout(out))?;
+    let mut p = Proc::spawn("tinyexec-sensor", sensor.command(mode).stdout(out))?;
     p.wait_stderr("ready", READY_TIMEOUT)?;
     let ours = sensor_programs(&p);
     let progs0 = p.bpf_progs();
@@ -607,6 +605,43 @@ fn sensor_storm(
         seen: Some(counts.emitted),
         lost: Some(counts.lost),
     })
+}
+
+/// The sensor under test and the arguments every run of it gets: no
+/// exclusions, and an empty configuration file so that an installed
+/// `/etc/tinyexec/config.toml` (outputs, prevent mode...) plays no part.
+struct SensorCmd {
+    path: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl SensorCmd {
+    fn new(path: PathBuf, dir: &Path) -> Result<Self> {
+        let help = Command::new(&path)
+            .args(["run", "--help"])
+            .output()
+            .with_context(|| format!("running {} run --help", path.display()))?;
+        let config = if String::from_utf8_lossy(&help.stdout).contains("--config") {
+            let p = dir.join("empty-config.toml");
+            fs::write(&p, "# cargo xtask bench: defaults only\n")?;
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Self { path, config })
+    }
+
+    fn command(&self, mode: Mode) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(["run", "--no-exclusions"]);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        if mode == Mode::AllExecs {
+            cmd.arg("--all-execs");
+        }
+        cmd
+    }
 }
 
 /// Ids of the sensor's programs named `tinyexec_exec` (bpftool names them);
@@ -671,12 +706,10 @@ fn boottime_ns() -> u64 {
 /// Exec-to-alert latency: `count` execs of a matching binary, 2 ms apart; for
 /// each alert, CLOCK_BOOTTIME when its line is read from the sensor's stdout
 /// pipe minus the kernel's exec time in the record.
-fn latency(sensor: &Path, matcher: &Path, count: usize) -> Result<Latency> {
+fn latency(sensor: &SensorCmd, matcher: &Path, count: usize) -> Result<Latency> {
     let mut p = Proc::spawn(
         "tinyexec-sensor",
-        Command::new(sensor)
-            .args(["run", "--no-exclusions"])
-            .stdout(Stdio::piped()),
+        sensor.command(Mode::Alerts).stdout(Stdio::piped()),
     )?;
     let out = p.take_stdout().context("stdout pipe")?;
     let lines: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
@@ -698,7 +731,7 @@ fn latency(sensor: &Path, matcher: &Path, count: usize) -> Result<Latency> {
     });
     p.wait_stderr("ready", READY_TIMEOUT)?;
     for _ in 0..count {
-        storm::run(matcher, 1, 1)?;
+        storm::once(matcher)?;
         thread::sleep(Duration::from_millis(2));
     }
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::fs::MetadataExt as _;
+
 use anyhow::{Context as _, Result, bail};
 
 use super::{
@@ -318,7 +320,7 @@ fn piped_storm(name: &str, cmd: &mut Command, s: &Storm, workers: usize) -> Resu
 fn audit_storm(auditd: &Auditd, s: &Storm, workers: usize) -> Result<Measured> {
     let pid = auditd.pid().context("auditd stopped")?;
     let auditctl = find_cmd("auditctl").context("auditctl not found")?;
-    let log_start = fs::metadata(AUDIT_LOG).map(|m| m.len()).unwrap_or(0);
+    let log_start = audit_log_position();
     let rule = AuditRule::add(&auditctl)?;
     let m = measure_storm(pid, s, workers)?;
     drop(rule);
@@ -328,23 +330,49 @@ fn audit_storm(auditd: &Auditd, s: &Storm, workers: usize) -> Result<Measured> {
     })
 }
 
-/// SYSCALL records of the storm binary that auditd logged after `start`
-/// (None if the log was rotated meanwhile).
-fn audit_records(start: u64, path: &str) -> Option<u64> {
-    let mut f = fs::File::open(AUDIT_LOG).ok()?;
-    if f.metadata().ok()?.len() < start {
+/// Where auditd's log was when the storm began: its inode and length.
+fn audit_log_position() -> Option<(u64, u64)> {
+    fs::metadata(AUDIT_LOG).ok().map(|m| (m.ino(), m.len()))
+}
+
+/// SYSCALL records of the storm binary that auditd logged since `start`,
+/// following the log through rotations (audit.log.1, .2, ...); None when the
+/// file it was in has been rotated away.
+fn audit_records(start: Option<(u64, u64)>, path: &str) -> Option<u64> {
+    let (ino, offset) = start?;
+    // Newest first: audit.log, audit.log.1, ... until the file the storm began in.
+    let mut files = Vec::new();
+    let mut found = false;
+    for i in 0..100 {
+        let p = if i == 0 {
+            PathBuf::from(AUDIT_LOG)
+        } else {
+            PathBuf::from(format!("{AUDIT_LOG}.{i}"))
+        };
+        let Ok(m) = fs::metadata(&p) else { break };
+        found = m.ino() == ino;
+        files.push((p, if found { offset } else { 0 }));
+        if found {
+            break;
+        }
+    }
+    if !found {
         return None;
     }
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut text = Vec::new();
-    f.read_to_end(&mut text).ok()?;
     let key = format!("key=\"{AUDIT_KEY}\"");
     let exe = format!("exe=\"{path}\"");
-    let n = String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&key) && l.contains(&exe))
-        .count();
-    Some(n as u64)
+    let mut n = 0u64;
+    for (p, from) in files {
+        let mut f = fs::File::open(p).ok()?;
+        f.seek(SeekFrom::Start(from)).ok()?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text).ok()?;
+        n += String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("type=SYSCALL") && l.contains(&key) && l.contains(&exe))
+            .count() as u64;
+    }
+    Some(n)
 }
 
 /// The storm with some process `pid` watching: its CPU, peak RSS and BPF
