@@ -51,21 +51,38 @@ fn refused(err: ProgramError) -> anyhow::Error {
     }
 }
 
+/// Returns freed heap to the system: glibc keeps it otherwise, and the two
+/// BTF parses below would stay in the sensor's resident size for its life.
+fn release_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
+    // Declared first so it outlives the loader that borrows it.
+    let offsets;
+    // aya's loader parses the kernel's BTF when it is created (~15 MiB). The
+    // program is a raw tracepoint with no BTF maps and needs none: drop it and
+    // give the memory back before our own parse, so the two never add up.
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    release_heap();
+
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
-    let offsets = offsets::resolve(&kernel_btf).with_context(|| {
+    offsets = offsets::resolve(&kernel_btf).with_context(|| {
         format!(
             "reading kernel struct offsets from {}",
             opts.btf_path.display()
         )
     })?;
-    // Only the offsets were needed from the BTF: free it before the programs load.
+    // Only the offsets were needed from the BTF.
     drop(kernel_btf);
+    release_heap();
 
-    // No BTF for aya: the program is a raw tracepoint and uses no BTF maps, and
-    // not parsing vmlinux a second time keeps the sensor's memory small.
-    let mut ebpf = EbpfLoader::new()
-        .btf(None)
+    let mut ebpf = loader
         .override_global(names::OFFSETS, &offsets, true)
         .override_global(names::CONFIG, &opts.config, true)
         .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
