@@ -62,8 +62,6 @@ fn release_heap() {
 }
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
-    // Declared first so it outlives the loader that borrows it.
-    let offsets;
     // aya's loader parses the kernel's BTF when it is created (~15 MiB). The
     // program is a raw tracepoint with no BTF maps and needs none: drop it and
     // give the memory back before our own parse, so the two never add up.
@@ -72,7 +70,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     release_heap();
 
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
-    offsets = offsets::resolve(&kernel_btf).with_context(|| {
+    let offsets = offsets::resolve(&kernel_btf).with_context(|| {
         format!(
             "reading kernel struct offsets from {}",
             opts.btf_path.display()
