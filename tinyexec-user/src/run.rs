@@ -19,8 +19,8 @@ use crate::{
     settings::Settings,
 };
 
-/// How often the lost-records counter is read.
-const LOST_POLL: Duration = Duration::from_millis(200);
+/// How often the ring is drained without a wake-up and the lost-records counter read.
+const TICK: Duration = Duration::from_millis(200);
 
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
@@ -92,7 +92,7 @@ async fn stream(
     let mut sighup = signal(SignalKind::hangup())?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(mode);
-    let mut tick = tokio::time::interval(LOST_POLL);
+    let mut tick = tokio::time::interval(TICK);
     let mut stats = tokio::time::interval(stats_every);
     stats.tick().await;
     loop {
@@ -107,6 +107,13 @@ async fn stream(
                 pipeline.flush()?;
             }
             _ = tick.tick() => {
+                // Records of ordinary execs are queued without a wake-up (see the
+                // kernel's `wakeup`): deliver them at least this often.
+                let ring = events.get_mut();
+                while let Some(item) = ring.next() {
+                    pipeline.handle(&item)?;
+                }
+                pipeline.flush()?;
                 pipeline.tick();
                 pipeline.report_lost(sensor::lost_total(&lost)?)?;
                 pipeline.reload_exclusions(false);

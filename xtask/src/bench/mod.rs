@@ -575,6 +575,13 @@ fn sensor_storm(
     let ticks0 = p.cpu_ticks()?;
     let took = storm::run(&s.path, s.n, workers)?;
     p.wait_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    if p.exited() {
+        let status = p.stop(libc::SIGTERM, Duration::from_secs(1))?;
+        bail!(
+            "the sensor ended during the storm ({status}); stderr:\n{}",
+            p.stderr_tail()
+        );
+    }
     let ticks1 = p.cpu_ticks()?;
     let hwm = p.vm_hwm_kib()?;
     let rss = proc::vm_rss_kib(p.pid()).ok();
