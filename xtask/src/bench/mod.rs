@@ -44,8 +44,11 @@ pub struct Args {
     reps: usize,
     /// Install the peers (bpftrace, libbpf-tools' execsnoop, auditd) from Debian
     /// first; without it only the peers already installed are measured.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_peers")]
     peers: bool,
+    /// Measure the sensor alone, even when peers are installed.
+    #[arg(long)]
+    no_peers: bool,
     /// Execs of a matching binary for the exec-to-alert latency.
     #[arg(long, value_name = "N", default_value_t = 300)]
     latency_execs: usize,
@@ -98,6 +101,8 @@ pub struct Measured {
     pub execs: usize,
     /// CPU (user + system) of the watching process during the storm and until it went idle.
     pub cpu_ticks: u64,
+    /// The same from its CPU-time clock, ns (exact).
+    pub cpu_ns: u64,
     /// Peak RSS (VmHWM) of the watching process, KiB.
     pub hwm_kib: Option<u64>,
     /// Its resident set after the storm (VmRSS), KiB.
@@ -174,11 +179,16 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         Some(p) => fs::canonicalize(p).with_context(|| format!("sensor {}", p.display()))?,
         None => crate::build(root, true)?,
     };
+    let workspace = report::workspace_state(root);
     if find_cmd("bpftool").is_none() {
         step("installing bpftool (names the sensor's program for its kernel run time)");
         apt_install(&["bpftool"])?;
     }
-    let peer_list = peers::prepare(args.peers);
+    let peer_list = if args.no_peers {
+        Vec::new()
+    } else {
+        peers::prepare(args.peers)
+    };
     // SAFETY: installing an async-signal-safe handler that only stores an atomic.
     unsafe {
         let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -194,20 +204,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     if any_peer {
         peers::ensure_tracefs()?;
     }
-    let mut auditd_err = None;
-    let auditd = match peer_list
-        .iter()
-        .find(|p| p.kind == peers::Kind::Auditd)
-        .and_then(|p| p.state.as_ref().ok())
-    {
-        Some(_) => match find_cmd("auditd") {
-            Some(d) => peers::Auditd::ensure(&d, auditd_was_running)
-                .map_err(|e| auditd_err = Some(format!("{e:#}")))
-                .ok(),
-            None => None,
-        },
-        None => None,
-    };
+    let (auditd, auditd_err) = start_auditd(&peer_list, auditd_was_running);
     let bpf_stats = BpfStats::enable()?;
 
     let reps = args.reps.max(1);
@@ -228,131 +225,21 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         ..storm.clone()
     };
 
-    let mut rows = Vec::new();
-    for &workers in &WORKERS {
-        let sensor_rows = [
-            (
-                Mode::Alerts,
-                "alerts-only",
-                bins.candidate_len,
-                "rule candidate",
-            ),
-            (Mode::Alerts, "alerts-only", bins.ordinary_len, "ordinary"),
-            (
-                Mode::AllExecs,
-                "--all-execs",
-                bins.candidate_len,
-                "rule candidate",
-            ),
-        ];
-        for (mode, name, len, what) in sensor_rows {
-            rows.push(Row {
-                watcher: Watcher::Sensor(mode),
-                label: format!("tinyexec {name}, {len} B {what}"),
-                binary_bytes: len,
-                workers,
-                ratios: Vec::new(),
-                runs: Vec::new(),
-                unavailable: None,
-            });
-        }
-        for p in &peer_list {
-            let mut unavailable = p.state.as_ref().err().cloned();
-            if p.kind == peers::Kind::Auditd && unavailable.is_none() && auditd.is_none() {
-                let why = auditd_err.clone();
-                unavailable = Some(why.unwrap_or_else(|| "auditd not found".into()));
-            }
-            rows.push(Row {
-                watcher: Watcher::Peer(p.kind),
-                label: p.kind.label().to_owned(),
-                binary_bytes: bins.candidate_len,
-                workers,
-                ratios: Vec::new(),
-                runs: Vec::new(),
-                unavailable,
-            });
-        }
-    }
+    let mut rows = plan(&bins, &peer_list, auditd.is_some(), auditd_err);
     let storms_per_rep: usize = rows.iter().filter(|r| r.unavailable.is_none()).count();
     step(&format!(
         "{reps} repetitions of {storms_per_rep} storms of {n} execs (1 and 2 workers), each between \
          two storms of the same binary with nothing watching; about {} s",
         estimate_secs(reps, storms_per_rep, n)
     ));
+    let watchers = Watchers {
+        sensor: &sensor_cmd,
+        peers: &peer_list,
+        auditd: auditd.as_ref(),
+        out_dir: &out_dir,
+    };
     let storms = [(bins.candidate_len, &storm), (bins.ordinary_len, &ordinary)];
-    let mut baselines: Vec<Baseline> = WORKERS
-        .iter()
-        .flat_map(|&workers| {
-            storms.iter().map(move |&(binary_bytes, _)| Baseline {
-                workers,
-                binary_bytes,
-                rates: Vec::new(),
-            })
-        })
-        .collect();
-    let mut others = Others::default();
-    for rep in 0..reps {
-        for &workers in &WORKERS {
-            for (bytes, s) in rotated(&storms, rep) {
-                let idx: Vec<usize> = (0..rows.len())
-                    .filter(|&i| rows[i].workers == workers && rows[i].binary_bytes == bytes)
-                    .filter(|&i| rows[i].unavailable.is_none())
-                    .collect();
-                if idx.is_empty() {
-                    continue;
-                }
-                let b = baselines
-                    .iter()
-                    .position(|b| b.workers == workers && b.binary_bytes == bytes)
-                    .context("baseline slot")?;
-                let mut before = baseline(s, workers, &mut others)?;
-                baselines[b].rates.push(before);
-                // Rotated each repetition: no configuration always comes first.
-                for i in rotated(&idx, rep) {
-                    if rows[i].unavailable.is_some() {
-                        continue;
-                    }
-                    let measured = match rows[i].watcher {
-                        Watcher::Sensor(mode) => {
-                            sensor_storm(&sensor_cmd, mode, s, workers, &out_dir)?
-                        }
-                        Watcher::Peer(kind) => {
-                            let peer = peer_list
-                                .iter()
-                                .find(|p| p.kind == kind)
-                                .context("peer list")?;
-                            match peers::storm(peer, auditd.as_ref(), s, workers) {
-                                Ok(m) => m,
-                                Err(e) if !interrupted() => {
-                                    let why = format!("{e:#}");
-                                    step(&format!("{}: cannot run: {why}", kind.label()));
-                                    for r in
-                                        rows.iter_mut().filter(|r| r.watcher == Watcher::Peer(kind))
-                                    {
-                                        r.unavailable = Some(why.clone());
-                                    }
-                                    continue;
-                                }
-                                Err(e) => return Err(e),
-                            }
-                        }
-                    };
-                    let after = baseline(s, workers, &mut others)?;
-                    baselines[b].rates.push(after);
-                    let ratio = measured.rate() / ((before + after) / 2.0);
-                    step(&format!(
-                        "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
-                        rep + 1,
-                        rows[i].label,
-                        measured.rate()
-                    ));
-                    rows[i].ratios.push(ratio);
-                    rows[i].runs.push(measured);
-                    before = after;
-                }
-            }
-        }
-    }
+    let (baselines, others) = measure(&watchers, &mut rows, &storms, reps)?;
 
     step(&format!(
         "exec-to-alert latency: {} execs of a matching {} B binary, alerts-only sensor",
@@ -365,7 +252,8 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let report = report::Report {
         started,
         sensor: &sensor,
-        root,
+        workspace,
+        built: args.sensor.is_none(),
         n,
         reps,
         baselines: &baselines,
@@ -398,6 +286,177 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         stamped.display()
     ));
     Ok(())
+}
+
+/// What can watch a storm.
+struct Watchers<'a> {
+    sensor: &'a SensorCmd,
+    peers: &'a [peers::Peer],
+    auditd: Option<&'a peers::Auditd>,
+    out_dir: &'a Path,
+}
+
+/// Every storm of every repetition: for each worker count and binary, storms
+/// with each watcher between storms with nothing watching. A peer that fails
+/// is marked unavailable and skipped from then on; the sensor failing ends the bench.
+fn measure(
+    w: &Watchers<'_>,
+    rows: &mut [Row],
+    storms: &[(usize, &Storm)],
+    reps: usize,
+) -> Result<(Vec<Baseline>, Others)> {
+    let mut baselines: Vec<Baseline> = WORKERS
+        .iter()
+        .flat_map(|&workers| {
+            storms.iter().map(move |&(binary_bytes, _)| Baseline {
+                workers,
+                binary_bytes,
+                rates: Vec::new(),
+            })
+        })
+        .collect();
+    let mut others = Others::default();
+    for rep in 0..reps {
+        for &workers in &WORKERS {
+            for (bytes, s) in rotated(storms, rep) {
+                let idx: Vec<usize> = (0..rows.len())
+                    .filter(|&i| rows[i].workers == workers && rows[i].binary_bytes == bytes)
+                    .filter(|&i| rows[i].unavailable.is_none())
+                    .collect();
+                if idx.is_empty() {
+                    continue;
+                }
+                let b = baselines
+                    .iter()
+                    .position(|b| b.workers == workers && b.binary_bytes == bytes)
+                    .context("baseline slot")?;
+                let mut before = baseline(s, workers, &mut others)?;
+                baselines[b].rates.push(before);
+                // Rotated each repetition: no configuration always comes first.
+                for i in rotated(&idx, rep) {
+                    if rows[i].unavailable.is_some() {
+                        continue;
+                    }
+                    let measured = match rows[i].watcher {
+                        Watcher::Sensor(mode) => {
+                            sensor_storm(w.sensor, mode, s, workers, w.out_dir)?
+                        }
+                        Watcher::Peer(kind) => {
+                            let peer = w
+                                .peers
+                                .iter()
+                                .find(|p| p.kind == kind)
+                                .context("peer list")?;
+                            match peers::storm(peer, w.auditd, s, workers) {
+                                Ok(m) => m,
+                                Err(e) if !interrupted() => {
+                                    let why = format!("{e:#}");
+                                    step(&format!("{}: cannot run: {why}", kind.label()));
+                                    for r in
+                                        rows.iter_mut().filter(|r| r.watcher == Watcher::Peer(kind))
+                                    {
+                                        r.unavailable = Some(why.clone());
+                                    }
+                                    continue;
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    };
+                    let after = baseline(s, workers, &mut others)?;
+                    baselines[b].rates.push(after);
+                    let ratio = measured.rate() / ((before + after) / 2.0);
+                    step(&format!(
+                        "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
+                        rep + 1,
+                        rows[i].label,
+                        measured.rate()
+                    ));
+                    rows[i].ratios.push(ratio);
+                    rows[i].runs.push(measured);
+                    before = after;
+                }
+            }
+        }
+    }
+
+    Ok((baselines, others))
+}
+
+/// The rows of the table: the sensor's three configurations and each peer,
+/// at each worker count.
+fn plan(
+    bins: &Binaries,
+    peer_list: &[peers::Peer],
+    auditd_running: bool,
+    auditd_err: Option<String>,
+) -> Vec<Row> {
+    let sensor_rows = [
+        (
+            Mode::Alerts,
+            "alerts-only",
+            bins.candidate_len,
+            "rule candidate",
+        ),
+        (Mode::Alerts, "alerts-only", bins.ordinary_len, "ordinary"),
+        (
+            Mode::AllExecs,
+            "--all-execs",
+            bins.candidate_len,
+            "rule candidate",
+        ),
+    ];
+    let mut rows = Vec::new();
+    for &workers in &WORKERS {
+        for (mode, name, len, what) in sensor_rows {
+            rows.push(Row {
+                watcher: Watcher::Sensor(mode),
+                label: format!("tinyexec {name}, {len} B {what}"),
+                binary_bytes: len,
+                workers,
+                ratios: Vec::new(),
+                runs: Vec::new(),
+                unavailable: None,
+            });
+        }
+        for p in peer_list {
+            let mut unavailable = p.state.as_ref().err().cloned();
+            if p.kind == peers::Kind::Auditd && unavailable.is_none() && !auditd_running {
+                let why = auditd_err.clone();
+                unavailable = Some(why.unwrap_or_else(|| "auditd not found".into()));
+            }
+            rows.push(Row {
+                watcher: Watcher::Peer(p.kind),
+                label: p.kind.label().to_owned(),
+                binary_bytes: bins.candidate_len,
+                workers,
+                ratios: Vec::new(),
+                runs: Vec::new(),
+                unavailable,
+            });
+        }
+    }
+    rows
+}
+
+/// auditd running for its peer (started when needed), or why not.
+fn start_auditd(
+    peer_list: &[peers::Peer],
+    was_running: bool,
+) -> (Option<peers::Auditd>, Option<String>) {
+    let wanted = peer_list
+        .iter()
+        .any(|p| p.kind == peers::Kind::Auditd && p.state.is_ok());
+    if !wanted {
+        return (None, None);
+    }
+    let Some(daemon) = find_cmd("auditd") else {
+        return (None, Some("auditd not found".into()));
+    };
+    match peers::Auditd::ensure(&daemon, was_running) {
+        Ok(a) => (Some(a), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    }
 }
 
 /// `v` rotated left by `k` (mod its length).
@@ -573,8 +632,9 @@ fn sensor_storm(
     let ours = sensor_programs(&p);
     let progs0 = p.bpf_progs();
     let ticks0 = p.cpu_ticks()?;
+    let ns0 = proc::cpu_ns(p.pid())?;
     let took = storm::run(&s.path, s.n, workers)?;
-    p.wait_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    p.wait_idle(Duration::from_millis(500), Duration::from_secs(30))?;
     if p.exited() {
         let status = p.stop(libc::SIGTERM, Duration::from_secs(1))?;
         bail!(
@@ -583,6 +643,7 @@ fn sensor_storm(
         );
     }
     let ticks1 = p.cpu_ticks()?;
+    let ns1 = proc::cpu_ns(p.pid())?;
     let hwm = p.vm_hwm_kib()?;
     let rss = proc::vm_rss_kib(p.pid()).ok();
     let rss_anon = proc::status_kib(p.pid(), "RssAnon:").ok();
@@ -605,6 +666,7 @@ fn sensor_storm(
         took,
         execs: s.n,
         cpu_ticks: ticks1.saturating_sub(ticks0),
+        cpu_ns: ns1.saturating_sub(ns0),
         hwm_kib: Some(hwm),
         rss_kib: rss,
         rss_anon_kib: rss_anon,

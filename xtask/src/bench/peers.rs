@@ -81,13 +81,19 @@ fn audit_rule_args(op: &str) -> Vec<&str> {
     v
 }
 
-/// Whether auditd is running (the kernel's registered audit daemon pid).
-pub fn auditd_pid() -> Option<i32> {
+/// A field of `auditctl -s` (the kernel's audit status).
+fn audit_status(field: &str) -> Option<i64> {
     let status = output_of(Command::new(find_cmd("auditctl")?).arg("-s"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("pid "))
-        .and_then(|p| p.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether auditd is running (the kernel's registered audit daemon pid).
+pub fn auditd_pid() -> Option<i32> {
+    audit_status("pid")
+        .and_then(|p| i32::try_from(p).ok())
         .filter(|&p| p != 0)
 }
 
@@ -170,6 +176,9 @@ pub fn ensure_tracefs() -> Result<()> {
 /// auditd running for the bench; stopped again on drop when the bench started it.
 pub struct Auditd {
     started: Option<i32>,
+    /// The kernel's audit `enabled` flag before the bench started auditd
+    /// (which sets it to 1 and leaves it so), restored when it stops auditd.
+    enabled_before: Option<i64>,
 }
 
 impl Auditd {
@@ -179,14 +188,19 @@ impl Auditd {
         if let Some(pid) = auditd_pid() {
             return Ok(Self {
                 started: (!was_running).then_some(pid),
+                enabled_before: None,
             });
         }
+        let enabled_before = audit_status("enabled");
         step("starting auditd (stopped again after the bench)");
         crate::run_cmd(&mut Command::new(auditd))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(pid) = auditd_pid() {
-                return Ok(Self { started: Some(pid) });
+                return Ok(Self {
+                    started: Some(pid),
+                    enabled_before,
+                });
             }
             if Instant::now() > deadline {
                 bail!("auditd started but did not register with the kernel within 10 s");
@@ -211,6 +225,14 @@ impl Drop for Auditd {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(100));
+        }
+        if let (Some(before), Some(auditctl)) = (self.enabled_before, find_cmd("auditctl"))
+            && audit_status("enabled") != Some(before)
+        {
+            let _ = Command::new(auditctl)
+                .args(["-e", &before.to_string()])
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }
@@ -380,9 +402,11 @@ fn audit_records(start: Option<(u64, u64)>, path: &str) -> Option<u64> {
 fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
     let progs0 = proc::bpf_progs(pid);
     let ticks0 = proc::cpu_ticks(pid)?;
+    let ns0 = proc::cpu_ns(pid)?;
     let took = storm::run(&s.path, s.n, workers)?;
-    proc::wait_idle(pid, Duration::from_millis(300), Duration::from_secs(20))?;
+    proc::wait_idle(pid, Duration::from_millis(500), Duration::from_secs(20))?;
     let ticks1 = proc::cpu_ticks(pid)?;
+    let ns1 = proc::cpu_ns(pid)?;
     let hwm = proc::vm_hwm_kib(pid).ok();
     let rss = proc::vm_rss_kib(pid).ok();
     let rss_anon = proc::status_kib(pid, "RssAnon:").ok();
@@ -401,6 +425,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
         took,
         execs: s.n,
         cpu_ticks: ticks1.saturating_sub(ticks0),
+        cpu_ns: ns1.saturating_sub(ns0),
         hwm_kib: hwm,
         rss_kib: rss,
         rss_anon_kib: rss_anon,

@@ -196,21 +196,44 @@ pub fn status_kib(pid: i32, key: &str) -> Result<u64> {
         .with_context(|| format!("no {key} in {path}"))
 }
 
-/// Waits until the process has used no CPU for `quiet` (it has caught up
-/// with what the storm gave it to do), at most `max`.
+/// CPU time of the whole process, ns, from its CPU-time clock
+/// (`clock_getcpuclockid`): exact, where /proc/PID/stat counts 10 ms ticks.
+pub fn cpu_ns(pid: i32) -> Result<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: out-pointer to a local.
+    let r = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+    if r != 0 {
+        bail!(
+            "clock_getcpuclockid({pid}): {}",
+            std::io::Error::from_raw_os_error(r)
+        );
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: out-pointer to a local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        bail!("CPU clock of {pid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Waits until the process has caught up with what the storm gave it: less
+/// than 1 ms of CPU over the last `quiet` (longer than the sensor's 200 ms
+/// tick, which drains batched records), at most `max`.
 pub fn wait_idle(pid: i32, quiet: Duration, max: Duration) -> Result<()> {
-    let step = Duration::from_millis(100);
+    let step = Duration::from_millis(50);
+    let window = (quiet.as_millis() / step.as_millis()).max(1) as usize;
     let deadline = Instant::now() + max;
-    let mut last = cpu_ticks(pid)?;
-    let mut still = Duration::ZERO;
-    while still < quiet && Instant::now() < deadline {
+    let mut samples = vec![cpu_ns(pid)?];
+    while Instant::now() < deadline {
         thread::sleep(step);
-        let now = cpu_ticks(pid)?;
-        if now == last {
-            still += step;
-        } else {
-            still = Duration::ZERO;
-            last = now;
+        samples.push(cpu_ns(pid)?);
+        if samples.len() > window
+            && samples[samples.len() - 1] - samples[samples.len() - 1 - window] < 1_000_000
+        {
+            break;
         }
     }
     Ok(())
@@ -286,6 +309,18 @@ mod tests {
     fn stat_with_spaces_in_name() {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 10";
         assert_eq!(parse_stat_cpu(stat), Some(10));
+    }
+
+    #[test]
+    fn cpu_clock_of_this_process() {
+        let pid = std::process::id() as i32;
+        let a = cpu_ns(pid).unwrap();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_ns(pid).unwrap() > a);
     }
 
     #[test]

@@ -22,7 +22,11 @@ const LATENCY_P99_MS: f64 = 5.0;
 pub struct Report<'a> {
     pub started: SystemTime,
     pub sensor: &'a Path,
-    pub root: &'a Path,
+    /// The workspace's commit and whether the sensor's sources differed from
+    /// it, when the bench started (see [`workspace_state`]).
+    pub workspace: (Option<String>, Option<bool>),
+    /// Whether the bench built the sensor (or was given one with --sensor).
+    pub built: bool,
     pub n: usize,
     pub reps: usize,
     /// No-watcher execs/s by worker count and binary.
@@ -107,6 +111,7 @@ impl Verdict {
 struct Totals {
     execs: u64,
     cpu_ticks: u64,
+    cpu_ns: u64,
     hwm_kib: Option<u64>,
     rss_kib: Option<u64>,
     rss_anon_kib: Option<u64>,
@@ -126,6 +131,7 @@ fn totals(runs: &[Measured]) -> Totals {
     Totals {
         execs: runs.iter().map(|r| r.execs as u64).sum(),
         cpu_ticks: runs.iter().map(|r| r.cpu_ticks).sum(),
+        cpu_ns: runs.iter().map(|r| r.cpu_ns).sum(),
         hwm_kib: runs.iter().filter_map(|r| r.hwm_kib).max(),
         rss_kib: runs.iter().filter_map(|r| r.rss_kib).max(),
         rss_anon_kib: runs.iter().filter_map(|r| r.rss_anon_kib).max(),
@@ -160,6 +166,8 @@ struct RowFigures {
     /// The ratio the kernel run time alone would give.
     kernel_ratio: Option<f64>,
     cpu_ms_per_1000: Option<f64>,
+    /// The same from the CPU-time clock.
+    cpu_clock_ms_per_1000: Option<f64>,
     hwm_mib: Option<f64>,
     rss_mib: Option<f64>,
     rss_anon_mib: Option<f64>,
@@ -251,6 +259,8 @@ impl Report<'_> {
             kernel_ns,
             kernel_ratio,
             cpu_ms_per_1000,
+            cpu_clock_ms_per_1000: (t.execs > 0)
+                .then(|| t.cpu_ns as f64 / 1e6 / t.execs as f64 * 1000.0),
             hwm_mib,
             rss_mib: t.rss_kib.map(|k| k as f64 / 1024.0),
             rss_anon_mib: t.rss_anon_kib.map(|k| k as f64 / 1024.0),
@@ -299,6 +309,19 @@ impl Report<'_> {
         )
     }
 
+    /// The machine was busy when the bench started: storm ratios mean little then.
+    fn busy_warning(&self) -> Option<String> {
+        let load: f64 = self.load_at_start.split_whitespace().next()?.parse().ok()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (load > cores as f64 / 2.0).then(|| {
+            format!(
+                "load average {load:.1} at start on {cores} cores: something else was running, \
+                 the storm ratios are mostly its noise (the kernel ns, CPU, memory, loss and \
+                 latency figures hold); rerun on a quiet machine"
+            )
+        })
+    }
+
     fn machine(&self) -> Value {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
@@ -330,19 +353,10 @@ impl Report<'_> {
     }
 
     fn sensor_json(&self) -> Value {
-        let git =
-            |args: &[&str]| output_of(Command::new("git").arg("-C").arg(self.root).args(args));
-        let commit = git(&["rev-parse", "--short", "HEAD"]);
-        let modified = git(&[
-            "status",
-            "--porcelain",
-            "--",
-            "tinyexec-user",
-            "tinyexec-ebpf",
-        ])
-        .map(|s| !s.is_empty());
-        json!({"path": self.sensor.display().to_string(), "workspace_commit": commit,
-               "workspace_sensor_sources_modified": modified})
+        json!({"path": self.sensor.display().to_string(),
+               "workspace_commit": self.workspace.0,
+               "workspace_sensor_sources_modified": self.workspace.1,
+               "built_by_bench": self.built})
     }
 
     pub fn table(&self) -> String {
@@ -365,8 +379,13 @@ impl Report<'_> {
         let s = self.sensor_json();
         let _ = writeln!(
             o,
-            "sensor:  {} (workspace at {}{})",
+            "sensor:  {} ({}workspace at {}{})",
             s["path"].as_str().unwrap_or("?"),
+            if self.built {
+                "built from the "
+            } else {
+                "given; "
+            },
             s["workspace_commit"].as_str().unwrap_or("?"),
             if s["workspace_sensor_sources_modified"] == json!(true) {
                 ", sensor sources modified"
@@ -395,6 +414,9 @@ impl Report<'_> {
             }
         }
         let _ = writeln!(o, "{}", self.others_text());
+        if let Some(w) = self.busy_warning() {
+            let _ = writeln!(o, "         NOTE: {w}");
+        }
         let bins: Vec<String> = self
             .binaries
             .iter()
@@ -446,14 +468,14 @@ impl Report<'_> {
         let _ = writeln!(
             o,
             "\nCost: kernel run time of the watcher's BPF programs per exec (bpf_stats) and the storm ratio that alone would give; \
-             the watcher's own CPU (user + system, until idle after the storm) per 1000 execs; its memory"
+             the watcher's own CPU (user + system, until idle after the storm) per 1000 execs, from /proc/PID/stat ticks (and its exact CPU-time clock); its memory"
         );
         let mut t = vec![vec![
             "configuration".into(),
             "workers".into(),
             "kernel ns/exec".into(),
             "ratio from it".into(),
-            "CPU ms/1000 execs".into(),
+            "CPU ms/1000 execs: stat (clock)".into(),
             "peak RSS".into(),
             "RSS after (anon)".into(),
             "records of the storm binary".into(),
@@ -485,7 +507,10 @@ impl Report<'_> {
                 r.workers.to_string(),
                 f.kernel_ns.map_or("-".into(), |n| format!("{n:.0}")),
                 f.kernel_ratio.map_or("-".into(), |x| format!("{x:.4}")),
-                f.cpu_ms_per_1000.map_or("-".into(), |x| format!("{x:.1}")),
+                match (f.cpu_ms_per_1000, f.cpu_clock_ms_per_1000) {
+                    (Some(t), Some(c)) => format!("{t:.1} ({c:.1})"),
+                    _ => "-".into(),
+                },
                 hwm,
                 match (f.rss_mib, f.rss_anon_mib) {
                     (Some(m), Some(a)) => format!("{m:.1} MiB ({a:.1})"),
@@ -578,6 +603,7 @@ impl Report<'_> {
                             "seconds": m.took.as_secs_f64(),
                             "execs_per_sec": m.rate(),
                             "cpu_ticks": m.cpu_ticks,
+                            "cpu_ns_clock": m.cpu_ns,
                             "peak_rss_kib": m.hwm_kib,
                             "rss_after_kib": m.rss_kib,
                             "rss_anon_after_kib": m.rss_anon_kib,
@@ -606,6 +632,7 @@ impl Report<'_> {
                     "kernel_ns_per_exec": f.kernel_ns,
                     "ratio_from_kernel_ns": f.kernel_ratio,
                     "cpu_ms_per_1000_execs": f.cpu_ms_per_1000,
+                    "cpu_clock_ms_per_1000_execs": f.cpu_clock_ms_per_1000,
                     "peak_rss_mib": f.hwm_mib,
                     "peak_rss_target": f.rss_verdict.as_ref().map(Verdict::json),
                     "rss_after_mib": f.rss_mib,
@@ -654,6 +681,7 @@ impl Report<'_> {
             "repetitions": self.reps,
             "binaries": self.binaries.iter().map(|(w, l)| json!({"binary": w, "bytes": l})).collect::<Vec<_>>(),
             "baseline": baselines,
+            "busy_warning": self.busy_warning(),
             "other_exec_bpf_programs": {
                 "no_watcher_storms": self.others.storms,
                 "storms_with_others": self.others.with_others,
@@ -670,6 +698,21 @@ impl Report<'_> {
             },
         })
     }
+}
+
+/// The workspace's commit and whether tinyexec-user/ or tinyexec-ebpf/ differ from it.
+pub fn workspace_state(root: &Path) -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| output_of(Command::new("git").arg("-C").arg(root).args(args));
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let modified = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "tinyexec-user",
+        "tinyexec-ebpf",
+    ])
+    .map(|s| !s.is_empty());
+    (commit, modified)
 }
 
 /// Aligned columns, two spaces apart.
