@@ -137,6 +137,11 @@ mod program {
                     urgent = true;
                 }
             }
+            // Alerts-only mode: a small file whose header already rules the
+            // match out costs the header check and nothing more.
+            if !all_execs && !urgent {
+                return;
+            }
             (*rec).ktime_ns = bpf_ktime_get_boot_ns();
             (*rec).file_size = size;
             (*rec).old_pid = old_pid;
