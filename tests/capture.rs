@@ -15,8 +15,8 @@ use std::{
 
 use serde_json::Value;
 use tinyexec_tests::{
-    Sensor, TempDir, exec_of, field, field_str, field_u64, own_comm, run_ok, spawn, tiny_exit0,
-    tiny_sleeper, unique,
+    Sensor, TempDir, exec_of, execveat_fd, field, field_str, field_u64, own_comm, run_ok, spawn,
+    tiny_exit0, tiny_sleeper, unique,
 };
 
 fn all_execs() -> Sensor {
@@ -123,32 +123,6 @@ fn exec_as_another_uid() {
     assert_eq!(field_u64(&rec, "process.euid"), 65534);
     assert_eq!(field_str(&rec, "process.user"), "nobody");
     assert_eq!(field_str(&rec, "user.name"), "nobody");
-}
-
-/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` in the child, right after fork.
-fn execveat_fd(fd: i32, marker: &str) -> std::process::Child {
-    let argv0 = CString::new("fileless").unwrap();
-    let arg1 = CString::new(marker).unwrap();
-    let empty = CString::new("").unwrap();
-    let mut cmd = Command::new("/nonexistent-never-run");
-    // SAFETY: the closure only calls execveat (async-signal-safe) on data
-    // prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
-            let envp = [std::ptr::null::<libc::c_char>()];
-            libc::syscall(
-                libc::SYS_execveat,
-                fd,
-                empty.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            Err(std::io::Error::last_os_error())
-        });
-    }
-    spawn(&mut cmd)
 }
 
 #[test]

@@ -4,10 +4,7 @@
 use std::{
     ffi::CString,
     fs,
-    os::unix::{
-        fs::{MetadataExt, symlink},
-        process::CommandExt,
-    },
+    os::unix::fs::{MetadataExt, symlink},
     path::Path,
     process::Command,
     thread,
@@ -15,29 +12,13 @@ use std::{
 };
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
     Sensor, TempDir, corpus,
-    elf::{Action, Arch, TinyElf},
-    exec_of, field, field_str, field_u64, run_ok, spawn, tiny_exit0, unique, write_exe,
+    elf::{Action, Arch},
+    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, run_ok, sha256_hex, spawn,
+    tiny_exit0, unique, write_exe,
 };
-
-/// A runnable tiny ELF carrying both strings (a match), `total_len` bytes if given.
-fn matching(arch: Arch, actions: Vec<Action>, total_len: Option<usize>) -> Vec<u8> {
-    let mut t = TinyElf::new(arch);
-    t.actions = actions;
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.total_len = total_len;
-    t.build().expect("tiny ELF")
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn alerts(sensor: &Sensor, path: &Path) -> Vec<Value> {
     sensor.records(|v| exec_of(path)(v) && field(v, "event.kind") == "alert")
@@ -48,7 +29,7 @@ fn assert_alert(rec: &Value, bytes: &[u8], source: &str) {
     assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
     assert_eq!(field_str(rec, "rule.verdict"), "match");
     assert_eq!(field_str(rec, "tinyexec.content_source"), source, "{rec}");
-    assert_eq!(field_str(rec, "file.hash.sha256"), sha256(bytes));
+    assert_eq!(field_str(rec, "file.hash.sha256"), sha256_hex(bytes));
     assert_eq!(field_u64(rec, "file.size"), bytes.len() as u64);
     let offsets = |id: usize| field(rec, &format!("rule.strings.{id}.offsets")).clone();
     let find = |s: &[u8]| {
@@ -100,7 +81,7 @@ fn corpus_execs_alert_exactly_on_matches() {
 fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
     let sensor = Sensor::start(Vec::<&str>::new());
     let dir = TempDir::new("ways");
-    let bytes = matching(Arch::X86_64, vec![], None);
+    let bytes = matching_elf(Arch::X86_64, vec![], None);
     let real = dir.exe(&unique("stager"), &bytes);
 
     // Directly, then renamed.
@@ -149,35 +130,10 @@ fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
     assert_alert(&rec, &bytes, "kernel");
 }
 
-/// `execveat(fd, "", AT_EMPTY_PATH)` after fork, with `marker` as argv[1].
-fn execveat_fd(fd: i32, marker: &str) -> std::process::Child {
-    let argv0 = CString::new("fileless").unwrap();
-    let arg1 = CString::new(marker).unwrap();
-    let empty = CString::new("").unwrap();
-    let mut cmd = Command::new("/nonexistent-never-run");
-    // SAFETY: only execveat, on data prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
-            let envp = [std::ptr::null::<libc::c_char>()];
-            libc::syscall(
-                libc::SYS_execveat,
-                fd,
-                empty.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            Err(std::io::Error::last_os_error())
-        });
-    }
-    spawn(&mut cmd)
-}
-
 #[test]
 fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     let sensor = Sensor::start(Vec::<&str>::new());
-    let bytes = matching(Arch::X86_64, vec![], None);
+    let bytes = matching_elf(Arch::X86_64, vec![], None);
 
     // Fileless, from a memfd.
     let name = CString::new(unique("memfd")).unwrap();
@@ -201,7 +157,7 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
 
     let dir = TempDir::new("gone");
     // Deleted while running.
-    let sleeper = matching(Arch::X86_64, vec![Action::SleepMs(300)], None);
+    let sleeper = matching_elf(Arch::X86_64, vec![Action::SleepMs(300)], None);
     let path = dir.exe(&unique("deleted"), &sleeper);
     let mut child = spawn(&mut Command::new(&path));
     fs::remove_file(&path).unwrap();
@@ -235,7 +191,7 @@ fn tail_past_the_header_is_read_from_the_running_file() {
     let sensor = Sensor::start(Vec::<&str>::new());
     let dir = TempDir::new("tail");
     // 269 bytes, $s2 ends at the very end: the kernel's 256 bytes cannot decide.
-    let bytes = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(269));
+    let bytes = matching_elf(Arch::X86_64, vec![Action::SleepMs(300)], Some(269));
     let path = dir.exe(&unique("tail"), &bytes);
     run_ok(&mut Command::new(&path));
     assert_alert(
@@ -245,7 +201,7 @@ fn tail_past_the_header_is_read_from_the_running_file() {
     );
 
     // 270 bytes: never a match, never an alert.
-    let twin = matching(Arch::X86_64, vec![Action::SleepMs(300)], Some(270));
+    let twin = matching_elf(Arch::X86_64, vec![Action::SleepMs(300)], Some(270));
     let twin_path = dir.exe(&unique("twin"), &twin);
     run_ok(&mut Command::new(&twin_path));
     thread::sleep(Duration::from_millis(500));
@@ -256,7 +212,7 @@ fn tail_past_the_header_is_read_from_the_running_file() {
 fn undecidable_when_the_process_is_gone_and_the_file_deleted() {
     let mut sensor = Sensor::start(Vec::<&str>::new());
     let dir = TempDir::new("undetermined");
-    let bytes = matching(Arch::X86_64, vec![], Some(269));
+    let bytes = matching_elf(Arch::X86_64, vec![], Some(269));
     let path = dir.exe(&unique("gone"), &bytes);
     // Hold the sensor so the process has exited and the file is gone before it looks.
     // SAFETY: signals to our own child.

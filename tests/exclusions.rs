@@ -17,22 +17,13 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
-    Sensor, TempDir,
-    elf::{Arch, TinyElf},
-    exec_of, field, field_str, run_ok, sensor_path, unique, write_exe,
+    Sensor, TempDir, exec_of, field, field_str, run_ok, sensor_path, stager, unique, write_exe,
 };
 
 /// The default exclusions as installed (the four complete scenarios).
 fn default_exclusions() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/exclusions.txt")
-}
-
-fn stager() -> Vec<u8> {
-    let mut t = TinyElf::new(Arch::X86_64);
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.build().expect("tiny ELF")
 }
 
 fn sensor_with(exclusions: &Path, extra: &[&str]) -> Sensor {

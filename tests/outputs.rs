@@ -11,20 +11,10 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
-    Sensor, TempDir,
-    elf::{Arch, TinyElf},
-    exec_of, field, field_str, field_u64,
-    rsyslog::Rsyslog,
-    run_ok, sensor_path, unique, write_exe,
+    Sensor, TempDir, exec_of, field, field_str, field_u64, rsyslog::Rsyslog, run_ok, sensor_path,
+    stager, unique, write_exe,
 };
-
-fn stager() -> Vec<u8> {
-    let mut t = TinyElf::new(Arch::X86_64);
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.build().expect("tiny ELF")
-}
 
 fn sensor(args: &[&str]) -> Sensor {
     Sensor::start_with(

@@ -8,26 +8,15 @@ use std::{
     process::Command,
 };
 
-use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
-    exec_of, field_str, field_u64, run_ok, spawn, unique,
+    exec_of, field_str, field_u64, matching_elf, run_ok, spawn, unique,
 };
 
-fn matching(arch: Arch, actions: Vec<Action>) -> Vec<u8> {
-    let mut t = TinyElf::new(arch);
-    t.actions = actions;
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.build().expect("tiny ELF")
-}
-
 fn assert_alert(rec: &serde_json::Value, bytes: &[u8]) {
-    let sha: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = tinyexec_tests::sha256_hex(bytes);
     assert_eq!(field_str(rec, "event.kind"), "alert", "{rec}");
     assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
     assert_eq!(field_str(rec, "tinyexec.content_source"), "kernel");
@@ -41,9 +30,10 @@ fn prevent_kills_before_the_first_instruction() {
         let sensor = Sensor::start(["--prevent"]);
         let dir = TempDir::new("prevent");
         let marker = dir.path().join(unique("marker"));
-        let bytes = matching(
+        let bytes = matching_elf(
             arch,
             vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())],
+            None,
         );
         let path = dir.exe(&unique("stager"), &bytes);
         let status = spawn(&mut Command::new(&path)).wait().unwrap();

@@ -13,12 +13,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_ebpf::rule::{S1, S2};
-use tinyexec_tests::{
-    Sensor, TempDir,
-    elf::{Arch, TinyElf},
-    field, run_ok, sensor_path, unique,
-};
+use tinyexec_tests::{Sensor, TempDir, field, run_ok, sensor_path, stager, unique};
 
 const TENANT: &str = "tenant-1";
 const CLIENT: &str = "client-1";
@@ -254,12 +249,6 @@ impl Drop for Ingest {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn stager() -> Vec<u8> {
-    let mut t = TinyElf::new(Arch::X86_64);
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.build().expect("tiny ELF")
 }
 
 fn sensor(settings: &Path) -> Sensor {

@@ -124,6 +124,62 @@ pub fn tiny_sleeper(ms: u32) -> Vec<u8> {
     t.build().expect("tiny ELF")
 }
 
+/// A runnable tiny ELF that matches the rule (`$s1` then `$s2` as its
+/// trailer), running `actions` first, padded to `total_len` when given.
+pub fn matching_elf(
+    arch: elf::Arch,
+    actions: Vec<elf::Action>,
+    total_len: Option<usize>,
+) -> Vec<u8> {
+    let mut t = elf::TinyElf::new(arch);
+    t.actions = actions;
+    t.trailer = [&tinyexec_ebpf::rule::S1[..], &tinyexec_ebpf::rule::S2[..]].concat();
+    t.total_len = total_len;
+    t.build().expect("tiny ELF")
+}
+
+/// The 64-bit matching tiny ELF that exits 0 at once: a stand-in for the stager.
+pub fn stager() -> Vec<u8> {
+    matching_elf(elf::Arch::X86_64, Vec::new(), None)
+}
+
+/// Lower-case hex SHA-256, as records carry it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` in a fresh child, with
+/// argv `["fileless", marker]`: a fileless exec the way droppers do it.
+pub fn execveat_fd(fd: i32, marker: &str) -> Child {
+    use std::{ffi::CString, os::unix::process::CommandExt as _};
+    let argv0 = CString::new("fileless").expect("no NUL");
+    let arg1 = CString::new(marker).expect("marker without NUL");
+    let empty = CString::new("").expect("no NUL");
+    let mut cmd = Command::new("/nonexistent-never-run");
+    // SAFETY: the closure only calls execveat (async-signal-safe) on data
+    // prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            Err(std::io::Error::last_os_error())
+        });
+    }
+    spawn(&mut cmd)
+}
+
 /// Spawns, retrying on ETXTBSY: another test thread may fork while a file we
 /// just wrote is still open for writing in its child.
 pub fn spawn(cmd: &mut Command) -> Child {
