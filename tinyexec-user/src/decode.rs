@@ -162,6 +162,42 @@ mod tests {
         }
     }
 
+    fn wire(rec: &ExecRecord, tail: &[u8]) -> Vec<u8> {
+        // SAFETY: ExecRecord is a plain repr(C) struct without padding.
+        let fixed = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), RECORD_FIXED)
+        };
+        [fixed, tail].concat()
+    }
+
+    #[test]
+    fn variable_parts_follow_the_fixed_part_in_order() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
+        rec.flags = flags::HEADER | flags::CANDIDATE;
+        (
+            rec.header_len,
+            rec.args_len,
+            rec.path_len,
+            rec.parent_path_len,
+        ) = (4, 5, 6, 3);
+        let exec = decode(&wire(&rec, b"\x7fELFa\0bc\0/tmp/x/sh")).unwrap();
+        assert_eq!(exec.header.as_deref(), Some(&b"\x7fELF"[..]));
+        assert_eq!(exec.args, ["a", "bc"]);
+        assert_eq!(exec.path, "/tmp/x");
+        assert_eq!(exec.parent_path.as_deref(), Some("/sh"));
+    }
+
+    #[test]
+    fn a_cut_short_record_is_an_error_naming_the_part() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
+        rec.path_len = 10;
+        let err = decode(&wire(&rec, b"/tmp")).unwrap_err().to_string();
+        assert!(err.contains("path") && err.contains("10 bytes"), "{err}");
+        assert!(decode(&[0; 3]).is_err());
+    }
+
     #[test]
     fn args_split_keeps_empty_and_cut_strings() {
         assert_eq!(split_args(b"a\0\0b\0"), ["a", "", "b"]);
