@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_tests::{
     Sensor, TempDir, exec_of, field, field_str, field_u64, rsyslog::Rsyslog, run_ok, sensor_path,
-    stager, unique, write_exe,
+    stager, unique, wait_until, write_exe,
 };
 
 fn sensor(args: &[&str]) -> Sensor {
@@ -72,15 +72,9 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     let first = dir.exe(&unique("first"), &stager());
     run_ok(&mut Command::new(&first));
     // Flushed per alert: it is in the file while the sensor runs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !json_lines(&out).iter().any(exec_of(&first)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no alert in {}",
-            out.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(&format!("an alert in {}", out.display()), || {
+        json_lines(&out).iter().any(exec_of(&first))
+    });
     assert_eq!(
         fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
@@ -95,21 +89,12 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     fs::rename(&out, &rotated).unwrap();
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !out.exists() {
-        assert!(std::time::Instant::now() < deadline, "not reopened");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("not reopened", || out.exists());
     let second = dir.exe(&unique("second"), &stager());
     run_ok(&mut Command::new(&second));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !json_lines(&out).iter().any(exec_of(&second)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no alert in the new file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("no alert in the new file", || {
+        json_lines(&out).iter().any(exec_of(&second))
+    });
     assert!(json_lines(&rotated).iter().any(exec_of(&first)));
     assert!(!json_lines(&rotated).iter().any(exec_of(&second)));
 }
@@ -135,14 +120,9 @@ fn settings_come_from_the_config_file_and_flags_win() {
     );
     let plain = dir.exe(&unique("plain"), &tinyexec_tests::tiny_exit0());
     run_ok(&mut Command::new(&plain));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !json_lines(&out).iter().any(exec_of(&plain)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "all_execs from the file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("all_execs from the file", || {
+        json_lines(&out).iter().any(exec_of(&plain))
+    });
     assert!(s.stop_with(libc::SIGTERM).success());
     assert!(s.records(|_| true).is_empty());
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{Sensor, TempDir, field, run_ok, sensor_path, stager, unique};
+use tinyexec_tests::{Sensor, TempDir, field, run_ok, sensor_path, stager, unique, wait_until};
 
 const TENANT: &str = "tenant-1";
 const CLIENT: &str = "client-1";
@@ -59,21 +59,25 @@ impl Ingest {
             );
         };
         let os = |s: &'static str| std::ffi::OsStr::new(s);
-        openssl(&[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("1"),
-            os("-subj"),
-            os("/CN=tinyexec-test-ca"),
-            os("-keyout"),
-            ca_key.as_os_str(),
-            os("-out"),
-            ca.as_os_str(),
-        ]);
+        // A self-signed certificate and its (PKCS#8) key.
+        let self_signed = |subject: &'static str, key: &Path, cert: &Path| {
+            openssl(&[
+                os("req"),
+                os("-x509"),
+                os("-newkey"),
+                os("rsa:2048"),
+                os("-nodes"),
+                os("-days"),
+                os("1"),
+                os("-subj"),
+                os(subject),
+                os("-keyout"),
+                key.as_os_str(),
+                os("-out"),
+                cert.as_os_str(),
+            ]);
+        };
+        self_signed("/CN=tinyexec-test-ca", &ca_key, &ca);
         openssl(&[
             os("req"),
             os("-newkey"),
@@ -105,21 +109,7 @@ impl Ingest {
         ]);
         // The app's registered certificate: cert and PKCS#8 key in one PEM file.
         let (client_cert, client_key) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
-        openssl(&[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("1"),
-            os("-subj"),
-            os("/CN=tinyexec-sensor"),
-            os("-keyout"),
-            client_key.as_os_str(),
-            os("-out"),
-            client_cert.as_os_str(),
-        ]);
+        self_signed("/CN=tinyexec-sensor", &client_key, &client_cert);
         let client_pem = dir.join("client.pem");
         fs::write(
             &client_pem,
@@ -342,15 +332,7 @@ fn an_outage_spools_and_a_restart_delivers_in_order() {
         })
         .collect();
     s.wait_stderr("delivery failed", 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while spooled(&spool) < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "3 batches spooled: {}",
-            spooled(&spool)
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("3 batches spooled", || spooled(&spool) >= 3);
     // Killed mid-outage: nothing graceful.
     assert_eq!(
         tinyexec_tests::signalled(&s.stop_with(libc::SIGKILL)),
@@ -369,11 +351,7 @@ fn an_outage_spools_and_a_restart_delivers_in_order() {
         order, want,
         "delivered once each, in the order they happened"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while spooled(&spool) > 0 {
-        assert!(Instant::now() < deadline, "spool emptied");
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the spool emptied", || spooled(&spool) == 0);
 }
 
 #[test]

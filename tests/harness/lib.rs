@@ -180,6 +180,16 @@ pub fn execveat_fd(fd: i32, marker: &str) -> Child {
     spawn(&mut cmd)
 }
 
+/// Polls `cond` every 20 ms until it holds, failing with `what` after `EVENT_TIMEOUT`:
+/// for effects outside the sensor's stdout (files, spools).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Spawns, retrying on ETXTBSY: another test thread may fork while a file we
 /// just wrote is still open for writing in its child.
 pub fn spawn(cmd: &mut Command) -> Child {

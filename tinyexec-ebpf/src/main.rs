@@ -319,7 +319,7 @@ mod program {
     }
 
     /// The argument vector, as the kernel copied it onto the new image's stack,
-    /// into `dst`. Returns the bytes written.
+    /// into `dst`; its length goes to `args_len`.
     #[inline(always)]
     unsafe fn fill_args(
         rec: *mut ExecRecord,
@@ -327,7 +327,7 @@ mod program {
         task: usize,
         bprm: usize,
         fl: &mut u32,
-    ) -> usize {
+    ) {
         unsafe {
             let argc: i32 = read_or_flag(fl, bprm, off!(bprm_argc));
             (*rec).argc = argc as u32;
@@ -338,7 +338,7 @@ mod program {
                 read::<u64>(mm, off!(mm_arg_end)),
             ) else {
                 *fl |= flags::ARGS_UNREADABLE;
-                return 0;
+                return;
             };
             let mut len = end.wrapping_sub(start);
             if len > ARGS_MAX as u64 {
@@ -352,10 +352,9 @@ mod program {
             );
             if r != 0 {
                 *fl |= flags::ARGS_UNREADABLE;
-                return 0;
+                return;
             }
             (*rec).args_len = len as u32;
-            len as usize
         }
     }
 
