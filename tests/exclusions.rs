@@ -210,7 +210,7 @@ fn reload_on_change_and_sighup_keeps_every_exec_accounted_for() {
 #[test]
 fn a_broken_file_at_start_is_a_clear_error() {
     tinyexec_tests::require_root();
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/exclusions.txt");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/exclusions.txt");
     let mut sensor = Sensor::spawn(
         Command::new(sensor_path())
             .arg("run")
@@ -228,7 +228,7 @@ fn a_broken_file_at_start_is_a_clear_error() {
 
 #[test]
 fn check_prints_each_exclusion_and_the_fifth_lines_error() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/exclusions.txt");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/exclusions.txt");
     let out = Command::new(sensor_path())
         .arg("check")
         .arg(&spec)

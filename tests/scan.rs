@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    fs, io,
+    fs,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
@@ -14,23 +14,6 @@ use tinyexec_tests::{
     corpus::{self, Sample},
     field_str, sensor_path, spawn,
 };
-
-/// The rule as shipped in `shared/spec`; used when that file is absent, and
-/// checked against it when present so the two cannot drift.
-const RULE: &str = r#"rule EQGRP_tinyexec
-{
-meta:
-description = "EQGRP Toolset Firewall - from files tinyexec"
-author = "Florian Roth"
-reference = "Research"
-date = "2016-08-16"
-strings:
-$s1 = { 73 68 73 74 72 74 61 62 00 2E 74 65 78 74 }
-$s2 = { 5A 58 55 52 89 E2 55 50 89 E1 }
-condition:
-uint32(0) == 0x464c457f and filesize < 270 and all of them
-}
-"#;
 
 const RULE_NAME: &str = "EQGRP_tinyexec";
 
@@ -49,27 +32,10 @@ fn expected(written: &[(PathBuf, Sample)]) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-/// The `.yar` file to hand to yara, kept outside the scanned directory (yara
-/// -r would otherwise scan it too).
-fn rule_file(scratch: &TempDir) -> PathBuf {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/EQGRP_tinyexec.yar");
-    match fs::read_to_string(&spec) {
-        Ok(text) => {
-            assert_eq!(
-                text,
-                RULE,
-                "RULE in tests/scan.rs differs from {}",
-                spec.display()
-            );
-            spec
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let p = scratch.path().join("EQGRP_tinyexec.yar");
-            fs::write(&p, RULE).expect("write rule");
-            p
-        }
-        Err(e) => panic!("read {}: {e}", spec.display()),
-    }
+/// The analysts' `.yar` file, handed to yara as it is. It lives outside the
+/// scanned directory (yara -r would otherwise scan it too).
+fn rule_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/EQGRP_tinyexec.yar")
 }
 
 /// Runs `yara -r RULE DIR`. A missing yara fails: this test is the proof of
@@ -150,8 +116,7 @@ fn assert_same(what: &str, got: &BTreeSet<PathBuf>, want: &BTreeSet<PathBuf>) {
 
 #[test]
 fn scan_agrees_with_yara_on_the_corpus() {
-    let scratch = TempDir::new("scan-rule");
-    let rule = rule_file(&scratch);
+    let rule = rule_file();
     let (dir, written) = corpus_dir();
     let want = expected(&written);
     assert!(!want.is_empty() && want.len() < written.len());

@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,
     /// Also deliver records to Microsoft Sentinel (Logs Ingestion API) with the
-    /// settings in this TOML file (docs/sentinel.md). The client secret comes from a
+    /// settings in this TOML file (deploy/sentinel/README.md). The client secret comes from a
     /// file named there or $TINYEXEC_SENTINEL_CLIENT_SECRET, never from the command line.
     #[arg(long, value_name = "FILE")]
     pub sentinel: Option<PathBuf>,

@@ -191,11 +191,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The exclusions shipped with the detection (`shared/` beside the checkout), read at test time.
-    const SPEC: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/spec/exclusions.txt"
-    );
+    /// The exclusions as the analysts shipped them (`spec/` in the repository).
+    const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/exclusions.txt");
 
     fn spec() -> Parsed {
         let path = std::env::var("TINYEXEC_EXCLUSIONS_SPEC").unwrap_or_else(|_| SPEC.into());
