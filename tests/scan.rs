@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeSet,
-    fs,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
