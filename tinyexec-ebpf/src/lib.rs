@@ -43,6 +43,9 @@ pub mod flags {
     pub const KILLED: u32 = 1 << 7;
     /// Prevent mode: the rule matched but the signal could not be sent (e.g. -EBUSY).
     pub const KILL_FAILED: u32 = 1 << 8;
+    /// Sent while the sensor's start-up self-test runs (every exec is sent then);
+    /// [`crate::ExecRecord::self_test_tgid`] is set.
+    pub const SELF_TEST: u32 = 1 << 9;
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
@@ -89,13 +92,19 @@ pub struct ExecRecord {
     pub parent_path_len: u32,
     /// Path flags ([`flags::PATH_TRUNCATED`], [`flags::PATH_DISCONNECTED`]) of the parent's path.
     pub parent_path_flags: u32,
+    /// With [`flags::SELF_TEST`]: the exec'ing process as the kernel's helper
+    /// names it, with no struct offset involved, to check the offsets against.
+    pub self_test_tgid: u32,
+    /// What the kernel's header decision said ([`rule::HeaderVerdict`], 0 when
+    /// it did not run), for user space to cross-check.
+    pub kernel_verdict: u32,
     pub comm: [u8; COMM_LEN],
     pub parent_comm: [u8; COMM_LEN],
 }
 
 /// Size of the fixed part.
 pub const RECORD_FIXED: usize = core::mem::size_of::<ExecRecord>();
-const _: () = assert!(RECORD_FIXED == 128, "no padding in the wire layout");
+const _: () = assert!(RECORD_FIXED == 136, "no padding in the wire layout");
 /// The longest record: the fixed part and every variable part at its bound.
 pub const RECORD_MAX: usize = RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX;
 
@@ -107,10 +116,56 @@ pub const SCRATCH_LEN: usize = 32768;
 /// offset is below [`RECORD_MAX`].
 pub const OUT_AREA: usize = 16384;
 pub const PATH_SCRATCH: usize = 20480;
+/// Where the entry program leaves [`Carry`] for the stages it tail-calls.
+pub const CARRY_AT: usize = OUT_AREA;
 const _: () = assert!(RECORD_MAX <= OUT_AREA && OUT_AREA <= PATH_SCRATCH);
+const _: () = assert!(CARRY_AT + core::mem::size_of::<Carry>() <= PATH_SCRATCH);
 // What the verifier sees: a masked offset plus a masked length stays inside.
 const _: () = assert!(OUT_AREA + 2 * PATH_MAX <= SCRATCH_LEN);
 const _: () = assert!(PATH_SCRATCH + 2 * PATH_BUF <= SCRATCH_LEN);
+
+/// What the entry program hands to the stages it tail-calls, in the per-CPU
+/// work area (a tail call keeps only the context pointer).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Carry {
+    /// `struct task_struct *` of the exec'ing task.
+    pub task: u64,
+    /// `struct file *` of the executed file.
+    pub file: u64,
+    /// `struct linux_binprm *`.
+    pub bprm: u64,
+    /// Wake user space at once (an alert, or a tail to read through /proc).
+    pub urgent: u32,
+    /// Where the path being walked starts in its buffer.
+    pub walk_pos: u32,
+    /// The walk's path flags so far.
+    pub walk_flags: u32,
+    pub _pad: u32,
+}
+
+/// The kernel program is split into stages, each verified on its own, so the
+/// verifier's work adds up instead of multiplying: the entry (filter, rule on
+/// the header, prevent, identity), the path walks, then the arguments and the
+/// copy to the ring buffer. Indices into the `STAGES` program array.
+pub mod stage {
+    pub const EXE_PATH: u32 = 0;
+    pub const PARENT_PATH: u32 = 1;
+    pub const EMIT: u32 = 2;
+    /// Every stage: (program name, index), in the order they run.
+    pub const ALL: [(&str, u32); 3] = [
+        ("tinyexec_exe_path", EXE_PATH),
+        ("tinyexec_parent_path", PARENT_PATH),
+        ("tinyexec_emit", EMIT),
+    ];
+}
+
+/// Slots of the `CONTROL` array, which user space writes while the programs run.
+pub mod control {
+    /// Non-zero while the start-up self-test runs: send every exec.
+    pub const SELF_TEST: u32 = 0;
+    pub const LEN: u32 = 1;
+}
 
 /// Marker for an absent kernel field in [`Offsets`].
 pub const ABSENT: u32 = u32::MAX;
@@ -183,10 +238,13 @@ impl Default for Config {
 
 /// Names of the objects in the eBPF program, used by both sides.
 pub mod names {
+    /// The entry program, attached to [`TRACEPOINT`]; the others are [`crate::stage`]s.
     pub const PROGRAM: &str = "tinyexec_exec";
     pub const TRACEPOINT: &str = "sched_process_exec";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
+    pub const STAGES: &str = "STAGES";
+    pub const CONTROL: &str = "CONTROL";
     pub const SCRATCH: &str = "SCRATCH";
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";

@@ -1,9 +1,14 @@
-//! tinyexec's kernel programs: one raw tracepoint on `sched_process_exec`.
+//! tinyexec's kernel programs: a raw tracepoint on `sched_process_exec` and
+//! the stages it tail-calls.
 //!
 //! The tracepoint fires once per successful execve/execveat, after the new
 //! image is committed and before it runs its first instruction, so what we read
 //! here is what really runs. Kernel struct offsets come from the running
 //! kernel's BTF, handed over by user space in the read-only global `OFFSETS`.
+//!
+//! The work is split into programs the verifier checks one by one (see
+//! `tinyexec_ebpf::stage`): what one path walk does is then verified once, not
+//! once for every way the walk before it can end.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -11,42 +16,53 @@
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod path;
-#[cfg(target_arch = "bpf")]
-mod prevent;
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
+        bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
-            bpf_ktime_get_boot_ns,
+            bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
             generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
         },
         macros::{map, raw_tracepoint},
-        maps::{PerCpuArray, RingBuf},
+        maps::{Array, PerCpuArray, ProgramArray, RingBuf},
         programs::RawTracePointContext,
     };
     use tinyexec_ebpf::{
-        ABSENT, ARGS_MAX, COMM_LEN, Config, ExecRecord, HEADER_LEN, OUT_AREA, Offsets, PATH_BUF,
-        PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, flags, rule,
+        ABSENT, ARGS_MAX, CARRY_AT, COMM_LEN, Carry, Config, ExecRecord, HEADER_LEN, OUT_AREA,
+        Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, control, flags,
+        rule::{self, HeaderVerdict},
+        stage,
     };
 
     use crate::{
         kernel::{off, read, read_or_flag},
-        path, prevent,
+        path,
     };
 
     /// Exec records to user space. User space sets the size at load time.
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-    /// Records that could not be queued (ring buffer full), per CPU.
+    /// Records that could not be queued (ring buffer full, or a stage
+    /// missing), per CPU.
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     /// Where each record is assembled before it is copied, at its real length,
-    /// into the ring buffer. Per CPU: tracepoint programs do not nest on a CPU.
+    /// into the ring buffer. Per CPU: tracepoint programs do not nest on a CPU,
+    /// and the stages of one exec run on the CPU that started it.
     #[map]
     static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+    /// The stages, filled in by user space before the entry is attached.
+    #[map]
+    static STAGES: ProgramArray = ProgramArray::with_max_entries(stage::ALL.len() as u32, 0);
+
+    /// Switches user space flips at run time ([`control`]).
+    #[map]
+    static CONTROL: Array<u32> = Array::with_max_entries(control::LEN, 0);
 
     /// Kernel struct field offsets, from BTF at load time.
     #[unsafe(no_mangle)]
@@ -68,7 +84,35 @@ mod program {
         let task: usize = ctx.arg(0);
         let old_pid: i32 = ctx.arg(1);
         let bprm: usize = ctx.arg(2);
-        on_exec(task, old_pid as u32, bprm);
+        on_exec(&ctx, task, old_pid as u32, bprm);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn tinyexec_exe_path(ctx: RawTracePointContext) -> i32 {
+        if let Some((work, carry)) = work_and_carry() {
+            let file = unsafe { (*carry).file } as usize;
+            unsafe { walk_into(work, carry, 0, Some(file)) };
+        }
+        next_stage(&ctx, stage::PARENT_PATH);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
+        if let Some((work, carry)) = work_and_carry() {
+            let task = unsafe { (*carry).task } as usize;
+            unsafe { walk_into(work, carry, 1, parent_exe(task)) };
+        }
+        next_stage(&ctx, stage::EMIT);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn tinyexec_emit(_ctx: RawTracePointContext) -> i32 {
+        if let Some((work, carry)) = work_and_carry() {
+            unsafe { emit(work, &*carry) };
+        }
         0
     }
 
@@ -80,7 +124,35 @@ mod program {
     }
 
     #[inline(always)]
-    fn on_exec(task: usize, old_pid: u32, bprm: usize) {
+    fn work_and_carry() -> Option<(*mut u8, *mut Carry)> {
+        let work: *mut u8 = SCRATCH.get_ptr_mut(0)?.cast();
+        Some((work, unsafe { work.add(CARRY_AT).cast() }))
+    }
+
+    /// Hands over to the next stage; returning from the tail call means the
+    /// stage is missing, and the record is lost: count it.
+    #[inline(always)]
+    fn next_stage(ctx: &RawTracePointContext, index: u32) {
+        unsafe { STAGES.tail_call(ctx, index) };
+        count_lost();
+    }
+
+    #[inline(always)]
+    fn count_lost() {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // Per-CPU slot and tracepoint programs do not nest on one CPU: no atomic needed.
+            unsafe { *lost += 1 };
+        }
+    }
+
+    /// Whether the start-up self-test is running (user space sets it for a moment).
+    #[inline(always)]
+    fn self_test() -> bool {
+        CONTROL.get(control::SELF_TEST).is_some_and(|v| *v != 0)
+    }
+
+    #[inline(always)]
+    fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
         let mut fl = 0u32;
         let file: usize = read_or_flag(&mut fl, bprm, off!(bprm_file));
         let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
@@ -88,24 +160,20 @@ mod program {
         let candidate = fl == 0 && size >= 0 && rule::size_can_match(size as u64);
         // Alerts-only mode: a non-candidate costs these three reads and nothing more.
         let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
-        if !candidate && !all_execs {
+        if !candidate && !all_execs && !self_test() {
             return;
         }
-        let Some(work) = SCRATCH.get_ptr_mut(0) else {
+        let Some((work, carry)) = work_and_carry() else {
             return;
         };
-        let work: *mut u8 = work.cast();
         let rec: *mut ExecRecord = work.cast();
-        let file_path: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH).cast() };
-        let parent_path: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + PATH_BUF).cast() };
-        // Lengths live in the record, in map memory, not in registers: a
-        // variable-range value kept across the path walks would multiply the
-        // states the verifier must explore past its limit.
         // Whether user space must see this record at once: an alert to raise, or
         // a 257-269 byte file it must read through /proc before the process exits.
         let mut urgent = false;
         unsafe {
             (*rec).header_len = 0;
+            (*rec).kernel_verdict = 0;
+            (*rec).self_test_tgid = 0;
             if candidate {
                 fl |= flags::CANDIDATE;
                 // The header first: prevent mode decides on it before anything else.
@@ -116,30 +184,34 @@ mod program {
                 );
                 if r == 0 {
                     fl |= flags::HEADER;
-                    let seen = if size < HEADER_LEN as i64 {
-                        size as usize
-                    } else {
-                        HEADER_LEN
-                    };
+                    let seen = (size as usize).min(HEADER_LEN);
                     (*rec).header_len = seen as u32;
                     let header: &[u8; HEADER_LEN] = &*work.add(RECORD_FIXED).cast();
-                    if prevent::matches(header, seen) {
-                        urgent = true;
-                        if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
-                            fl |= kill();
+                    let verdict = rule::header_verdict(header, seen, size as u64);
+                    (*rec).kernel_verdict = verdict as u32;
+                    match verdict {
+                        HeaderVerdict::Match => {
+                            urgent = true;
+                            if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
+                                fl |= kill();
+                            }
                         }
-                    } else {
-                        // The header alone cannot rule out a file past 256 bytes.
-                        urgent = seen < size as usize && prevent::has_magic(header);
+                        HeaderVerdict::NeedRest => urgent = true,
+                        HeaderVerdict::NoMatch => {}
                     }
                 } else {
                     fl |= flags::READ_ERROR;
                     urgent = true;
                 }
             }
-            // Alerts-only mode: a small file whose header already rules the
-            // match out costs the header check and nothing more.
-            if !all_execs && !urgent {
+            if self_test() {
+                // User space waits for the canary's record: wake it.
+                fl |= flags::SELF_TEST;
+                urgent = true;
+                (*rec).self_test_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            } else if !all_execs && !urgent {
+                // Alerts-only mode: a small file whose header already rules the
+                // match out costs the header check and nothing more.
                 return;
             }
             (*rec).ktime_ns = bpf_ktime_get_boot_ns();
@@ -147,42 +219,80 @@ mod program {
             (*rec).old_pid = old_pid;
             fill_task(rec, task, &mut fl);
             fill_file(rec, inode, &mut fl);
-
-            let (start, path_flags) = path::walk(file_path, file);
-            (*rec).path_len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
-            fl |= path_flags;
-            let (start, parent_flags) = match parent_exe(task) {
-                Some(parent_file) => path::walk(parent_path, parent_file),
-                None => (PATH_MAX as u32, 0),
+            (*rec).flags = fl;
+            *carry = Carry {
+                task: task as u64,
+                file: file as u64,
+                bprm: bprm as u64,
+                urgent: u32::from(urgent),
+                walk_pos: 0,
+                walk_flags: 0,
+                _pad: 0,
             };
-            (*rec).parent_path_len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
-            (*rec).parent_path_flags = parent_flags;
+        }
+        next_stage(ctx, stage::EXE_PATH);
+    }
 
+    /// Walks `file`'s path into path scratch slot `which` (0: the executed
+    /// file, 1: the parent's executable) and notes its length and flags.
+    #[inline(always)]
+    unsafe fn walk_into(work: *mut u8, carry: *mut Carry, which: usize, file: Option<usize>) {
+        let rec: *mut ExecRecord = work.cast();
+        let buf: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + which * PATH_BUF).cast() };
+        let (start, path_flags) = match file {
+            Some(file) => unsafe { path::walk(buf, carry, file) },
+            None => (PATH_MAX as u32, 0),
+        };
+        let len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
+        unsafe {
+            if which == 0 {
+                (*rec).path_len = len;
+                (*rec).flags |= path_flags;
+            } else {
+                (*rec).parent_path_len = len;
+                (*rec).parent_path_flags = path_flags;
+            }
+        }
+    }
+
+    /// The last stage: the arguments, the paths, and one copy of the bytes
+    /// used into the ring buffer.
+    #[inline(always)]
+    unsafe fn emit(work: *mut u8, carry: &Carry) {
+        let rec: *mut ExecRecord = work.cast();
+        unsafe {
+            let mut fl = core::ptr::read_volatile(&raw const (*rec).flags);
             let mut len = RECORD_FIXED + stored(&raw const (*rec).header_len);
-            fill_args(rec, at(work, len), task, bprm, &mut fl);
+            fill_args(
+                rec,
+                at(work, len),
+                carry.task as usize,
+                carry.bprm as usize,
+                &mut fl,
+            );
             len += stored(&raw const (*rec).args_len);
             len += copy_path(
                 work,
                 len,
-                file_path,
+                work.add(PATH_SCRATCH).cast(),
                 stored(&raw const (*rec).path_len),
                 &mut fl,
             );
             len += copy_path(
                 work,
                 len,
-                parent_path,
+                work.add(PATH_SCRATCH + PATH_BUF).cast(),
                 stored(&raw const (*rec).parent_path_len),
                 &mut (*rec).parent_path_flags,
             );
             (*rec).flags = fl;
             // One copy of the bytes used; the bound is for the verifier.
             let out = core::slice::from_raw_parts(work, len & (OUT_AREA - 1));
-            if EVENTS.output::<[u8]>(out, wakeup(urgent)).is_err()
-                && let Some(lost) = LOST.get_ptr_mut(0)
+            if EVENTS
+                .output::<[u8]>(out, wakeup(carry.urgent != 0))
+                .is_err()
             {
-                // Per-CPU slot and tracepoint programs do not nest on one CPU: no atomic needed.
-                *lost += 1;
+                count_lost();
             }
         }
     }
@@ -195,15 +305,13 @@ mod program {
     #[inline(always)]
     fn wakeup(urgent: bool) -> u64 {
         const BPF_RB_AVAIL_DATA: u64 = 0;
-        const BPF_RB_NO_WAKEUP: u64 = 1;
-        const BPF_RB_FORCE_WAKEUP: u64 = 2;
         const BATCH_BYTES: u64 = 64 << 10;
         if urgent {
             0
         } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
-            BPF_RB_FORCE_WAKEUP
+            u64::from(BPF_RB_FORCE_WAKEUP)
         } else {
-            BPF_RB_NO_WAKEUP
+            u64::from(BPF_RB_NO_WAKEUP)
         }
     }
 
@@ -245,8 +353,10 @@ mod program {
     /// space. Returns KILLED, or KILL_FAILED when no signal could be sent.
     #[inline(always)]
     fn kill() -> u32 {
+        // Not in aya_ebpf::bindings (they hold BPF's own constants only).
+        const SIGKILL: u32 = 9;
         // -EBUSY (or any error) means no signal was sent: say so.
-        if unsafe { bpf_send_signal(9) } == 0 {
+        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
             flags::KILLED
         } else {
             flags::KILL_FAILED

@@ -1,30 +1,53 @@
 //! Rebuilding the executed file's absolute path from the dentries and mounts
 //! the kernel opened, the way `d_absolute_path()` does, not from the string
 //! given to execve.
+//!
+//! Verifier cost: the walk is a bounded loop, checked once per level. Where
+//! the path starts (`pos`) and its flags live in memory (`Carry`), not in
+//! registers: a register carried from level to level with a different range
+//! on each way through a level would keep the verifier from recognising the
+//! ways as equivalent, and their number would multiply with every level.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
-use tinyexec_ebpf::{NAME_MAX, PATH_BUF, PATH_MAX, flags};
+use tinyexec_ebpf::{Carry, NAME_MAX, PATH_BUF, PATH_MAX, flags};
 
 use crate::kernel::{off, read};
+
+#[inline(always)]
+fn pos_of(carry: *mut Carry) -> usize {
+    // Never above PATH_MAX; the mask shows the verifier a bound.
+    (unsafe { core::ptr::read_volatile(&raw const (*carry).walk_pos) } as usize)
+        & (2 * PATH_MAX - 1)
+}
+
+#[inline(always)]
+fn set_pos(carry: *mut Carry, pos: usize) {
+    unsafe { core::ptr::write_volatile(&raw mut (*carry).walk_pos, pos as u32) };
+}
+
+#[inline(always)]
+fn set_flags(carry: *mut Carry, value: u32) {
+    unsafe { core::ptr::write_volatile(&raw mut (*carry).walk_flags, value) };
+}
 
 /// Walks from the file's dentry up to the global root, writing components
 /// backwards so the path ends at `PATH_MAX`. Returns where it starts and the
 /// path flags (truncated, disconnected).
 #[inline(always)]
-pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], file: usize) -> (u32, u32) {
+pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32, u32) {
     let buf: *mut u8 = buf.cast();
-    let mut pos = PATH_MAX;
+    set_pos(carry, PATH_MAX);
+    set_flags(carry, flags::PATH_TRUNCATED);
     let (Ok(mut dentry), Ok(mut vfsmnt)) = (
         read::<usize>(file, off!(file_path_dentry)),
         read::<usize>(file, off!(file_path_mnt)),
     ) else {
-        return (pos as u32, flags::PATH_TRUNCATED);
+        return (PATH_MAX as u32, flags::PATH_TRUNCATED);
     };
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
     let depth =
         unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.max_path_depth) };
-    let mut result = flags::PATH_TRUNCATED;
     for _ in 0..depth {
         let (Ok(root), Ok(parent)) = (
             read::<usize>(vfsmnt, off!(vfsmount_root)),
@@ -36,8 +59,8 @@ pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], file: usize) -> (u32, u32) {
             if dentry != root {
                 // Not reachable from any root (memfd and other pseudo files):
                 // its own name is all the path there is.
-                if prepend(buf, &mut pos, dentry) {
-                    result = flags::PATH_DISCONNECTED;
+                if prepend(buf, carry, dentry) {
+                    set_flags(carry, flags::PATH_DISCONNECTED);
                 }
                 break;
             }
@@ -45,7 +68,7 @@ pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], file: usize) -> (u32, u32) {
                 break;
             };
             if mnt_parent == mnt {
-                result = 0;
+                set_flags(carry, 0);
                 break;
             }
             // Cross to the mount point in the parent mount.
@@ -57,22 +80,25 @@ pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], file: usize) -> (u32, u32) {
             vfsmnt = mnt + mount_mnt;
             continue;
         }
-        if !prepend(buf, &mut pos, dentry) {
+        if !prepend(buf, carry, dentry) {
             break;
         }
         dentry = parent;
     }
-    if pos == PATH_MAX && result != flags::PATH_TRUNCATED {
+    let mut pos = pos_of(carry);
+    let result = unsafe { core::ptr::read_volatile(&raw const (*carry).walk_flags) };
+    if pos >= PATH_MAX && result != flags::PATH_TRUNCATED {
         // The root itself.
-        pos -= 1;
+        pos = PATH_MAX - 1;
         unsafe { *buf.add(pos) = b'/' };
     }
     (pos as u32, result)
 }
 
-/// Writes "/name" of `dentry` in front of `buf[pos..]`. False when it does not fit or cannot be read.
+/// Writes "/name" of `dentry` in front of the path so far. False when it does
+/// not fit or cannot be read.
 #[inline(always)]
-fn prepend(buf: *mut u8, pos: &mut usize, dentry: usize) -> bool {
+fn prepend(buf: *mut u8, carry: *mut Carry, dentry: usize) -> bool {
     let (Ok(len), Ok(name)) = (
         read::<u32>(dentry, off!(dentry_name_len)),
         read::<usize>(dentry, off!(dentry_name_ptr)),
@@ -80,12 +106,13 @@ fn prepend(buf: *mut u8, pos: &mut usize, dentry: usize) -> bool {
         return false;
     };
     let len = len as usize;
-    if len == 0 || len > NAME_MAX || *pos < len + 1 {
+    let pos = pos_of(carry);
+    if len == 0 || len > NAME_MAX || pos < len + 1 || pos > PATH_MAX {
         return false;
     }
     // The masks are no-ops on the values that reach them; they let the
     // verifier prove both writes stay inside `path` (PATH_MAX + NAME_MAX + 1).
-    let start = (*pos - len) & (PATH_MAX - 1);
+    let start = (pos - len) & (PATH_MAX - 1);
     let r = unsafe {
         bpf_probe_read_kernel(
             buf.add(start).cast(),
@@ -98,6 +125,6 @@ fn prepend(buf: *mut u8, pos: &mut usize, dentry: usize) -> bool {
     }
     let slash = (start.wrapping_sub(1)) & (PATH_MAX - 1);
     unsafe { *buf.add(slash) = b'/' };
-    *pos = slash;
+    set_pos(carry, slash);
     true
 }

@@ -1,7 +1,7 @@
 //! Kernel records to owned Rust values.
 
 use anyhow::{Result, bail};
-use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags};
+use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags, rule::HeaderVerdict};
 
 /// One exec as the kernel reported it, decoded.
 #[derive(Clone, Debug)]
@@ -41,6 +41,11 @@ pub struct Exec {
     pub killed: bool,
     /// Prevent mode: the rule matched in the kernel but no signal could be sent.
     pub kill_failed: bool,
+    /// Sent during the start-up self-test: the exec'ing process's tgid as the
+    /// kernel's helper gave it, without any struct offset.
+    pub self_test_tgid: Option<u32>,
+    /// The kernel's decision on the header, when it took one.
+    pub kernel_verdict: Option<HeaderVerdict>,
 }
 
 impl Exec {
@@ -143,6 +148,8 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         read_error: f & flags::READ_ERROR != 0,
         killed: f & flags::KILLED != 0,
         kill_failed: f & flags::KILL_FAILED != 0,
+        self_test_tgid: (f & flags::SELF_TEST != 0).then_some(ev.self_test_tgid),
+        kernel_verdict: HeaderVerdict::from_wire(ev.kernel_verdict),
     })
 }
 

@@ -8,7 +8,10 @@
 use std::{fs, io::Read, os::unix::fs::MetadataExt};
 
 use sha2::{Digest, Sha256};
-use tinyexec_ebpf::rule::{self, Partial};
+use tinyexec_ebpf::{
+    HEADER_LEN,
+    rule::{self, HeaderVerdict},
+};
 
 use crate::decode::Exec;
 
@@ -67,26 +70,37 @@ pub fn detect(exec: &Exec) -> Option<Verdict> {
     }
     let size = u64::try_from(exec.size).ok()?;
     let head = exec.header.as_deref().unwrap_or_default();
-    let partial = if exec.header.is_some() {
-        rule::evaluate_prefix(head, size)
-    } else {
-        Partial::NeedRest
+    let verdict = match header_buffer(head, size) {
+        // The same decision the kernel took on the same bytes.
+        Some(buf) => rule::header_verdict(&buf, head.len(), size),
+        None => HeaderVerdict::NeedRest,
     };
-    match partial {
-        Partial::Decided(None) => None,
-        Partial::Decided(Some(_)) if head.len() as u64 == size => {
+    match verdict {
+        HeaderVerdict::NoMatch => None,
+        HeaderVerdict::Match if head.len() as u64 == size => {
             Some(matched(head, Source::Kernel, true))
         }
         // Decided by the header alone; the rest only adds the hash and offsets.
-        Partial::Decided(Some(_)) => Some(match read_exe(exec, size) {
+        HeaderVerdict::Match => Some(match read_exe(exec, size) {
             Ok(all) => matched(&all, Source::KernelExe, true),
             Err(_) => matched(head, Source::Kernel, false),
         }),
-        Partial::NeedRest => match read_exe(exec, size) {
+        HeaderVerdict::NeedRest => match read_exe(exec, size) {
             Ok(all) => rule::evaluate(&all).map(|_| matched(&all, Source::KernelExe, true)),
             Err(reason) => Some(Verdict::Undetermined { reason }),
         },
     }
+}
+
+/// The kernel's header as the 256-byte buffer it decided on, when it holds
+/// what the kernel reads: the file's first `min(size, 256)` bytes.
+fn header_buffer(head: &[u8], size: u64) -> Option<[u8; HEADER_LEN]> {
+    if head.len() as u64 != size.min(HEADER_LEN as u64) {
+        return None;
+    }
+    let mut buf = [0u8; HEADER_LEN];
+    buf[..head.len()].copy_from_slice(head);
+    Some(buf)
 }
 
 /// The whole file that ran, through `/proc/PID/exe`, if it is still that file.

@@ -1,6 +1,7 @@
 //! tinyexec-sensor: real-time detection of the EQGRP tinyexec stager at exec time.
 
 mod btf;
+mod canary;
 mod check;
 mod clock;
 mod decode;
@@ -15,6 +16,7 @@ mod preflight;
 mod record;
 mod run;
 mod scan;
+mod selftest;
 mod sensor;
 mod settings;
 

@@ -1,8 +1,9 @@
 //! `tinyexec-sensor run`: load, attach, then stream records until SIGINT/SIGTERM.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, RingBuf};
 use tinyexec_ebpf::{Config, names};
 use tokio::{
     io::unix::AsyncFd,
@@ -11,16 +12,21 @@ use tokio::{
 
 pub use crate::settings::RunArgs;
 use crate::{
+    decode,
     output::{OutputOptions, Outputs},
     pipeline::Pipeline,
     policy::Policy,
     preflight,
+    selftest::Canary,
     sensor::{self, LoadOptions, Sensor},
     settings::Settings,
 };
 
 /// How often the ring is drained without a wake-up and the lost-records counter read.
 const TICK: Duration = Duration::from_millis(200);
+/// How long the canary's record may take to arrive (an exec takes milliseconds,
+/// even in an emulated VM).
+const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
@@ -61,7 +67,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, stats, mode))
+        .block_on(stream(sensor, pipeline, stats, mode, &args.btf))
 }
 
 /// Says the sensor is ready, on stderr and to systemd.
@@ -81,8 +87,20 @@ async fn stream(
     mut pipeline: Pipeline,
     stats_every: Duration,
     mode: &str,
+    btf: &Path,
 ) -> Result<()> {
-    let Sensor { ebpf, events, lost } = sensor;
+    eprintln!(
+        "tinyexec-sensor: verified instructions: {}",
+        sensor.verified_summary()
+    );
+    let Sensor {
+        ebpf,
+        events,
+        lost,
+        stages: _stages,
+        mut control,
+        ..
+    } = sensor;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.
     let mut events = unsafe { AsyncFd::register(events) }
@@ -90,6 +108,10 @@ async fn stream(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    sensor::set_self_test(&mut control, true)?;
+    let tested = self_test(&mut events, &mut pipeline, btf).await;
+    sensor::set_self_test(&mut control, false)?;
+    tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(mode);
     let mut tick = tokio::time::interval(TICK);
@@ -134,5 +156,56 @@ async fn stream(
     pipeline.flush()?;
     pipeline.log_counters();
     eprintln!("tinyexec-sensor: stopped");
+    Ok(())
+}
+
+/// Runs the canary exec and checks the kernel's record of it; other execs
+/// seen meanwhile go through the pipeline as usual. The canary's own record
+/// never reaches an output.
+async fn self_test(
+    events: &mut AsyncFd<RingBuf<MapData>>,
+    pipeline: &mut Pipeline,
+    btf: &Path,
+) -> Result<()> {
+    let canary = Canary::start()?;
+    let deadline = tokio::time::sleep(SELF_TEST_TIMEOUT);
+    tokio::pin!(deadline);
+    let record = loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard.context("polling the ring buffer")?;
+                let ring = guard.get_inner_mut();
+                let mut found = None;
+                while let Some(item) = ring.next() {
+                    match decode::decode(&item) {
+                        Ok(exec) if found.is_none() && exec.self_test_tgid == Some(canary.pid()) => {
+                            found = Some(exec);
+                        }
+                        _ => pipeline.handle(&item)?,
+                    }
+                }
+                guard.clear_ready();
+                pipeline.flush()?;
+                if let Some(exec) = found {
+                    break exec;
+                }
+            }
+            () = &mut deadline => {
+                let what = canary.describe();
+                canary.finish()?;
+                bail!(
+                    "self-test failed: no kernel record of the canary exec {what} arrived within \
+                     {SELF_TEST_TIMEOUT:?}: the kernel program does not report execs on this kernel"
+                );
+            }
+        }
+    };
+    let checked = canary.check(&record, btf);
+    let what = canary.describe();
+    canary.finish()?;
+    checked?;
+    eprintln!(
+        "tinyexec-sensor: self-test passed: the kernel program read the canary exec {what} right"
+    );
     Ok(())
 }

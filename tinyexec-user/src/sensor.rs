@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
 };
-use tinyexec_ebpf::{Config, names};
+use tinyexec_ebpf::{Config, control, names, stage};
 
 use crate::{btf, offsets};
 
@@ -28,12 +28,21 @@ pub struct Sensor {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// The stages the entry tail-calls. Kept open: the kernel empties a
+    /// program array when its last user-space descriptor closes.
+    pub stages: ProgramArray<MapData>,
+    pub control: Array<MapData, u32>,
+    /// Instructions the verifier processed, per program, in load order.
+    pub verified: Vec<(&'static str, Option<u32>)>,
 }
+
+/// The kernel's bound on instructions processed while verifying one program.
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
 
 /// How many verifier lines an error shows: the cause is at the end.
 const VERIFIER_TAIL: usize = 30;
 
-fn refused(err: ProgramError) -> anyhow::Error {
+fn refused(program: &str, err: ProgramError) -> anyhow::Error {
     match err {
         ProgramError::LoadError {
             io_error,
@@ -43,8 +52,7 @@ fn refused(err: ProgramError) -> anyhow::Error {
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
             anyhow!(
-                "the kernel refused program `{}` ({io_error}); the verifier said:\n{tail}",
-                names::PROGRAM
+                "the kernel refused program `{program}` ({io_error}); the verifier said:\n{tail}"
             )
         }
         other => anyhow::Error::new(other),
@@ -87,18 +95,88 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         .load(OBJECT)
         .context("loading the eBPF object (maps and globals)")?;
 
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(names::PROGRAM)
-        .context("program missing from the eBPF object")?
-        .try_into()?;
-    program.load().map_err(refused)?;
-    program
+    // The stages first, in the program array: the entry may only run once
+    // everything it hands over to is in place.
+    let mut stages = ProgramArray::try_from(map(&mut ebpf, names::STAGES)?)?;
+    let mut verified = Vec::new();
+    for (name, index) in stage::ALL {
+        let program = load_program(&mut ebpf, name, &mut verified)?;
+        let fd = program.fd().with_context(|| format!("program `{name}`"))?;
+        stages
+            .set(index, fd, 0)
+            .with_context(|| format!("installing stage `{name}`"))?;
+    }
+    load_program(&mut ebpf, names::PROGRAM, &mut verified)?
         .attach(names::TRACEPOINT)
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
 
-    let events = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
-    let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
-    Ok(Sensor { ebpf, events, lost })
+    let events = RingBuf::try_from(map(&mut ebpf, names::EVENTS)?)?;
+    let lost = PerCpuArray::try_from(map(&mut ebpf, names::LOST)?)?;
+    let control = Array::try_from(map(&mut ebpf, names::CONTROL)?)?;
+    Ok(Sensor {
+        ebpf,
+        events,
+        lost,
+        stages,
+        control,
+        verified,
+    })
+}
+
+fn map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map `{name}` missing from the eBPF object"))
+}
+
+/// Loads (verifies) one program and notes how many instructions the verifier
+/// processed for it (reported by kernels from 5.16 on).
+fn load_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    verified: &mut Vec<(&'static str, Option<u32>)>,
+) -> Result<&'a mut RawTracePoint> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program `{name}` missing from the eBPF object"))?
+        .try_into()?;
+    program.load().map_err(|err| refused(name, err))?;
+    let count = program
+        .info()
+        .ok()
+        .and_then(|info| info.verified_instruction_count());
+    verified.push((name, count));
+    Ok(program)
+}
+
+/// Turns the start-up self-test's "send every exec" switch on or off.
+pub fn set_self_test(control: &mut Array<MapData, u32>, on: bool) -> Result<()> {
+    control
+        .set(control::SELF_TEST, u32::from(on), 0)
+        .context("writing the self-test switch")
+}
+
+impl Sensor {
+    /// `total=T name=n ...`, for the log line before `ready`.
+    pub fn verified_summary(&self) -> String {
+        let known: Vec<u32> = self.verified.iter().filter_map(|(_, n)| *n).collect();
+        let total = if known.len() == self.verified.len() {
+            known.iter().sum::<u32>().to_string()
+        } else {
+            "unknown".to_owned()
+        };
+        let parts: Vec<String> = self
+            .verified
+            .iter()
+            .map(|(name, n)| match n {
+                Some(n) => format!("{name}={n}"),
+                None => format!("{name}=unknown"),
+            })
+            .collect();
+        format!(
+            "total={total} {} (kernel limit {VERIFIER_LIMIT} per program)",
+            parts.join(" ")
+        )
+    }
 }
 
 /// Records the kernel could not reserve since load, summed over CPUs.

@@ -1,0 +1,79 @@
+//! The self-test's canary: the smallest static ELF that exits 0, for the
+//! architecture the sensor runs on.
+//!
+//! Built here rather than taken from the tests' generator (`tests/harness/elf.rs`,
+//! which assembles whole test programs): the sensor needs only this one,
+//! and it must not depend on test code.
+
+/// Where the single segment is loaded (the conventional non-PIE base).
+const BASE: u64 = 0x40_0000;
+const EHDR_LEN: usize = 64;
+const PHDR_LEN: usize = 56;
+
+/// `exit_group(0)` in machine code, and the ELF machine number.
+#[cfg(target_arch = "x86_64")]
+const EXIT0: (&[u8], u16) = (
+    &[
+        0x31, 0xff, // xor edi, edi
+        0xb8, 0xe7, 0x00, 0x00, 0x00, // mov eax, 231 (exit_group)
+        0x0f, 0x05, // syscall
+    ],
+    62, // EM_X86_64
+);
+#[cfg(target_arch = "aarch64")]
+const EXIT0: (&[u8], u16) = (
+    &[
+        0x00, 0x00, 0x80, 0xd2, // mov x0, #0
+        0xc8, 0x0b, 0x80, 0xd2, // mov x8, #94 (exit_group)
+        0x01, 0x00, 0x00, 0xd4, // svc #0
+    ],
+    183, // EM_AARCH64
+);
+
+/// The canary's bytes: ELF header, one R+X `PT_LOAD` of the whole file, code.
+pub fn exit0_elf() -> Vec<u8> {
+    let (code, machine) = EXIT0;
+    let entry = BASE + (EHDR_LEN + PHDR_LEN) as u64;
+    let len = (EHDR_LEN + PHDR_LEN + code.len()) as u64;
+    let mut f = Vec::with_capacity(len as usize);
+    // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.
+    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
+    f.extend_from_slice(&machine.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    f.extend_from_slice(&entry.to_le_bytes());
+    f.extend_from_slice(&(EHDR_LEN as u64).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    f.extend_from_slice(&(EHDR_LEN as u16).to_le_bytes());
+    f.extend_from_slice(&(PHDR_LEN as u16).to_le_bytes());
+    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+    f.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    f.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R+X
+    f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    f.extend_from_slice(&BASE.to_le_bytes()); // p_vaddr
+    f.extend_from_slice(&BASE.to_le_bytes()); // p_paddr
+    f.extend_from_slice(&len.to_le_bytes()); // p_filesz
+    f.extend_from_slice(&len.to_le_bytes()); // p_memsz
+    f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    f.extend_from_slice(code);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use tinyexec_ebpf::rule;
+
+    #[test]
+    fn is_a_small_elf_the_rule_does_not_match() {
+        let f = super::exit0_elf();
+        assert_eq!(
+            f.len(),
+            super::EHDR_LEN + super::PHDR_LEN + super::EXIT0.0.len()
+        );
+        assert!(f.starts_with(&rule::MAGIC));
+        assert!(rule::size_can_match(f.len() as u64));
+        assert!(rule::evaluate(&f).is_none());
+    }
+}
