@@ -70,12 +70,7 @@ pub fn detect(exec: &Exec) -> Option<Verdict> {
     }
     let size = u64::try_from(exec.size).ok()?;
     let head = exec.header.as_deref().unwrap_or_default();
-    let verdict = match header_buffer(head, size) {
-        // The same decision the kernel took on the same bytes.
-        Some(buf) => rule::header_verdict(&buf, head.len(), size),
-        None => HeaderVerdict::NeedRest,
-    };
-    match verdict {
+    match header_decision(exec).unwrap_or(HeaderVerdict::NeedRest) {
         HeaderVerdict::NoMatch => None,
         HeaderVerdict::Match if head.len() as u64 == size => {
             Some(matched(head, Source::Kernel, true))
@@ -90,6 +85,15 @@ pub fn detect(exec: &Exec) -> Option<Verdict> {
             Err(reason) => Some(Verdict::Undetermined { reason }),
         },
     }
+}
+
+/// The decision the kernel takes on the header, taken again on the same bytes;
+/// None without a usable header.
+pub fn header_decision(exec: &Exec) -> Option<HeaderVerdict> {
+    let size = u64::try_from(exec.size).ok()?;
+    let head = exec.header.as_deref()?;
+    let buf = header_buffer(head, size)?;
+    Some(rule::header_verdict(&buf, head.len(), size))
 }
 
 /// The kernel's header as the 256-byte buffer it decided on, when it holds

@@ -19,6 +19,7 @@ mod scan;
 mod selftest;
 mod sensor;
 mod settings;
+mod verifier;
 
 use std::process::ExitCode;
 

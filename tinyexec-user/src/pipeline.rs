@@ -70,6 +70,14 @@ impl Pipeline {
                 return Ok(());
             }
         };
+        if let (Some(kernel), Some(ours)) = (exec.kernel_verdict, detect::header_decision(&exec))
+            && kernel != ours
+        {
+            eprintln!(
+                "tinyexec-sensor: warning: on the header of pid {} ({}) the kernel decided {kernel:?}, user space {ours:?}",
+                exec.pid, exec.path
+            );
+        }
         let verdict = detect::detect(&exec);
         if exec.killed && verdict.is_none() {
             eprintln!(

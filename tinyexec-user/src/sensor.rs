@@ -1,16 +1,20 @@
 //! Loading and attaching the kernel programs.
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
 };
 use tinyexec_ebpf::{Config, control, names, stage};
 
-use crate::{btf, offsets};
+use crate::{btf, offsets, verifier};
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tinyexec"));
@@ -95,6 +99,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         .load(OBJECT)
         .context("loading the eBPF object (maps and globals)")?;
 
+    // Descriptors of the maps, for a second look at the verifier's figures.
+    let map_fds = map_fds(&ebpf);
     // The stages first, in the program array: the entry may only run once
     // everything it hands over to is in place.
     let mut stages = ProgramArray::try_from(map(&mut ebpf, names::STAGES)?)?;
@@ -110,6 +116,23 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         .attach(names::TRACEPOINT)
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
 
+    if verified.iter().any(|(_, n)| n.is_none()) {
+        // Kernels before 5.16 do not report it: ask the verifier itself.
+        match verifier::Relocated::new(OBJECT, &map_fds) {
+            Ok(relocated) => {
+                for (name, n) in &mut verified {
+                    match relocated.processed(name) {
+                        Ok(count) => *n = Some(count),
+                        Err(err) => eprintln!("tinyexec-sensor: warning: {err:#}"),
+                    }
+                }
+            }
+            Err(err) => eprintln!(
+                "tinyexec-sensor: warning: cannot measure the verifier's work: {err:#}"
+            ),
+        }
+    }
+
     let events = RingBuf::try_from(map(&mut ebpf, names::EVENTS)?)?;
     let lost = PerCpuArray::try_from(map(&mut ebpf, names::LOST)?)?;
     let control = Array::try_from(map(&mut ebpf, names::CONTROL)?)?;
@@ -123,7 +146,21 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     })
 }
 
-fn map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+/// Each map's descriptor by name (the maps stay open as long as `ebpf` or
+/// the maps taken from it live).
+fn map_fds(ebpf: &Ebpf) -> HashMap<String, RawFd> {
+    ebpf.maps()
+        .filter_map(|(name, map)| {
+            let data = match map {
+                Map::Array(d) | Map::PerCpuArray(d) | Map::ProgramArray(d) | Map::RingBuf(d) => d,
+                _ => return None,
+            };
+            Some((name.to_owned(), data.fd().as_fd().as_raw_fd()))
+        })
+        .collect()
+}
+
+fn map(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
     ebpf.take_map(name)
         .with_context(|| format!("map `{name}` missing from the eBPF object"))
 }
