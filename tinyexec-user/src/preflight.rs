@@ -3,6 +3,12 @@
 use std::{fs, path::Path};
 
 use anyhow::{Result, bail};
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+    util::KernelVersion,
+};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -43,8 +49,39 @@ pub fn check_btf(path: &Path) -> Result<()> {
     Ok(())
 }
 
+fn release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+/// Refuses a kernel that lacks what the programs need, naming what is missing,
+/// before anything is loaded. A probe that cannot run says nothing: the load
+/// itself then gives the kernel's words.
+pub fn check_kernel() -> Result<()> {
+    let missing = [
+        (
+            is_map_supported(MapType::RingBuf).ok(),
+            "BPF ring buffers (BPF_MAP_TYPE_RINGBUF, Linux 5.8)",
+        ),
+        (
+            is_program_supported(ProgramType::RawTracePoint).ok(),
+            "raw tracepoint programs (BPF_PROG_TYPE_RAW_TRACEPOINT, Linux 4.17)",
+        ),
+    ];
+    for (supported, what) in missing {
+        if supported == Some(false) {
+            bail!(
+                "this kernel ({}) has no {what}: tinyexec needs Linux 5.8 or later",
+                release()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory
-/// cgroup. Raising it is best effort: failing is only worth a warning.
+/// cgroup. Raising it is best effort: failing is only worth a warning, a
+/// louder one where the limit counts.
 pub fn raise_memlock() -> Option<String> {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -52,10 +89,21 @@ pub fn raise_memlock() -> Option<String> {
     };
     // SAFETY: a valid pointer to a local struct.
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
-    (ret != 0).then(|| {
+    if ret == 0 {
+        return None;
+    }
+    let err = std::io::Error::last_os_error();
+    let charged = KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(5, 11, 0));
+    Some(if charged {
         format!(
-            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels that account BPF memory to the memory cgroup (5.11+)",
-            std::io::Error::last_os_error()
+            "could not raise RLIMIT_MEMLOCK ({err}): this kernel ({}) charges BPF memory to it, \
+             so loading may fail; allow it (root with CAP_SYS_RESOURCE, `ulimit -l unlimited`, \
+             or LimitMEMLOCK=infinity in the systemd unit)",
+            release()
+        )
+    } else {
+        format!(
+            "could not raise RLIMIT_MEMLOCK ({err}); fine on kernels that account BPF memory to the memory cgroup (5.11+)"
         )
     })
 }

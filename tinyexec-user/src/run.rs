@@ -46,6 +46,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(warning) = preflight::raise_memlock() {
         eprintln!("tinyexec-sensor: warning: {warning}");
     }
+    preflight::check_kernel()?;
     let sensor = sensor::load(&LoadOptions {
         btf_path: &args.btf,
         config: Config {

@@ -127,9 +127,9 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
                     }
                 }
             }
-            Err(err) => eprintln!(
-                "tinyexec-sensor: warning: cannot measure the verifier's work: {err:#}"
-            ),
+            Err(err) => {
+                eprintln!("tinyexec-sensor: warning: cannot measure the verifier's work: {err:#}")
+            }
         }
     }
 

@@ -46,8 +46,11 @@ impl Relocated {
     /// `maps`: each map of the object by name, with the descriptor aya created.
     pub fn new(elf: &[u8], maps: &HashMap<String, RawFd>) -> Result<Self> {
         let mut object = Object::parse(elf).context("parsing the eBPF object")?;
-        let text_sections: HashSet<usize> =
-            object.functions.keys().map(|(section, _)| *section).collect();
+        let text_sections: HashSet<usize> = object
+            .functions
+            .keys()
+            .map(|(section, _)| *section)
+            .collect();
         let objs = object.maps.clone();
         let with_fds = objs
             .iter()
