@@ -68,64 +68,126 @@ pub fn find_all(hay: &[u8], needle: &[u8]) -> impl Iterator<Item = usize> {
     (0..last).filter(move |&i| hay[i..i + n] == *needle)
 }
 
-/// A search automaton for one of the rule's strings (Knuth-Morris-Pratt, as a
-/// table): the state after a byte is how many of the string's first bytes the
-/// input read so far ends with, and the state `len` (found) never changes again.
-/// The kernel walks both automata over the header in one pass, with no loop
-/// nested in another and no branch per byte, which its verifier checks cheaply.
+/// The search automaton for both strings at once (Aho-Corasick, as a table),
+/// built at compile time from [`S1`] and [`S2`]. Its state is the longest end
+/// of the input read so far that begins one of the strings: 0 for none, `k` for
+/// `S1[..k]`, `S1.len() + k` for `S2[..k]`. The kernel walks it over the
+/// header with one table load per byte, no loop nested in another and no
+/// branch per byte, which its verifier checks cheaply.
 pub struct Automaton {
-    /// The string's length: the found state.
-    pub len: u32,
-    /// `next[state << 8 | byte]`.
+    /// `next[state << 8 | byte]`: the next state, with [`FOUND_S1`] /
+    /// [`FOUND_S2`] set when that byte ends the string.
     pub next: [u8; AUTOMATON_STATES * 256],
+    /// Per state, how many of `S1`'s first bytes the input ends with (and of `S2`'s).
+    pub s1_prefix: [u8; AUTOMATON_STATES],
+    pub s2_prefix: [u8; AUTOMATON_STATES],
 }
 
-/// States per automaton; every string of the rule is shorter.
-pub const AUTOMATON_STATES: usize = 16;
+/// States, rounded up to a power of two so a mask bounds every index.
+pub const AUTOMATON_STATES: usize = 32;
+const STATE_MASK: u32 = AUTOMATON_STATES as u32 - 1;
+/// Flag bits of [`Automaton::next`] entries, above the state number.
+pub const FOUND_S1: u32 = 1 << 5;
+pub const FOUND_S2: u32 = 1 << 6;
+const _: () = assert!(1 + S1.len() + S2.len() <= AUTOMATON_STATES);
+// The kernel leaves the header buffer zero past the end of a short file; a
+// string whose last byte is not zero cannot end in that padding.
+const _: () = assert!(S1[S1.len() - 1] != 0 && S2[S2.len() - 1] != 0);
+
+/// The longest `k <= max` such that the last `k` bytes of `w[..len]` are `pat[..k]`.
+const fn longest_end_beginning(w: &[u8], len: usize, pat: &[u8], max: usize) -> usize {
+    let mut k = if len < max { len } else { max };
+    while k > 0 {
+        let mut i = 0;
+        while i < k && w[len - k + i] == pat[i] {
+            i += 1;
+        }
+        if i == k {
+            return k;
+        }
+        k -= 1;
+    }
+    0
+}
 
 impl Automaton {
-    /// Builds the table for `string` at compile time.
-    pub const fn new(string: &[u8]) -> Self {
-        let len = string.len();
-        assert!(len > 0 && len < AUTOMATON_STATES);
+    /// The string a state stands for, into `w`; returns its length.
+    const fn spell(state: usize, w: &mut [u8; 16]) -> usize {
+        let (pat, len): (&[u8], usize) = if state <= S1.len() {
+            (&S1, state)
+        } else {
+            (&S2, state - S1.len())
+        };
+        let mut i = 0;
+        while i < len {
+            w[i] = pat[i];
+            i += 1;
+        }
+        len
+    }
+
+    const fn build() -> Self {
         let mut next = [0u8; AUTOMATON_STATES * 256];
-        next[string[0] as usize] = 1;
-        // The state the automaton would be in had it not read the string's first byte.
-        let mut restart = 0;
-        let mut state = 1;
-        while state < len {
+        let mut s1_prefix = [0u8; AUTOMATON_STATES];
+        let mut s2_prefix = [0u8; AUTOMATON_STATES];
+        let states = 1 + S1.len() + S2.len();
+        let mut state = 0;
+        while state < states {
+            let mut w = [0u8; 16];
+            let len = Self::spell(state, &mut w);
+            s1_prefix[state] = longest_end_beginning(&w, len, &S1, S1.len()) as u8;
+            s2_prefix[state] = longest_end_beginning(&w, len, &S2, S2.len()) as u8;
             let mut byte = 0;
             while byte < 256 {
-                next[state << 8 | byte] = next[restart << 8 | byte];
+                w[len] = byte as u8;
+                // The strings start with different bytes: at most one can be begun
+                // by a given end of the input, and the longer end wins.
+                let k1 = longest_end_beginning(&w, len + 1, &S1, S1.len());
+                let k2 = longest_end_beginning(&w, len + 1, &S2, S2.len());
+                let entry = if k1 == S1.len() {
+                    // Found: go on from the longest end that begins a string again.
+                    let again = longest_end_beginning(&w, len + 1, &S1, S1.len() - 1);
+                    let again2 = longest_end_beginning(&w, len + 1, &S2, S2.len() - 1);
+                    (if again >= again2 {
+                        again
+                    } else {
+                        S1.len() + again2
+                    }) as u32
+                        | FOUND_S1
+                } else if k2 == S2.len() {
+                    let again = longest_end_beginning(&w, len + 1, &S1, S1.len() - 1);
+                    let again2 = longest_end_beginning(&w, len + 1, &S2, S2.len() - 1);
+                    (if again >= again2 {
+                        again
+                    } else {
+                        S1.len() + again2
+                    }) as u32
+                        | FOUND_S2
+                } else if k1 >= k2 {
+                    k1 as u32
+                } else {
+                    (S1.len() + k2) as u32
+                };
+                next[state << 8 | byte] = entry as u8;
                 byte += 1;
             }
-            next[state << 8 | string[state] as usize] = (state + 1) as u8;
-            restart = next[restart << 8 | string[state] as usize] as usize;
             state += 1;
         }
-        let mut byte = 0;
-        while byte < 256 {
-            next[len << 8 | byte] = len as u8;
-            byte += 1;
-        }
         Self {
-            len: len as u32,
             next,
+            s1_prefix,
+            s2_prefix,
         }
     }
 
-    /// The state after `byte`; `keep` (all ones) leaves `state` as it is,
-    /// without a branch: bytes past the end of the file.
+    /// The entry for `byte` in `state` (flags included; the state is masked off them).
     #[inline(always)]
-    fn step(&self, state: u32, byte: u8, keep: u32) -> u32 {
-        let next =
-            u32::from(self.next[((state as usize) & (AUTOMATON_STATES - 1)) << 8 | byte as usize]);
-        (next & !keep) | (state & keep)
+    fn step(&self, state: u32, byte: u8) -> u32 {
+        u32::from(self.next[(((state & STATE_MASK) as usize) << 8) | byte as usize])
     }
 }
 
-pub static S1_AUTOMATON: Automaton = Automaton::new(&S1);
-pub static S2_AUTOMATON: Automaton = Automaton::new(&S2);
+pub static AUTOMATON: Automaton = Automaton::build();
 
 /// Bytes the header scan takes per step of its outer loop: the loop leaves
 /// early (past the end of a short file) only between chunks, so the verifier
@@ -133,10 +195,13 @@ pub static S2_AUTOMATON: Automaton = Automaton::new(&S2);
 const CHUNK: usize = 16;
 const _: () = assert!(HEADER_LEN % CHUNK == 0);
 
-/// The final states of both automata over `header[..seen]`.
+/// Whether `S2`'s first two bytes stand side by side in `header[..seen]`
+/// (zero past `seen`). A first look that costs a fraction of [`scan`]: each
+/// position is tested on its own, with no chain from byte to byte for the CPU
+/// to wait on, and no branch per position for the verifier.
 #[inline(always)]
-pub fn scan(header: &[u8; HEADER_LEN], seen: usize) -> (u32, u32) {
-    let (mut s1, mut s2) = (0u32, 0u32);
+pub fn has_s2_start(header: &[u8; HEADER_LEN], seen: usize) -> bool {
+    let mut hits = 0u32;
     let mut chunk = 0;
     while chunk < HEADER_LEN / CHUNK {
         let base = chunk * CHUNK;
@@ -146,16 +211,59 @@ pub fn scan(header: &[u8; HEADER_LEN], seen: usize) -> (u32, u32) {
         let mut k = 0;
         while k < CHUNK {
             let i = base + k;
-            // All ones from `seen` on (seen <= HEADER_LEN < 2^31): those bytes are not the file's.
-            let keep = ((i as u32).wrapping_sub(seen as u32) >> 31).wrapping_sub(1);
-            let byte = header[i & (HEADER_LEN - 1)];
-            s1 = S1_AUTOMATON.step(s1, byte, keep);
-            s2 = S2_AUTOMATON.step(s2, byte, keep);
+            let a = u32::from(header[i & (HEADER_LEN - 1)] ^ S2[0]);
+            let b = u32::from(header[(i + 1) & (HEADER_LEN - 1)] ^ S2[1]);
+            // 1 exactly when both differences are 0 (the last position pairs
+            // with byte 0, which is never S2[1]: the file starts with the magic).
+            hits |= (a | b).wrapping_sub(1) >> 31;
             k += 1;
         }
         chunk += 1;
     }
-    (s1, s2)
+    hits != 0
+}
+const _: () = assert!(MAGIC[0] != S2[1]);
+
+/// What one pass over a header found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    pub found_s1: bool,
+    pub found_s2: bool,
+    /// How many of each string's first bytes the header ends with.
+    pub s1_prefix: u32,
+    pub s2_prefix: u32,
+}
+
+/// One pass of the automaton over `header[..seen]`, where the buffer is zero
+/// from `seen` on (as the kernel leaves `linux_binprm::buf`): the scan may read
+/// up to a chunk of that padding, which can never end a string. The prefix
+/// fields describe the end of the pass, so they speak of the file's end only
+/// when `seen` is the whole buffer, the one case they are needed (a file
+/// longer than the header).
+#[inline(always)]
+pub fn scan(header: &[u8; HEADER_LEN], seen: usize) -> Scan {
+    let (mut state, mut found) = (0u32, 0u32);
+    let mut chunk = 0;
+    while chunk < HEADER_LEN / CHUNK {
+        let base = chunk * CHUNK;
+        if base >= seen {
+            break;
+        }
+        let mut k = 0;
+        while k < CHUNK {
+            state = AUTOMATON.step(state, header[(base + k) & (HEADER_LEN - 1)]);
+            found |= state;
+            k += 1;
+        }
+        chunk += 1;
+    }
+    let end = (state & STATE_MASK) as usize;
+    Scan {
+        found_s1: found & FOUND_S1 != 0,
+        found_s2: found & FOUND_S2 != 0,
+        s1_prefix: u32::from(AUTOMATON.s1_prefix[end]),
+        s2_prefix: u32::from(AUTOMATON.s2_prefix[end]),
+    }
 }
 
 /// What the kernel's header buffer decides about the rule. The discriminants
@@ -200,20 +308,21 @@ pub fn header_verdict(header: &[u8; HEADER_LEN], seen: usize, filesize: u64) -> 
     if !size_can_match(filesize) || seen < MAGIC.len() || !has_magic(header) {
         return HeaderVerdict::NoMatch;
     }
-    let (s1, s2) = scan(header, seen);
-    let (found1, found2) = (s1 == S1_AUTOMATON.len, s2 == S2_AUTOMATON.len);
-    if found1 && found2 {
+    if seen as u64 >= filesize && !has_s2_start(header, seen) {
+        // A whole file without `S2`'s first two bytes side by side has no `S2`.
+        return HeaderVerdict::NoMatch;
+    }
+    let found = scan(header, seen);
+    if found.found_s1 && found.found_s2 {
         return HeaderVerdict::Match;
     }
     let unseen = filesize.saturating_sub(seen as u64);
-    let can_still_occur = |found: bool, state: u32, len: u32| {
-        found
-            || unseen >= u64::from(len)
-            || (state > 0 && u64::from(state) + unseen >= u64::from(len))
+    let can_still_occur = |found: bool, prefix: u32, len: usize| {
+        found || unseen >= len as u64 || (prefix > 0 && u64::from(prefix) + unseen >= len as u64)
     };
     if unseen > 0
-        && can_still_occur(found1, s1, S1_AUTOMATON.len)
-        && can_still_occur(found2, s2, S2_AUTOMATON.len)
+        && can_still_occur(found.found_s1, found.s1_prefix, S1.len())
+        && can_still_occur(found.found_s2, found.s2_prefix, S2.len())
     {
         HeaderVerdict::NeedRest
     } else {
@@ -290,33 +399,46 @@ mod tests {
         }
     }
 
-    /// What the kernel sees of `f`: its first 256 bytes, in the 256-byte buffer.
+    /// What the kernel sees of `f`: its first 256 bytes, in the 256-byte buffer
+    /// it zeroes first.
     fn header_of(f: &[u8]) -> ([u8; HEADER_LEN], usize) {
         let seen = f.len().min(HEADER_LEN);
-        let mut buf = [0xAAu8; HEADER_LEN];
+        let mut buf = [0u8; HEADER_LEN];
         buf[..seen].copy_from_slice(&f[..seen]);
         (buf, seen)
     }
 
     #[test]
-    fn automata_find_the_strings_anywhere() {
-        for (i, (a, s)) in [(&S1_AUTOMATON, &S1[..]), (&S2_AUTOMATON, &S2[..])]
-            .into_iter()
-            .enumerate()
+    fn the_automaton_finds_the_strings_anywhere() {
+        let at = |f: &[u8]| {
+            let (buf, seen) = header_of(f);
+            scan(&buf, seen)
+        };
+        let both = [&MAGIC[..], &S1, &S2].concat();
+        let r = at(&both);
+        assert!(r.found_s1 && r.found_s2);
+        // False starts right before each string, and the strings overlapping them.
+        let tricky = [&S1[..5], &S1, &S2[..3], &S2[..7], &S2].concat();
+        let r = at(&tricky);
+        assert!(r.found_s1 && r.found_s2, "{r:?}");
+        // What the header ends with (the whole 256 bytes, as for a longer file).
+        let ending = |tail: &[u8]| {
+            let mut f = std::vec![0x55u8; HEADER_LEN - tail.len()];
+            f.extend_from_slice(tail);
+            at(&f)
+        };
+        let r = ending(&[&S2[..9], &S1[..13]].concat());
+        assert!(!r.found_s1 && !r.found_s2);
+        assert_eq!((r.s1_prefix, r.s2_prefix), (13, 0));
+        let r = ending(&[&S1[..], &S2[..4]].concat());
+        assert_eq!((r.found_s1, r.s2_prefix), (true, 4));
+        // Every reachable state (a found string moves on at once) tells a
+        // proper beginning of each string.
+        for state in
+            (0..1 + S1.len() + S2.len()).filter(|&s| s != S1.len() && s != S1.len() + S2.len())
         {
-            let mut state = 0;
-            for &b in s {
-                state = a.step(state, b, 0);
-            }
-            assert_eq!(state, a.len, "string {i}");
-            // Overlapping restarts: a false start followed by the string.
-            let mut state = 0;
-            for &b in s[..s.len() - 1].iter().chain(s.iter()) {
-                state = a.step(state, b, 0);
-            }
-            assert_eq!(state, a.len, "string {i} after a false start");
-            // Bytes past the end leave the state alone.
-            assert_eq!(a.step(3, s[3], u32::MAX), 3);
+            assert!(usize::from(AUTOMATON.s1_prefix[state]) < S1.len());
+            assert!(usize::from(AUTOMATON.s2_prefix[state]) < S2.len());
         }
     }
 
