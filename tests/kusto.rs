@@ -169,7 +169,9 @@ fn workbook_queries() -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     walk(
-        json_file(WORKBOOK)["items"].as_array().expect("workbook items"),
+        json_file(WORKBOOK)["items"]
+            .as_array()
+            .expect("workbook items"),
         &mut out,
     );
     assert!(!out.is_empty(), "{WORKBOOK}: no queries");
@@ -416,27 +418,74 @@ fn every_shipped_query_analyses_without_a_diagnostic() {
         problems.join("\n")
     );
     // Everything the project ships was seen, README examples included.
-    assert!(all.keys().any(|k| k.ends_with(".md") || k.contains(".md:")), "no Markdown example found");
+    assert!(
+        all.keys().any(|k| k.ends_with(".md") || k.contains(".md:")),
+        "no Markdown example found"
+    );
     assert!(all.len() >= 12, "only {} KQL texts found", all.len());
 }
 
 /// Entity types the rules use: (identifiers allowed, sets of identifiers one of which is required),
 /// as Sentinel's template validation has them.
-fn entity_identifiers(entity: &str) -> (&'static [&'static str], &'static [&'static [&'static str]]) {
+fn entity_identifiers(
+    entity: &str,
+) -> (&'static [&'static str], &'static [&'static [&'static str]]) {
     match entity {
         "Host" => (
-            &["DnsDomain", "NTDomain", "HostName", "FullName", "NetBiosName", "AzureID", "OMSAgentID", "OSFamily", "OSVersion", "IsDomainJoined"],
-            &[&["FullName"], &["HostName"], &["NetBiosName"], &["AzureID"], &["OMSAgentID"]],
+            &[
+                "DnsDomain",
+                "NTDomain",
+                "HostName",
+                "FullName",
+                "NetBiosName",
+                "AzureID",
+                "OMSAgentID",
+                "OSFamily",
+                "OSVersion",
+                "IsDomainJoined",
+            ],
+            &[
+                &["FullName"],
+                &["HostName"],
+                &["NetBiosName"],
+                &["AzureID"],
+                &["OMSAgentID"],
+            ],
         ),
         "File" => (&["Directory", "Name"], &[&["Name"]]),
         "FileHash" => (&["Algorithm", "Value"], &[&["Algorithm", "Value"]]),
         "Process" => (
-            &["ProcessId", "CommandLine", "ElevationToken", "CreationTimeUtc"],
+            &[
+                "ProcessId",
+                "CommandLine",
+                "ElevationToken",
+                "CreationTimeUtc",
+            ],
             &[&["CommandLine"], &["ProcessId"]],
         ),
         "Account" => (
-            &["Name", "FullName", "NTDomain", "DnsDomain", "UPNSuffix", "Sid", "AadTenantId", "AadUserId", "PUID", "IsDomainJoined", "DisplayName", "ObjectGuid"],
-            &[&["FullName"], &["Sid"], &["Name"], &["AadUserId"], &["PUID"], &["ObjectGuid"]],
+            &[
+                "Name",
+                "FullName",
+                "NTDomain",
+                "DnsDomain",
+                "UPNSuffix",
+                "Sid",
+                "AadTenantId",
+                "AadUserId",
+                "PUID",
+                "IsDomainJoined",
+                "DisplayName",
+                "ObjectGuid",
+            ],
+            &[
+                &["FullName"],
+                &["Sid"],
+                &["Name"],
+                &["AadUserId"],
+                &["PUID"],
+                &["ObjectGuid"],
+            ],
         ),
         other => panic!("entity type {other}: add its identifiers to this test"),
     }
@@ -454,25 +503,38 @@ fn tactics_of(technique: &str) -> &'static [&'static str] {
 fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Checks entity mappings against the query's result columns, as Sentinel does on import.
 fn check_entity_mappings(what: &str, mappings: &Value, columns: &Columns) -> BTreeSet<String> {
     let names: BTreeSet<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-    let list = mappings.as_array().unwrap_or_else(|| panic!("{what}: entityMappings"));
-    assert!((1..=5).contains(&list.len()), "{what}: 1 to 5 entity mappings");
+    let list = mappings
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: entityMappings"));
+    assert!(
+        (1..=5).contains(&list.len()),
+        "{what}: 1 to 5 entity mappings"
+    );
     let mut types = BTreeSet::new();
     for m in list {
         let entity = str_of(m, "entityType", what);
         let (allowed, required) = entity_identifiers(entity);
         let fields = m["fieldMappings"].as_array().expect("fieldMappings");
-        assert!((1..=3).contains(&fields.len()), "{what}: {entity}: 1 to 3 field mappings");
+        assert!(
+            (1..=3).contains(&fields.len()),
+            "{what}: {entity}: 1 to 3 field mappings"
+        );
         let mut used = BTreeSet::new();
         for f in fields {
             let id = str_of(f, "identifier", what);
             let col = str_of(f, "columnName", what);
-            assert!(allowed.contains(&id), "{what}: {entity} has no identifier {id}");
+            assert!(
+                allowed.contains(&id),
+                "{what}: {entity} has no identifier {id}"
+            );
             assert!(used.insert(id), "{what}: {entity}: {id} mapped twice");
             assert!(
                 names.contains(col),
@@ -480,7 +542,9 @@ fn check_entity_mappings(what: &str, mappings: &Value, columns: &Columns) -> BTr
             );
         }
         assert!(
-            required.iter().any(|set| set.iter().all(|r| used.contains(r))),
+            required
+                .iter()
+                .any(|set| set.iter().all(|r| used.contains(r))),
             "{what}: {entity} lacks its required identifiers {required:?}"
         );
         types.insert(entity.to_owned());
@@ -495,8 +559,13 @@ fn check_mitre(what: &str, tactics: &Value, techniques: &Value) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let techniques = techniques.as_array().unwrap_or_else(|| panic!("{what}: techniques"));
-    assert!(!tactics.is_empty() && !techniques.is_empty(), "{what}: tactics and techniques");
+    let techniques = techniques
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: techniques"));
+    assert!(
+        !tactics.is_empty() && !techniques.is_empty(),
+        "{what}: tactics and techniques"
+    );
     for t in techniques {
         let t = t.as_str().expect("technique");
         assert!(
@@ -549,10 +618,16 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
     }
     assert!(str_of(&y, "name", w).len() <= 256 && str_of(&y, "description", w).len() <= 5000);
     assert!(["Informational", "Low", "Medium", "High"].contains(&str_of(&y, "severity", w)));
-    assert!(y["requiredDataConnectors"].is_array(), "{w}: requiredDataConnectors");
+    assert!(
+        y["requiredDataConnectors"].is_array(),
+        "{w}: requiredDataConnectors"
+    );
     assert!(["gt", "lt", "eq", "ne"].contains(&str_of(&y, "triggerOperator", w)));
     assert!((0..=10000).contains(&y["triggerThreshold"].as_i64().expect("triggerThreshold")));
-    assert!(str_of(&y, "query", w).len() <= 10000, "{w}: query over 10000 characters");
+    assert!(
+        str_of(&y, "query", w).len() <= 10000,
+        "{w}: query over 10000 characters"
+    );
     check_mitre(w, &y["tactics"], &y["relevantTechniques"]);
 
     // Frequency and period within Sentinel's bounds, and the query's own windows are them:
@@ -560,8 +635,14 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
     // exactly one run; TimeGenerated bounded by the period the engine applies anyway.
     let freq = timespan_secs(str_of(&y, "queryFrequency", w));
     let period = timespan_secs(str_of(&y, "queryPeriod", w));
-    assert!(freq >= 300 && freq <= period && period <= 14 * 86400, "{w}: frequency/period");
-    assert!(period < 2 * 86400 || freq >= 3600, "{w}: a period of 2 days or more needs a frequency of 1 hour or more");
+    assert!(
+        freq >= 300 && freq <= period && period <= 14 * 86400,
+        "{w}: frequency/period"
+    );
+    assert!(
+        period < 2 * 86400 || freq >= 3600,
+        "{w}: a period of 2 days or more needs a frequency of 1 hour or more"
+    );
     let query = str_of(&y, "query", w);
     let let_value = |name: &str| {
         query
@@ -571,29 +652,56 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
             .unwrap_or_else(|| panic!("{w}: the query must say `let {name} = ...;`"))
             .to_owned()
     };
-    assert_eq!(timespan_secs(&let_value("window")), freq, "{w}: window must equal queryFrequency");
-    assert_eq!(timespan_secs(&let_value("maxDelay")), period, "{w}: maxDelay must equal queryPeriod");
+    assert_eq!(
+        timespan_secs(&let_value("window")),
+        freq,
+        "{w}: window must equal queryFrequency"
+    );
+    assert_eq!(
+        timespan_secs(&let_value("maxDelay")),
+        period,
+        "{w}: maxDelay must equal queryPeriod"
+    );
     assert_eq!(
         query.matches("ingestion_time() > ago(window)").count(),
         2,
         "{w}: both routes are windowed on ingestion_time()"
     );
-    assert!(query.contains("union isfuzzy=true"), "{w}: either route may be absent");
+    assert!(
+        query.contains("union isfuzzy=true"),
+        "{w}: either route may be absent"
+    );
 
     let a = analysis(&format!("{RULE_YAML}: query"));
-    let cols: BTreeMap<&str, &str> = a.columns.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let cols: BTreeMap<&str, &str> = a
+        .columns
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     let mapped = check_entity_mappings(w, &y["entityMappings"], &a.columns);
     // One result per host and file: the grouping keys are what the results are unique on.
     for key in ["Hostname", "FilePath"] {
         assert!(cols.contains_key(key), "{w}: no {key} column");
     }
-    assert!(query.contains("by Hostname, FilePath"), "{w}: one result per host and file");
-    assert_eq!(y["eventGroupingSettings"]["aggregationKind"], "AlertPerResult");
+    assert!(
+        query.contains("by Hostname, FilePath"),
+        "{w}: one result per host and file"
+    );
+    assert_eq!(
+        y["eventGroupingSettings"]["aggregationKind"],
+        "AlertPerResult"
+    );
     let grouping = &y["incidentConfiguration"]["groupingConfiguration"];
     assert_eq!(grouping["matchingMethod"], "Selected");
-    for e in grouping["groupByEntities"].as_array().expect("groupByEntities") {
+    for e in grouping["groupByEntities"]
+        .as_array()
+        .expect("groupByEntities")
+    {
         let e = e.as_str().expect("entity");
-        assert!(mapped.contains(e), "{w}: incidents grouped by {e}, which no entity mapping provides");
+        assert!(
+            mapped.contains(e),
+            "{w}: incidents grouped by {e}, which no entity mapping provides"
+        );
     }
 
     let o = &y["alertDetailsOverride"];
@@ -602,7 +710,10 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
         let ph = placeholders(f);
         assert!(ph.len() <= 3, "{w}: {key}: at most 3 placeholders");
         for p in ph {
-            assert!(cols.contains_key(p.as_str()), "{w}: {key} names `{p}`, not an output column");
+            assert!(
+                cols.contains_key(p.as_str()),
+                "{w}: {key} names `{p}`, not an output column"
+            );
         }
     }
     let sev = str_of(o, "alertSeverityColumnName", w);
@@ -612,7 +723,10 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
     for (k, v) in details {
         assert!(k.len() <= 20 && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic()));
         let v = v.as_str().expect("custom detail column");
-        assert!(cols.contains_key(v), "{w}: custom detail {k} names `{v}`, not an output column");
+        assert!(
+            cols.contains_key(v),
+            "{w}: custom detail {k} names `{v}`, not an output column"
+        );
     }
 }
 
@@ -625,11 +739,18 @@ fn the_arm_template_is_the_yaml_rule() {
     let arm = json_file(RULE_ARM);
     let y = yaml_file(RULE_YAML);
     let id = str_of(&y, "id", RULE_YAML);
-    assert!(arm["$schema"].as_str().is_some_and(|s| s.contains("deploymentTemplate.json")));
+    assert!(
+        arm["$schema"]
+            .as_str()
+            .is_some_and(|s| s.contains("deploymentTemplate.json"))
+    );
     assert!(arm["parameters"]["workspace"].is_object());
     let res = &arm["resources"][0];
     assert_eq!(arm["resources"].as_array().map(Vec::len), Some(1));
-    assert_eq!(res["type"], "Microsoft.OperationalInsights/workspaces/providers/alertRules");
+    assert_eq!(
+        res["type"],
+        "Microsoft.OperationalInsights/workspaces/providers/alertRules"
+    );
     assert_eq!(res["kind"], "Scheduled");
     assert!(str_of(res, "name", RULE_ARM).contains(id) && str_of(res, "id", RULE_ARM).contains(id));
     let p = &res["properties"];
@@ -640,7 +761,11 @@ fn the_arm_template_is_the_yaml_rule() {
         _ => "NotEqual",
     };
     let mut incident = y["incidentConfiguration"].clone();
-    let lookback = iso_duration(str_of(&incident["groupingConfiguration"], "lookbackDuration", RULE_YAML));
+    let lookback = iso_duration(str_of(
+        &incident["groupingConfiguration"],
+        "lookbackDuration",
+        RULE_YAML,
+    ));
     incident["groupingConfiguration"]["lookbackDuration"] = json!(lookback);
     let want = json!({
         "displayName": y["name"],
@@ -663,10 +788,21 @@ fn the_arm_template_is_the_yaml_rule() {
         "entityMappings": y["entityMappings"],
     });
     for (k, v) in want.as_object().expect("object") {
-        assert_eq!(&p[k], v, "{RULE_ARM}: properties.{k} differs from {RULE_YAML}");
+        assert_eq!(
+            &p[k], v,
+            "{RULE_ARM}: properties.{k} differs from {RULE_YAML}"
+        );
     }
-    let extra: Vec<&String> = p.as_object().expect("properties").keys().filter(|k| want.get(k.as_str()).is_none()).collect();
-    assert!(extra.is_empty(), "{RULE_ARM}: properties not in {RULE_YAML}: {extra:?}");
+    let extra: Vec<&String> = p
+        .as_object()
+        .expect("properties")
+        .keys()
+        .filter(|k| want.get(k.as_str()).is_none())
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{RULE_ARM}: properties not in {RULE_YAML}: {extra:?}"
+    );
     // ARM evaluates a string that starts with `[` as an expression.
     fn strings(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -678,7 +814,10 @@ fn the_arm_template_is_the_yaml_rule() {
     }
     let mut all = Vec::new();
     strings(p, &mut all);
-    assert!(all.iter().all(|s| !s.starts_with('[')), "{RULE_ARM}: a property starts with `[`");
+    assert!(
+        all.iter().all(|s| !s.starts_with('[')),
+        "{RULE_ARM}: a property starts with `[`"
+    );
 }
 
 #[test]
@@ -687,14 +826,24 @@ fn hunting_queries_are_in_the_repository_format() {
     for h in hunting_files() {
         let y = yaml_file(&h);
         let id = str_of(&y, "id", &h);
-        assert!(is_guid(id) && ids.insert(id.to_owned()), "{h}: id must be a unique GUID");
+        assert!(
+            is_guid(id) && ids.insert(id.to_owned()),
+            "{h}: id must be a unique GUID"
+        );
         for key in ["name", "description", "query", "version"] {
             assert!(!str_of(&y, key, &h).is_empty(), "{h}: {key}");
         }
-        assert!(y["requiredDataConnectors"].is_array(), "{h}: requiredDataConnectors");
+        assert!(
+            y["requiredDataConnectors"].is_array(),
+            "{h}: requiredDataConnectors"
+        );
         check_mitre(&h, &y["tactics"], &y["relevantTechniques"]);
         if !y["entityMappings"].is_null() {
-            check_entity_mappings(&h, &y["entityMappings"], &analysis(&format!("{h}: query")).columns);
+            check_entity_mappings(
+                &h,
+                &y["entityMappings"],
+                &analysis(&format!("{h}: query")).columns,
+            );
         }
     }
 }
@@ -712,14 +861,25 @@ fn transforms_use_only_allowed_kql_and_fill_their_tables() {
     };
     let (functions, operators) = (allowed("functions"), allowed("operators"));
     let (custom_name, custom_cols) = custom_table();
-    for (i, flow) in dcr_properties()["dataFlows"].as_array().expect("flows").iter().enumerate() {
+    for (i, flow) in dcr_properties()["dataFlows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .enumerate()
+    {
         let what = format!("{DCR}: dataFlows[{i}]");
         let a = analysis(&format!("{what}.transformKql"));
         for f in &a.functions {
-            assert!(functions.contains(f), "{what}: `{f}` is not allowed in transformations");
+            assert!(
+                functions.contains(f),
+                "{what}: `{f}` is not allowed in transformations"
+            );
         }
         for o in &a.operators {
-            assert!(operators.contains(o), "{what}: `{o}` is not allowed in transformations");
+            assert!(
+                operators.contains(o),
+                "{what}: `{o}` is not allowed in transformations"
+            );
         }
         let out = str_of(flow, "outputStream", &what);
         let (table, cols) = if let Some(t) = out.strip_prefix("Custom-") {
@@ -729,7 +889,8 @@ fn transforms_use_only_allowed_kql_and_fill_their_tables() {
             let t = out.strip_prefix("Microsoft-").unwrap_or(out);
             (t.to_owned(), declared_table(t))
         };
-        let types: BTreeMap<&str, &str> = cols.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let types: BTreeMap<&str, &str> =
+            cols.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
         for (c, t) in &a.columns {
             match types.get(c.as_str()) {
                 None => panic!("{what}: outputs `{c}`, which is not a column of {table}"),
@@ -739,7 +900,10 @@ fn transforms_use_only_allowed_kql_and_fill_their_tables() {
         if table == custom_name {
             let produced: BTreeSet<&str> = a.columns.iter().map(|(c, _)| c.as_str()).collect();
             for (c, _) in &custom_cols {
-                assert!(produced.contains(c.as_str()), "{what}: {table}.{c} is never filled");
+                assert!(
+                    produced.contains(c.as_str()),
+                    "{what}: {table}.{c} is never filled"
+                );
             }
         }
     }
@@ -749,10 +913,19 @@ fn transforms_use_only_allowed_kql_and_fill_their_tables() {
 /// docs/events.md calls "Same as" another field share that field's column.
 #[test]
 fn every_record_field_reaches_the_custom_table() {
-    const ALIASES: &[&str] = &["process.parent_process_name", "user.id", "user.name", "@timestamp"];
+    const ALIASES: &[&str] = &[
+        "process.parent_process_name",
+        "user.id",
+        "user.name",
+        "@timestamp",
+    ];
     fn leaves(prefix: &str, schema: &Value, out: &mut Vec<String>) {
         for (k, v) in schema["properties"].as_object().into_iter().flatten() {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if v["properties"].is_object() {
                 leaves(&path, v, out);
             } else {
@@ -761,7 +934,11 @@ fn every_record_field_reaches_the_custom_table() {
         }
     }
     let mut fields = Vec::new();
-    leaves("", &json_file("docs/schema/tinyexec-record-1.0.schema.json"), &mut fields);
+    leaves(
+        "",
+        &json_file("docs/schema/tinyexec-record-1.0.schema.json"),
+        &mut fields,
+    );
     let transform = str_of(&dcr_properties()["dataFlows"][0], "transformKql", DCR).to_owned();
     let referenced = |f: &str| {
         transform.match_indices(f).any(|(i, _)| {

@@ -195,7 +195,13 @@ pub fn kusto_language(root: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
     run_cmd(
         Command::new("npm")
-            .args(["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund"])
+            .args([
+                "install",
+                "--no-save",
+                "--no-package-lock",
+                "--no-audit",
+                "--no-fund",
+            ])
             .arg("--prefix")
             .arg(&prefix)
             .arg(format!("{KUSTO_LANGUAGE}@{KUSTO_LANGUAGE_VERSION}")),
