@@ -589,9 +589,9 @@ fn timespan_secs(s: &str) -> u64 {
 
 fn iso_duration(s: &str) -> String {
     let secs = timespan_secs(s);
-    if secs % 86400 == 0 {
+    if secs.is_multiple_of(86400) {
         format!("P{}D", secs / 86400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("PT{}H", secs / 3600)
     } else {
         format!("PT{}M", secs / 60)

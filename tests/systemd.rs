@@ -97,12 +97,13 @@ fn syscall_groups() -> BTreeMap<String, BTreeSet<String>> {
         if let Some(group) = line.strip_prefix('@') {
             current = Some(format!("@{}", group.trim()));
             raw.entry(current.clone().unwrap_or_default()).or_default();
-        } else if let (Some(g), Some(item)) = (&current, line.strip_prefix("    ")) {
-            if !item.starts_with('#') && !item.trim().is_empty() {
-                raw.entry(g.clone())
-                    .or_default()
-                    .push(item.trim().to_owned());
-            }
+        } else if let (Some(g), Some(item)) = (&current, line.strip_prefix("    "))
+            && !item.starts_with('#')
+            && !item.trim().is_empty()
+        {
+            raw.entry(g.clone())
+                .or_default()
+                .push(item.trim().to_owned());
         }
     }
     fn expand(name: &str, raw: &BTreeMap<String, Vec<String>>, out: &mut BTreeSet<String>) {
