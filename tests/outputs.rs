@@ -142,62 +142,6 @@ fn settings_come_from_the_config_file_and_flags_win() {
     assert!(err.contains("line 2"), "{err}");
 }
 
-/// Splits a CEF record: the 7 header fields (unescaped) and the extension pairs (unescaped).
-fn parse_cef(line: &str) -> (Vec<String>, BTreeMap<String, String>) {
-    let start = line.find("CEF:0|").expect("a CEF record");
-    let mut rest = line[start..].chars().peekable();
-    let mut header = Vec::new();
-    let mut cur = String::new();
-    while header.len() < 7 {
-        match rest.next().expect("7 header fields") {
-            '\\' => cur.push(rest.next().expect("escaped char")),
-            '|' => header.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    let ext: String = rest.collect();
-    // A key starts a token; `=` inside values is escaped, so an unescaped
-    // `=` after a space-separated word is the next key.
-    let mut pairs = BTreeMap::new();
-    let (mut key, mut val, mut esc) = (String::new(), String::new(), false);
-    let mut in_key = true;
-    let mut word = String::new();
-    for c in ext.chars() {
-        if in_key {
-            if c == '=' {
-                key = std::mem::take(&mut word);
-                in_key = false;
-            } else {
-                word.push(c);
-            }
-            continue;
-        }
-        if esc {
-            val.push(match c {
-                'n' => '\n',
-                'r' => '\r',
-                c => c,
-            });
-            esc = false;
-            continue;
-        }
-        match c {
-            '\\' => esc = true,
-            '=' => {
-                // The last space-separated word of `val` was the next key.
-                let split = val.rfind(' ').expect("a space before the next key");
-                let next_key = val[split + 1..].to_owned();
-                val.truncate(split);
-                pairs.insert(std::mem::take(&mut key), std::mem::take(&mut val));
-                key = next_key;
-            }
-            c => val.push(c),
-        }
-    }
-    pairs.insert(key, val);
-    (header, pairs)
-}
-
 /// A directory whose name tries to end the record and start a forged one.
 fn crafted_dir(base: &Path) -> PathBuf {
     let evil = base.join("x|y=z\\w\nCEF:0|forged|forged|1|1|forged|10|act=forged spid=1 \\");
@@ -233,7 +177,7 @@ fn cef_to_a_real_rsyslog_over_udp_tcp_and_the_local_socket() {
                 "{url}: forged record: {l}"
             );
         }
-        let (header, ext) = parse_cef(ours[0]);
+        let (header, ext) = tinyexec_tests::cef::parse(ours[0]);
         assert_eq!(
             header,
             [
@@ -255,9 +199,88 @@ fn cef_to_a_real_rsyslog_over_udp_tcp_and_the_local_socket() {
         );
         assert_eq!(ext["spid"], field(&rec, "process.pid").to_string(), "{url}");
         assert_eq!(ext["fileHash"], field_str(&rec, "file.hash.sha256"));
-        assert_eq!(ext["externalId"], field(&rec, "event.sequence").to_string());
+        assert_eq!(
+            ext["flexString1"],
+            field(&rec, "event.sequence").to_string()
+        );
         assert_eq!(ext["cs6"], field_str(&rec, "agent.ephemeral_id"));
         assert_eq!(ext["cs3Label"], "ruleVerdict");
         assert_eq!(ext["cs3"], "match");
+        assert_eq!(ext["fileId"], field(&rec, "file.inode").to_string());
+        cef_is_typed_for_common_security_log(ours[0]);
     }
+}
+
+/// Every key of a real record is in Microsoft's CEF mapping, docs/outputs.md names the
+/// same column, the column's type holds the value, and the filterable keys come first.
+fn cef_is_typed_for_common_security_log(line: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ws: Value =
+        serde_json::from_str(&fs::read_to_string(root.join("tests/kusto/workspace.json")).unwrap())
+            .unwrap();
+    let mapping = &ws["cef_mapping"]["keys"];
+    let types: BTreeMap<&str, &str> = ws["tables"]["CommonSecurityLog"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str()?.split_once(':'))
+        .collect();
+    let docs = fs::read_to_string(root.join("docs/outputs.md")).unwrap();
+    // `| `key` ... | `Column` | type | ...`: the key's row in the CEF table.
+    let documented = |key: &str| -> Option<(String, String)> {
+        docs.lines().find_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let first = cells.get(1)?;
+            (first.split_whitespace().next()? == format!("`{key}`"))
+                .then(|| (cells[2].trim_matches('`').to_owned(), cells[3].to_owned()))
+        })
+    };
+    let (_, pairs) = tinyexec_tests::cef::parse_ordered(line);
+    for (key, value) in &pairs {
+        let column = mapping[key.as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("CEF key `{key}` is not in Microsoft's mapping"));
+        if key.ends_with("Label") {
+            continue;
+        }
+        let (doc_col, doc_type) =
+            documented(key).unwrap_or_else(|| panic!("docs/outputs.md has no row for `{key}`"));
+        assert_eq!(
+            doc_col, column,
+            "docs/outputs.md: `{key}` lands in {column}"
+        );
+        let ty = types[column];
+        assert_eq!(doc_type, ty, "docs/outputs.md: {column} is {ty}");
+        match ty {
+            "int" => assert!(
+                value.parse::<i32>().is_ok(),
+                "`{key}={value}` does not fit int {column}"
+            ),
+            "long" => assert!(
+                value.parse::<i64>().is_ok(),
+                "`{key}={value}` does not fit long {column}"
+            ),
+            "string" => {}
+            other => panic!("`{key}` lands in {column} of type {other}"),
+        }
+    }
+    let pos = |k: &str| {
+        pairs
+            .iter()
+            .position(|(key, _)| key == k)
+            .unwrap_or_else(|| panic!("no `{k}`"))
+    };
+    for early in ["act", "cat", "cs3", "fileHash", "cs5"] {
+        for late in ["filePath", "cs2", "cs1"] {
+            assert!(
+                pos(early) < pos(late),
+                "`{early}` must come before `{late}`: {line}"
+            );
+        }
+    }
+    assert_eq!(
+        pairs.last().map(|(k, _)| k.as_str()),
+        Some("cs1"),
+        "the command line is last"
+    );
 }

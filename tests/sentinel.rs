@@ -219,12 +219,17 @@ impl Ingest {
     fn settings_with(&self, dir: &Path, spool: &Path, credential: &str, extra: &str) -> PathBuf {
         let path = dir.join(unique("sentinel") + ".toml");
         let mut f = fs::File::create(&path).unwrap();
+        let delay = if extra.contains("batch_max_delay_ms") {
+            ""
+        } else {
+            "batch_max_delay_ms = 200\n"
+        };
         writeln!(
             f,
             "endpoint = \"https://127.0.0.1:{port}\"\nauthority = \"https://127.0.0.1:{port}/\"\n\
              dcr_immutable_id = \"{DCR}\"\nstream = \"{STREAM}\"\ntenant_id = \"{TENANT}\"\n\
              client_id = \"{CLIENT}\"\n{credential}\nca_file = {cert:?}\n\
-             spool_dir = {spool:?}\nbatch_max_delay_ms = 200\ntimeout_secs = 2\n{extra}",
+             spool_dir = {spool:?}\n{delay}timeout_secs = 2\n{extra}",
             port = self.port,
             cert = self.cert.to_str().unwrap(),
             spool = spool.to_str().unwrap(),
@@ -247,6 +252,28 @@ fn sensor(settings: &Path) -> Sensor {
             .args(["run", "--no-exclusions", "--no-stdout", "--sentinel"])
             .arg(settings),
     )
+}
+
+/// Dotted paths of a record's leaves (arrays are leaves).
+fn leaf_paths(v: &Value) -> Vec<String> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(o) => {
+                for (k, v) in o {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            None => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
 }
 
 fn path_of(r: &Value) -> &str {
@@ -299,6 +326,30 @@ fn alerts_arrive_in_the_documented_shape() {
             .collect();
     for key in rec.as_object().unwrap().keys() {
         assert!(columns.contains(&key.as_str()), "no DCR column for `{key}`");
+    }
+    // And every field the sensor sent reaches a column of the custom table: the
+    // transform names each one (the "Same as" aliases of docs/events.md share one).
+    let transform = dcr["resources"][0]["properties"]["dataFlows"][0]["transformKql"]
+        .as_str()
+        .expect("transform");
+    for path in leaf_paths(rec) {
+        if [
+            "process.parent_process_name",
+            "user.id",
+            "user.name",
+            "TimeGenerated",
+        ]
+        .contains(&path.as_str())
+        {
+            continue;
+        }
+        assert!(
+            transform.contains(&format!("({path})"))
+                || [",", "\n"]
+                    .iter()
+                    .any(|end| transform.contains(&format!("= {path}{end}"))),
+            "the custom table's transform has no column for `{path}`"
+        );
     }
     let kinds: Vec<Value> = ingest.entries().iter().map(|e| e["kind"].clone()).collect();
     assert!(kinds.contains(&"token".into()));
@@ -450,4 +501,197 @@ fn certificate_and_environment_credentials() {
         "{}",
         bad.stderr()
     );
+}
+
+/// A stager with a command line of about 1 KB: `path` and one long argument.
+fn long_command(path: &Path, tag: &str) -> Command {
+    let mut c = Command::new(path);
+    c.arg(
+        format!("--{tag}=")
+            .chars()
+            .chain(std::iter::repeat_n('x', 1000))
+            .collect::<String>(),
+    );
+    c
+}
+
+fn ingests(ingest: &Ingest) -> Vec<Value> {
+    ingest
+        .entries()
+        .into_iter()
+        .filter(|e| e["kind"] == "ingest")
+        .collect()
+}
+
+#[test]
+fn batches_are_cut_by_bytes_within_the_limit() {
+    let dir = TempDir::new("bytes");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    // A long delay: only the byte bound can end these batches early.
+    let _s = sensor(&ingest.settings(
+        dir.path(),
+        &spool,
+        "batch_max_bytes = 8000\nbatch_max_delay_ms = 3000",
+    ));
+    let paths: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = dir.exe(&unique(&format!("bytes{i}")), &stager());
+            run_ok(&mut long_command(&p, &i.to_string()));
+            p
+        })
+        .collect();
+    let want: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let d = ingest.wait_delivered("six alerts", |d| {
+        want.iter().all(|w| d.iter().any(|r| path_of(r) == *w))
+    });
+    let order: Vec<&str> = d.iter().map(path_of).filter(|p| want.contains(p)).collect();
+    assert_eq!(order, want, "each once, in order");
+    let posts = ingests(&ingest);
+    assert!(
+        posts.len() >= 3,
+        "six 3 KB records in 8000-byte batches: {posts:#?}"
+    );
+    for p in &posts {
+        assert!(
+            p["bytes"].as_u64().unwrap() <= 8000,
+            "a body over batch_max_bytes: {p:#?}"
+        );
+    }
+    assert!(
+        posts.iter().any(|p| p["count"].as_u64() > Some(1)),
+        "records batched together"
+    );
+}
+
+#[test]
+fn a_413_splits_the_batch_and_a_record_refused_alone_is_counted() {
+    let dir = TempDir::new("too-large");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    // The service takes 8000 bytes, the client offers up to 1 MB: it learns from the 413s.
+    ingest.mode("max:8000");
+    let mut s = sensor(&ingest.settings(dir.path(), &spool, "batch_max_delay_ms = 2000"));
+    let paths: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = dir.exe(&unique(&format!("split{i}")), &stager());
+            run_ok(&mut long_command(&p, &i.to_string()));
+            p
+        })
+        .collect();
+    let want: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let d = ingest.wait_delivered("six alerts in smaller parts", |d| {
+        want.iter().all(|w| d.iter().any(|r| path_of(r) == *w))
+    });
+    let order: Vec<&str> = d.iter().map(path_of).filter(|p| want.contains(p)).collect();
+    assert_eq!(order, want, "each once, in order, after the splits");
+    assert!(
+        ingest.entries().iter().any(|e| e["kind"] == "too-large"),
+        "the stand-in answered 413: {:#?}",
+        ingest.entries()
+    );
+    // One record over what the service takes: set aside, counted, logged; nothing else stops.
+    ingest.mode("max:1000");
+    let big = dir.exe(&unique("refused"), &stager());
+    run_ok(&mut long_command(&big, "refused"));
+    s.wait_stderr("rejected 1 records (HTTP 413", 0);
+    ingest.mode("ok");
+    let after = dir.exe(&unique("after"), &stager());
+    run_ok(&mut Command::new(&after));
+    ingest.wait_delivered("the alert after the rejection", |d| {
+        d.iter().any(|r| path_of(r) == after.to_str().unwrap())
+    });
+    assert!(
+        !ingest
+            .delivered()
+            .iter()
+            .any(|r| path_of(r) == big.to_str().unwrap()),
+        "the refused record was not delivered"
+    );
+    let rejected = fs::read_dir(spool.join("rejected")).unwrap().count();
+    assert_eq!(rejected, 1, "the refused record is kept in rejected/");
+    assert!(s.stop_with(libc::SIGTERM).success());
+    assert!(
+        s.stderr().contains("rejected 1,"),
+        "the counters line reports it: {}",
+        s.stderr()
+    );
+}
+
+/// The DCR transform's column for a record field, e.g. `ProcessCommandLine` for
+/// `process.command_line` (`Column = tostring(field)`).
+fn column_of(transform: &str, field: &str) -> String {
+    transform
+        .lines()
+        .find(|l| l.contains(&format!("({field})")))
+        .and_then(|l| l.trim().split(" = ").next())
+        .unwrap_or_else(|| panic!("no column for {field}"))
+        .trim_start_matches("| project TimeGenerated,")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_1kb_command_line_reaches_every_route_whole() {
+    let dir = TempDir::new("one-kb");
+    let ingest = Ingest::start(dir.path());
+    let rsyslog = tinyexec_tests::rsyslog::Rsyslog::start(dir.path());
+    let spool = dir.path().join("spool");
+    let settings = ingest.settings(dir.path(), &spool, "");
+    let s = Sensor::start_with(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--sentinel"])
+            .arg(&settings)
+            .arg("--syslog")
+            .arg(format!("udp://127.0.0.1:{}", rsyslog.udp_port)),
+    );
+    let name = unique("onekb");
+    let path = dir.exe(&name, &stager());
+    run_ok(&mut long_command(&path, "onekb"));
+    let rec = s.wait_for("the alert", tinyexec_tests::exec_of(&path));
+    let command_line = field(&rec, "process.command_line")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(command_line.len() > 1000, "{command_line}");
+    // Logs Ingestion: the record as the DCR receives it.
+    let d = ingest.wait_delivered("the alert", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
+    let sent = d
+        .iter()
+        .find(|r| path_of(r) == path.to_str().unwrap())
+        .unwrap();
+    assert_eq!(field(sent, "process.command_line"), command_line.as_str());
+    // CEF: what the Azure Monitor Agent reads.
+    let lines = rsyslog.wait_for_line(&name, |l| l.contains(&name));
+    let line = lines.iter().find(|l| l.contains(&name)).unwrap();
+    let (_, ext) = tinyexec_tests::cef::parse(line);
+    assert_eq!(ext["cs1"], command_line, "the whole command line in cs1");
+    let dcr: Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sentinel/dcr.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let flows = &dcr["resources"][0]["properties"]["dataFlows"];
+    let custom = column_of(
+        flows[0]["transformKql"].as_str().unwrap(),
+        "process.command_line",
+    );
+    let asim = column_of(
+        flows[1]["transformKql"].as_str().unwrap(),
+        "process.command_line",
+    );
+    eprintln!(
+        "a {}-byte command line: TinyexecAlerts_CL.{custom}, ASimProcessEventLogs.{asim}, \
+         CommonSecurityLog.DeviceCustomString1 (cs1, {} bytes, the last of {} CEF keys; the CEF line is {} bytes)",
+        command_line.len(),
+        ext["cs1"].len(),
+        ext.len(),
+        line.len()
+    );
+    assert_eq!(custom, "ProcessCommandLine");
+    assert_eq!(asim, "TargetProcessCommandLine");
 }

@@ -3,6 +3,7 @@
 //!
 //! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
 
+pub mod cef;
 pub mod corpus;
 pub mod elf;
 pub mod rsyslog;

@@ -6,7 +6,8 @@ Serves HTTPS on 127.0.0.1, checks each request against the documented shape
 /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01 with a
 Bearer token), and logs what it accepted as JSON lines. The file named by
 --mode-file says, at each request, whether to accept ("ok"), answer 503
-("refuse"), or hang past the client's time-out ("timeout").
+("refuse"), hang past the client's time-out ("timeout"), or answer 413 to a
+body over N bytes, compressed or not ("max:N", as the real service does past 1 MB).
 """
 import argparse, base64, gzip, hashlib, json, os, ssl, subprocess, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,12 +146,17 @@ class Handler(BaseHTTPRequestHandler):
             log({"kind": "refused"})
             return self.reply(503, b'{"error":"ServiceUnavailable"}', extra=[("Retry-After", "1")])
         try:
-            records = json.loads(gzip.decompress(body))
+            raw = gzip.decompress(body)
+            records = json.loads(raw)
         except Exception as e:  # noqa: BLE001 - any malformed body is the client's fault
             return self.problem(400, f"body: {e}")
+        if m.startswith("max:") and max(len(raw), len(body)) > int(m[4:]):
+            log({"kind": "too-large", "bytes": len(raw), "count": len(records)})
+            return self.reply(413, b'{"error":"RequestEntityTooLarge"}')
         if not isinstance(records, list) or not all("TimeGenerated" in r for r in records):
             return self.problem(400, "body is not an array of records with TimeGenerated")
-        log({"kind": "ingest", "count": len(records), "records": records})
+        log({"kind": "ingest", "count": len(records), "bytes": len(raw), "gzip_bytes": len(body),
+             "records": records})
         self.reply(204)
 
 

@@ -127,6 +127,9 @@ impl Pipeline {
                 self.policy.counters_line()
             );
         }
+        if let Some(line) = self.outputs.counters_line() {
+            eprintln!("tinyexec-sensor: {line}");
+        }
     }
 
     /// Reports records the kernel could not deliver, once per increase of its counter.

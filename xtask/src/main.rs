@@ -118,12 +118,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     setup::require_root("the tests load eBPF programs and exec as other users")?;
     let sensor = build(root, false)?;
     setup::test_tools()?;
+    let kusto = setup::kusto_language(root)?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
     run_cmd(
         cargo()
             .current_dir(root)
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
-            .env("TINYEXEC_SENSOR", &sensor),
+            .env("TINYEXEC_SENSOR", &sensor)
+            .env("KUSTO_LANGUAGE_DIR", &kusto),
     )
 }

@@ -16,14 +16,25 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// Debian packages the tests use, as (command, package): bpftool cross-checks
 /// our BTF parser, yara is the reference `scan` must agree with, rsyslog
-/// receives the CEF output, python3 and openssl run the Sentinel stand-in.
+/// receives the CEF output, python3 and openssl run the Sentinel stand-in;
+/// node runs Microsoft's Kusto parser over the Sentinel content, and
+/// systemd-analyze and strace check the systemd unit (tests/systemd.rs).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("yara", "yara"),
     ("rsyslogd", "rsyslog"),
     ("python3", "python3"),
     ("openssl", "openssl"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("systemd-analyze", "systemd"),
+    ("strace", "strace"),
 ];
+
+/// Microsoft's Kusto.Language for JavaScript, which the Sentinel content test runs
+/// under node (tests/kusto.rs); pinned so every machine analyses with the same parser.
+const KUSTO_LANGUAGE: &str = "@kusto/language-service-next";
+const KUSTO_LANGUAGE_VERSION: &str = "12.4.1";
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
@@ -161,4 +172,46 @@ pub fn test_tools() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Installs Microsoft's Kusto.Language from the npm registry into `<root>/.tools/kusto`
+/// when missing or of another version. Returns the package's directory.
+pub fn kusto_language(root: &Path) -> Result<PathBuf> {
+    let prefix = root.join(".tools/kusto");
+    let dir = prefix.join("node_modules").join(KUSTO_LANGUAGE);
+    let installed = || {
+        fs::read_to_string(dir.join("package.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+    };
+    if installed().as_deref() == Some(KUSTO_LANGUAGE_VERSION) {
+        return Ok(dir);
+    }
+    step(&format!(
+        "installing Microsoft's Kusto parser ({KUSTO_LANGUAGE}@{KUSTO_LANGUAGE_VERSION}, npm) into {}",
+        prefix.display()
+    ));
+    fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    run_cmd(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-save",
+                "--no-package-lock",
+                "--no-audit",
+                "--no-fund",
+            ])
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg(format!("{KUSTO_LANGUAGE}@{KUSTO_LANGUAGE_VERSION}")),
+    )
+    .context("installing the Kusto parser with npm")?;
+    match installed() {
+        Some(v) if v == KUSTO_LANGUAGE_VERSION => Ok(dir),
+        other => bail!(
+            "{}: expected {KUSTO_LANGUAGE} {KUSTO_LANGUAGE_VERSION} after npm install, found {other:?}",
+            dir.display()
+        ),
+    }
 }

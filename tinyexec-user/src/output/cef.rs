@@ -55,6 +55,13 @@ pub fn severities(rec: &Record) -> (u8, u8) {
 }
 
 /// `CEF:0|Vendor|Product|Version|ClassId|Name|Severity|key=value ...`.
+///
+/// Keys are only those of Microsoft's CEF-to-`CommonSecurityLog` mapping, each value
+/// in a column whose type holds it: the u64 counters and the inode go to string
+/// columns (`flexString1/2`, `fileId`), never to the int32 `cn*`/`fsize` columns.
+/// What an analyst filters on comes first and the long paths and the command line
+/// last, so a syslog size limit cuts those, not the verdict. docs/outputs.md names
+/// the column of every key.
 pub fn format(rec: &Record) -> String {
     let rule = rec.rule.as_ref().map(|r| r.name);
     let (class, name) = match (rec.event.kind, rule) {
@@ -66,57 +73,17 @@ pub fn format(rec: &Record) -> String {
     };
     let (severity, _) = severities(rec);
     let mut ext: Vec<(&str, String)> = vec![
-        ("rt", rfc3339_to_millis(&rec.timestamp).to_string()),
-        ("dvchost", rec.host.hostname.clone()),
         ("act", rec.event.action.to_owned()),
         ("cat", rec.event.kind.to_owned()),
-        ("externalId", rec.event.sequence.to_string()),
-        ("cs6Label", "agentEphemeralId".into()),
-        ("cs6", rec.agent.ephemeral_id.clone()),
-        ("cn2Label", "lostSincePrevious".into()),
-        ("cn2", rec.tinyexec.lost_since_previous.to_string()),
     ];
-    if let Some(p) = &rec.process {
-        ext.extend([
-            ("spid", p.pid.to_string()),
-            ("sproc", p.name.clone()),
-            ("suser", p.user.clone()),
-            ("suid", p.uid.to_string()),
-            ("cs1Label", "commandLine".into()),
-            ("cs1", p.command_line.clone()),
-            ("cn1Label", "parentPid".into()),
-            ("cn1", p.parent.pid.to_string()),
-        ]);
-        if let Some(exe) = &p.parent.executable {
-            ext.extend([
-                ("cs2Label", "parentExecutable".into()),
-                ("cs2", exe.clone()),
-            ]);
-        }
-    }
-    if let Some(f) = &rec.file {
-        ext.extend([
-            ("filePath", f.path.clone()),
-            ("fname", f.name.clone()),
-            ("fsize", f.size.to_string()),
-            ("cn3Label", "inode".into()),
-            ("cn3", f.inode.to_string()),
-        ]);
-        if let Some(h) = &f.hash {
-            ext.push(("fileHash", h.sha256.clone()));
-        }
-    }
     if let Some(r) = &rec.rule {
         ext.extend([
             ("cs3Label", "ruleVerdict".into()),
             ("cs3", r.verdict.to_owned()),
         ]);
-        if let Some(reason) = &r.reason {
-            ext.push(("reason", reason.clone()));
-        }
     }
-    if let Some(e) = &rec.exclusion {
-        ext.extend([("cs4Label", "exclusion".into()), ("cs4", e.name.clone())]);
+    if let Some(h) = rec.file.as_ref().and_then(|f| f.hash.as_ref()) {
+        ext.push(("fileHash", h.sha256.clone()));
     }
     if let Some(src) = rec.tinyexec.content_source {
         ext.extend([
@@ -124,11 +91,61 @@ pub fn format(rec: &Record) -> String {
             ("cs5", src.to_owned()),
         ]);
     }
+    if let Some(e) = &rec.exclusion {
+        ext.extend([("cs4Label", "exclusion".into()), ("cs4", e.name.clone())]);
+    }
+    ext.extend([
+        ("dvchost", rec.host.hostname.clone()),
+        ("rt", rfc3339_to_millis(&rec.timestamp).to_string()),
+        ("cs6Label", "agentEphemeralId".into()),
+        ("cs6", rec.agent.ephemeral_id.clone()),
+        ("flexString1Label", "eventSequence".into()),
+        ("flexString1", rec.event.sequence.to_string()),
+        ("flexString2Label", "lostSincePrevious".into()),
+        ("flexString2", rec.tinyexec.lost_since_previous.to_string()),
+    ]);
+    if let Some(p) = &rec.process {
+        // Pids fit an int32 column: the kernel caps them at 2^22 (PID_MAX_LIMIT).
+        ext.extend([
+            ("spid", p.pid.to_string()),
+            ("sproc", p.name.clone()),
+            ("suser", p.user.clone()),
+            ("suid", p.uid.to_string()),
+            ("cn1Label", "parentPid".into()),
+            ("cn1", p.parent.pid.to_string()),
+        ]);
+    }
+    if let Some(f) = &rec.file {
+        ext.push(("fname", f.name.clone()));
+        // FileSize is int32: a larger file (only `--all-execs` reports one) has no fsize.
+        if i32::try_from(f.size).is_ok() {
+            ext.push(("fsize", f.size.to_string()));
+        }
+        ext.push(("fileId", f.inode.to_string()));
+    }
+    if let Some(reason) = rec.rule.as_ref().and_then(|r| r.reason.as_ref()) {
+        ext.push(("msg", reason.clone()));
+    }
     if let Some(l) = &rec.lost {
         ext.push((
             "msg",
             format!("{} records lost ({} since start)", l.count, l.total),
         ));
+    }
+    if let Some(f) = &rec.file {
+        ext.push(("filePath", f.path.clone()));
+    }
+    if let Some(p) = &rec.process {
+        if let Some(exe) = &p.parent.executable {
+            ext.extend([
+                ("cs2Label", "parentExecutable".into()),
+                ("cs2", exe.clone()),
+            ]);
+        }
+        ext.extend([
+            ("cs1Label", "commandLine".into()),
+            ("cs1", p.command_line.clone()),
+        ]);
     }
     let mut out = format!(
         "CEF:0|tinyexec|tinyexec-sensor|{}|{}|{}|{severity}|",

@@ -97,6 +97,13 @@ impl Outputs {
         Ok(())
     }
 
+    /// The outputs' own counters, for the periodic counters line (Sentinel only, today).
+    pub fn counters_line(&self) -> Option<String> {
+        self.sentinel
+            .as_ref()
+            .map(|(s, _)| format!("sentinel: {}", s.counters_line()))
+    }
+
     /// SIGHUP: logrotate moved the file away.
     pub fn reopen(&mut self) {
         if let Some((f, failures)) = &mut self.file

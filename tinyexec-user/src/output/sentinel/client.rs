@@ -20,6 +20,8 @@ pub enum Outcome {
     Delivered,
     /// Try again later (outage, throttling, expired token), after at least this long.
     Retry(Option<Duration>, String),
+    /// HTTP 413: the body is over the service's limit; smaller parts may pass.
+    TooLarge(String),
     /// The service refuses this batch for good (malformed, too large): set it aside.
     Rejected(String),
 }
@@ -153,6 +155,7 @@ impl Client {
                 Outcome::Retry(None, format!("HTTP {status} (token refused): {body}"))
             }
             408 | 429 | 500..=599 => Outcome::Retry(after, format!("HTTP {status}: {body}")),
+            413 => Outcome::TooLarge(format!("HTTP 413: {body}")),
             _ => Outcome::Rejected(format!("HTTP {status}: {body}")),
         }
     }

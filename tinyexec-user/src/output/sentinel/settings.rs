@@ -39,6 +39,9 @@ struct File {
     spool_max_bytes: u64,
     #[serde(default = "default_batch_max_records")]
     batch_max_records: usize,
+    /// Uncompressed bytes per POST (the gzip'd body is smaller still); at most the API's limit.
+    #[serde(default = "default_batch_max_bytes")]
+    batch_max_bytes: usize,
     #[serde(default = "default_batch_max_delay_ms")]
     batch_max_delay_ms: u64,
     #[serde(default = "default_timeout_secs")]
@@ -62,12 +65,19 @@ const fn default_spool_max_bytes() -> u64 {
 const fn default_batch_max_records() -> usize {
     500
 }
+const fn default_batch_max_bytes() -> usize {
+    API_MAX_BYTES
+}
 const fn default_batch_max_delay_ms() -> u64 {
     1000
 }
 const fn default_timeout_secs() -> u64 {
     30
 }
+
+/// The Logs Ingestion API takes at most 1 MB per call, compressed and uncompressed
+/// (Azure Monitor service limits); 10^6, not 2^20, to stay clear of either reading.
+pub const API_MAX_BYTES: usize = 1_000_000;
 
 /// Resolved settings, secret included.
 #[derive(Debug)]
@@ -80,6 +90,7 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub batch_max_records: usize,
+    pub batch_max_bytes: usize,
     pub batch_max_delay_ms: u64,
     pub timeout_secs: u64,
     pub ca_file: Option<PathBuf>,
@@ -121,6 +132,13 @@ impl Settings {
                 );
             }
         }
+        if !(1024..=API_MAX_BYTES).contains(&f.batch_max_bytes) {
+            bail!(
+                "{}: batch_max_bytes must be between 1024 and {API_MAX_BYTES} (the Logs Ingestion API's limit per call), not {}",
+                path.display(),
+                f.batch_max_bytes
+            );
+        }
         let endpoint = f.endpoint.trim_end_matches('/');
         let authority = f.authority.trim_end_matches('/');
         Ok(Self {
@@ -135,6 +153,7 @@ impl Settings {
             spool_dir: f.spool_dir,
             spool_max_bytes: f.spool_max_bytes,
             batch_max_records: f.batch_max_records.max(1),
+            batch_max_bytes: f.batch_max_bytes,
             batch_max_delay_ms: f.batch_max_delay_ms,
             timeout_secs: f.timeout_secs.max(1),
             ca_file: f.ca_file,
