@@ -45,6 +45,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// today's program): the later checks report "not checked" instead of paying again.
 static REFUSED_IN: Mutex<Option<&'static str>> = Mutex::new(None);
 
+/// Why a check that needs the sensor was not made.
+fn not_loaded(mode: &str) -> String {
+    format!(
+        "not checked: the sensor did not load in mode {mode} on this kernel (see that ready check)"
+    )
+}
+
 fn refused_in() -> Option<&'static str> {
     *REFUSED_IN.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -159,9 +166,7 @@ fn verified(stderr: &str) -> Option<(u64, Map<String, Value>)> {
 /// count within the budget). Returns the running sensor, or why there is none.
 fn start(mode: Mode) -> (Result<Sensor, String>, Vec<Outcome<()>>) {
     if let Some(earlier) = refused_in() {
-        let why = format!(
-            "not checked: the sensor did not load in mode {earlier} on this kernel (see that ready check)"
-        );
+        let why = not_loaded(earlier);
         let outcomes = ["ready", "verified"]
             .map(|name| check(name, mode, |_| panic!("{why}")))
             .into();
@@ -206,12 +211,9 @@ fn start(mode: Mode) -> (Result<Sensor, String>, Vec<Outcome<()>>) {
             mode.name()
         );
     });
-    let sensor = sensor.filter(|_| ready.is_ok()).ok_or_else(|| {
-        format!(
-            "not checked: the sensor did not load in mode {} (see that ready check)",
-            mode.name()
-        )
-    });
+    let sensor = sensor
+        .filter(|_| ready.is_ok())
+        .ok_or_else(|| not_loaded(mode.name()));
     (sensor, vec![ready, budget])
 }
 
@@ -382,9 +384,7 @@ fn doctored_btf_is_refused() {
     let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let outcome = check("doctored-btf", Mode::Default, |r| {
         if let Some(earlier) = refused_in() {
-            panic!(
-                "not checked: the sensor did not load in mode {earlier} on this kernel (see that ready check)"
-            );
+            panic!("{}", not_loaded(earlier));
         }
         let real = fs::read(KERNEL_BTF).unwrap_or_else(|e| panic!("{KERNEL_BTF}: {e}"));
         let doctored = btf::move_member(&real, "inode", "i_size", 8)

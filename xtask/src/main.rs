@@ -155,6 +155,9 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
         "cargo xtask test took {:.0} s",
         started.elapsed().as_secs_f64()
     ));
-    host.context("the host's tests failed")?;
-    matrix
+    match (host, matrix) {
+        (Ok(()), matrix) => matrix,
+        (Err(host), Ok(())) => Err(host.context("the host's tests failed")),
+        (Err(host), Err(matrix)) => bail!("the host's tests failed ({host:#}), and {matrix:#}"),
+    }
 }

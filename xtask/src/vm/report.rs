@@ -13,6 +13,8 @@ const MODES: [&str; 4] = ["default", "all-execs", "prevent", "all-execs+prevent"
 /// (the 5.10 verifier's register states run to hundreds of characters).
 const ERROR_LINES: usize = 8;
 const ERROR_WIDTH: usize = 200;
+/// How tests/matrix.rs begins the error of a check it could not make.
+const NOT_CHECKED: &str = "not checked:";
 /// Console lines shown when a VM did not finish.
 pub const CONSOLE_TAIL: usize = 40;
 
@@ -184,7 +186,24 @@ pub fn render(rows: &[Row]) -> String {
         for p in &r.problems {
             let _ = writeln!(out, "  {}", p.replace('\n', "\n    "));
         }
-        for c in r.checks.iter().filter(|c| !c.ok) {
+        let failed: Vec<&Check> = r.checks.iter().filter(|c| !c.ok).collect();
+        // Checks skipped for one reason (the sensor did not load) on one line.
+        let mut skipped: Vec<(&str, Vec<String>)> = Vec::new();
+        for c in &failed {
+            let Some(why) = c.error.as_deref().filter(|e| e.starts_with(NOT_CHECKED)) else {
+                continue;
+            };
+            let what = format!("{} ({})", c.name, c.mode);
+            match skipped.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, list)) => list.push(what),
+                None => skipped.push((why, vec![what])),
+            }
+        }
+        for c in failed.iter().filter(|c| {
+            !c.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(NOT_CHECKED))
+        }) {
             let error = c.error.as_deref().unwrap_or("(no message)");
             let lines: Vec<&str> = error.lines().collect();
             let tail = &lines[lines.len().saturating_sub(ERROR_LINES)..];
@@ -194,6 +213,9 @@ pub fn render(rows: &[Row]) -> String {
                 let more = if cut.len() < l.len() { " ..." } else { "" };
                 let _ = writeln!(out, "    {cut}{more}");
             }
+        }
+        for (why, list) in skipped {
+            let _ = writeln!(out, "  FAILED, {why}:\n    {}", list.join(", "));
         }
     }
     out
@@ -210,9 +232,11 @@ mod tests {
             r#"TINYEXEC-MATRIX {"check":"ready","mode":"default","ok":true,"loaded":true,"ready_ms":9100,"ms":1}"#,
             r#"[   9.9] random: crng init done TINYEXEC-MATRIX {"check":"verified","mode":"default","ok":false,"error":"none"}"#,
             r#"TINYEXEC-MATRIX {"check":"ready","mode":"prev"#,
+            r#"TINYEXEC-MATRIX {"check":"ready","mode":"prevent","ok":false,"error":"not checked: no sensor"}"#,
+            r#"TINYEXEC-MATRIX {"check":"prevent-kill","mode":"prevent","ok":false,"error":"not checked: no sensor"}"#,
         ];
         let (checks, garbled) = parse(lines);
-        assert_eq!(checks.len(), 2);
+        assert_eq!(checks.len(), 4);
         assert_eq!(checks[0].ready_ms, Some(9100));
         assert!(!checks[1].ok);
         assert_eq!(garbled.len(), 1);
