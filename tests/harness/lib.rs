@@ -3,6 +3,7 @@
 //!
 //! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
 
+pub mod btf;
 pub mod cef;
 pub mod corpus;
 pub mod elf;
@@ -26,10 +27,28 @@ use std::{
 
 use serde_json::Value;
 
-/// How long the sensor may take to load and attach.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an expected record may take to arrive.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the sensor may take to load and attach: 60 s, or
+/// `$TINYEXEC_READY_TIMEOUT` seconds (the VM matrix raises it: the verifier
+/// is many times slower under emulation).
+pub fn ready_timeout() -> Duration {
+    timeout_from_env("TINYEXEC_READY_TIMEOUT", 60)
+}
+
+/// How long an expected record may take to arrive: 10 s, or `$TINYEXEC_EVENT_TIMEOUT` seconds.
+pub fn event_timeout() -> Duration {
+    timeout_from_env("TINYEXEC_EVENT_TIMEOUT", 10)
+}
+
+fn timeout_from_env(var: &str, default_secs: u64) -> Duration {
+    let secs = match std::env::var(var) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("${var}={v:?}: expected whole seconds")),
+        Err(_) => default_secs,
+    };
+    Duration::from_secs(secs)
+}
 
 /// Panics unless we are root: the tests load eBPF programs.
 pub fn require_root() {
@@ -181,10 +200,10 @@ pub fn execveat_fd(fd: i32, marker: &str) -> Child {
     spawn(&mut cmd)
 }
 
-/// Polls `cond` every 20 ms until it holds, failing with `what` after `EVENT_TIMEOUT`:
+/// Polls `cond` every 20 ms until it holds, failing with `what` after [`event_timeout`]:
 /// for effects outside the sensor's stdout (files, spools).
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let deadline = Instant::now() + event_timeout();
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         thread::sleep(Duration::from_millis(20));
@@ -224,7 +243,8 @@ pub fn own_comm() -> String {
 struct Shared {
     records: Vec<Value>,
     stderr: Vec<String>,
-    ready: bool,
+    /// When the `ready` line was read.
+    ready_at: Option<Instant>,
     /// Records that broke the published schema.
     violations: Vec<String>,
     stdout_closed: bool,
@@ -234,6 +254,7 @@ struct Shared {
 /// A running `tinyexec-sensor run`, with its output collected as it comes.
 pub struct Sensor {
     child: Option<Child>,
+    started: Instant,
     shared: Arc<(Mutex<Shared>, Condvar)>,
     readers: Vec<thread::JoinHandle<()>>,
 }
@@ -258,6 +279,7 @@ impl Sensor {
 
     /// Starts without waiting for `ready` (for failure-path tests).
     pub fn spawn(cmd: &mut Command) -> Self {
+        let started = Instant::now();
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -293,8 +315,10 @@ impl Sensor {
                 let Ok(line) = line else { break };
                 let (m, cv) = &*s2;
                 let mut g = m.lock().expect("lock");
-                if line.contains("ready") {
-                    g.ready = true;
+                // The sensor's own ready line, not any line with the word
+                // (an error may well say it will not be ready).
+                if line.starts_with("tinyexec-sensor: ready") && g.ready_at.is_none() {
+                    g.ready_at = Some(Instant::now());
                 }
                 g.stderr.push(line);
                 cv.notify_all();
@@ -305,25 +329,42 @@ impl Sensor {
         });
         Self {
             child: Some(child),
+            started,
             shared,
             readers: vec![stdout_reader, stderr_reader],
         }
     }
 
     fn wait_ready(&mut self) {
+        if let Err(why) = self.try_wait_ready() {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits for `ready`; returns how long it took from the start, or why it
+    /// never came (the sensor exited first, or [`ready_timeout`] passed), with its stderr.
+    pub fn try_wait_ready(&mut self) -> Result<Duration, String> {
         let (m, cv) = &*self.shared;
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let timeout = ready_timeout();
+        let deadline = Instant::now() + timeout;
         let mut g = m.lock().expect("lock");
-        while !g.ready {
+        loop {
+            if let Some(at) = g.ready_at {
+                return Ok(at.duration_since(self.started));
+            }
             if g.stderr_closed {
-                panic!("sensor exited before ready:\n{}", g.stderr.join("\n"));
+                return Err(format!(
+                    "sensor exited before ready:\n{}",
+                    g.stderr.join("\n")
+                ));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "sensor not ready after {READY_TIMEOUT:?}:\n{}",
-                g.stderr.join("\n")
-            );
+            if left.is_zero() {
+                return Err(format!(
+                    "sensor not ready after {timeout:?}:\n{}",
+                    g.stderr.join("\n")
+                ));
+            }
             g = cv.wait_timeout(g, left).expect("wait").0;
         }
     }
@@ -336,7 +377,8 @@ impl Sensor {
     /// Waits until at least `n` records satisfy `pred`; returns all that do.
     pub fn wait_for_n(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let (m, cv) = &*self.shared;
-        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let timeout = event_timeout();
+        let deadline = Instant::now() + timeout;
         let mut g = m.lock().expect("lock");
         loop {
             let found: Vec<Value> = g.records.iter().filter(|v| pred(v)).cloned().collect();
@@ -353,7 +395,7 @@ impl Sensor {
                     .map(Value::to_string)
                     .collect();
                 let msg = format!(
-                    "expected {n} record(s) of {what}, got {} after {EVENT_TIMEOUT:?}; \
+                    "expected {n} record(s) of {what}, got {} after {timeout:?}; \
                      {} records in all, the last ones:\n{}\nstderr:\n{}",
                     found.len(),
                     g.records.len(),
@@ -372,7 +414,7 @@ impl Sensor {
     /// returns the index after it (to wait for the next one).
     pub fn wait_stderr(&self, needle: &str, from: usize) -> usize {
         let (m, cv) = &*self.shared;
-        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let deadline = Instant::now() + event_timeout();
         let mut g = m.lock().expect("lock");
         loop {
             if let Some(i) = g.stderr.iter().skip(from).position(|l| l.contains(needle)) {

@@ -1,14 +1,16 @@
-//! `cargo xtask build | run | test | bench`: the project's commands, with their own set-up
+//! `cargo xtask build | run | test | vm | bench`: the project's commands, with their own set-up
 //! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod bench;
 mod install;
 mod setup;
+mod vm;
 
 use std::{
-    env,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -36,11 +38,17 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build and run every test, as root, against the real kernel; arguments after `--` go to `cargo test`.
+    /// Build and run every test, as root, against the real kernel, then the kernel
+    /// matrix (Debian's kernels under QEMU); arguments after `--` go to `cargo test`.
     Test {
+        /// Only the host's tests, no kernel matrix.
+        #[arg(long)]
+        no_vm: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Only the kernel matrix: boot Debian's kernels under QEMU and run tests/matrix.rs in each.
+    Vm(vm::Args),
     /// Measure what the sensor costs on this machine (exec storms with and without it,
     /// loss, exec-to-alert latency, CPU, memory, kernel run time); see docs/performance.md.
     Bench(bench::Args),
@@ -55,7 +63,12 @@ fn main() -> Result<()> {
             install::run(&root, &sensor, &args)
         }
         Cmd::Run { args } => run(&root, &args),
-        Cmd::Test { args } => test(&root, &args),
+        Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
+        Cmd::Vm(args) => {
+            let sensor = build(&root, false)?;
+            setup::vm_tools()?;
+            vm::conclude(&vm::run(&root, &sensor, &args)?)
+        }
         Cmd::Bench(args) => bench::run(&root, &args),
     }
 }
@@ -114,18 +127,39 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     run_cmd(Command::new(&sensor).arg("run").args(args))
 }
 
-fn test(root: &Path, args: &[String]) -> Result<()> {
+fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
+    let started = Instant::now();
     setup::require_root("the tests load eBPF programs and exec as other users")?;
     let sensor = build(root, false)?;
     setup::test_tools()?;
     let kusto = setup::kusto_language(root)?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
-    run_cmd(
+    // tests/matrix.rs appends its checks' reports here: the host's row of the table.
+    let report = root.join("target/vm/host-matrix.jsonl");
+    fs::create_dir_all(report.parent().unwrap_or(root))?;
+    let _ = fs::remove_file(&report);
+    let host = run_cmd(
         cargo()
             .current_dir(root)
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor)
-            .env("KUSTO_LANGUAGE_DIR", &kusto),
-    )
+            .env("KUSTO_LANGUAGE_DIR", &kusto)
+            .env("TINYEXEC_MATRIX_REPORT", &report),
+    );
+    let mut rows = vec![vm::host_row(&report)?];
+    if matrix {
+        step("the kernel matrix: Debian's kernels under QEMU (`--no-vm` skips it)");
+        rows.extend(vm::run(root, &sensor, &vm::Args::default())?);
+    }
+    let matrix = vm::conclude(&rows);
+    step(&format!(
+        "cargo xtask test took {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    match (host, matrix) {
+        (Ok(()), matrix) => matrix,
+        (Err(host), Ok(())) => Err(host.context("the host's tests failed")),
+        (Err(host), Err(matrix)) => bail!("the host's tests failed ({host:#}), and {matrix:#}"),
+    }
 }

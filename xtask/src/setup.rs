@@ -14,21 +14,36 @@ use crate::{cargo, run_cmd, step};
 /// bpf-linker 0.13 is the release for LLVM 22, the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
-/// Debian packages the tests use, as (command, package): bpftool cross-checks
-/// our BTF parser, yara is the reference `scan` must agree with, rsyslog
-/// receives the CEF output, python3 and openssl run the Sentinel stand-in;
-/// node runs Microsoft's Kusto parser over the Sentinel content, and
+/// Debian packages the tests use, as (shell test that it is there, package):
+/// bpftool cross-checks our BTF parser, yara is the reference `scan` must agree
+/// with, rsyslog receives the CEF output, python3 and openssl run the Sentinel
+/// stand-in; node runs Microsoft's Kusto parser over the Sentinel content, and
 /// systemd-analyze and strace check the systemd unit (tests/systemd.rs).
 const TEST_PACKAGES: &[(&str, &str)] = &[
-    ("bpftool", "bpftool"),
-    ("yara", "yara"),
-    ("rsyslogd", "rsyslog"),
-    ("python3", "python3"),
-    ("openssl", "openssl"),
-    ("node", "nodejs"),
-    ("npm", "npm"),
-    ("systemd-analyze", "systemd"),
-    ("strace", "strace"),
+    ("command -v bpftool", "bpftool"),
+    ("command -v yara", "yara"),
+    ("command -v rsyslogd", "rsyslog"),
+    ("command -v python3", "python3"),
+    ("command -v openssl", "openssl"),
+    ("command -v node", "nodejs"),
+    ("command -v npm", "npm"),
+    ("command -v systemd-analyze", "systemd"),
+    ("command -v strace", "strace"),
+];
+/// What the kernel matrix uses: QEMU boots the kernels, busybox-static is the
+/// VMs' userland (the package itself: plain `busybox` needs libraries), objcopy
+/// strips the binaries copied in, the keyring checks the kernels' apt sources.
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("command -v qemu-system-x86_64", "qemu-system-x86"),
+    (
+        "dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'",
+        "busybox-static",
+    ),
+    ("command -v objcopy", "binutils"),
+    (
+        "test -f /usr/share/keyrings/debian-archive-keyring.gpg",
+        "debian-archive-keyring",
+    ),
 ];
 
 /// Microsoft's Kusto.Language for JavaScript, which the Sentinel content test runs
@@ -149,20 +164,27 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Debian packages the tests need, installed when missing.
+/// Debian packages the tests (host and kernel matrix) need, installed when missing.
 pub fn test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+    install_missing(&[TEST_PACKAGES, VM_PACKAGES].concat(), "the tests use")
+}
+
+/// Debian packages the kernel matrix needs, installed when missing.
+pub fn vm_tools() -> Result<()> {
+    install_missing(VM_PACKAGES, "the kernel matrix uses")
+}
+
+fn install_missing(packages: &[(&str, &str)], purpose: &str) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
-        .filter(|(bin, _)| {
-            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
-        })
+        .filter(|(probe, _)| output(Command::new("sh").args(["-c", probe])).is_none())
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     step(&format!(
-        "installing Debian packages the tests use: {}",
+        "installing Debian packages {purpose}: {}",
         missing.join(" ")
     ));
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;

@@ -1,0 +1,440 @@
+//! The kernel matrix's end-to-end subset: small and kernel-agnostic, run on the
+//! host (`cargo test`) and inside each Debian kernel's VM (`cargo xtask vm`).
+//!
+//! Each check prints one line `TINYEXEC-MATRIX {json}` on stdout (the VM's
+//! console) and, when `$TINYEXEC_MATRIX_REPORT` names a file, appends it there
+//! (the host run, whose stdout libtest captures). `cargo xtask` turns these
+//! lines into its per-kernel table. Fields: `check`, `mode`, `ok`, `ms`, and
+//! per check `loaded`, `ready_ms`, `failed_after_ms`, `verified`, `programs`,
+//! `refused`, `error`.
+
+use std::{
+    any::Any,
+    fs::{self, OpenOptions},
+    io::Write as _,
+    os::unix::{ffi::OsStrExt as _, fs::symlink},
+    panic::{AssertUnwindSafe, catch_unwind, resume_unwind},
+    path::Path,
+    process::Command,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Map, Value, json};
+use tinyexec_ebpf::rule::{S1, S2, find_all};
+use tinyexec_tests::{
+    Sensor, TempDir, btf,
+    elf::{Action, Arch, TinyElf},
+    exec_of, field, field_str, field_u64, matching_elf, own_comm, run_ok, sensor_path, signalled,
+    spawn, tiny_exit0, unique,
+};
+
+/// Verified instructions the programs may cost together, in every mode (issue 9).
+const VERIFIED_BUDGET: u64 = 250_000;
+/// What the sensor prints on stderr before `ready`.
+const VERIFIED_LEAD: &str = "tinyexec-sensor: verified instructions:";
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Lines of a failure kept in the report (the verifier's cause is at the end).
+const ERROR_TAIL_LINES: usize = 12;
+
+/// A prevent-mode sensor kills every matching exec on the machine: the tests
+/// of this binary take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+/// The mode in which the sensor did not load, once a test found out. A refused
+/// load costs minutes under emulation (about 80 s on 6.1, 300 s on 5.10 with
+/// today's program): the later checks report "not checked" instead of paying again.
+static REFUSED_IN: Mutex<Option<&'static str>> = Mutex::new(None);
+
+/// Why a check that needs the sensor was not made.
+fn not_loaded(mode: &str) -> String {
+    format!(
+        "not checked: the sensor did not load in mode {mode} on this kernel (see that ready check)"
+    )
+}
+
+fn refused_in() -> Option<&'static str> {
+    *REFUSED_IN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Default,
+    AllExecs,
+    Prevent,
+    AllExecsPrevent,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Default => "default",
+            Mode::AllExecs => "all-execs",
+            Mode::Prevent => "prevent",
+            Mode::AllExecsPrevent => "all-execs+prevent",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Default => &[],
+            Mode::AllExecs => &["--all-execs"],
+            Mode::Prevent => &["--prevent"],
+            Mode::AllExecsPrevent => &["--all-execs", "--prevent"],
+        }
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic without a message".to_owned())
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(ERROR_TAIL_LINES)..].join("\n")
+}
+
+/// Prints (and appends to `$TINYEXEC_MATRIX_REPORT`) one report line.
+fn emit(fields: Map<String, Value>) {
+    let line = format!("TINYEXEC-MATRIX {}", Value::Object(fields));
+    println!("{line}");
+    if let Some(path) = std::env::var_os("TINYEXEC_MATRIX_REPORT") {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&path).display()));
+        // One write per line: lines from parallel test binaries never interleave.
+        f.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&path).display()));
+    }
+}
+
+type Outcome<T> = Result<T, Box<dyn Any + Send>>;
+
+/// Runs one check, reports it (with its panic message when it failed) and
+/// returns its outcome; `body` adds its own fields to the report.
+fn check<T>(name: &str, mode: Mode, body: impl FnOnce(&mut Map<String, Value>) -> T) -> Outcome<T> {
+    let mut fields = Map::new();
+    fields.insert("check".into(), name.into());
+    fields.insert("mode".into(), mode.name().into());
+    let start = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut fields)));
+    fields.insert("ok".into(), outcome.is_ok().into());
+    fields.insert("ms".into(), ms(start.elapsed()).into());
+    if let Err(p) = &outcome {
+        fields.insert("error".into(), tail(&panic_text(p.as_ref())).into());
+    }
+    emit(fields);
+    outcome
+}
+
+/// Fails the test if any of its checks failed (each already reported).
+fn all_passed(outcomes: Vec<Outcome<()>>) {
+    if let Some(p) = outcomes.into_iter().find_map(Result::err) {
+        resume_unwind(p);
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The sensor's verified-instruction line: `total=T` and each `program=n`.
+fn verified(stderr: &str) -> Option<(u64, Map<String, Value>)> {
+    let line = stderr.lines().find_map(|l| l.strip_prefix(VERIFIED_LEAD))?;
+    let mut total = None;
+    let mut programs = Map::new();
+    for word in line.split_whitespace() {
+        let Some((k, v)) = word.split_once('=') else {
+            continue;
+        };
+        let Ok(n) = v.parse::<u64>() else { continue };
+        if k == "total" {
+            total = Some(n);
+        } else {
+            programs.insert(k.to_owned(), n.into());
+        }
+    }
+    Some((total?, programs))
+}
+
+/// Starts the sensor in `mode` and reports `ready` (start-to-ready time, or
+/// not loaded with the sensor's last words) and `verified` (the instruction
+/// count within the budget). Returns the running sensor, or why there is none.
+fn start(mode: Mode) -> (Result<Sensor, String>, Vec<Outcome<()>>) {
+    if let Some(earlier) = refused_in() {
+        let why = not_loaded(earlier);
+        let outcomes = ["ready", "verified"]
+            .map(|name| check(name, mode, |_| panic!("{why}")))
+            .into();
+        return (Err(why), outcomes);
+    }
+    // Started inside the check, so its time counts as the check's.
+    let mut running = None;
+    let ready = check("ready", mode, |r| {
+        let started = Instant::now();
+        let mut sensor = Sensor::spawn(Command::new(sensor_path()).arg("run").args(mode.args()));
+        let waited = sensor.try_wait_ready();
+        let stderr = sensor.stderr();
+        running = Some((sensor, stderr));
+        match waited {
+            Ok(took) => {
+                r.insert("loaded".into(), true.into());
+                r.insert("ready_ms".into(), ms(took).into());
+            }
+            Err(why) => {
+                r.insert("loaded".into(), false.into());
+                r.insert("failed_after_ms".into(), ms(started.elapsed()).into());
+                panic!("not loaded in mode {}: {why}", mode.name());
+            }
+        }
+    });
+    if ready.is_err() {
+        *REFUSED_IN.lock().unwrap_or_else(PoisonError::into_inner) = Some(mode.name());
+    }
+    let (sensor, stderr) = running.unzip();
+    let stderr = stderr.unwrap_or_default();
+    let budget = check("verified", mode, |r| {
+        let Some((total, programs)) = verified(&stderr) else {
+            panic!(
+                "the sensor did not report its verified instructions (no line `{VERIFIED_LEAD} total=N ...` on stderr)"
+            );
+        };
+        r.insert("verified".into(), total.into());
+        r.insert("programs".into(), programs.into());
+        assert!(
+            total <= VERIFIED_BUDGET,
+            "{total} verified instructions in mode {}, over the budget of {VERIFIED_BUDGET}",
+            mode.name()
+        );
+    });
+    let sensor = sensor
+        .filter(|_| ready.is_ok())
+        .ok_or_else(|| not_loaded(mode.name()));
+    (sensor, vec![ready, budget])
+}
+
+/// For checks that need the sensor running.
+fn running(sensor: &Result<Sensor, String>) -> &Sensor {
+    sensor.as_ref().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Runs a matching exec as a barrier and waits for its alert: every record
+/// of an exec run before it has arrived by then. Returns the records before it.
+fn records_before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
+    let barrier = dir.exe(
+        &unique("barrier"),
+        &matching_elf(Arch::X86_64, vec![], None),
+    );
+    run_ok(&mut Command::new(&barrier));
+    sensor.wait_for("the barrier's alert", exec_of(&barrier));
+    let all = sensor.records(|_| true);
+    let at = all
+        .iter()
+        .position(exec_of(&barrier))
+        .expect("the barrier's record");
+    all[..at].to_vec()
+}
+
+/// A matching ELF of `arch` alerts once, with the offsets where the strings are.
+fn one_alert_with_offsets(sensor: &Sensor, dir: &TempDir, arch: Arch) {
+    let bytes = matching_elf(arch, vec![], None);
+    let path = dir.exe(&unique("stager"), &bytes);
+    let mut child = spawn(&mut Command::new(&path));
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success());
+    let rec = sensor.wait_for("the alert", exec_of(&path));
+    assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+    assert_eq!(field_str(&rec, "rule.verdict"), "match", "{rec}");
+    assert_eq!(field_u64(&rec, "process.pid"), u64::from(pid));
+    for (i, (id, s)) in [("$s1", &S1[..]), ("$s2", &S2[..])].into_iter().enumerate() {
+        assert_eq!(
+            field(&rec, &format!("rule.strings.{i}.identifier")),
+            id,
+            "{rec}"
+        );
+        let want: Vec<usize> = find_all(&bytes, s).collect();
+        assert!(!want.is_empty());
+        assert_eq!(
+            field(&rec, &format!("rule.strings.{i}.offsets")),
+            &json!(want),
+            "{id} in {rec}"
+        );
+    }
+    let before = records_before_barrier(sensor, dir);
+    let n = before.iter().filter(|v| exec_of(&path)(v)).count();
+    assert_eq!(n, 1, "{n} records for one exec of {}", path.display());
+}
+
+#[test]
+fn default_mode() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let mode = Mode::Default;
+    let (sensor, mut outcomes) = start(mode);
+    let dir = TempDir::new("matrix-default");
+    for (name, arch) in [("alert-x86_64", Arch::X86_64), ("alert-i386", Arch::I386)] {
+        outcomes.push(check(name, mode, |_| {
+            one_alert_with_offsets(running(&sensor), &dir, arch);
+        }));
+    }
+    outcomes.push(check("no-alert", mode, |_| {
+        let sensor = running(&sensor);
+        // A near-twin of the stager: ELF, small, `$s1` but no `$s2`.
+        let mut twin = TinyElf::new(Arch::X86_64);
+        twin.trailer = S1.to_vec();
+        let path = dir.exe(&unique("twin"), &twin.build().expect("tiny ELF"));
+        run_ok(&mut Command::new(&path));
+        let before = records_before_barrier(sensor, &dir);
+        let about: Vec<&Value> = before.iter().filter(|v| exec_of(&path)(v)).collect();
+        assert!(
+            about.is_empty(),
+            "a non-matching exec was reported: {about:?}"
+        );
+    }));
+    all_passed(outcomes);
+}
+
+#[test]
+fn all_execs_mode() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let mode = Mode::AllExecs;
+    let (sensor, mut outcomes) = start(mode);
+    outcomes.push(check("exec-symlink", mode, |_| {
+        let sensor = running(&sensor);
+        let dir = TempDir::new("matrix-symlink");
+        let real = dir.exe(&unique("real"), &tiny_exit0());
+        let link = dir.path().join(unique("link"));
+        symlink(&real, &link).expect("symlink");
+        let marker = unique("marker");
+        let mut child = spawn(Command::new(&link).arg(&marker));
+        let pid = child.id();
+        assert!(child.wait().expect("wait").success());
+        let rec = sensor.wait_for("the exec through the symlink", |v| {
+            field(v, "process.args.1") == marker.as_str()
+        });
+        assert_eq!(
+            field_str(&rec, "file.path"),
+            real.to_str().expect("UTF-8"),
+            "{rec}"
+        );
+        assert_eq!(
+            field(&rec, "process.args"),
+            &json!([link.to_str().expect("UTF-8"), marker]),
+            "{rec}"
+        );
+        assert_eq!(field_u64(&rec, "process.pid"), u64::from(pid), "{rec}");
+        assert_eq!(
+            field_u64(&rec, "process.parent.pid"),
+            u64::from(std::process::id()),
+            "{rec}"
+        );
+        assert_eq!(field_str(&rec, "process.parent.name"), own_comm(), "{rec}");
+        assert_eq!(field_u64(&rec, "process.uid"), 0, "{rec}");
+        assert_eq!(field_str(&rec, "process.user"), "root", "{rec}");
+    }));
+    all_passed(outcomes);
+}
+
+#[test]
+fn prevent_mode() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let mode = Mode::Prevent;
+    let (sensor, mut outcomes) = start(mode);
+    outcomes.push(check("prevent-kill", mode, |_| {
+        let sensor = running(&sensor);
+        let dir = TempDir::new("matrix-prevent");
+        for arch in [Arch::X86_64, Arch::I386] {
+            // The program's first action would create the marker.
+            let marker = dir.path().join(unique("marker"));
+            let bytes = matching_elf(
+                arch,
+                vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())],
+                None,
+            );
+            let path = dir.exe(&unique("stager"), &bytes);
+            let status = spawn(&mut Command::new(&path)).wait().expect("wait");
+            assert_eq!(
+                signalled(&status),
+                Some(libc::SIGKILL),
+                "{arch:?}: {status}"
+            );
+            assert!(!marker.exists(), "{arch:?}: the killed program ran");
+            let rec = sensor.wait_for("the kill", exec_of(&path));
+            assert_eq!(field_str(&rec, "event.action"), "killed", "{rec}");
+            assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+        }
+    }));
+    all_passed(outcomes);
+}
+
+#[test]
+fn all_execs_prevent_mode() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let (_sensor, outcomes) = start(Mode::AllExecsPrevent);
+    all_passed(outcomes);
+}
+
+/// Offsets from a BTF that does not describe the running kernel make the
+/// sensor blind: it must refuse to start, naming the field and the file.
+#[test]
+fn doctored_btf_is_refused() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = check("doctored-btf", Mode::Default, |r| {
+        if let Some(earlier) = refused_in() {
+            panic!("{}", not_loaded(earlier));
+        }
+        let real = fs::read(KERNEL_BTF).unwrap_or_else(|e| panic!("{KERNEL_BTF}: {e}"));
+        let doctored = btf::move_member(&real, "inode", "i_size", 8)
+            .unwrap_or_else(|e| panic!("{KERNEL_BTF}: {e}"));
+        let dir = TempDir::new("matrix-btf");
+        let path = dir.path().join("vmlinux-i_size-moved");
+        fs::write(&path, doctored).expect("write the doctored BTF");
+        let mut sensor = Sensor::spawn(
+            Command::new(sensor_path())
+                .args(["run", "--btf"])
+                .arg(&path),
+        );
+        if sensor.try_wait_ready().is_ok() {
+            r.insert("refused".into(), false.into());
+            panic!(
+                "the sensor said ready with a BTF whose inode.i_size was moved by 8 bytes ({}):\n{}",
+                path.display(),
+                sensor.stderr()
+            );
+        }
+        r.insert("refused".into(), true.into());
+        let status = sensor.wait_exit();
+        let stderr = sensor.stderr();
+        assert!(
+            !status.success(),
+            "exit {status} with a doctored BTF:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("inode.i_size"),
+            "the error does not name inode.i_size:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(path.to_str().expect("UTF-8")),
+            "the error does not name the BTF file {}:\n{stderr}",
+            path.display()
+        );
+    });
+    all_passed(vec![outcome]);
+}
+
+#[test]
+fn verified_line_parses() {
+    let stderr = "tinyexec-sensor: loading\n\
+                  tinyexec-sensor: verified instructions: total=1234 tinyexec_exec=1200 walk=34 (kernel limit 1000000)\n\
+                  tinyexec-sensor: ready: x";
+    let (total, programs) = verified(stderr).expect("parsed");
+    assert_eq!(total, 1234);
+    assert_eq!(
+        Value::Object(programs),
+        json!({"tinyexec_exec": 1200, "walk": 34})
+    );
+    assert!(verified("tinyexec-sensor: ready").is_none());
+}

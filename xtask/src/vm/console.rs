@@ -1,0 +1,163 @@
+//! Boots one kernel under QEMU with the initramfs and reads its serial console.
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, Write as _},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+/// What `/init` prints before each of its own lines.
+pub const MARKER: &str = "TINYEXEC-VM";
+/// How long QEMU may take to power off after `/init`'s end line.
+const POWEROFF_GRACE: Duration = Duration::from_secs(60);
+
+/// What one boot showed.
+#[derive(Default)]
+pub struct Boot {
+    pub console: Vec<String>,
+    /// QEMU's start to `/init`'s first line (host clock).
+    pub boot: Option<Duration>,
+    /// `/init`'s first line to its end line.
+    pub checks: Option<Duration>,
+    /// The guest's `uname -r`.
+    pub release: Option<String>,
+    pub btf: Option<bool>,
+    /// The test binary's exit status.
+    pub rc: Option<i32>,
+    /// Mounts that `/init` could not make.
+    pub setup_failures: Vec<String>,
+    pub timed_out: bool,
+}
+
+/// Boots `vmlinuz` with `initramfs`, copying the console to `log` (each line
+/// with the host's seconds since QEMU started) and passing
+/// each line to `on_line` as it comes; kills QEMU after `timeout`.
+pub fn boot(
+    vmlinuz: &Path,
+    initramfs: &Path,
+    log: &Path,
+    timeout: Duration,
+    mut on_line: impl FnMut(&str),
+) -> Result<Boot> {
+    let mut log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut qemu = Command::new("qemu-system-x86_64");
+    // This host's KVM cannot run unmodified kernels: TCG, with `-cpu max` for
+    // RDRAND (the guest's random pool is ready at once). No devices but the
+    // serial console; `panic=-1` with `-no-reboot` ends QEMU on a kernel panic.
+    qemu.args([
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+    ])
+    .arg("-kernel")
+    .arg(vmlinuz)
+    .arg("-initrd")
+    .arg(initramfs)
+    .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line: String = String::from_utf8_lossy(&buf)
+                    .chars()
+                    .filter(|c| !c.is_control() || *c == '\t')
+                    .collect();
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    drop(tx);
+
+    let deadline = start + timeout;
+    let mut b = Boot::default();
+    let mut init_at = None;
+    let mut ended_at = None;
+    loop {
+        let limit = ended_at.map_or(deadline, |t: Instant| (t + POWEROFF_GRACE).min(deadline));
+        let left = limit.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((at, line)) => {
+                let _ = writeln!(log_file, "[{:8.2}] {line}", (at - start).as_secs_f64());
+                on_line(&line);
+                if let Some(rest) = line.find(MARKER).map(|i| &line[i + MARKER.len()..]) {
+                    let rest = rest.trim();
+                    if let Some(init) = rest.strip_prefix("init ") {
+                        init_at = Some(at);
+                        b.boot = Some(at - start);
+                        b.release = word(init, "kernel=").map(str::to_owned);
+                    } else if let Some(btf) = rest.strip_prefix("btf=") {
+                        b.btf = Some(btf == "yes");
+                    } else if let Some(what) = rest.strip_prefix("setup-failed ") {
+                        b.setup_failures.push(what.to_owned());
+                    } else if let Some(end) = rest.strip_prefix("end ") {
+                        ended_at = Some(at);
+                        b.checks = init_at.map(|i| at - i);
+                        b.rc = word(end, "rc=").and_then(|v| v.parse().ok());
+                    }
+                }
+                b.console.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                b.timed_out = ended_at.is_none();
+                break;
+            }
+        }
+    }
+    stop(&mut child);
+    Ok(b)
+}
+
+/// The value of `key` (`key=value`) among the words of `text`.
+fn word<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
+fn stop(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}

@@ -1,0 +1,296 @@
+//! The kernel matrix: Debian's own kernels booted under QEMU with a minimal
+//! initramfs, each running the end-to-end subset in tests/matrix.rs (as aya's
+//! `cargo xtask integration-test vm` does for aya). `cargo xtask test` runs it
+//! after the host tests; `cargo xtask vm` runs only it.
+
+mod console;
+mod initramfs;
+mod kernels;
+mod report;
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{cargo, step};
+pub use report::Row;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Boot only this kernel (repeatable): 5.10 (Debian 11), 6.1 or 6.12 (Debian 12).
+    #[arg(long = "kernel", value_name = "NAME")]
+    kernels: Vec<String>,
+    /// Ask Debian's archive for newer kernel packages instead of using the cache.
+    #[arg(long)]
+    refresh_kernels: bool,
+    /// Seconds one VM may run before QEMU is killed (default 1200).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Arguments for the matrix test binary in each VM, after `--` (e.g. a test name).
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+/// Generous: one refused load costs up to 5 minutes under emulation (5.10),
+/// a loading sensor 10-20 s per mode (6.12); three VMs at this bound still fit CI's 90.
+const VM_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// The matrix's test binary's name (tests/Cargo.toml).
+const TEST_TARGET: &str = "matrix";
+
+/// Boots each kernel `args` asks for and runs the matrix's checks in it.
+pub fn run(root: &Path, sensor: &Path, args: &Args) -> Result<Vec<Row>> {
+    let kernels: Vec<&kernels::Kernel> = if args.kernels.is_empty() {
+        kernels::KERNELS.iter().collect()
+    } else {
+        args.kernels
+            .iter()
+            .map(|n| kernels::by_name(n))
+            .collect::<Result<_>>()?
+    };
+    let images = kernels::images(root, &kernels, args.refresh_kernels)?;
+    let tests = test_binary(root)?;
+    let dir = root.join("target/vm");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let initramfs = dir.join("initramfs.cpio");
+    step(&format!(
+        "writing {} (busybox, {}, {})",
+        initramfs.display(),
+        sensor.display(),
+        tests.display()
+    ));
+    initramfs::build(
+        &initramfs,
+        &dir.join("stage"),
+        sensor,
+        &tests,
+        &args.test_args,
+    )?;
+    let timeout = args.timeout.map_or(VM_TIMEOUT, Duration::from_secs);
+    let mut rows = Vec::new();
+    for (k, image) in kernels.iter().zip(&images) {
+        step(&format!(
+            "booting {}'s {} ({}) under QEMU, running the matrix checks",
+            k.distro, k.name, image.package
+        ));
+        let log = dir.join(format!("{}.console.log", k.name));
+        let started = Instant::now();
+        let boot = console::boot(&image.vmlinuz, &initramfs, &log, timeout, |line| {
+            progress(k.name, line);
+        })?;
+        let row = row(k.name, &boot, &log, timeout, args.test_args.is_empty());
+        step(&format!(
+            "{} done in {:.0} s: {}",
+            k.name,
+            started.elapsed().as_secs_f64(),
+            if row.failed() { "FAILED" } else { "passed" }
+        ));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// One line per check as the VM reports it, so a slow run shows where it is.
+fn progress(kernel: &str, line: &str) {
+    let (checks, _) = report::parse([line]);
+    for c in checks {
+        let how = if c.ok { "ok" } else { "FAILED" };
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let ready = match (c.ready_ms, c.failed_after_ms) {
+            (Some(ms), _) => format!(", ready in {:.1} s", secs(ms)),
+            (_, Some(ms)) => format!(", not loaded ({:.1} s)", secs(ms)),
+            _ => String::new(),
+        };
+        step(&format!(
+            "  [{kernel}] {} ({}): {how}{ready}",
+            c.name, c.mode
+        ));
+    }
+}
+
+fn row(
+    name: &str,
+    boot: &console::Boot,
+    log: &Path,
+    timeout: Duration,
+    expect_checks: bool,
+) -> Row {
+    let (checks, garbled) = report::parse(boot.console.iter().map(String::as_str));
+    let tail = || {
+        let lines = &boot.console[boot.console.len().saturating_sub(report::CONSOLE_TAIL)..];
+        format!("console tail ({}):\n{}", log.display(), lines.join("\n"))
+    };
+    let mut problems = Vec::new();
+    if boot.timed_out {
+        problems.push(format!(
+            "the VM did not finish within {} s: QEMU killed; {}",
+            timeout.as_secs(),
+            tail()
+        ));
+    } else if boot.boot.is_none() {
+        problems.push(format!("the kernel never reached /init; {}", tail()));
+    } else if boot.rc.is_none() {
+        problems.push(format!(
+            "QEMU ended before /init's end line (a kernel panic?); {}",
+            tail()
+        ));
+    }
+    if boot.btf == Some(false) {
+        problems.push("this kernel has no /sys/kernel/btf/vmlinux".to_owned());
+    }
+    for what in &boot.setup_failures {
+        problems.push(format!("/init could not mount {what}"));
+    }
+    for line in garbled {
+        problems.push(format!("unreadable report line: {line}"));
+    }
+    match boot.rc {
+        Some(rc) if rc != 0 && checks.iter().all(|c| c.ok) => problems.push(format!(
+            "the test binary exited {rc} with no failed check reported ({})",
+            log.display()
+        )),
+        Some(_) if checks.is_empty() && expect_checks => {
+            problems.push(format!("no check reported ({})", log.display()));
+        }
+        _ => {}
+    }
+    Row {
+        label: name.to_owned(),
+        release: boot.release.clone().unwrap_or_else(|| "?".to_owned()),
+        boot: boot.boot,
+        checks_time: boot.checks,
+        checks,
+        problems,
+    }
+}
+
+/// The host's row, from the report file the host's `cargo test` run appended to.
+pub fn host_row(report_file: &Path) -> Result<Row> {
+    let text = match fs::read_to_string(report_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", report_file.display())),
+    };
+    let (checks, garbled) = report::parse(text.lines());
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    let ms: u64 = text
+        .lines()
+        .filter_map(|l| l.split_once(report::PREFIX))
+        .filter_map(|(_, j)| serde_json::from_str::<Value>(j).ok()?.get("ms")?.as_u64())
+        .sum();
+    Ok(Row {
+        label: "host".to_owned(),
+        release,
+        boot: None,
+        checks_time: (!checks.is_empty()).then(|| Duration::from_millis(ms)),
+        checks,
+        problems: garbled
+            .into_iter()
+            .map(|l| format!("unreadable report line: {l}"))
+            .collect(),
+    })
+}
+
+/// Prints the table; fails when any row failed.
+pub fn conclude(rows: &[Row]) -> Result<()> {
+    println!("\nkernel matrix:\n{}", report::render(rows));
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| format!("{} {}", r.label, r.release))
+        .collect();
+    if !failed.is_empty() {
+        bail!("the kernel matrix failed on: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds (if needed) the matrix test binary and returns its path, from cargo's own report.
+fn test_binary(root: &Path) -> Result<PathBuf> {
+    let mut child = cargo()
+        .current_dir(root)
+        .args(["test", "--package", "tinyexec-tests", "--test", TEST_TARGET])
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test --no-run")?;
+    let stdout = child.stdout.take().context("cargo's stdout")?;
+    let mut found = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo's output")?;
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == TEST_TARGET
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            found = Some(PathBuf::from(exe));
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        bail!("building the {TEST_TARGET} test binary failed ({status})");
+    }
+    found.with_context(|| format!("cargo reported no executable for the {TEST_TARGET} test"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(console: &[&str], rc: Option<i32>) -> console::Boot {
+        console::Boot {
+            console: console.iter().map(|s| (*s).to_owned()).collect(),
+            boot: Some(Duration::from_secs(5)),
+            checks: Some(Duration::from_secs(30)),
+            release: Some("6.1.0-57-amd64".into()),
+            btf: Some(true),
+            rc,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_vm_without_its_end_line_fails_with_the_console_tail() {
+        let b = boot(&["[ 1.0] Kernel panic - not syncing: boom"], None);
+        let r = row("6.1", &b, Path::new("x.log"), VM_TIMEOUT, true);
+        assert!(r.failed());
+        assert!(r.problems[0].contains("Kernel panic"), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_crash_without_a_failed_check_still_fails() {
+        let ok = r#"TINYEXEC-MATRIX {"check":"ready","mode":"default","ok":true}"#;
+        assert!(
+            !row(
+                "6.1",
+                &boot(&[ok], Some(0)),
+                Path::new("x"),
+                VM_TIMEOUT,
+                true
+            )
+            .failed()
+        );
+        assert!(
+            row(
+                "6.1",
+                &boot(&[ok], Some(101)),
+                Path::new("x"),
+                VM_TIMEOUT,
+                true
+            )
+            .failed()
+        );
+        assert!(row("6.1", &boot(&[], Some(0)), Path::new("x"), VM_TIMEOUT, true).failed());
+    }
+}
