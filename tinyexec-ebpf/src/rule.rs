@@ -75,9 +75,9 @@ pub fn find_all(hay: &[u8], needle: &[u8]) -> impl Iterator<Item = usize> {
 /// header with one table load per byte, no loop nested in another and no
 /// branch per byte, which its verifier checks cheaply.
 pub struct Automaton {
-    /// `next[state << 8 | byte]`: the next state, with [`FOUND_S1`] /
+    /// `next[state * ROW + byte]`: the next state, with [`FOUND_S1`] /
     /// [`FOUND_S2`] set when that byte ends the string.
-    pub next: [u8; AUTOMATON_STATES * 256],
+    pub next: [u8; AUTOMATON_STATES * ROW],
     /// Per state, how many of `S1`'s first bytes the input ends with (and of `S2`'s).
     pub s1_prefix: [u8; AUTOMATON_STATES],
     pub s2_prefix: [u8; AUTOMATON_STATES],
@@ -85,6 +85,12 @@ pub struct Automaton {
 
 /// States, rounded up to a power of two so a mask bounds every index.
 pub const AUTOMATON_STATES: usize = 32;
+/// Entries per state: one more than the byte values. With rows of 256 the
+/// index would be `state << 8 | byte`, and verifiers before 6.2 lose the bounds
+/// of an OR with a register they know (Debian 12's 6.1 refuses the program:
+/// "math between map_value pointer and register with unbounded min value");
+/// `state * 257 + byte` is plain arithmetic every verifier bounds.
+const ROW: usize = 257;
 const STATE_MASK: u32 = AUTOMATON_STATES as u32 - 1;
 /// Flag bits of [`Automaton::next`] entries, above the state number.
 pub const FOUND_S1: u32 = 1 << 5;
@@ -127,7 +133,7 @@ impl Automaton {
     }
 
     const fn build() -> Self {
-        let mut next = [0u8; AUTOMATON_STATES * 256];
+        let mut next = [0u8; AUTOMATON_STATES * ROW];
         let mut s1_prefix = [0u8; AUTOMATON_STATES];
         let mut s2_prefix = [0u8; AUTOMATON_STATES];
         let states = 1 + S1.len() + S2.len();
@@ -168,7 +174,7 @@ impl Automaton {
                 } else {
                     (S1.len() + k2) as u32
                 };
-                next[state << 8 | byte] = entry as u8;
+                next[state * ROW + byte] = entry as u8;
                 byte += 1;
             }
             state += 1;
@@ -183,7 +189,7 @@ impl Automaton {
     /// The entry for `byte` in `state` (flags included; the state is masked off them).
     #[inline(always)]
     fn step(&self, state: u32, byte: u8) -> u32 {
-        u32::from(self.next[(((state & STATE_MASK) as usize) << 8) | byte as usize])
+        u32::from(self.next[((state & STATE_MASK) as usize) * ROW + byte as usize])
     }
 }
 
