@@ -22,6 +22,9 @@ pub const ARGS_MAX: usize = 4096;
 pub const COMM_LEN: usize = 16;
 /// Default bound on path components walked (dentries plus mount crossings).
 pub const DEFAULT_PATH_DEPTH: u32 = 64;
+/// Largest bound on path components that `--max-path-depth` accepts: the most
+/// the kernel's verifier accepts (to be set from the kernel matrix's measurements).
+pub const MAX_PATH_DEPTH: u32 = 64;
 
 /// Bits of [`ExecEvent::flags`].
 pub mod flags {

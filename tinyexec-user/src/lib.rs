@@ -21,3 +21,4 @@ pub mod run;
 pub mod scan;
 mod sensor;
 pub mod settings;
+mod textfile;

@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::exclusions::{self, Exclusion};
+use crate::{
+    exclusions::{self, Exclusion},
+    textfile,
+};
 
 /// Where the default install keeps its exclusions.
 pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
@@ -42,6 +45,13 @@ fn stamp(path: &Path) -> Option<Stamp> {
         ctime: md.ctime(),
         ctime_nsec: md.ctime_nsec(),
     })
+}
+
+/// An exclusions file's text: a regular file of at most
+/// [`exclusions::MAX_FILE_BYTES`], opened without blocking (see [`textfile`]),
+/// so neither a start nor a reload can hang on it.
+pub fn read(path: &Path) -> Result<String> {
+    textfile::read(path, "exclusions", exclusions::MAX_FILE_BYTES)
 }
 
 /// Parses exclusions; every error is reported, with its place, as one message.
@@ -80,8 +90,7 @@ impl Policy {
             }
         };
         let st = stamp(&path);
-        let text = fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read exclusions {}: {e}", path.display()))?;
+        let text = read(&path)?;
         let ex = parse_all(&path.display().to_string(), &text)?;
         let what = format!("{} exclusions from {}", ex.len(), path.display());
         Ok((Self::with(Some(path), st, ex), what))
@@ -113,13 +122,12 @@ impl Policy {
             return None;
         }
         self.stamp = st;
-        let text = match fs::read_to_string(&path) {
+        let text = match read(&path) {
             Ok(t) => t,
             Err(e) => {
                 return Some(format!(
-                    "exclusions reload failed, keeping the {} running: cannot read {}: {e}",
+                    "exclusions reload failed, keeping the {} running: {e:#}",
                     self.exclusions.len(),
-                    path.display()
                 ));
             }
         };

@@ -70,6 +70,12 @@ pub fn is_known(name: &str) -> bool {
     FIELDS.contains(&name)
 }
 
+/// The position of a known field in [`FIELDS`]: matching keeps a record's
+/// prepared fields by it.
+pub fn index(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == name)
+}
+
 /// The known field `name` was most likely meant to be, if any is close enough
 /// to be a useful hint rather than noise.
 pub fn suggest(name: &str) -> Option<&'static str> {

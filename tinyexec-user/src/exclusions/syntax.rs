@@ -13,9 +13,9 @@
 //! unquoted word. Columns are 1-based and count characters, not bytes, so a
 //! caret lines up under text with typographic quotes before it.
 
-use super::Expr;
 use super::fields;
 use super::matching::{Op, Predicate};
+use super::{Expr, MAX_NESTING};
 
 /// A problem on one line; the caller adds file, line and the text.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Expr, SyntaxError> {
     let mut parser = Parser {
         tokens: lex(&chars),
         pos: 0,
+        depth: 0,
     };
     let expr = parser.or(Context::Start)?;
     let next = parser.peek()?;
@@ -277,6 +278,8 @@ enum Context {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// `(`s and `NOT`s open around the current token, at most [`MAX_NESTING`].
+    depth: usize,
 }
 
 static END: Token = Token {
@@ -316,12 +319,30 @@ impl Parser {
         Ok(Expr::all(items))
     }
 
+    /// Enters one more `(` or `NOT` at `col`, refusing past [`MAX_NESTING`].
+    fn nest(&mut self, col: usize) -> Result<(), SyntaxError> {
+        if self.depth >= MAX_NESTING {
+            return error(
+                col,
+                format!(
+                    "nested too deeply: more than {MAX_NESTING} parentheses and NOTs around \
+                     one predicate; simplify the expression"
+                ),
+            );
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn unary(&mut self, ctx: Context) -> Result<Expr, SyntaxError> {
         let Token { tok, col } = self.peek()?.clone();
         match tok {
             Tok::Not => {
                 self.bump();
-                Ok(Expr::Not(Box::new(self.unary(Context::After("NOT", col))?)))
+                self.nest(col)?;
+                let inner = self.unary(Context::After("NOT", col))?;
+                self.depth -= 1;
+                Ok(Expr::Not(Box::new(inner)))
             }
             Tok::LParen => {
                 self.bump();
@@ -331,7 +352,9 @@ impl Parser {
                         "empty parentheses: put a predicate inside or remove them",
                     );
                 }
+                self.nest(col)?;
                 let inner = self.or(Context::Paren(col))?;
+                self.depth -= 1;
                 let next = self.peek()?;
                 match &next.tok {
                     Tok::RParen => {
@@ -819,6 +842,66 @@ mod tests {
         // A grammar error before an unterminated quote wins.
         assert_err(r#"process.nmae:a AND file.name:"x"#, 1, "unknown field");
         assert_err(r#"process.name:a b:"x"#, 16, "expected AND or OR");
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_the_column_of_the_first_level_too_many() {
+        let deepest = format!("{}{A}{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert_eq!(norm(&deepest), r#"process.name:"a""#);
+        let nots = format!("{}{A}", "NOT ".repeat(MAX_NESTING));
+        assert!(parse_line(&nots).is_ok());
+        let too_deep = format!(
+            "{}{A}{}",
+            "(".repeat(MAX_NESTING + 1),
+            ")".repeat(MAX_NESTING + 1)
+        );
+        assert_err(
+            &too_deep,
+            MAX_NESTING + 1,
+            "nested too deeply: more than 64",
+        );
+        let too_many_nots = format!("{}{A}", "NOT ".repeat(MAX_NESTING + 1));
+        assert_err(&too_many_nots, 4 * MAX_NESTING + 1, "nested too deeply");
+        // Mixed, and the issue's inputs: an error, not a stack overflow.
+        let mixed = format!("{}{A}{}", "NOT (".repeat(40), ")".repeat(40));
+        assert_err(&mixed, 5 * 32 + 1, "nested too deeply");
+        assert_err(&"(".repeat(10_000), MAX_NESTING + 1, "nested too deeply");
+        assert_err(
+            &format!("{}{A}", "NOT ".repeat(100_000)),
+            4 * MAX_NESTING + 1,
+            "nested too deeply",
+        );
+        // Side by side, groups do not add up: only nesting counts.
+        let wide = vec![format!("(({A}))"); 1000].join(" OR ");
+        assert!(parse_line(&wide).is_ok());
+    }
+
+    #[test]
+    fn the_deepest_accepted_expression_is_safe_on_a_small_stack() {
+        // Every level as deep as it may go, alternating so nothing flattens.
+        let (mut line, mut depth) = (String::from(A), 0);
+        while depth < MAX_NESTING {
+            (line, depth) = if depth % 3 == 0 && depth + 2 <= MAX_NESTING {
+                (format!("NOT ({line} OR {B})"), depth + 2)
+            } else {
+                (format!("({line} AND {B})"), depth + 1)
+            };
+        }
+        let line = format!("{line} OR {A}");
+        // A thread stack far below the 8 MiB of the main thread and 2 MiB of
+        // tokio's: parsing, printing, matching and dropping must all fit.
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let e = parse_line(&line).expect("at the limit");
+                let once = e.normalized();
+                assert_eq!(parse_line(&once).expect("normalized parses"), e);
+                assert!(e.matches(&json!({"process": {"name": "a"}})));
+                let _ = e.clone();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
