@@ -87,6 +87,13 @@ pub fn suggest(name: &str) -> Option<&'static str> {
         return Some(f);
     }
     let wanted = name.to_lowercase();
+    // The distance is at least the difference in length, so a name more than
+    // half again as long as every field is past the limit below: skip the
+    // quadratic work (a line may hold a megabyte-long word).
+    let n = wanted.chars().count();
+    if 2 * n > 3 * FIELDS.iter().map(|f| f.len()).max().unwrap_or(0) + 6 {
+        return None;
+    }
     let (best, distance) = FIELDS
         .iter()
         .map(|f| (*f, levenshtein(&wanted, f)))
@@ -146,5 +153,12 @@ mod tests {
         assert_eq!(suggest("sha256"), Some("file.hash.sha256"));
         assert_eq!(suggest("foo"), None);
         assert_eq!(suggest("completely.unrelated.thing"), None);
+        // A megabyte-long name gets no suggestion, at once (once 4 s).
+        let t = std::time::Instant::now();
+        assert_eq!(suggest(&"a".repeat(1 << 20)), None);
+        assert!(t.elapsed() < std::time::Duration::from_millis(500));
+        // The longest name that could still be within reach is still compared.
+        let near = format!("{}xx", FIELDS.iter().max_by_key(|f| f.len()).unwrap());
+        assert!(suggest(&near).is_some(), "{near}");
     }
 }

@@ -70,8 +70,9 @@ impl Predicate {
             if leading && trailing {
                 if inner.is_empty() {
                     return Err(format!(
-                        "value \"{value}\" has nothing between its `*`s, so it would match every value; \
-                         drop the predicate instead"
+                        "value \"{}\" has nothing between its `*`s, so it would match every value; \
+                         drop the predicate instead",
+                        super::syntax::excerpt(value)
                     ));
                 }
                 (Op::Contains, Pattern::Needle(inner.to_lowercase()))
@@ -79,8 +80,9 @@ impl Predicate {
                 let found: Vec<String> = terms(inner).map(str::to_lowercase).collect();
                 if found.is_empty() {
                     return Err(format!(
-                        "value \"{value}\" has no letters or digits, so `:` (term match) can never match it; \
-                         use `==` to compare the exact text"
+                        "value \"{}\" has no letters or digits, so `:` (term match) can never match it; \
+                         use `==` to compare the exact text",
+                        super::syntax::excerpt(value)
                     ));
                 }
                 let op = match (leading, trailing) {

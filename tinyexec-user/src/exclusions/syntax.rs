@@ -103,7 +103,7 @@ fn lex(chars: &[char]) -> Vec<Token> {
                 }) => w.as_str(),
                 _ => "",
             };
-            let after = format!("{field}{op}");
+            let after = format!("{}{op}", excerpt(field));
             match lex_value(chars, i, &after) {
                 Ok((text, next)) => {
                     out.push(Token {
@@ -261,6 +261,16 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     }
 }
 
+/// Text from the line for a message, cut to a readable length: a message
+/// quotes the line's words, and a word may be a megabyte long.
+pub(crate) fn excerpt(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 fn unterminated(open: char) -> String {
     format!("unterminated value: the quote {open} opened here is never closed")
 }
@@ -368,7 +378,10 @@ impl Parser {
             Tok::Word(word) => self.predicate(word, col),
             Tok::Value(value) => error(
                 col,
-                format!("missing field: write `field:\"{value}\"` (or `field==`)"),
+                format!(
+                    "missing field: write `field:\"{}\"` (or `field==`)",
+                    excerpt(&value)
+                ),
             ),
             Tok::Colon => error(col, "missing field name before `:`"),
             Tok::EqEq => error(col, "missing field name before `==`"),
@@ -405,21 +418,30 @@ impl Parser {
             _ if fields::is_known(&field) => {
                 return error(
                     next.col,
-                    format!("expected `:` or `==` after the field `{field}`"),
+                    format!("expected `:` or `==` after the field `{}`", excerpt(&field)),
                 );
             }
             _ => {
                 return error(
                     col,
-                    format!("expected a predicate (`field:value`), found `{field}`"),
+                    format!(
+                        "expected a predicate (`field:value`), found `{}`",
+                        excerpt(&field)
+                    ),
                 );
             }
         };
         if !fields::is_known(&field) {
             let message = match fields::suggest(&field) {
-                Some(known) => format!("unknown field `{field}`; did you mean `{known}`?"),
+                Some(known) => format!(
+                    "unknown field `{}`; did you mean `{known}`?",
+                    excerpt(&field)
+                ),
                 None => {
-                    format!("unknown field `{field}` (the fields are listed in docs/events.md)")
+                    format!(
+                        "unknown field `{}` (the fields are listed in docs/events.md)",
+                        excerpt(&field)
+                    )
                 }
             };
             return error(col, message);
@@ -428,7 +450,7 @@ impl Parser {
         let Token { tok, col: at } = self.peek()?.clone();
         let Tok::Value(value) = tok else {
             // The lexer always puts a value or an error after an operator.
-            return error(at, format!("missing value after `{field}`"));
+            return error(at, format!("missing value after `{}`", excerpt(&field)));
         };
         self.bump();
         match Predicate::new(&field, exact, &value) {
@@ -446,10 +468,10 @@ fn describe(tok: &Tok) -> String {
         Tok::And => "AND".into(),
         Tok::Or => "OR".into(),
         Tok::Not => "NOT".into(),
-        Tok::Word(w) => format!("`{w}`"),
+        Tok::Word(w) => format!("`{}`", excerpt(w)),
         Tok::Colon => "`:`".into(),
         Tok::EqEq => "`==`".into(),
-        Tok::Value(v) => format!("the value \"{v}\""),
+        Tok::Value(v) => format!("the value \"{}\"", excerpt(v)),
         Tok::End => "the end of the line".into(),
         Tok::Error(m) => m.clone(),
     }
@@ -902,6 +924,17 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn messages_quote_long_words_cut_short() {
+        let long = "x".repeat(100_000);
+        let (_, m) = err(&format!("{long}:a"));
+        assert!(m.len() < 200 && m.contains("xxx..."), "{m}");
+        let (_, m) = err(&format!("{A} {long}"));
+        assert!(m.len() < 200, "{m}");
+        let (_, m) = err(&format!("file.path:\"{}\"", "/".repeat(100_000)));
+        assert!(m.len() < 300, "{m}");
     }
 
     #[test]
