@@ -10,6 +10,7 @@ mod clock;
 pub mod decode;
 mod detect;
 pub mod exclusions;
+pub mod fuzzing;
 mod identity;
 mod offsets;
 mod output;
