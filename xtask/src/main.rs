@@ -2,6 +2,7 @@
 //! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod bench;
+mod fuzz;
 mod install;
 mod setup;
 
@@ -44,6 +45,9 @@ enum Cmd {
     /// Measure what the sensor costs on this machine (exec storms with and without it,
     /// loss, exec-to-alert latency, CPU, memory, kernel run time); see docs/performance.md.
     Bench(bench::Args),
+    /// Fuzz the parsers of outside input (exclusions and their evaluation, the
+    /// configuration, kernel records, BTF) with cargo-fuzz on nightly.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { args } => test(&root, &args),
         Cmd::Bench(args) => bench::run(&root, &args),
+        Cmd::Fuzz(args) => fuzz::run(&root, &args),
     }
 }
 
@@ -125,5 +130,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor),
-    )
+    )?;
+    // Only a whole run fuzzes: `-- --test NAME` picks tests, not fuzzing.
+    if !args.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "fuzzing each target for {} s (cargo xtask fuzz for longer)",
+        fuzz::SMOKE_SECONDS
+    ));
+    fuzz::fuzz(root, fuzz::TARGETS, fuzz::SMOKE_SECONDS)
 }
