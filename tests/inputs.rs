@@ -362,3 +362,32 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
     let mut sensor = Sensor::start(["--no-exclusions", "--ring-buffer-size", "4096"]);
     assert!(sensor.stop_with(libc::SIGTERM).success());
 }
+
+#[test]
+fn a_file_of_thousands_of_bad_lines_is_refused_quickly_and_briefly() {
+    tinyexec_tests::require_root();
+    let dir = TempDir::new("badlines");
+    let path = dir.path().join("exclusions.txt");
+    // Just under the limit: about 22,000 unknown fields, each once worth an
+    // edit-distance search over every field name (1.4 s in all), and a log
+    // line per error.
+    let text: String = (0..LIMIT / 48)
+        .map(|i| format!("process.{i:033}:x\n"))
+        .collect();
+    fs::write(&path, &text).unwrap();
+    let started = Instant::now();
+    let mut sensor = Sensor::spawn(
+        Command::new(sensor_path())
+            .arg("run")
+            .arg("--exclusions")
+            .arg(&path),
+    );
+    assert_eq!(sensor.wait_exit().code(), Some(1));
+    let elapsed = started.elapsed();
+    let err = sensor.stderr();
+    eprintln!("refused after {elapsed:?}, {} bytes of stderr", err.len());
+    assert!(err.contains(":1:1: unknown field `process.0000"), "{err}");
+    assert!(err.contains("more errors (`tinyexec-sensor check"), "{err}");
+    assert!(err.len() < 20_000, "{} bytes", err.len());
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}

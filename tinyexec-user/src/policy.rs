@@ -56,9 +56,23 @@ pub fn read(path: &Path) -> Result<String> {
 
 /// Parses exclusions; every error is reported, with its place, as one message.
 pub fn parse_all(name: &str, text: &str) -> Result<Vec<Exclusion>> {
+    // The log shows the first errors only: a file of garbage lines must not
+    // turn into megabytes of log; `check` lists them all.
+    const SHOWN: usize = 20;
     let parsed = exclusions::parse(name, text);
     if !parsed.errors.is_empty() {
-        let msgs: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        let mut msgs: Vec<String> = parsed
+            .errors
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect();
+        if parsed.errors.len() > SHOWN {
+            msgs.push(format!(
+                "... and {} more errors (`tinyexec-sensor check {name}` lists them all)",
+                parsed.errors.len() - SHOWN
+            ));
+        }
         bail!("{}", msgs.join("\n"));
     }
     Ok(parsed.exclusions)

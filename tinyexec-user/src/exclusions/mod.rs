@@ -28,6 +28,9 @@ use matching::{FieldTexts, Predicate};
 /// every alert against all of it stay cheap.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// Errors per file that suggest the nearest known field for an unknown one.
+const HINTED_ERRORS: usize = 100;
+
 /// Deepest nesting of parentheses and `NOT`s in one exclusion. The parser, the
 /// printer, the linter and matching all recurse along it: bounding it here
 /// bounds their stack use, whatever the file holds.
@@ -166,7 +169,9 @@ pub fn parse(file: &str, text: &str) -> Parsed {
             Some(c) if !c.is_empty() => c.to_owned(),
             _ => format!("line {number}"),
         };
-        match syntax::parse_line(line) {
+        // Suggestions cost an edit-distance search each: the first errors
+        // get them, a file of thousands of bad lines does not pay for them all.
+        match syntax::parse_line_hinted(line, parsed.errors.len() < HINTED_ERRORS) {
             Ok(expr) => parsed.exclusions.push(Exclusion {
                 name,
                 line: number,
@@ -485,6 +490,20 @@ process.name:g
         let caret = lines[2].len() - 1;
         assert_eq!(&lines[1][caret..caret + 3], "NOT", "{shown}");
         assert_eq!(e.column, 4 * MAX_NESTING + 1);
+    }
+
+    #[test]
+    fn only_the_first_errors_suggest_a_field() {
+        let text = "process.nmae:a\n".repeat(HINTED_ERRORS + 1);
+        let parsed = parse("h", &text);
+        let hinted = |e: &ParseError| e.message.contains("did you mean `process.name`");
+        assert!(parsed.errors[..HINTED_ERRORS].iter().all(hinted));
+        assert!(!hinted(&parsed.errors[HINTED_ERRORS]));
+        assert!(
+            parsed.errors[HINTED_ERRORS]
+                .message
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -32,12 +32,20 @@ fn error<T>(column: usize, message: impl Into<String>) -> Result<T, SyntaxError>
 }
 
 /// Parses one non-blank, non-comment line into an expression.
+#[cfg(test)]
 pub(crate) fn parse_line(line: &str) -> Result<Expr, SyntaxError> {
+    parse_line_hinted(line, true)
+}
+
+/// As [`parse_line`]; `hints` says whether an unknown field's error suggests
+/// the nearest known one (an edit-distance search over every field).
+pub(crate) fn parse_line_hinted(line: &str, hints: bool) -> Result<Expr, SyntaxError> {
     let chars: Vec<char> = line.chars().collect();
     let mut parser = Parser {
         tokens: lex(&chars),
         pos: 0,
         depth: 0,
+        hints,
     };
     let expr = parser.or(Context::Start)?;
     let next = parser.peek()?;
@@ -290,6 +298,8 @@ struct Parser {
     pos: usize,
     /// `(`s and `NOT`s open around the current token, at most [`MAX_NESTING`].
     depth: usize,
+    /// Suggest a known field for an unknown one.
+    hints: bool,
 }
 
 static END: Token = Token {
@@ -432,7 +442,7 @@ impl Parser {
             }
         };
         if !fields::is_known(&field) {
-            let message = match fields::suggest(&field) {
+            let message = match self.hints.then(|| fields::suggest(&field)).flatten() {
                 Some(known) => format!(
                     "unknown field `{}`; did you mean `{known}`?",
                     excerpt(&field)
