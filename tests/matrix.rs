@@ -21,7 +21,10 @@ use std::{
 };
 
 use serde_json::{Map, Value, json};
-use tinyexec_ebpf::rule::{S1, S2, find_all};
+use tinyexec_ebpf::{
+    MAX_PATH_DEPTH,
+    rule::{S1, S2, find_all},
+};
 use tinyexec_tests::{
     Sensor, TempDir, btf,
     elf::{Action, Arch, TinyElf},
@@ -421,6 +424,33 @@ fn doctored_btf_is_refused() {
             "the error does not name the BTF file {}:\n{stderr}",
             path.display()
         );
+    });
+    all_passed(vec![outcome]);
+}
+
+/// The largest `--max-path-depth` the flag accepts must load on every kernel.
+#[test]
+fn deepest_path_walk_loads() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = check("max-depth", Mode::Default, |r| {
+        if let Some(earlier) = refused_in() {
+            panic!("{}", not_loaded(earlier));
+        }
+        let depth = MAX_PATH_DEPTH.to_string();
+        let mut sensor = Sensor::spawn(Command::new(sensor_path()).args([
+            "run",
+            "--max-path-depth",
+            depth.as_str(),
+        ]));
+        let waited = sensor.try_wait_ready();
+        let stderr = sensor.stderr();
+        if let Some((total, _)) = verified(&stderr) {
+            r.insert("verified".into(), total.into());
+        }
+        if let Err(why) = waited {
+            panic!("--max-path-depth {depth} did not load: {why}");
+        }
+        r.insert("ready_ms".into(), ms(waited.unwrap_or_default()).into());
     });
     all_passed(vec![outcome]);
 }

@@ -22,6 +22,10 @@ pub const ARGS_MAX: usize = 4096;
 pub const COMM_LEN: usize = 16;
 /// Default bound on path components walked (dentries plus mount crossings).
 pub const DEFAULT_PATH_DEPTH: u32 = 64;
+/// Largest bound on path components that `--max-path-depth` accepts: every
+/// kernel of the matrix verifies 512 (about 120,000 instructions per walk on
+/// 6.18); 1024 exceeds the verifier's 8192 pending branches everywhere.
+pub const MAX_PATH_DEPTH: u32 = 512;
 
 /// Bits of [`ExecEvent::flags`].
 pub mod flags {

@@ -626,12 +626,14 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Raw BTF blobs built in code, for the tests and as the fuzzer's seeds: a
+/// real kernel's BTF is not in the repository.
+#[doc(hidden)]
+pub mod synthetic {
     use super::*;
 
     /// Builds raw BTF blobs so the parser is tested on layouts we control.
-    struct Writer {
+    pub struct Writer {
         /// Type section as u32 words (every BTF type record is word-sized).
         words: Vec<u32>,
         strings: Vec<u8>,
@@ -639,10 +641,16 @@ mod tests {
     }
 
     /// (name, type id, bit offset, bitfield size)
-    type M<'a> = (&'a str, u32, u32, u32);
+    pub type M<'a> = (&'a str, u32, u32, u32);
+
+    impl Default for Writer {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl Writer {
-        fn new() -> Self {
+        pub fn new() -> Self {
             Writer {
                 words: Vec::new(),
                 strings: vec![0],
@@ -650,7 +658,7 @@ mod tests {
             }
         }
 
-        fn s(&mut self, name: &str) -> u32 {
+        pub fn s(&mut self, name: &str) -> u32 {
             if name.is_empty() {
                 return 0;
             }
@@ -660,7 +668,7 @@ mod tests {
             off
         }
 
-        fn raw(
+        pub fn raw(
             &mut self,
             name: &str,
             kind: u32,
@@ -677,28 +685,28 @@ mod tests {
             self.next_id - 1
         }
 
-        fn int(&mut self, name: &str, size: u32) -> u32 {
+        pub fn int(&mut self, name: &str, size: u32) -> u32 {
             self.raw(name, 1, false, 0, size, &[size * 8])
         }
 
         /// INT with an encoding narrower than its size: the pre-kind_flag bitfield form.
-        fn int_bits(&mut self, name: &str, size: u32, bits: u32, bit_off: u32) -> u32 {
+        pub fn int_bits(&mut self, name: &str, size: u32, bits: u32, bit_off: u32) -> u32 {
             self.raw(name, 1, false, 0, size, &[(bit_off << 16) | bits])
         }
 
-        fn wrap(&mut self, kind: u8, name: &str, target: u32) -> u32 {
+        pub fn wrap(&mut self, kind: u8, name: &str, target: u32) -> u32 {
             self.raw(name, u32::from(kind), false, 0, target, &[])
         }
 
-        fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
+        pub fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
             self.raw("", 3, false, 0, 0, &[elem, index, n])
         }
 
-        fn fwd(&mut self, name: &str) -> u32 {
+        pub fn fwd(&mut self, name: &str) -> u32 {
             self.raw(name, 7, false, 0, 0, &[])
         }
 
-        fn composite(&mut self, union: bool, name: &str, size: u32, members: &[M<'_>]) -> u32 {
+        pub fn composite(&mut self, union: bool, name: &str, size: u32, members: &[M<'_>]) -> u32 {
             let kind_flag = members.iter().any(|m| m.3 != 0);
             let mut extra = Vec::new();
             for &(mname, ty, off, bits) in members {
@@ -709,16 +717,16 @@ mod tests {
             self.raw(name, kind, kind_flag, members.len() as u32, size, &extra)
         }
 
-        fn strukt(&mut self, name: &str, size: u32, members: &[M<'_>]) -> u32 {
+        pub fn strukt(&mut self, name: &str, size: u32, members: &[M<'_>]) -> u32 {
             self.composite(false, name, size, members)
         }
 
-        fn union(&mut self, name: &str, size: u32, members: &[M<'_>]) -> u32 {
+        pub fn union(&mut self, name: &str, size: u32, members: &[M<'_>]) -> u32 {
             self.composite(true, name, size, members)
         }
 
         /// One of each kind the lookups never use, so their skipping is exercised.
-        fn filler(&mut self, int: u32) {
+        pub fn filler(&mut self, int: u32) {
             let e = self.s("E_ONE");
             self.raw("e", 6, false, 2, 4, &[e, 1, e, 2]);
             self.raw("e64", 19, false, 1, 8, &[e, 1, 0]);
@@ -733,7 +741,7 @@ mod tests {
             self.wrap(KIND_RESTRICT, "", int);
         }
 
-        fn bytes(&self, big_endian: bool) -> Vec<u8> {
+        pub fn bytes(&self, big_endian: bool) -> Vec<u8> {
             let put = |out: &mut Vec<u8>, w: u32| {
                 out.extend_from_slice(&if big_endian {
                     w.to_be_bytes()
@@ -763,24 +771,24 @@ mod tests {
 
     /// Byte offsets that differ between the two synthetic "kernels".
     #[derive(Clone, Copy, Debug)]
-    struct Layout {
-        pid: u32,
-        tgid: u32,
-        loginuid: u32,
-        comm: u32,
-        task_size: u32,
+    pub struct Layout {
+        pub pid: u32,
+        pub tgid: u32,
+        pub loginuid: u32,
+        pub comm: u32,
+        pub task_size: u32,
         /// qstr: offset of the anonymous {hash,len}/hash_len union and of `name`.
-        q_union: u32,
-        q_name: u32,
+        pub q_union: u32,
+        pub q_name: u32,
         /// Offsets of `len` inside the anonymous struct (`hash` takes the other slot).
-        q_len: u32,
-        d_parent: u32,
-        d_name: u32,
-        d_iname: u32,
-        dentry_size: u32,
+        pub q_len: u32,
+        pub d_parent: u32,
+        pub d_name: u32,
+        pub d_iname: u32,
+        pub dentry_size: u32,
     }
 
-    const LAYOUT_A: Layout = Layout {
+    pub const LAYOUT_A: Layout = Layout {
         pid: 8,
         tgid: 12,
         loginuid: 16,
@@ -795,7 +803,7 @@ mod tests {
         dentry_size: 64,
     };
 
-    const LAYOUT_B: Layout = Layout {
+    pub const LAYOUT_B: Layout = Layout {
         pid: 1232,
         tgid: 1236,
         loginuid: 1840,
@@ -811,7 +819,7 @@ mod tests {
     };
 
     /// A kernel-like type graph laid out according to `l`.
-    fn synthetic(l: Layout) -> Writer {
+    pub fn synthetic(l: Layout) -> Writer {
         let mut w = Writer::new();
         let uint = w.int("unsigned int", 4);
         let ull = w.int("long long unsigned int", 8);
@@ -888,6 +896,12 @@ mod tests {
         w.strukt("odd", 2, &[("nibble", chr, 4, 0)]);
         w
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synthetic::*;
+    use super::*;
 
     fn check_layout(btf: &Btf, l: Layout) {
         let off = |s: &str, f: &str| btf.member_offset(s, f).unwrap();

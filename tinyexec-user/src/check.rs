@@ -1,9 +1,9 @@
 //! `tinyexec-sensor check FILE`: parse an exclusions file, show each exclusion
 //! as it will be applied, warn about fields an attacker controls.
 
-use std::{fs, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
-use crate::exclusions;
+use crate::{exclusions, policy};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -12,13 +12,15 @@ pub struct CheckArgs {
     pub file: PathBuf,
 }
 
-/// Exit status: 0 when every line parses, 1 when any does not, 2 when the file cannot be read.
+/// Exit status: 0 when every line parses, 1 when any does not, 2 when the file
+/// cannot be read as the sensor would (missing, not a regular file, over the
+/// size limit, not UTF-8).
 pub fn check(args: CheckArgs) -> ExitCode {
     let name = args.file.display().to_string();
-    let text = match fs::read_to_string(&args.file) {
+    let text = match policy::read(&args.file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("tinyexec-sensor: check: cannot read {name}: {e}");
+            eprintln!("tinyexec-sensor: check: {e:#}");
             return ExitCode::from(2);
         }
     };

@@ -153,6 +153,15 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
     })
 }
 
+/// A record as the kernel sends it: the fixed part, then `tail` (its variable
+/// parts, as long as the fixed part's lengths say). For tests and fuzz seeds.
+pub fn encode(rec: &ExecRecord, tail: &[u8]) -> Vec<u8> {
+    // SAFETY: ExecRecord is a plain repr(C) struct without padding, RECORD_FIXED bytes long.
+    let fixed =
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), RECORD_FIXED) };
+    [fixed, tail].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,14 +178,6 @@ mod tests {
         }
     }
 
-    fn wire(rec: &ExecRecord, tail: &[u8]) -> Vec<u8> {
-        // SAFETY: ExecRecord is a plain repr(C) struct without padding.
-        let fixed = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), RECORD_FIXED)
-        };
-        [fixed, tail].concat()
-    }
-
     #[test]
     fn variable_parts_follow_the_fixed_part_in_order() {
         // SAFETY: all-zero is a valid ExecRecord.
@@ -188,7 +189,7 @@ mod tests {
             rec.path_len,
             rec.parent_path_len,
         ) = (4, 5, 6, 3);
-        let exec = decode(&wire(&rec, b"\x7fELFa\0bc\0/tmp/x/sh")).unwrap();
+        let exec = decode(&encode(&rec, b"\x7fELFa\0bc\0/tmp/x/sh")).unwrap();
         assert_eq!(exec.header.as_deref(), Some(&b"\x7fELF"[..]));
         assert_eq!(exec.args, ["a", "bc"]);
         assert_eq!(exec.path, "/tmp/x");
@@ -200,7 +201,7 @@ mod tests {
         // SAFETY: all-zero is a valid ExecRecord.
         let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
         rec.path_len = 10;
-        let err = decode(&wire(&rec, b"/tmp")).unwrap_err().to_string();
+        let err = decode(&encode(&rec, b"/tmp")).unwrap_err().to_string();
         assert!(err.contains("path") && err.contains("10 bytes"), "{err}");
         assert!(decode(&[0; 3]).is_err());
     }

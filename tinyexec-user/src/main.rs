@@ -1,29 +1,9 @@
 //! tinyexec-sensor: real-time detection of the EQGRP tinyexec stager at exec time.
 
-mod btf;
-mod canary;
-mod check;
-mod clock;
-mod decode;
-mod detect;
-mod exclusions;
-mod identity;
-mod offsets;
-mod output;
-mod pipeline;
-mod policy;
-mod preflight;
-mod record;
-mod run;
-mod scan;
-mod selftest;
-mod sensor;
-mod settings;
-mod verifier;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tinyexec_user::{check, run, scan};
 
 #[derive(Debug, Parser)]
 #[command(name = "tinyexec-sensor", version, about)]

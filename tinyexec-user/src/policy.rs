@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::exclusions::{self, Exclusion};
+use crate::{
+    exclusions::{self, Exclusion},
+    textfile,
+};
 
 /// Where the default install keeps its exclusions.
 pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
@@ -44,11 +47,32 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// An exclusions file's text: a regular file of at most
+/// [`exclusions::MAX_FILE_BYTES`], opened without blocking (see [`textfile`]),
+/// so neither a start nor a reload can hang on it.
+pub fn read(path: &Path) -> Result<String> {
+    textfile::read(path, "exclusions", exclusions::MAX_FILE_BYTES)
+}
+
 /// Parses exclusions; every error is reported, with its place, as one message.
 pub fn parse_all(name: &str, text: &str) -> Result<Vec<Exclusion>> {
+    // The log shows the first errors only: a file of garbage lines must not
+    // turn into megabytes of log; `check` lists them all.
+    const SHOWN: usize = 20;
     let parsed = exclusions::parse(name, text);
     if !parsed.errors.is_empty() {
-        let msgs: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        let mut msgs: Vec<String> = parsed
+            .errors
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect();
+        if parsed.errors.len() > SHOWN {
+            msgs.push(format!(
+                "... and {} more errors (`tinyexec-sensor check {name}` lists them all)",
+                parsed.errors.len() - SHOWN
+            ));
+        }
         bail!("{}", msgs.join("\n"));
     }
     Ok(parsed.exclusions)
@@ -80,8 +104,7 @@ impl Policy {
             }
         };
         let st = stamp(&path);
-        let text = fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read exclusions {}: {e}", path.display()))?;
+        let text = read(&path)?;
         let ex = parse_all(&path.display().to_string(), &text)?;
         let what = format!("{} exclusions from {}", ex.len(), path.display());
         Ok((Self::with(Some(path), st, ex), what))
@@ -113,13 +136,12 @@ impl Policy {
             return None;
         }
         self.stamp = st;
-        let text = match fs::read_to_string(&path) {
+        let text = match read(&path) {
             Ok(t) => t,
             Err(e) => {
                 return Some(format!(
-                    "exclusions reload failed, keeping the {} running: cannot read {}: {e}",
+                    "exclusions reload failed, keeping the {} running: {e:#}",
                     self.exclusions.len(),
-                    path.display()
                 ));
             }
         };

@@ -1,19 +1,21 @@
 //! `run`'s settings: command-line flags over `/etc/tinyexec/config.toml` over defaults.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de::Error as _};
+use tinyexec_ebpf::MAX_PATH_DEPTH;
 
-use crate::pipeline::Suppressed;
+use crate::{pipeline::Suppressed, textfile};
 
 /// Where the default install keeps the configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";
+/// Largest configuration file read: a complete one is under 1 KiB.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+/// Largest ring buffer: the largest power of two a `u32` holds.
+pub const MAX_RING_BUFFER: u32 = 1 << 31;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
     /// Configuration file (default: /etc/tinyexec/config.toml when present).
     /// Every key is a flag's long name with `_` for `-`; flags win.
@@ -56,19 +58,82 @@ pub struct RunArgs {
     /// Kernel BTF to read struct offsets from [default: /sys/kernel/btf/vmlinux].
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
-    /// Kernel-to-user ring buffer size in bytes, a power of two >= 4096 [default: 2097152].
-    #[arg(long, value_name = "BYTES")]
+    /// Kernel-to-user ring buffer size in bytes: a power of two, at least the
+    /// page size (4096 here), at most 2147483648 [default: 2097152].
+    #[arg(long, value_name = "BYTES", value_parser = flag(ring_buffer_size))]
     pub ring_buffer_size: Option<u32>,
-    /// Most path components (directories and mount crossings) walked per exec [default: 64].
-    /// The kernel's verifier must prove the walk ends: very large values are refused.
-    #[arg(long, value_name = "N")]
+    /// Most path components (directories and mount crossings) walked per exec,
+    /// from 1 to the largest the kernel's verifier accepts [default: 64].
+    #[arg(long, value_name = "N", value_parser = flag(max_path_depth))]
     pub max_path_depth: Option<u32>,
+}
+
+/// The system's page size: the ring buffer is made of whole pages.
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).unwrap_or(4096)
+}
+
+/// A valid `ring_buffer_size`, or why not (with the valid range).
+pub fn ring_buffer_size(n: u32) -> Result<u32, String> {
+    let page = page_size();
+    if n.is_power_of_two() && n >= page {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a valid ring buffer size: it must be a power of two from {page} \
+             (the page size) to {MAX_RING_BUFFER}, e.g. 2097152"
+        ))
+    }
+}
+
+/// A valid `max_path_depth`, or why not (with the valid range).
+pub fn max_path_depth(n: u32) -> Result<u32, String> {
+    if (1..=MAX_PATH_DEPTH).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a valid path depth: it must be from 1 to {MAX_PATH_DEPTH} \
+             (the most the kernel's verifier accepts)"
+        ))
+    }
+}
+
+/// A clap value parser for a `u32` flag checked by `check`; clap names the flag.
+fn flag(check: fn(u32) -> Result<u32, String>) -> impl Fn(&str) -> Result<u32, String> + Clone {
+    move |text| {
+        let n = text
+            .parse::<u32>()
+            .map_err(|e| format!("`{text}` is not a whole number from 0 to {}: {e}", u32::MAX))?;
+        check(n)
+    }
+}
+
+/// A TOML key checked by `check`; toml's error adds the line, column and key.
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    check: fn(u32) -> Result<u32, String>,
+) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    check(n)
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("`{key}`: {e}")))
+}
+
+fn ring_buffer_size_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, "ring_buffer_size", ring_buffer_size)
+}
+
+fn max_path_depth_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, "max_path_depth", max_path_depth)
 }
 
 /// The same settings as the file spells them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileSettings {
+pub(crate) struct FileSettings {
     all_execs: Option<bool>,
     prevent: Option<bool>,
     exclusions: Option<PathBuf>,
@@ -80,7 +145,9 @@ struct FileSettings {
     syslog: Option<String>,
     sentinel: Option<PathBuf>,
     btf: Option<PathBuf>,
+    #[serde(default, deserialize_with = "ring_buffer_size_key")]
     ring_buffer_size: Option<u32>,
+    #[serde(default, deserialize_with = "max_path_depth_key")]
     max_path_depth: Option<u32>,
 }
 
@@ -105,15 +172,19 @@ pub struct Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = textfile::read(path, "configuration", MAX_CONFIG_BYTES)?;
+    parse_file(&path.display().to_string(), &text)
+}
+
+/// A configuration file's text; `name` is only used in messages.
+pub(crate) fn parse_file(name: &str, text: &str) -> Result<FileSettings> {
     // toml's errors give line and column and show the line.
-    toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+    toml::from_str(text).with_context(|| format!("in {name}"))
 }
 
 impl Settings {
     pub fn resolve(args: RunArgs) -> Result<Self> {
-        let config_file = match args.config {
+        let config_file = match args.config.clone() {
             Some(p) => Some(p),
             None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
         };
@@ -121,9 +192,14 @@ impl Settings {
             Some(p) => read_file(p)?,
             None => FileSettings::default(),
         };
+        Ok(Self::merge(args, f, config_file))
+    }
+
+    /// Flags over the file's settings over the defaults.
+    pub(crate) fn merge(args: RunArgs, f: FileSettings, config_file: Option<PathBuf>) -> Self {
         let no_exclusions =
             args.no_exclusions || (args.exclusions.is_none() && f.no_exclusions.unwrap_or(false));
-        Ok(Self {
+        Self {
             all_execs: args.all_execs || f.all_execs.unwrap_or(false),
             prevent: args.prevent || f.prevent.unwrap_or(false),
             exclusions: args.exclusions.or(f.exclusions),
@@ -147,6 +223,6 @@ impl Settings {
                 .or(f.max_path_depth)
                 .unwrap_or(tinyexec_ebpf::DEFAULT_PATH_DEPTH),
             config_file,
-        })
+        }
     }
 }

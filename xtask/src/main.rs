@@ -2,6 +2,7 @@
 //! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod bench;
+mod fuzz;
 mod install;
 mod setup;
 mod vm;
@@ -52,6 +53,9 @@ enum Cmd {
     /// Measure what the sensor costs on this machine (exec storms with and without it,
     /// loss, exec-to-alert latency, CPU, memory, kernel run time); see docs/performance.md.
     Bench(bench::Args),
+    /// Fuzz the parsers of outside input (exclusions and their evaluation, the
+    /// configuration, kernel records, BTF) with cargo-fuzz on nightly.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
             vm::conclude(&vm::run(&root, &sensor, &args)?)
         }
         Cmd::Bench(args) => bench::run(&root, &args),
+        Cmd::Fuzz(args) => fuzz::run(&root, &args),
     }
 }
 
@@ -147,6 +152,16 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
             .env("KUSTO_LANGUAGE_DIR", &kusto)
             .env("TINYEXEC_MATRIX_REPORT", &report),
     );
+    // Only a whole run fuzzes: `-- --test NAME` picks tests, not fuzzing.
+    let fuzzed = if args.is_empty() {
+        step(&format!(
+            "fuzzing each target for {} s (cargo xtask fuzz for longer)",
+            fuzz::SMOKE_SECONDS
+        ));
+        fuzz::fuzz(root, fuzz::TARGETS, fuzz::SMOKE_SECONDS)
+    } else {
+        Ok(())
+    };
     let mut rows = vec![vm::host_row(&report)?];
     if matrix {
         step("the kernel matrix: Debian's kernels under QEMU (`--no-vm` skips it)");
@@ -157,9 +172,18 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
         "cargo xtask test took {:.0} s",
         started.elapsed().as_secs_f64()
     ));
-    match (host, matrix) {
-        (Ok(()), matrix) => matrix,
-        (Err(host), Ok(())) => Err(host.context("the host's tests failed")),
-        (Err(host), Err(matrix)) => bail!("the host's tests failed ({host:#}), and {matrix:#}"),
+    let failed: Vec<String> = [
+        host.err()
+            .map(|e| format!("the host's tests failed ({e:#})")),
+        fuzzed.err().map(|e| format!("fuzzing failed ({e:#})")),
+        matrix.err().map(|e| format!("{e:#}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failed.join("; and "))
     }
 }

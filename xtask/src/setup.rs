@@ -14,6 +14,8 @@ use crate::{cargo, run_cmd, step};
 /// bpf-linker 0.13 is the release for LLVM 22, the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
+/// The libFuzzer driver for the fuzz targets in `fuzz/`.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// Debian packages the tests use, as (shell test that it is there, package):
 /// bpftool cross-checks our BTF parser, yara is the reference `scan` must agree
 /// with, rsyslog receives the CEF output, python3 and openssl run the Sentinel
@@ -162,6 +164,34 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
         bail!("{} does not run after installing it", linker.display());
     }
     Ok(())
+}
+
+/// cargo-fuzz, the libFuzzer driver for `cargo xtask fuzz`, in `<root>/.tools`;
+/// returns its path.
+pub fn cargo_fuzz(root: &Path) -> Result<PathBuf> {
+    let tools = root.join(".tools");
+    let bin = tools.join("bin/cargo-fuzz");
+    let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    if output(Command::new(&bin).arg("--version")).as_deref() == Some(want.as_str()) {
+        return Ok(bin);
+    }
+    step(&format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into {} (once, about a minute)",
+        tools.display()
+    ));
+    run_cmd(
+        cargo()
+            .args([
+                "install",
+                &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+                "--locked",
+                "--force",
+                "--root",
+            ])
+            .arg(&tools),
+    )
+    .context("installing cargo-fuzz")?;
+    Ok(bin)
 }
 
 /// Debian packages the tests (host and kernel matrix) need, installed when missing.

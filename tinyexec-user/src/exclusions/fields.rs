@@ -70,6 +70,12 @@ pub fn is_known(name: &str) -> bool {
     FIELDS.contains(&name)
 }
 
+/// The position of a known field in [`FIELDS`]: matching keeps a record's
+/// prepared fields by it.
+pub fn index(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == name)
+}
+
 /// The known field `name` was most likely meant to be, if any is close enough
 /// to be a useful hint rather than noise.
 pub fn suggest(name: &str) -> Option<&'static str> {
@@ -81,18 +87,33 @@ pub fn suggest(name: &str) -> Option<&'static str> {
         return Some(f);
     }
     let wanted = name.to_lowercase();
-    let (best, distance) = FIELDS
-        .iter()
-        .map(|f| (*f, levenshtein(&wanted, f)))
-        .min_by_key(|&(_, d)| d)?;
+    // The distance is at least the difference in length, so a name more than
+    // half again as long as every field is past the limit below: skip the
+    // quadratic work (a line may hold a megabyte-long word).
+    let n = wanted.chars().count();
+    if 2 * n > 3 * FIELDS.iter().map(|f| f.len()).max().unwrap_or(0) + 6 {
+        return None;
+    }
     // A third of the name (at least 2 edits) keeps `process.nmae` -> `process.name`
     // while not offering `file.size` for `foo`.
-    let limit = (wanted.chars().count() / 3).max(2);
-    (distance <= limit).then_some(best)
+    let limit = (n / 3).max(2);
+    FIELDS
+        .iter()
+        .filter_map(|f| Some((*f, levenshtein_within(&wanted, f, limit)?)))
+        .min_by_key(|&(_, d)| d)
+        .map(|(f, _)| f)
 }
 
 /// Edit distance in characters (insert, delete, substitute).
 pub fn levenshtein(a: &str, b: &str) -> usize {
+    levenshtein_within(a, b, usize::MAX).unwrap_or(usize::MAX)
+}
+
+/// The edit distance when it is at most `limit`. Stops at the first row whose
+/// every entry is past the limit (entries never decrease down a column's
+/// best path): a file of unknown fields costs a few rows per field, not the
+/// whole table.
+pub fn levenshtein_within(a: &str, b: &str, limit: usize) -> Option<usize> {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
@@ -103,8 +124,11 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
             cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
         }
         std::mem::swap(&mut prev, &mut cur);
+        if prev.iter().all(|&d| d > limit) {
+            return None;
+        }
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|&d| d <= limit)
 }
 
 #[cfg(test)]
@@ -126,6 +150,10 @@ mod tests {
         assert_eq!(levenshtein("", "abc"), 3);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("“a”", "\"a\""), 2);
+        assert_eq!(levenshtein_within("kitten", "sitting", 3), Some(3));
+        assert_eq!(levenshtein_within("kitten", "sitting", 2), None);
+        assert_eq!(levenshtein_within("", "ab", 2), Some(2));
+        assert_eq!(levenshtein_within("abcdef", "", 2), None);
     }
 
     #[test]
@@ -140,5 +168,12 @@ mod tests {
         assert_eq!(suggest("sha256"), Some("file.hash.sha256"));
         assert_eq!(suggest("foo"), None);
         assert_eq!(suggest("completely.unrelated.thing"), None);
+        // A megabyte-long name gets no suggestion, at once (once 4 s).
+        let t = std::time::Instant::now();
+        assert_eq!(suggest(&"a".repeat(1 << 20)), None);
+        assert!(t.elapsed() < std::time::Duration::from_millis(500));
+        // The longest name that could still be within reach is still compared.
+        let near = format!("{}xx", FIELDS.iter().max_by_key(|f| f.len()).unwrap());
+        assert!(suggest(&near).is_some(), "{near}");
     }
 }

@@ -37,6 +37,8 @@ pub struct Predicate {
     pub value: String,
     /// Precomputed from `value` so matching a record does not re-split it.
     pattern: Pattern,
+    /// The field's index in [`super::fields::FIELDS`].
+    slot: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +55,7 @@ impl Predicate {
     /// `exact` is `==`; otherwise the `*`s at the ends of `value` choose the
     /// operator. Fails (with the reason) on a value that could never match.
     pub fn new(field: &str, exact: bool, value: &str) -> Result<Self, String> {
+        let slot = super::fields::index(field).ok_or_else(|| format!("unknown field `{field}`"))?;
         let (op, pattern) = if exact {
             (Op::Equals, Pattern::Exact)
         } else {
@@ -67,8 +70,9 @@ impl Predicate {
             if leading && trailing {
                 if inner.is_empty() {
                     return Err(format!(
-                        "value \"{value}\" has nothing between its `*`s, so it would match every value; \
-                         drop the predicate instead"
+                        "value \"{}\" has nothing between its `*`s, so it would match every value; \
+                         drop the predicate instead",
+                        super::syntax::excerpt(value)
                     ));
                 }
                 (Op::Contains, Pattern::Needle(inner.to_lowercase()))
@@ -76,8 +80,9 @@ impl Predicate {
                 let found: Vec<String> = terms(inner).map(str::to_lowercase).collect();
                 if found.is_empty() {
                     return Err(format!(
-                        "value \"{value}\" has no letters or digits, so `:` (term match) can never match it; \
-                         use `==` to compare the exact text"
+                        "value \"{}\" has no letters or digits, so `:` (term match) can never match it; \
+                         use `==` to compare the exact text",
+                        super::syntax::excerpt(value)
                     ));
                 }
                 let op = match (leading, trailing) {
@@ -93,36 +98,69 @@ impl Predicate {
             op,
             value: value.to_owned(),
             pattern,
+            slot,
         })
     }
 
     /// Missing and null fields never match (so `NOT` of them is true); arrays
     /// match when any element does; numbers and bools through their JSON text.
     pub fn matches(&self, record: &Value) -> bool {
-        lookup(record, &self.field).is_some_and(|v| self.matches_value(v))
+        self.matches_texts(&FieldTexts::of(record, &self.field))
     }
 
-    fn matches_value(&self, value: &Value) -> bool {
-        match value {
-            Value::String(s) => self.matches_text(s),
-            Value::Number(_) | Value::Bool(_) => self.matches_text(&value.to_string()),
-            Value::Array(items) => items.iter().any(|v| self.matches_value(v)),
-            // An object has no single text; matching its JSON would let key
-            // names match, which no analyst means.
-            Value::Null | Value::Object(_) => false,
-        }
+    /// Where matching keeps this predicate's field of a record.
+    pub fn slot(&self) -> usize {
+        self.slot
     }
 
-    fn matches_text(&self, text: &str) -> bool {
-        match &self.pattern {
-            Pattern::Exact => text == self.value,
-            Pattern::Needle(needle) => text.to_lowercase().contains(needle.as_str()),
-            Pattern::Terms(wanted) => {
-                let have: Vec<String> = terms(text).map(str::to_lowercase).collect();
-                has_terms(&have, wanted, self.op)
-            }
-        }
+    /// As [`Predicate::matches`], on the field's texts already taken from the record.
+    pub fn matches_texts(&self, texts: &FieldTexts) -> bool {
+        texts.0.iter().any(|t| match &self.pattern {
+            Pattern::Exact => t.exact == self.value,
+            Pattern::Needle(needle) => t.lower.contains(needle.as_str()),
+            Pattern::Terms(wanted) => has_terms(&t.terms, wanted, self.op),
+        })
     }
+}
+
+/// One field of one record as predicates compare it: every text it holds
+/// (array elements flattened, numbers and bools as their JSON text, objects
+/// and null left out, as no analyst means them), lower-cased and split into
+/// terms once. A large exclusions file has thousands of predicates on the same
+/// few fields; each then costs a comparison, not a split and allocations.
+#[derive(Debug, Default)]
+pub struct FieldTexts(Vec<Text>);
+
+#[derive(Debug)]
+struct Text {
+    exact: String,
+    lower: String,
+    /// Lower-cased terms.
+    terms: Vec<String>,
+}
+
+impl FieldTexts {
+    pub fn of(record: &Value, field: &str) -> Self {
+        let mut out = Vec::new();
+        if let Some(v) = lookup(record, field) {
+            collect(v, &mut out);
+        }
+        Self(out)
+    }
+}
+
+fn collect(value: &Value, out: &mut Vec<Text>) {
+    let exact = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(_) | Value::Bool(_) => value.to_string(),
+        Value::Array(items) => return items.iter().for_each(|v| collect(v, out)),
+        Value::Null | Value::Object(_) => return,
+    };
+    out.push(Text {
+        lower: exact.to_lowercase(),
+        terms: terms(&exact).map(str::to_lowercase).collect(),
+        exact,
+    });
 }
 
 /// The value at a dotted name: `process.parent.name` is

@@ -21,7 +21,20 @@ use std::fmt;
 
 use serde_json::Value;
 
-use matching::Predicate;
+use matching::{FieldTexts, Predicate};
+
+/// Largest exclusions file read (docs/exclusions.md): far above any real list
+/// (the analysts' is 1 KiB), and small enough that parsing it and checking
+/// every alert against all of it stay cheap.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Errors per file that suggest the nearest known field for an unknown one.
+const HINTED_ERRORS: usize = 100;
+
+/// Deepest nesting of parentheses and `NOT`s in one exclusion. The parser, the
+/// printer, the linter and matching all recurse along it: bounding it here
+/// bounds their stack use, whatever the file holds.
+pub const MAX_NESTING: usize = 64;
 
 /// One exclusion line.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,11 +61,15 @@ pub enum Expr {
 
 impl Expr {
     pub fn matches(&self, record: &Value) -> bool {
+        self.matches_in(&mut Fields::new(record))
+    }
+
+    fn matches_in(&self, fields: &mut Fields<'_>) -> bool {
         match self {
-            Expr::Pred(p) => p.matches(record),
-            Expr::Not(inner) => !inner.matches(record),
-            Expr::And(items) => items.iter().all(|e| e.matches(record)),
-            Expr::Or(items) => items.iter().any(|e| e.matches(record)),
+            Expr::Pred(p) => p.matches_texts(fields.get(p)),
+            Expr::Not(inner) => !inner.matches_in(fields),
+            Expr::And(items) => items.iter().all(|e| e.matches_in(fields)),
+            Expr::Or(items) => items.iter().any(|e| e.matches_in(fields)),
         }
     }
 
@@ -93,18 +110,31 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     /// `file:line:column: message`, then the line indented by two spaces and a
-    /// caret under the column (tabs before it kept, so the caret lines up).
+    /// caret under the column (tabs before it kept, so the caret lines up). A
+    /// long line is shown only around the column, so one bad line cannot flood
+    /// the log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pad: String = self
-            .text
+        const AROUND: usize = 60;
+        let chars: Vec<char> = self.text.chars().collect();
+        let at = self.column.saturating_sub(1).min(chars.len());
+        let (start, end) = if chars.len() <= 2 * AROUND {
+            (0, chars.len())
+        } else {
+            let start = at.saturating_sub(AROUND);
+            (start, (start + 2 * AROUND).min(chars.len()))
+        };
+        let lead = if start > 0 { "..." } else { "" };
+        let tail = if end < chars.len() { "..." } else { "" };
+        let shown: String = chars[start..end].iter().collect();
+        let pad: String = lead
             .chars()
-            .take(self.column.saturating_sub(1))
+            .chain(chars[start..at].iter().copied())
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         write!(
             f,
-            "{}:{}:{}: {}\n  {}\n  {pad}^",
-            self.file, self.line, self.column, self.message, self.text
+            "{}:{}:{}: {}\n  {lead}{shown}{tail}\n  {pad}^",
+            self.file, self.line, self.column, self.message
         )
     }
 }
@@ -139,7 +169,9 @@ pub fn parse(file: &str, text: &str) -> Parsed {
             Some(c) if !c.is_empty() => c.to_owned(),
             _ => format!("line {number}"),
         };
-        match syntax::parse_line(line) {
+        // Suggestions cost an edit-distance search each: the first errors
+        // get them, a file of thousands of bad lines does not pay for them all.
+        match syntax::parse_line_hinted(line, parsed.errors.len() < HINTED_ERRORS) {
             Ok(expr) => parsed.exclusions.push(Exclusion {
                 name,
                 line: number,
@@ -181,9 +213,34 @@ pub fn lint(exclusion: &Exclusion) -> Vec<Warning> {
     lint::warnings(exclusion)
 }
 
-/// The first exclusion that matches, if any.
+/// The first exclusion that matches, if any. Each field of the record is
+/// prepared once for all of them.
 pub fn first_match<'a>(exclusions: &'a [Exclusion], record: &Value) -> Option<&'a Exclusion> {
-    exclusions.iter().find(|e| e.expr.matches(record))
+    let mut fields = Fields::new(record);
+    exclusions.iter().find(|e| e.expr.matches_in(&mut fields))
+}
+
+/// A record's fields, each prepared for matching when first asked for.
+struct Fields<'r> {
+    record: &'r Value,
+    /// By [`Predicate::slot`].
+    prepared: Vec<Option<FieldTexts>>,
+}
+
+impl<'r> Fields<'r> {
+    fn new(record: &'r Value) -> Self {
+        Self {
+            record,
+            prepared: std::iter::repeat_with(|| None)
+                .take(fields::FIELDS.len())
+                .collect(),
+        }
+    }
+
+    fn get(&mut self, p: &Predicate) -> &FieldTexts {
+        let record = self.record;
+        self.prepared[p.slot()].get_or_insert_with(|| FieldTexts::of(record, &p.field))
+    }
 }
 
 #[cfg(test)]
@@ -401,6 +458,51 @@ process.name:g
         assert_eq!(
             e.to_string(),
             "t:1:19: expected AND or OR, found `x`\n  \tprocess.user:“é” x\n  \t                 ^"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_around_the_column() {
+        let line = format!(
+            "{}process.name:a{}",
+            "(".repeat(20),
+            " OR process.name:b".repeat(5000)
+        );
+        let e = &parse("l", &line).errors[0];
+        let shown = e.to_string();
+        assert!(shown.len() < 400, "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines[0].starts_with("l:1:20: missing `)`"), "{shown}");
+        assert!(
+            lines[1].starts_with("  (((") && lines[1].ends_with("..."),
+            "{shown}"
+        );
+        assert_eq!(lines[2], format!("  {}^", " ".repeat(19)));
+        let deep = format!("{}process.name:a", "NOT ".repeat(1000));
+        let e = &parse("d", &deep).errors[0];
+        let shown = e.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(
+            lines[1].starts_with("  ...") && lines[1].ends_with("..."),
+            "{shown}"
+        );
+        // The caret is under the first NOT too many.
+        let caret = lines[2].len() - 1;
+        assert_eq!(&lines[1][caret..caret + 3], "NOT", "{shown}");
+        assert_eq!(e.column, 4 * MAX_NESTING + 1);
+    }
+
+    #[test]
+    fn only_the_first_errors_suggest_a_field() {
+        let text = "process.nmae:a\n".repeat(HINTED_ERRORS + 1);
+        let parsed = parse("h", &text);
+        let hinted = |e: &ParseError| e.message.contains("did you mean `process.name`");
+        assert!(parsed.errors[..HINTED_ERRORS].iter().all(hinted));
+        assert!(!hinted(&parsed.errors[HINTED_ERRORS]));
+        assert!(
+            parsed.errors[HINTED_ERRORS]
+                .message
+                .contains("unknown field")
         );
     }
 

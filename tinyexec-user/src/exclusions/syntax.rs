@@ -13,9 +13,9 @@
 //! unquoted word. Columns are 1-based and count characters, not bytes, so a
 //! caret lines up under text with typographic quotes before it.
 
-use super::Expr;
 use super::fields;
 use super::matching::{Op, Predicate};
+use super::{Expr, MAX_NESTING};
 
 /// A problem on one line; the caller adds file, line and the text.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,11 +32,20 @@ fn error<T>(column: usize, message: impl Into<String>) -> Result<T, SyntaxError>
 }
 
 /// Parses one non-blank, non-comment line into an expression.
+#[cfg(test)]
 pub(crate) fn parse_line(line: &str) -> Result<Expr, SyntaxError> {
+    parse_line_hinted(line, true)
+}
+
+/// As [`parse_line`]; `hints` says whether an unknown field's error suggests
+/// the nearest known one (an edit-distance search over every field).
+pub(crate) fn parse_line_hinted(line: &str, hints: bool) -> Result<Expr, SyntaxError> {
     let chars: Vec<char> = line.chars().collect();
     let mut parser = Parser {
         tokens: lex(&chars),
         pos: 0,
+        depth: 0,
+        hints,
     };
     let expr = parser.or(Context::Start)?;
     let next = parser.peek()?;
@@ -102,7 +111,7 @@ fn lex(chars: &[char]) -> Vec<Token> {
                 }) => w.as_str(),
                 _ => "",
             };
-            let after = format!("{field}{op}");
+            let after = format!("{}{op}", excerpt(field));
             match lex_value(chars, i, &after) {
                 Ok((text, next)) => {
                     out.push(Token {
@@ -260,6 +269,16 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     }
 }
 
+/// Text from the line for a message, cut to a readable length: a message
+/// quotes the line's words, and a word may be a megabyte long.
+pub(crate) fn excerpt(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 fn unterminated(open: char) -> String {
     format!("unterminated value: the quote {open} opened here is never closed")
 }
@@ -277,6 +296,10 @@ enum Context {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// `(`s and `NOT`s open around the current token, at most [`MAX_NESTING`].
+    depth: usize,
+    /// Suggest a known field for an unknown one.
+    hints: bool,
 }
 
 static END: Token = Token {
@@ -316,12 +339,30 @@ impl Parser {
         Ok(Expr::all(items))
     }
 
+    /// Enters one more `(` or `NOT` at `col`, refusing past [`MAX_NESTING`].
+    fn nest(&mut self, col: usize) -> Result<(), SyntaxError> {
+        if self.depth >= MAX_NESTING {
+            return error(
+                col,
+                format!(
+                    "nested too deeply: more than {MAX_NESTING} parentheses and NOTs around \
+                     one predicate; simplify the expression"
+                ),
+            );
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn unary(&mut self, ctx: Context) -> Result<Expr, SyntaxError> {
         let Token { tok, col } = self.peek()?.clone();
         match tok {
             Tok::Not => {
                 self.bump();
-                Ok(Expr::Not(Box::new(self.unary(Context::After("NOT", col))?)))
+                self.nest(col)?;
+                let inner = self.unary(Context::After("NOT", col))?;
+                self.depth -= 1;
+                Ok(Expr::Not(Box::new(inner)))
             }
             Tok::LParen => {
                 self.bump();
@@ -331,7 +372,9 @@ impl Parser {
                         "empty parentheses: put a predicate inside or remove them",
                     );
                 }
+                self.nest(col)?;
                 let inner = self.or(Context::Paren(col))?;
+                self.depth -= 1;
                 let next = self.peek()?;
                 match &next.tok {
                     Tok::RParen => {
@@ -345,7 +388,10 @@ impl Parser {
             Tok::Word(word) => self.predicate(word, col),
             Tok::Value(value) => error(
                 col,
-                format!("missing field: write `field:\"{value}\"` (or `field==`)"),
+                format!(
+                    "missing field: write `field:\"{}\"` (or `field==`)",
+                    excerpt(&value)
+                ),
             ),
             Tok::Colon => error(col, "missing field name before `:`"),
             Tok::EqEq => error(col, "missing field name before `==`"),
@@ -382,21 +428,30 @@ impl Parser {
             _ if fields::is_known(&field) => {
                 return error(
                     next.col,
-                    format!("expected `:` or `==` after the field `{field}`"),
+                    format!("expected `:` or `==` after the field `{}`", excerpt(&field)),
                 );
             }
             _ => {
                 return error(
                     col,
-                    format!("expected a predicate (`field:value`), found `{field}`"),
+                    format!(
+                        "expected a predicate (`field:value`), found `{}`",
+                        excerpt(&field)
+                    ),
                 );
             }
         };
         if !fields::is_known(&field) {
-            let message = match fields::suggest(&field) {
-                Some(known) => format!("unknown field `{field}`; did you mean `{known}`?"),
+            let message = match self.hints.then(|| fields::suggest(&field)).flatten() {
+                Some(known) => format!(
+                    "unknown field `{}`; did you mean `{known}`?",
+                    excerpt(&field)
+                ),
                 None => {
-                    format!("unknown field `{field}` (the fields are listed in docs/events.md)")
+                    format!(
+                        "unknown field `{}` (the fields are listed in docs/events.md)",
+                        excerpt(&field)
+                    )
                 }
             };
             return error(col, message);
@@ -405,7 +460,7 @@ impl Parser {
         let Token { tok, col: at } = self.peek()?.clone();
         let Tok::Value(value) = tok else {
             // The lexer always puts a value or an error after an operator.
-            return error(at, format!("missing value after `{field}`"));
+            return error(at, format!("missing value after `{}`", excerpt(&field)));
         };
         self.bump();
         match Predicate::new(&field, exact, &value) {
@@ -423,10 +478,10 @@ fn describe(tok: &Tok) -> String {
         Tok::And => "AND".into(),
         Tok::Or => "OR".into(),
         Tok::Not => "NOT".into(),
-        Tok::Word(w) => format!("`{w}`"),
+        Tok::Word(w) => format!("`{}`", excerpt(w)),
         Tok::Colon => "`:`".into(),
         Tok::EqEq => "`==`".into(),
-        Tok::Value(v) => format!("the value \"{v}\""),
+        Tok::Value(v) => format!("the value \"{}\"", excerpt(v)),
         Tok::End => "the end of the line".into(),
         Tok::Error(m) => m.clone(),
     }
@@ -819,6 +874,77 @@ mod tests {
         // A grammar error before an unterminated quote wins.
         assert_err(r#"process.nmae:a AND file.name:"x"#, 1, "unknown field");
         assert_err(r#"process.name:a b:"x"#, 16, "expected AND or OR");
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_the_column_of_the_first_level_too_many() {
+        let deepest = format!("{}{A}{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert_eq!(norm(&deepest), r#"process.name:"a""#);
+        let nots = format!("{}{A}", "NOT ".repeat(MAX_NESTING));
+        assert!(parse_line(&nots).is_ok());
+        let too_deep = format!(
+            "{}{A}{}",
+            "(".repeat(MAX_NESTING + 1),
+            ")".repeat(MAX_NESTING + 1)
+        );
+        assert_err(
+            &too_deep,
+            MAX_NESTING + 1,
+            "nested too deeply: more than 64",
+        );
+        let too_many_nots = format!("{}{A}", "NOT ".repeat(MAX_NESTING + 1));
+        assert_err(&too_many_nots, 4 * MAX_NESTING + 1, "nested too deeply");
+        // Mixed, and the issue's inputs: an error, not a stack overflow.
+        let mixed = format!("{}{A}{}", "NOT (".repeat(40), ")".repeat(40));
+        assert_err(&mixed, 5 * 32 + 1, "nested too deeply");
+        assert_err(&"(".repeat(10_000), MAX_NESTING + 1, "nested too deeply");
+        assert_err(
+            &format!("{}{A}", "NOT ".repeat(100_000)),
+            4 * MAX_NESTING + 1,
+            "nested too deeply",
+        );
+        // Side by side, groups do not add up: only nesting counts.
+        let wide = vec![format!("(({A}))"); 1000].join(" OR ");
+        assert!(parse_line(&wide).is_ok());
+    }
+
+    #[test]
+    fn the_deepest_accepted_expression_is_safe_on_a_small_stack() {
+        // Every level as deep as it may go, alternating so nothing flattens.
+        let (mut line, mut depth) = (String::from(A), 0);
+        while depth < MAX_NESTING {
+            (line, depth) = if depth % 3 == 0 && depth + 2 <= MAX_NESTING {
+                (format!("NOT ({line} OR {B})"), depth + 2)
+            } else {
+                (format!("({line} AND {B})"), depth + 1)
+            };
+        }
+        let line = format!("{line} OR {A}");
+        // A thread stack far below the 8 MiB of the main thread and 2 MiB of
+        // tokio's: parsing, printing, matching and dropping must all fit.
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let e = parse_line(&line).expect("at the limit");
+                let once = e.normalized();
+                assert_eq!(parse_line(&once).expect("normalized parses"), e);
+                assert!(e.matches(&json!({"process": {"name": "a"}})));
+                let _ = e.clone();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn messages_quote_long_words_cut_short() {
+        let long = "x".repeat(100_000);
+        let (_, m) = err(&format!("{long}:a"));
+        assert!(m.len() < 200 && m.contains("xxx..."), "{m}");
+        let (_, m) = err(&format!("{A} {long}"));
+        assert!(m.len() < 200, "{m}");
+        let (_, m) = err(&format!("file.path:\"{}\"", "/".repeat(100_000)));
+        assert!(m.len() < 300, "{m}");
     }
 
     #[test]

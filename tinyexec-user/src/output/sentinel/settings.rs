@@ -1,14 +1,12 @@
 //! The ingestion settings file (`--sentinel FILE`, TOML).
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
 use super::credential::Credential;
+use crate::textfile;
 
 /// Environment variable holding the client secret (never a command-line flag:
 /// the command line is world-readable in /proc).
@@ -98,8 +96,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = textfile::read(path, "Sentinel settings", crate::settings::MAX_CONFIG_BYTES)?;
         let f: File = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
         let credential = match (&f.client_secret_file, &f.client_certificate_file) {
             (Some(_), Some(_)) => bail!(
@@ -108,8 +105,7 @@ impl Settings {
             ),
             (None, Some(cert)) => Credential::certificate(cert)?,
             (Some(p), None) => Credential::Secret(
-                fs::read_to_string(p)
-                    .with_context(|| format!("reading the client secret from {}", p.display()))?
+                textfile::read(p, "client secret", crate::settings::MAX_CONFIG_BYTES)?
                     .trim()
                     .to_owned(),
             ),

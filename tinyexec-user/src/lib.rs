@@ -1,0 +1,28 @@
+//! tinyexec's daemon and CLI as a library: `src/main.rs` is the
+//! `tinyexec-sensor` binary on top of it, and the fuzz targets (`fuzz/`) and
+//! their regression tests (`tests/`) reach the parsers through it.
+//!
+//! Modules the binary or the fuzz targets call are `pub`; the rest stay private.
+
+pub mod btf;
+mod canary;
+pub mod check;
+mod clock;
+pub mod decode;
+mod detect;
+pub mod exclusions;
+pub mod fuzzing;
+mod identity;
+mod offsets;
+mod output;
+mod pipeline;
+mod policy;
+mod preflight;
+mod record;
+pub mod run;
+pub mod scan;
+mod selftest;
+mod sensor;
+pub mod settings;
+mod textfile;
+mod verifier;
