@@ -6,10 +6,7 @@
 
 use std::{
     fs,
-    os::{
-        fd::AsRawFd as _,
-        unix::fs::FileExt as _,
-    },
+    os::{fd::AsRawFd as _, unix::fs::FileExt as _},
     path::Path,
     process::Command,
 };
@@ -35,7 +32,10 @@ fn late_match(actions: Vec<Action>) -> Vec<u8> {
 /// Runs a matching exec and waits for its alert: every record of an exec run
 /// before it has arrived by then. Returns the records before it.
 fn before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
-    let barrier = dir.exe(&unique("barrier"), &matching_elf(Arch::X86_64, vec![], None));
+    let barrier = dir.exe(
+        &unique("barrier"),
+        &matching_elf(Arch::X86_64, vec![], None),
+    );
     run_ok(&mut Command::new(&barrier));
     sensor.wait_for("the barrier's alert", exec_of(&barrier));
     let all = sensor.records(|_| true);
@@ -73,7 +73,8 @@ fn a_writable_memfd_rewritten_after_exec_still_alerts() {
             let marker = unique("rewritten");
             let mut child = execveat_fd(fd.as_raw_fd(), &marker);
             let f = fs::File::from(fd.try_clone().expect("dup"));
-            f.write_all_at(&[0u8; 10], tail as u64).expect("overwrite the tail");
+            f.write_all_at(&[0u8; 10], tail as u64)
+                .expect("overwrite the tail");
             assert!(child.wait().expect("wait").success());
             let rec = sensor.wait_for("an alert for the rewritten memfd", |v| {
                 field(v, "process.args.1") == marker.as_str()
@@ -106,7 +107,11 @@ fn a_match_that_exited_at_once_is_decided_from_its_unchanged_file() {
     for p in &paths {
         let rec = sensor.wait_for("the quick match's alert", exec_of(p));
         assert_eq!(field_str(&rec, "rule.verdict"), "match", "{rec}");
-        assert_eq!(field_str(&rec, "tinyexec.content_source"), "kernel+path", "{rec}");
+        assert_eq!(
+            field_str(&rec, "tinyexec.content_source"),
+            "kernel+path",
+            "{rec}"
+        );
         assert_eq!(field_str(&rec, "file.hash.sha256"), sha256_hex(&bytes));
     }
     // Changed after it ran (same inode, new change time): not the bytes that ran.
@@ -114,12 +119,18 @@ fn a_match_that_exited_at_once_is_decided_from_its_unchanged_file() {
     settle();
     with_sensor_stopped(&sensor, || {
         run_ok(&mut Command::new(&changed));
-        let f = fs::OpenOptions::new().write(true).open(&changed).expect("open");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&changed)
+            .expect("open");
         f.write_all_at(&bytes[..1], 0).expect("rewrite a byte");
     });
     let rec = sensor.wait_for("the changed file's alert", exec_of(&changed));
     assert_eq!(field_str(&rec, "rule.verdict"), "undetermined", "{rec}");
-    assert!(field_str(&rec, "rule.reason").contains("unchanged"), "{rec}");
+    assert!(
+        field_str(&rec, "rule.reason").contains("unchanged"),
+        "{rec}"
+    );
 }
 
 /// A non-matching 260-byte ELF whose header ends with `$s2`'s first 6 bytes:
@@ -151,7 +162,12 @@ fn a_decoy_that_cannot_match_gives_no_alerts() {
     });
     let before = before_barrier(&sensor, &dir);
     let about: Vec<&Value> = before.iter().filter(|v| exec_of(&decoy)(v)).collect();
-    assert!(about.is_empty(), "{} records for the decoy: {:?}", about.len(), about.first());
+    assert!(
+        about.is_empty(),
+        "{} records for the decoy: {:?}",
+        about.len(),
+        about.first()
+    );
 }
 
 /// The mount point of binfmt_misc, mounted if it is not.
@@ -209,10 +225,20 @@ fn a_binfmt_misc_target_that_matches_alerts_by_name() {
         field(v, "event.kind") == "alert"
             && field(v, "process.exec_path") == target.as_os_str().to_str().unwrap()
     });
-    assert_eq!(field_str(&rec, "file.path"), interp.to_str().unwrap(), "{rec}");
-    assert_eq!(field_str(&rec, "file.target.path"), target.to_str().unwrap());
+    assert_eq!(
+        field_str(&rec, "file.path"),
+        interp.to_str().unwrap(),
+        "{rec}"
+    );
+    assert_eq!(
+        field_str(&rec, "file.target.path"),
+        target.to_str().unwrap()
+    );
     assert_eq!(field_u64(&rec, "file.target.size"), stager.len() as u64);
-    assert_eq!(field_str(&rec, "file.target.hash.sha256"), sha256_hex(&stager));
+    assert_eq!(
+        field_str(&rec, "file.target.hash.sha256"),
+        sha256_hex(&stager)
+    );
     assert_eq!(field_str(&rec, "tinyexec.content_source"), "path");
     assert_eq!(field_str(&rec, "rule.verdict"), "match");
     assert!(field(&rec, "file.hash").is_null(), "{rec}");

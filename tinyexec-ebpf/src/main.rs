@@ -34,8 +34,8 @@ mod program {
     };
     use tinyexec_ebpf::{
         ABSENT, ARGS_MAX, CARRY_AT, COMM_LEN, Carry, Config, EXEC_PATH_MAX, ExecRecord, HEADER_LEN,
-        OUT_AREA,
-        Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, WINDOW, control, flags,
+        OUT_AREA, Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, WINDOW,
+        control, flags,
         rule::{self, HeaderVerdict},
         stage,
     };
@@ -124,7 +124,11 @@ mod program {
     #[inline(always)]
     fn read_window(fl: &mut u32, buf: &mut [u8; WINDOW], base: usize, start: usize) {
         let r = unsafe {
-            bpf_probe_read_kernel(buf.as_mut_ptr().cast(), WINDOW as u32, (base + start) as *const _)
+            bpf_probe_read_kernel(
+                buf.as_mut_ptr().cast(),
+                WINDOW as u32,
+                (base + start) as *const _,
+            )
         };
         if r != 0 {
             *fl |= flags::READ_ERROR;
@@ -194,8 +198,7 @@ mod program {
         // count does not see): its size now says nothing about the size the
         // kernel read its header at, so the header is always looked at.
         let writable = writers >= 0 || nlink == 0;
-        let candidate =
-            fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
+        let candidate = fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
         // An interpreter ran for the file named in exec (a `#!` script, a
         // binfmt_misc handler): that file is not the one that runs, and user
         // space checks it by name.

@@ -239,7 +239,10 @@ fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     }
     let mut f = open_regular(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
     let md = f.metadata().map_err(|e| format!("stat {path}: {e}"))?;
-    let ctime = (md.ctime(), u32::try_from(md.ctime_nsec()).unwrap_or(u32::MAX));
+    let ctime = (
+        md.ctime(),
+        u32::try_from(md.ctime_nsec()).unwrap_or(u32::MAX),
+    );
     if md.dev() != exec.device || md.ino() != exec.inode || md.size() != size || ctime != exec.ctime
     {
         return Err(format!(

@@ -67,7 +67,10 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
                 ("interp", bprm_interp, PTR),
             ],
         )?,
-        inode_window: window("inode", &[("i_nlink", inode_nlink, 4), ("i_size", inode_size, 8)])?,
+        inode_window: window(
+            "inode",
+            &[("i_nlink", inode_nlink, 4), ("i_size", inode_size, 8)],
+        )?,
         bprm_file,
         bprm_filename,
         bprm_interp,
@@ -101,12 +104,20 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         inode_ctime_sec: first_of(
             btf,
             "inode",
-            &[("i_ctime_sec", &[8]), ("__i_ctime.tv_sec", &[8]), ("i_ctime.tv_sec", &[8])],
+            &[
+                ("i_ctime_sec", &[8]),
+                ("__i_ctime.tv_sec", &[8]),
+                ("i_ctime.tv_sec", &[8]),
+            ],
         )?,
         inode_ctime_nsec: first_of(
             btf,
             "inode",
-            &[("i_ctime_nsec", &[4]), ("__i_ctime.tv_nsec", &[8]), ("i_ctime.tv_nsec", &[8])],
+            &[
+                ("i_ctime_nsec", &[4]),
+                ("__i_ctime.tv_nsec", &[8]),
+                ("i_ctime.tv_nsec", &[8]),
+            ],
         )?,
         sb_dev: f("super_block", "s_dev", 4)?,
         dentry_parent: f("dentry", "d_parent", PTR)?,

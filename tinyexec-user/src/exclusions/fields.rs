@@ -89,10 +89,19 @@ pub fn index(name: &str) -> Option<usize> {
 pub fn suggest(name: &str) -> Option<&'static str> {
     // A dropped prefix (`parent_process_name`, `sha256`) is a common slip that
     // edit distance ranks far away; take it when it is unambiguous.
+    // Several may end so (`file.hash.sha256`, `file.target.hash.sha256`): the
+    // shortest, when it is the only one that short.
     let tail = format!(".{name}");
-    let mut by_tail = FIELDS.iter().filter(|f| f.ends_with(&tail));
-    if let (Some(f), None) = (by_tail.next(), by_tail.next()) {
-        return Some(f);
+    let mut by_tail: Vec<&str> = FIELDS
+        .iter()
+        .copied()
+        .filter(|f| f.ends_with(&tail))
+        .collect();
+    by_tail.sort_by_key(|f| f.len());
+    match by_tail.as_slice() {
+        [only] => return Some(only),
+        [a, b, ..] if a.len() < b.len() => return Some(a),
+        _ => {}
     }
     let wanted = name.to_lowercase();
     // The distance is at least the difference in length, so a name more than
