@@ -4,6 +4,7 @@
 //!
 //! Modules the binary or the fuzz targets call are `pub`; the rest stay private.
 
+mod bpf_sys;
 pub mod btf;
 mod canary;
 pub mod check;
@@ -25,4 +26,3 @@ mod selftest;
 mod sensor;
 pub mod settings;
 mod textfile;
-mod verifier;
