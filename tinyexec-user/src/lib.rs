@@ -12,6 +12,8 @@ mod clock;
 pub mod decode;
 mod detect;
 pub mod exclusions;
+#[cfg(test)]
+mod field_names;
 pub mod fuzzing;
 mod identity;
 mod offsets;

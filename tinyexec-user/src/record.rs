@@ -406,6 +406,88 @@ pub fn lost_record(
     }
 }
 
+/// One record of every kind, with every optional field present in one of
+/// them: what `field_names.rs` checks the schema against.
+#[cfg(test)]
+pub fn samples() -> Vec<Record> {
+    use crate::detect::{Source, Target, Verdict};
+    let exec = Exec {
+        ktime_ns: 1,
+        pid: 2,
+        exec_tid: 2,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        euid: 0,
+        egid: 0,
+        login_uid: Some(1000),
+        comm: "stager".into(),
+        parent_comm: "sh".into(),
+        args: vec!["/tmp/stager".into()],
+        argc: 1,
+        args_truncated: false,
+        args_unreadable: false,
+        path: "/tmp/stager".into(),
+        path_truncated: false,
+        path_disconnected: false,
+        parent_path: Some("/bin/sh".into()),
+        size: 153,
+        inode: 7,
+        device: 8,
+        nlink: 1,
+        mode: 0o100_755,
+        candidate: true,
+        header: None,
+        read_error: false,
+        killed: false,
+        kill_failed: true,
+        self_test_tgid: None,
+        kernel_verdict: None,
+        writers: -1,
+        ctime: (0, 0),
+        exec_path: Some("./stager".into()),
+        exec_path_truncated: false,
+    };
+    let host = Host {
+        hostname: "h".into(),
+        boot_id: "b".into(),
+    };
+    let agent = Agent {
+        name: "tinyexec",
+        version: "0",
+        ephemeral_id: "e".into(),
+    };
+    let matched = |target| Verdict::Match {
+        source: Source::Kernel,
+        sha256: Some("0".repeat(64)),
+        s1_offsets: vec![1],
+        s2_offsets: vec![2],
+        target,
+    };
+    let target = Target {
+        path: "./stager".into(),
+        size: 153,
+        inode: 7,
+        device: 8,
+    };
+    let verdicts = [
+        matched(None),
+        matched(Some(target)),
+        Verdict::Undetermined { reason: "r".into() },
+    ];
+    let mut names = Names::default();
+    let mut out: Vec<Record> = verdicts
+        .iter()
+        .map(|v| exec_record(&exec, Some(v), &mut names, "t".into(), &host, &agent))
+        .collect();
+    out[0].exclusion = Some(ExclusionRef {
+        name: "x".into(),
+        line: 1,
+    });
+    out.push(lost_record(1, 1, "t".into(), &host, &agent));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
