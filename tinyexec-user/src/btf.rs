@@ -7,8 +7,8 @@
 //! We parse BTF ourselves instead of using the `btf-rs` crate because that
 //! crate is LGPL-2.1-or-later, while this binary is MIT OR Apache-2.0 and
 //! statically linked. Only what offset lookups need is kept: struct/union
-//! members, arrays, ints and the type wrappers; everything else is skipped
-//! after bounds checking. Format reference: the kernel's
+//! members, arrays, ints, the type wrappers and enums' values; everything
+//! else is skipped after bounds checking. Format reference: the kernel's
 //! `Documentation/bpf/btf.rst`.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -55,12 +55,16 @@ pub struct Btf {
     types: Vec<Type>,
     /// Members of all structs/unions, referenced by `Extra::Members` ranges.
     members: Vec<Member>,
+    /// Values of all enums (name offset, value), referenced by `Extra::Enumerators`.
+    enumerators: Vec<(u32, i64)>,
     strings: Vec<u8>,
     /// Struct/union name -> type id, built once at parse time.
     by_name: HashMap<Box<[u8]>, u32>,
     /// Typedef name -> type id, the fallback for names like `kuid_t` that
     /// only exist as a typedef of an anonymous struct.
     typedefs: HashMap<Box<[u8]>, u32>,
+    /// Enum name -> type id (ENUM and ENUM64).
+    enums: HashMap<Box<[u8]>, u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -83,6 +87,11 @@ enum Extra {
     },
     /// Range into `Btf::members`.
     Members {
+        start: u32,
+        len: u16,
+    },
+    /// Range into `Btf::enumerators`.
+    Enumerators {
         start: u32,
         len: u16,
     },
@@ -220,9 +229,11 @@ impl Btf {
                 extra: Extra::None,
             }],
             members: Vec::new(),
+            enumerators: Vec::new(),
             strings,
             by_name: HashMap::new(),
             typedefs: HashMap::new(),
+            enums: HashMap::new(),
         };
         btf.parse_types(Reader {
             bytes: type_bytes,
@@ -283,11 +294,30 @@ impl Btf {
                 }
                 Extra::Members { start, len: vlen }
             }
-            KIND_ENUM | KIND_FUNC_PROTO => {
+            KIND_ENUM | KIND_ENUM64 => {
+                let start = u32::try_from(self.enumerators.len())
+                    .map_err(|_| anyhow!("too many enum values"))?;
+                for _ in 0..n {
+                    let name_off = r.u32()?;
+                    let lo = r.u32()?;
+                    // kind_flag marks a signed enum.
+                    let value = if kind == KIND_ENUM64 {
+                        let hi = r.u32()?;
+                        ((u64::from(hi) << 32) | u64::from(lo)) as i64
+                    } else if kind_flag {
+                        i64::from(lo as i32)
+                    } else {
+                        i64::from(lo)
+                    };
+                    self.enumerators.push((name_off, value));
+                }
+                Extra::Enumerators { start, len: vlen }
+            }
+            KIND_FUNC_PROTO => {
                 r.skip(n * 8)?;
                 Extra::None
             }
-            KIND_DATASEC | KIND_ENUM64 => {
+            KIND_DATASEC => {
                 r.skip(n * 12)?;
                 Extra::None
             }
@@ -311,8 +341,13 @@ impl Btf {
     fn build_index(&mut self) -> Result<()> {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut enums: HashMap<Box<[u8]>, u32> = HashMap::new();
         for (id, ty) in self.types.iter().enumerate() {
-            if !matches!(ty.kind, KIND_STRUCT | KIND_UNION | KIND_TYPEDEF) || ty.name_off == 0 {
+            let indexed = matches!(
+                ty.kind,
+                KIND_STRUCT | KIND_UNION | KIND_TYPEDEF | KIND_ENUM | KIND_ENUM64
+            );
+            if !indexed || ty.name_off == 0 {
                 continue;
             }
             let name = self
@@ -325,6 +360,14 @@ impl Btf {
             let id = id as u32;
             if ty.kind == KIND_TYPEDEF {
                 typedefs.entry(name.into()).or_insert(id);
+                continue;
+            }
+            if matches!(ty.kind, KIND_ENUM | KIND_ENUM64) {
+                // A definition with values wins over an earlier empty one.
+                let entry = enums.entry(name.into()).or_insert(id);
+                if self.enum_count(*entry) == 0 {
+                    *entry = id;
+                }
                 continue;
             }
             match by_name.get_mut(name) {
@@ -340,7 +383,38 @@ impl Btf {
         }
         self.by_name = by_name;
         self.typedefs = typedefs;
+        self.enums = enums;
         Ok(())
+    }
+
+    /// The value of `enumerator` in the enum named `enum_name`, e.g.
+    /// `("cgroup_subsys_id", "pids_cgrp_id")`.
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<i64> {
+        let id = *self
+            .enums
+            .get(enum_name.as_bytes())
+            .ok_or_else(|| anyhow!("enum `{enum_name}` not found in BTF"))?;
+        let Extra::Enumerators { start, len } = self.ty(id)?.extra else {
+            bail!("type id {id} is not an enum");
+        };
+        let range = start as usize..start as usize + usize::from(len);
+        let values = self
+            .enumerators
+            .get(range)
+            .ok_or_else(|| anyhow!("value range of enum `{enum_name}` out of bounds"))?;
+        for &(name_off, value) in values {
+            if self.name_bytes(name_off)? == enumerator.as_bytes() {
+                return Ok(value);
+            }
+        }
+        bail!("enum `{enum_name}` has no value `{enumerator}`")
+    }
+
+    fn enum_count(&self, id: u32) -> usize {
+        match self.types.get(id as usize).map(|t| t.extra) {
+            Some(Extra::Enumerators { len, .. }) => usize::from(len),
+            _ => 0,
+        }
     }
 
     /// Byte offset of a field inside a named struct (or union), e.g.
@@ -363,7 +437,6 @@ impl Btf {
     }
 
     /// Size in bytes of a named struct (or union).
-    #[cfg(test)]
     pub fn struct_size(&self, struct_name: &str) -> Result<u32> {
         let id = self.lookup_struct(struct_name)?;
         Ok(self.ty(id)?.size_or_type)
@@ -725,6 +798,29 @@ pub mod synthetic {
             self.composite(true, name, size, members)
         }
 
+        /// An enum of `(name, value)`s: ENUM (signed when a value is negative)
+        /// when every value fits 32 bits, else ENUM64.
+        pub fn enumeration(&mut self, name: &str, values: &[(&str, i64)]) -> u32 {
+            let wide = values
+                .iter()
+                .any(|v| i32::try_from(v.1).is_err() && u32::try_from(v.1).is_err());
+            let signed = values.iter().any(|v| v.1 < 0);
+            let mut extra = Vec::new();
+            for &(vname, value) in values {
+                extra.push(self.s(vname));
+                extra.push(value as u32);
+                if wide {
+                    extra.push((value >> 32) as u32);
+                }
+            }
+            let (kind, size) = if wide {
+                (KIND_ENUM64, 8)
+            } else {
+                (KIND_ENUM, 4)
+            };
+            self.raw(name, kind.into(), signed, values.len() as u32, size, &extra)
+        }
+
         /// One of each kind the lookups never use, so their skipping is exercised.
         pub fn filler(&mut self, int: u32) {
             let e = self.s("E_ONE");
@@ -894,6 +990,18 @@ pub mod synthetic {
             &[("flags", three_bits, 0, 0), ("whole", uint, 32, 0)],
         );
         w.strukt("odd", 2, &[("nibble", chr, 4, 0)]);
+        w.fwd("cgroup_subsys_id");
+        w.enumeration("cgroup_subsys_id", &[]);
+        w.enumeration(
+            "cgroup_subsys_id",
+            &[
+                ("cpuset_cgrp_id", 0),
+                ("memory_cgrp_id", i64::from(l.pid % 7)),
+                ("pids_cgrp_id", i64::from(l.tgid % 13)),
+            ],
+        );
+        w.enumeration("signed", &[("minus", -2), ("plus", 3)]);
+        w.enumeration("wide", &[("big", 1 << 40), ("low", -1)]);
         w
     }
 }
@@ -950,6 +1058,39 @@ mod tests {
         assert_eq!(off("grows", "b"), 8);
         assert_eq!(btf.struct_size("grows").unwrap(), 16);
         assert_eq!(off("old_bits", "whole"), 4);
+    }
+
+    #[test]
+    fn enum_values_come_from_the_blob() {
+        for big_endian in [false, true] {
+            for l in [LAYOUT_A, LAYOUT_B] {
+                let btf = Btf::from_bytes(&synthetic(l).bytes(big_endian)).unwrap();
+                let v = |e: &str, n: &str| btf.enum_value(e, n).unwrap();
+                // The definition with values, not the empty one or the forward declaration.
+                assert_eq!(v("cgroup_subsys_id", "cpuset_cgrp_id"), 0);
+                assert_eq!(
+                    v("cgroup_subsys_id", "memory_cgrp_id"),
+                    i64::from(l.pid % 7)
+                );
+                assert_eq!(
+                    v("cgroup_subsys_id", "pids_cgrp_id"),
+                    i64::from(l.tgid % 13)
+                );
+                assert_eq!(v("signed", "minus"), -2);
+                assert_eq!(v("signed", "plus"), 3);
+                assert_eq!(v("wide", "big"), 1 << 40);
+                assert_eq!(v("wide", "low"), -1);
+                // The filler's enum holds a name twice: the first value.
+                assert_eq!(v("e", "E_ONE"), 1);
+                assert_eq!(v("e64", "E_ONE"), 1);
+                let msg = err_of(btf.enum_value("cgroup_subsys_id", "nope_cgrp_id"));
+                assert!(msg.contains("no value `nope_cgrp_id`"), "{msg}");
+                let msg = err_of(btf.enum_value("no_such_enum", "x"));
+                assert!(msg.contains("enum `no_such_enum` not found"), "{msg}");
+                // A struct is not an enum.
+                assert!(btf.enum_value("task_struct", "pid").is_err());
+            }
+        }
     }
 
     #[test]
@@ -1119,6 +1260,8 @@ mod tests {
                     let _ = btf.member_size(s, f);
                     let _ = btf.struct_size(s);
                 }
+                let _ = btf.enum_value("cgroup_subsys_id", "pids_cgrp_id");
+                let _ = btf.enum_value("wide", "big");
             }
         };
         for len in 0..blob.len() {
@@ -1222,6 +1365,36 @@ mod tests {
         assert!(
             missing.contains("pid") || missing.contains("state"),
             "{missing}"
+        );
+    }
+
+    /// The running kernel's controller ids are the order of `/proc/cgroups`
+    /// (the kernel lists its subsystems by id).
+    #[test]
+    fn running_kernel_cgroup_subsys_ids() {
+        let Some(btf) = load_vmlinux() else { return };
+        let table = std::fs::read_to_string("/proc/cgroups").unwrap();
+        let names: Vec<&str> = table
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(names.contains(&"pids"), "{table}");
+        for (i, name) in names.iter().enumerate() {
+            // /proc/cgroups shows the v1 name of the io controller.
+            let name = if *name == "blkio" { "io" } else { name };
+            let id = btf
+                .enum_value("cgroup_subsys_id", &format!("{name}_cgrp_id"))
+                .unwrap();
+            assert_eq!(id, i as i64, "{name}_cgrp_id");
+        }
+        let count = btf
+            .enum_value("cgroup_subsys_id", "CGROUP_SUBSYS_COUNT")
+            .unwrap();
+        assert_eq!(count, names.len() as i64);
+        assert_eq!(
+            i64::from(btf.member_size("css_set", "subsys").unwrap()),
+            8 * count
         );
     }
 
