@@ -6,8 +6,10 @@
 
 pub mod btf;
 mod canary;
+mod cgroups;
 pub mod check;
 mod clock;
+mod container;
 pub mod decode;
 mod detect;
 pub mod exclusions;

@@ -14,7 +14,7 @@ use aya::{
 };
 use tinyexec_ebpf::{Config, control, names, stage};
 
-use crate::{btf, offsets, verifier};
+use crate::{btf, cgroups, container, offsets, verifier};
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tinyexec"));
@@ -88,13 +88,24 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
             opts.btf_path.display()
         )
     })?;
-    // Only the offsets were needed from the BTF.
+    let hierarchy = cgroups::choose(&kernel_btf).with_context(|| {
+        format!(
+            "choosing the cgroup hierarchy (controller ids from {})",
+            opts.btf_path.display()
+        )
+    })?;
+    // Only the offsets and the controller id were needed from the BTF.
     drop(kernel_btf);
     release_heap();
+    eprintln!("tinyexec-sensor: cgroups: {}", hierarchy.describe());
+    let mut config = opts.config;
+    (config.cgroup_mode, config.cgroup_subsys) = hierarchy.config();
+    cgroups::set_chosen(hierarchy);
+    container::init_host();
 
     let mut ebpf = loader
         .override_global(names::OFFSETS, &offsets, true)
-        .override_global(names::CONFIG, &opts.config, true)
+        .override_global(names::CONFIG, &config, true)
         .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
         .load(OBJECT)
         .context("loading the eBPF object (maps and globals)")?;
