@@ -167,9 +167,11 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
     let procs = CString::new(procs.as_os_str().as_bytes()).expect("no NUL");
     let argv = [prog.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
-    let mut sync = [0i32; 2];
-    // SAFETY: a pipe for the child to say its namespaces are in place.
+    // The child says its namespaces are in place; we say when we have read them.
+    let (mut sync, mut go) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: two pipes into arrays of two descriptors.
     assert_eq!(unsafe { libc::pipe(sync.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
     // SAFETY: the child calls only async-signal-safe functions on data made
     // before the fork, and ends in _exit or execve.
     let pid = unsafe { libc::fork() };
@@ -177,6 +179,7 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
     if pid == 0 {
         unsafe {
             libc::close(sync[0]);
+            libc::close(go[1]);
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                 libc::_exit(120);
@@ -194,11 +197,14 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
             let child = libc::fork();
             if child == 0 {
                 libc::close(sync[1]);
+                libc::close(go[0]);
                 libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
                 libc::_exit(122);
             }
-            // The namespaces are in place, and the program runs until we reap it.
+            // The namespaces are in place; they stay while we live.
             libc::write(sync[1], b"x".as_ptr().cast(), 1);
+            let mut byte = 0u8;
+            libc::read(go[0], (&raw mut byte).cast(), 1);
             let mut status = 0;
             if child < 0 || libc::waitpid(child, &mut status, 0) != child {
                 libc::_exit(123);
@@ -211,9 +217,10 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
         }
     }
     let mut byte = 0u8;
-    // SAFETY: our end of the pipe; one byte into a local.
+    // SAFETY: our ends of the pipes; one byte into a local.
     let n = unsafe {
         libc::close(sync[1]);
+        libc::close(go[0]);
         let n = libc::read(sync[0], (&raw mut byte).cast(), 1);
         libc::close(sync[0]);
         n
@@ -221,17 +228,20 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
     if n != 1 {
         let mut status = 0;
         // SAFETY: reaping our own child, which failed before the sync.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe {
+            libc::close(go[1]);
+            libc::waitpid(pid, &mut status, 0);
+        }
         panic!(
             "the isolated child failed before running {} (exit {})",
             program.display(),
             libc::WEXITSTATUS(status)
         );
     }
-    Isolated {
-        pid,
-        namespaces: namespaces_of(&pid.to_string(), true),
-    }
+    let namespaces = namespaces_of(&pid.to_string(), true);
+    // SAFETY: our end of the pipe: closing it lets the child wait for the program.
+    unsafe { libc::close(go[1]) };
+    Isolated { pid, namespaces }
 }
 
 /// An OCI runtime bundle (`config.json` and `rootfs/`) in `dir`: busybox as
