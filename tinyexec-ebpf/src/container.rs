@@ -5,7 +5,7 @@
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use tinyexec_ebpf::{
-    CGROUP_DEPTH, CGROUP_PATH_MAX, ExecRecord, NAME_MAX, WINDOW, cgroup_mode, flags,
+    CGROUP_DEPTH, CGROUP_PATH_MAX, Carry, ExecRecord, NAME_MAX, WINDOW, cgroup_mode, flags,
 };
 
 use crate::kernel::{off, read, read_or_flag, read_window};
@@ -16,15 +16,20 @@ const MAX_PID_NS_LEVEL: u32 = 32;
 /// Fills the record's namespace, pid and cgroup fields, and writes the
 /// cgroup path into `path` (see [`cgroup_path`]).
 #[inline(always)]
-pub(crate) unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, task: usize) {
+pub(crate) unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) {
+    let (task, parent, cred) = (
+        carry.task as usize,
+        carry.parent as usize,
+        carry.cred as usize,
+    );
     let mut fl = 0u32;
     unsafe {
         // The work area holds the previous record's values: nothing stale stays.
         (*rec).vpid = 0;
         (*rec).parent_vpid = 0;
         (*rec).ns_pid = 0;
-        namespaces(rec, task, &mut fl);
-        pids(rec, task, &mut fl);
+        namespaces(rec, task, cred, &mut fl);
+        pids(rec, task, parent, &mut fl);
         let (id, len) = cgroup(path, task, &mut fl);
         (*rec).cgroup_id = id;
         (*rec).cgroup_path_len = len;
@@ -43,7 +48,7 @@ fn inum(fl: &mut u32, ns: usize, offset: usize) -> u32 {
 }
 
 #[inline(always)]
-unsafe fn namespaces(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
+unsafe fn namespaces(rec: *mut ExecRecord, task: usize, cred: usize, fl: &mut u32) {
     let nsproxy: usize = read_or_flag(fl, task, off!(task_nsproxy));
     // Its four members in one read.
     let mut w = [0u8; WINDOW];
@@ -52,7 +57,6 @@ unsafe fn namespaces(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
         let at = field - off!(nsproxy_window);
         unsafe { core::ptr::read_unaligned(w.as_ptr().add(at).cast()) }
     };
-    let cred: usize = read_or_flag(fl, task, off!(task_cred));
     let user_ns: usize = read_or_flag(fl, cred, off!(cred_user_ns));
     unsafe {
         (*rec).ns_uts = inum(fl, member(off!(nsproxy_uts)), off!(uts_inum));
@@ -63,38 +67,46 @@ unsafe fn namespaces(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
     }
 }
 
-/// The `struct upid` at `level` of `pid`'s numbers.
+/// The `struct upid` at `level` of `pid`'s numbers, in one read: its
+/// number and its namespace.
 #[inline(always)]
-fn upid(pid: usize, level: u32) -> usize {
-    pid + off!(pid_numbers) + (level as usize) * off!(upid_size)
+fn upid(pid: usize, level: u32) -> Result<(u32, usize), i32> {
+    let at = pid + off!(pid_numbers) + (level as usize) * off!(upid_size);
+    let u: [u8; UPID_READ] = read(at, 0)?;
+    // The offsets are below UPID_READ (checked by user space); the masks show it.
+    let field = |o: usize| unsafe { u.as_ptr().add(o & (UPID_READ - 1)) };
+    let nr = unsafe { core::ptr::read_unaligned(field(off!(upid_nr)).cast::<u32>()) };
+    let ns = unsafe { core::ptr::read_unaligned(field(off!(upid_ns)).cast::<usize>()) };
+    Ok((nr, ns))
 }
+
+/// Bytes of `struct upid` read: `int nr` and `struct pid_namespace *ns`.
+const UPID_READ: usize = 16;
 
 /// The process's pid namespace (the one its pid lives in, as
 /// `/proc/PID/ns/pid` shows) and its pids as that namespace numbers them.
 #[inline(always)]
-unsafe fn pids(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
+unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
     let pid: usize = read_or_flag(fl, task, off!(task_thread_pid));
     let level: u32 = read_or_flag(fl, pid, off!(pid_level));
     if pid == 0 || level > MAX_PID_NS_LEVEL {
         *fl |= flags::READ_ERROR;
         return;
     }
-    let own = upid(pid, level);
-    let ns: usize = read_or_flag(fl, own, off!(upid_ns));
-    let vpid: u32 = read_or_flag(fl, own, off!(upid_nr));
+    let Ok((vpid, ns)) = upid(pid, level) else {
+        *fl |= flags::READ_ERROR;
+        return;
+    };
     // The parent's number at our level, when it lives in our namespace
     // (`task_tgid_nr_ns`); outside it, the parent has no number there.
     let mut parent_vpid = 0u32;
-    if let Ok(parent) = read::<usize>(task, off!(task_real_parent))
-        && let Ok(leader) = read::<usize>(parent, off!(task_group_leader))
-        && let Ok(ppid) = read::<usize>(leader, off!(task_thread_pid))
+    if let Ok(ppid) = read::<usize>(parent, off!(task_thread_pid))
         && let Ok(plevel) = read::<u32>(ppid, off!(pid_level))
         && plevel >= level
+        && let Ok((nr, pns)) = upid(ppid, level)
+        && pns == ns
     {
-        let at = upid(ppid, level);
-        if read::<usize>(at, off!(upid_ns)) == Ok(ns) {
-            parent_vpid = read_or_flag(fl, at, off!(upid_nr));
-        }
+        parent_vpid = nr;
     }
     unsafe {
         (*rec).vpid = vpid;

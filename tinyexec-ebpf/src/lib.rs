@@ -197,6 +197,10 @@ pub struct Carry {
     pub bprm: u64,
     /// `const char *` name given to exec, when an interpreter ran for it; else 0.
     pub exec_name: u64,
+    /// `struct task_struct *` of the parent process (the real parent's group
+    /// leader) and the task's `struct cred *`, as the entry read them.
+    pub parent: u64,
+    pub cred: u64,
     /// Wake user space at once (an alert, or a tail to read through /proc).
     pub urgent: u32,
     /// Where the path being walked starts in its buffer.

@@ -110,8 +110,8 @@ mod program {
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
     pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
-            let task = unsafe { (*carry).task } as usize;
-            unsafe { walk_into(work, carry, 1, parent_exe(task)) };
+            let parent = unsafe { (*carry).parent } as usize;
+            unsafe { walk_into(work, carry, 1, parent_exe(parent)) };
         }
         next_stage(&ctx, stage::CONTAINER);
         0
@@ -120,8 +120,7 @@ mod program {
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
     pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
-            let task = unsafe { (*carry).task } as usize;
-            unsafe { container::fill(work.cast(), work.add(CGROUP_SCRATCH), task) };
+            unsafe { container::fill(work.cast(), work.add(CGROUP_SCRATCH), &*carry) };
         }
         next_stage(&ctx, stage::EMIT);
         0
@@ -275,7 +274,7 @@ mod program {
             if interpreted {
                 fl |= flags::INTERPRETED;
             }
-            fill_task(rec, task, &mut fl);
+            let (parent, cred) = fill_task(rec, task, &mut fl);
             fill_file(rec, inode, &mut fl);
             (*rec).flags = fl;
             *carry = Carry {
@@ -283,6 +282,8 @@ mod program {
                 file: file as u64,
                 bprm: bprm as u64,
                 exec_name: if interpreted { filename as u64 } else { 0 },
+                parent: parent as u64,
+                cred: cred as u64,
                 urgent: u32::from(urgent),
                 walk_pos: 0,
                 walk_flags: 0,
@@ -478,10 +479,8 @@ mod program {
 
     /// The parent process's executable file (`mm->exe_file`); None for kernel threads.
     #[inline(always)]
-    fn parent_exe(task: usize) -> Option<usize> {
-        let parent: usize = read(task, off!(task_real_parent)).ok()?;
-        let leader: usize = read(parent, off!(task_group_leader)).ok()?;
-        let mm: usize = read(leader, off!(task_mm)).ok()?;
+    fn parent_exe(parent: usize) -> Option<usize> {
+        let mm: usize = read(parent, off!(task_mm)).ok()?;
         if mm == 0 {
             return None;
         }
@@ -489,9 +488,10 @@ mod program {
         (file != 0).then_some(file)
     }
 
-    /// Identity of the new process and its parent.
+    /// Identity of the new process and its parent; returns the parent process
+    /// (the real parent's group leader) and the task's cred for later stages.
     #[inline(always)]
-    unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
+    unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
         unsafe {
             (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
             read_comm(&raw mut (*rec).comm, task, fl);
@@ -511,6 +511,7 @@ mod program {
             } else {
                 read_or_flag(fl, task, off!(task_loginuid))
             };
+            (parent, cred)
         }
     }
 

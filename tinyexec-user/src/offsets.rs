@@ -66,8 +66,13 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
     );
     // `numbers` is a flexible array: its elements' size is the struct's.
     let upid_size = btf.struct_size("upid")?;
-    if upid_size < 16 {
-        bail!("kernel BTF: `struct upid` is {upid_size} bytes, tinyexec reads 16");
+    let (upid_nr, upid_ns) = (f("upid", "nr", 4)?, f("upid", "ns", PTR)?);
+    // The program reads the first 16 bytes of a `struct upid` at once.
+    if upid_size < 16 || upid_nr + 4 > 16 || upid_ns + PTR > 16 {
+        bail!(
+            "kernel BTF: `struct upid` ({upid_size} bytes, nr at {upid_nr}, ns at {upid_ns}) \
+             does not hold both fields in the 16 bytes tinyexec reads"
+        );
     }
     Ok(Offsets {
         bprm_window: window(
@@ -166,8 +171,8 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
             .member_offset("pid", "numbers")
             .context("kernel BTF has no usable `pid.numbers`")?,
         upid_size,
-        upid_nr: f("upid", "nr", 4)?,
-        upid_ns: f("upid", "ns", PTR)?,
+        upid_nr,
+        upid_ns,
         css_set_dfl_cgrp: f("css_set", "dfl_cgrp", PTR)?,
         css_set_subsys: btf
             .member_offset("css_set", "subsys")
