@@ -936,7 +936,7 @@ fn every_record_field_reaches_the_custom_table() {
     let mut fields = Vec::new();
     leaves(
         "",
-        &json_file("docs/schema/tinyexec-record-1.0.schema.json"),
+        &json_file("docs/schema/tinyexec-record-1.1.schema.json"),
         &mut fields,
     );
     let transform = str_of(&dcr_properties()["dataFlows"][0], "transformKql", DCR).to_owned();

@@ -27,6 +27,7 @@ use tinyexec_ebpf::{
 };
 use tinyexec_tests::{
     Sensor, TempDir, btf,
+    container::{self, NAMESPACES, TestCgroup},
     elf::{Action, Arch, TinyElf},
     exec_of, field, field_str, field_u64, matching_elf, own_comm, run_ok, sensor_path, signalled,
     spawn, tiny_exit0, unique,
@@ -283,6 +284,9 @@ fn default_mode() {
             one_alert_with_offsets(running(&sensor), &dir, arch);
         }));
     }
+    outcomes.push(check("container", mode, |r| {
+        container_context(running(&sensor), &dir, r);
+    }));
     outcomes.push(check("no-alert", mode, |_| {
         let sensor = running(&sensor);
         // A near-twin of the stager: ELF, small, `$s1` but no `$s2`.
@@ -298,6 +302,55 @@ fn default_mode() {
         );
     }));
     all_passed(outcomes);
+}
+
+/// A stager started as a container's first process: in a Kubernetes-style
+/// cgroup of the hierarchy the sensor reads (cgroup2 in the VMs, v1 `pids`
+/// on a v1 host), in new mount, UTS, IPC, network, cgroup and pid namespaces.
+fn container_context(sensor: &Sensor, dir: &TempDir, r: &mut Map<String, Value>) {
+    r.insert(
+        "cgroup".into(),
+        if container::unified() { "v2" } else { "v1" }.into(),
+    );
+    let id = container::container_id(&unique("matrix-container"));
+    let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    let cgroup = TestCgroup::new(&format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/\
+         cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    ));
+    let path = dir.exe(
+        &unique("contained"),
+        &matching_elf(Arch::X86_64, vec![], None),
+    );
+    let child = container::spawn_isolated(&path, &cgroup.procs());
+    let seen = child.namespaces;
+    assert_eq!(child.wait(), 0, "the isolated stager failed");
+    let rec = sensor.wait_for("the contained stager's alert", exec_of(&path));
+    assert_eq!(field_str(&rec, "container.id"), id, "{rec}");
+    assert_eq!(field_str(&rec, "container.runtime"), "containerd", "{rec}");
+    assert_eq!(field_str(&rec, "kubernetes.pod.uid"), uid, "{rec}");
+    assert_eq!(field_str(&rec, "orchestrator.type"), "kubernetes", "{rec}");
+    assert_eq!(
+        field_str(&rec, "process.cgroup.path"),
+        cgroup.path(),
+        "{rec}"
+    );
+    assert_eq!(field_u64(&rec, "process.cgroup.id"), cgroup.id(), "{rec}");
+    // The first process of its pid namespace; its parent is outside it.
+    assert_eq!(field_u64(&rec, "process.vpid"), 1, "{rec}");
+    assert_eq!(field_u64(&rec, "process.parent.vpid"), 0, "{rec}");
+    let host = container::namespaces_of("self", false);
+    for (i, name) in NAMESPACES.iter().enumerate() {
+        let got = field_u64(&rec, &format!("process.namespaces.{name}"));
+        assert_eq!(got, seen[i], "{name} namespace: {rec}");
+        if *name == "user" {
+            assert_eq!(got, host[i], "user namespace: {rec}");
+        } else {
+            assert_ne!(got, host[i], "{name} namespace is the host's: {rec}");
+        }
+    }
+    assert_eq!(field(&rec, "process.namespaces.host"), false, "{rec}");
 }
 
 #[test]

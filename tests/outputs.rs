@@ -49,7 +49,7 @@ fn every_record_carries_schema_run_id_sequence_and_losses() {
             .collect();
         assert_eq!(seqs, (1..=recs.len() as u64).collect::<Vec<_>>(), "no gaps");
         for r in &recs {
-            assert_eq!(field_str(r, "tinyexec.schema_version"), "1.0");
+            assert_eq!(field_str(r, "tinyexec.schema_version"), "1.1");
             assert_eq!(field_u64(r, "tinyexec.lost_since_previous"), 0);
             assert_eq!(field_str(r, "agent.name"), "tinyexec");
             assert!(!field_str(r, "host.boot_id").is_empty());

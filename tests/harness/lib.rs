@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod cef;
+pub mod container;
 pub mod corpus;
 pub mod elf;
 pub mod rsyslog;

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets learnt from BTF.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use tinyexec_ebpf::flags;
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use tinyexec_ebpf::{WINDOW, flags};
 
 /// The offset of a kernel field, from the `OFFSETS` global user space filled in.
 /// A volatile read: the compiler must not fold the build-time placeholder.
@@ -34,5 +34,22 @@ pub(crate) fn read_or_flag<T: Copy + Default>(fl: &mut u32, base: usize, offset:
             *fl |= flags::READ_ERROR;
             T::default()
         }
+    }
+}
+
+/// Reads [`WINDOW`] bytes at `base + start` (flagging a failure): several
+/// fields that sit close together for one helper call.
+#[inline(always)]
+pub(crate) fn read_window(fl: &mut u32, buf: &mut [u8; WINDOW], base: usize, start: usize) {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    let r = unsafe {
+        generated::bpf_probe_read_kernel(
+            buf.as_mut_ptr().cast(),
+            WINDOW as u32,
+            (base + start) as *const _,
+        )
+    };
+    if r != 0 {
+        *fl |= flags::READ_ERROR;
     }
 }

@@ -26,6 +26,13 @@ pub const ARGS_MAX: usize = 4096;
 pub const COMM_LEN: usize = 16;
 /// Default bound on path components walked (dentries plus mount crossings).
 pub const DEFAULT_PATH_DEPTH: u32 = 64;
+/// Bytes of the cgroup path copied (its components from the leaf up, each
+/// with its NUL; a longer path is flagged [`flags::CGROUP_PATH_TRUNCATED`]).
+/// Container and pod ids sit in the last components, which come first.
+pub const CGROUP_PATH_MAX: usize = 1024;
+/// Cgroup levels walked up from the task's cgroup to the hierarchy's root
+/// (Kubernetes nests four, a container inside a pod's container eight).
+pub const CGROUP_DEPTH: u32 = 32;
 /// Largest bound on path components that `--max-path-depth` accepts: every
 /// kernel of the matrix verifies 512 (about 120,000 instructions per walk on
 /// 6.18); 1024 exceeds the verifier's 8192 pending branches everywhere.
@@ -59,6 +66,9 @@ pub mod flags {
     pub const INTERPRETED: u32 = 1 << 10;
     /// The name given to exec was longer than what was copied.
     pub const EXEC_PATH_TRUNCATED: u32 = 1 << 11;
+    /// The cgroup walk stopped before the hierarchy's root (deeper than
+    /// [`crate::CGROUP_DEPTH`], longer than [`crate::CGROUP_PATH_MAX`], or unreadable).
+    pub const CGROUP_PATH_TRUNCATED: u32 = 1 << 12;
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
@@ -67,8 +77,10 @@ pub mod flags {
 /// back to back: the file's first `header_len` bytes, `args_len` bytes of
 /// NUL-separated arguments, the path (`path_len` bytes), the parent's
 /// executable path (`parent_path_len` bytes), the name given to exec when an
-/// interpreter ran for it (`exec_path_len` bytes). Only what is used travels: a
-/// typical record is a few hundred bytes, not the 13 KiB of its bounds.
+/// interpreter ran for it (`exec_path_len` bytes), the cgroup path
+/// (`cgroup_path_len` bytes: the names from the task's cgroup up to the
+/// hierarchy's root, leaf first, each ending in NUL). Only what is used
+/// travels: a typical record is a few hundred bytes, not the 15 KiB of its bounds.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecRecord {
@@ -81,6 +93,10 @@ pub struct ExecRecord {
     /// The file's change time (`i_ctime`), seconds and nanoseconds: any write
     /// since the exec changes it.
     pub ctime_sec: i64,
+    /// The id of the task's cgroup in the hierarchy [`Config::cgroup_mode`]
+    /// names (its kernfs node id: the cgroup directory's inode number); 0 when
+    /// none is read.
+    pub cgroup_id: u64,
     /// [`flags`] bits.
     pub flags: u32,
     /// Thread-group id after exec (the exec'ing thread becomes the leader).
@@ -121,20 +137,36 @@ pub struct ExecRecord {
     pub writers: i32,
     /// Bytes of the name given to exec that follow (only with [`flags::INTERPRETED`]).
     pub exec_path_len: u32,
-    pub reserved: u32,
+    /// Bytes of the cgroup path that follow.
+    pub cgroup_path_len: u32,
+    /// Inode numbers of the task's namespaces (`ns_common.inum`, what
+    /// `/proc/PID/ns/*` shows); 0 when unread. The pid namespace is the one
+    /// the process lives in, not `nsproxy->pid_ns_for_children`.
+    pub ns_mnt: u32,
+    pub ns_pid: u32,
+    pub ns_net: u32,
+    pub ns_user: u32,
+    pub ns_uts: u32,
+    pub ns_cgroup: u32,
+    /// The process's pid in its own pid namespace.
+    pub vpid: u32,
+    /// The parent's pid in the process's pid namespace; 0 when the parent is
+    /// outside it (a container's first process).
+    pub parent_vpid: u32,
     pub comm: [u8; COMM_LEN],
     pub parent_comm: [u8; COMM_LEN],
 }
 
 /// Size of the fixed part.
 pub const RECORD_FIXED: usize = core::mem::size_of::<ExecRecord>();
-const _: () = assert!(RECORD_FIXED == 160, "no padding in the wire layout");
+const _: () = assert!(RECORD_FIXED == 200, "no padding in the wire layout");
 /// The longest record: the fixed part and every variable part at its bound.
-pub const RECORD_MAX: usize = RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX + EXEC_PATH_MAX;
+pub const RECORD_MAX: usize =
+    RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX + EXEC_PATH_MAX + CGROUP_PATH_MAX;
 
 /// The kernel side's per-CPU work area: the record is assembled in its first
 /// `OUT_AREA` bytes; the file's path is built backwards at `PATH_SCRATCH`, the
-/// parent's right after it.
+/// parent's right after it, the cgroup path at `CGROUP_SCRATCH`.
 pub const SCRATCH_LEN: usize = 32768;
 /// Record offsets are masked with `OUT_AREA - 1` for the verifier; every real
 /// offset is below [`RECORD_MAX`].
@@ -142,6 +174,10 @@ pub const OUT_AREA: usize = 16384;
 pub const PATH_SCRATCH: usize = 20480;
 /// Where the entry program leaves [`Carry`] for the stages it tail-calls.
 pub const CARRY_AT: usize = OUT_AREA;
+/// The cgroup path's part of the work area: [`CGROUP_PATH_MAX`] bytes and a
+/// component's worth of slack, so the verifier can bound every name copied in.
+pub const CGROUP_SCRATCH: usize = PATH_SCRATCH + 2 * PATH_BUF;
+const _: () = assert!(CGROUP_SCRATCH + CGROUP_PATH_MAX + NAME_MAX < SCRATCH_LEN);
 const _: () = assert!(RECORD_MAX <= OUT_AREA && OUT_AREA <= PATH_SCRATCH);
 const _: () = assert!(CARRY_AT + core::mem::size_of::<Carry>() <= PATH_SCRATCH);
 // What the verifier sees: a masked offset plus a masked length stays inside.
@@ -161,6 +197,10 @@ pub struct Carry {
     pub bprm: u64,
     /// `const char *` name given to exec, when an interpreter ran for it; else 0.
     pub exec_name: u64,
+    /// `struct task_struct *` of the parent process (the real parent's group
+    /// leader) and the task's `struct cred *`, as the entry read them.
+    pub parent: u64,
+    pub cred: u64,
     /// Wake user space at once (an alert, or a tail to read through /proc).
     pub urgent: u32,
     /// Where the path being walked starts in its buffer.
@@ -177,11 +217,14 @@ pub struct Carry {
 pub mod stage {
     pub const EXE_PATH: u32 = 0;
     pub const PARENT_PATH: u32 = 1;
-    pub const EMIT: u32 = 2;
+    /// Cgroup, namespaces and in-namespace pids: which container it ran in.
+    pub const CONTAINER: u32 = 2;
+    pub const EMIT: u32 = 3;
     /// Every stage: (program name, index), in the order they run.
-    pub const ALL: [(&str, u32); 3] = [
+    pub const ALL: [(&str, u32); 4] = [
         ("tinyexec_exe_path", EXE_PATH),
         ("tinyexec_parent_path", PARENT_PATH),
+        ("tinyexec_container", CONTAINER),
         ("tinyexec_emit", EMIT),
     ];
 }
@@ -257,6 +300,41 @@ pub struct Offsets {
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
+    // The container stage's: namespaces, pids, cgroups.
+    pub task_nsproxy: u32,
+    pub task_thread_pid: u32,
+    /// `struct css_set *cgroups`.
+    pub task_cgroups: u32,
+    pub cred_user_ns: u32,
+    /// Where the [`WINDOW`] bytes read from `nsproxy` start: they hold its
+    /// `uts_ns`, `mnt_ns`, `net_ns` and `cgroup_ns`.
+    pub nsproxy_window: u32,
+    pub nsproxy_uts: u32,
+    pub nsproxy_mnt: u32,
+    pub nsproxy_net: u32,
+    pub nsproxy_cgroup: u32,
+    /// `ns.inum` in each namespace's struct.
+    pub uts_inum: u32,
+    pub mnt_inum: u32,
+    pub net_inum: u32,
+    pub cgroup_ns_inum: u32,
+    pub user_inum: u32,
+    pub pid_ns_inum: u32,
+    pub pid_level: u32,
+    /// `struct upid numbers[]`, each [`Offsets::upid_size`] bytes.
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup_subsys_state *subsys[]`.
+    pub css_set_subsys: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    /// `kernfs_node.__parent` (6.15+), else `.parent`.
+    pub kernfs_parent: u32,
+    pub kernfs_name: u32,
+    pub kernfs_id: u32,
 }
 
 /// Behaviour switches, set as a read-only global at load time so the verifier
@@ -270,6 +348,20 @@ pub struct Config {
     pub max_path_depth: u32,
     /// Kill matching execs in the kernel before their first instruction.
     pub prevent: u32,
+    /// Which cgroup hierarchy names the task's cgroup ([`cgroup_mode`]).
+    pub cgroup_mode: u32,
+    /// With [`cgroup_mode::CONTROLLER`]: the controller's `cgroup_subsys_id`.
+    pub cgroup_subsys: u32,
+}
+
+/// Values of [`Config::cgroup_mode`].
+pub mod cgroup_mode {
+    /// No cgroup is read.
+    pub const NONE: u32 = 0;
+    /// The default (v2, unified) hierarchy: `css_set->dfl_cgrp`.
+    pub const UNIFIED: u32 = 1;
+    /// A v1 controller's hierarchy: `css_set->subsys[id]->cgroup`.
+    pub const CONTROLLER: u32 = 2;
 }
 
 impl Default for Config {
@@ -278,6 +370,8 @@ impl Default for Config {
             all_execs: 0,
             max_path_depth: DEFAULT_PATH_DEPTH,
             prevent: 0,
+            cgroup_mode: cgroup_mode::NONE,
+            cgroup_subsys: 0,
         }
     }
 }

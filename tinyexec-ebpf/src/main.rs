@@ -13,6 +13,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod container;
+#[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod path;
@@ -33,15 +35,16 @@ mod program {
         programs::RawTracePointContext,
     };
     use tinyexec_ebpf::{
-        ABSENT, ARGS_MAX, CARRY_AT, COMM_LEN, Carry, Config, EXEC_PATH_MAX, ExecRecord, HEADER_LEN,
-        OUT_AREA, Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, WINDOW,
-        control, flags,
+        ABSENT, ARGS_MAX, CARRY_AT, CGROUP_PATH_MAX, CGROUP_SCRATCH, COMM_LEN, Carry, Config,
+        EXEC_PATH_MAX, ExecRecord, HEADER_LEN, OUT_AREA, Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH,
+        RECORD_FIXED, SCRATCH_LEN, WINDOW, cgroup_mode, control, flags,
         rule::{self, HeaderVerdict},
         stage,
     };
 
     use crate::{
-        kernel::{off, read, read_or_flag},
+        container,
+        kernel::{off, read, read_or_flag, read_window},
         path,
     };
 
@@ -78,6 +81,8 @@ mod program {
         all_execs: 0,
         max_path_depth: tinyexec_ebpf::DEFAULT_PATH_DEPTH,
         prevent: 0,
+        cgroup_mode: cgroup_mode::NONE,
+        cgroup_subsys: 0,
     };
 
     // A raw tracepoint rather than tp_btf: the same arguments and cost, and
@@ -105,8 +110,17 @@ mod program {
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
     pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
-            let task = unsafe { (*carry).task } as usize;
-            unsafe { walk_into(work, carry, 1, parent_exe(task)) };
+            let parent = unsafe { (*carry).parent } as usize;
+            unsafe { walk_into(work, carry, 1, parent_exe(parent)) };
+        }
+        next_stage(&ctx, stage::CONTAINER);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
+        if let Some((work, carry)) = work_and_carry() {
+            unsafe { container::fill(work.cast(), work.add(CGROUP_SCRATCH), &*carry) };
         }
         next_stage(&ctx, stage::EMIT);
         0
@@ -118,21 +132,6 @@ mod program {
             unsafe { emit(work, &*carry) };
         }
         0
-    }
-
-    /// Reads [`WINDOW`] bytes at `base + start` (flagging a failure).
-    #[inline(always)]
-    fn read_window(fl: &mut u32, buf: &mut [u8; WINDOW], base: usize, start: usize) {
-        let r = unsafe {
-            bpf_probe_read_kernel(
-                buf.as_mut_ptr().cast(),
-                WINDOW as u32,
-                (base + start) as *const _,
-            )
-        };
-        if r != 0 {
-            *fl |= flags::READ_ERROR;
-        }
     }
 
     /// A field at `at` in a window (a constant the verifier knows: offsets
@@ -275,7 +274,7 @@ mod program {
             if interpreted {
                 fl |= flags::INTERPRETED;
             }
-            fill_task(rec, task, &mut fl);
+            let (parent, cred) = fill_task(rec, task, &mut fl);
             fill_file(rec, inode, &mut fl);
             (*rec).flags = fl;
             *carry = Carry {
@@ -283,6 +282,8 @@ mod program {
                 file: file as u64,
                 bprm: bprm as u64,
                 exec_name: if interpreted { filename as u64 } else { 0 },
+                parent: parent as u64,
+                cred: cred as u64,
                 urgent: u32::from(urgent),
                 walk_pos: 0,
                 walk_flags: 0,
@@ -348,6 +349,7 @@ mod program {
             if carry.exec_name != 0 {
                 len += exec_name(rec, at(work, len), carry.exec_name as usize, &mut fl);
             }
+            len += copy_cgroup_path(rec, at(work, len), work.add(CGROUP_SCRATCH), &mut fl);
             (*rec).flags = fl;
             // One copy of the bytes used; the bound is for the verifier.
             let out = core::slice::from_raw_parts(work, len & (OUT_AREA - 1));
@@ -412,6 +414,35 @@ mod program {
         }
     }
 
+    /// Copies the cgroup path the container stage wrote to `dst`; returns its
+    /// length (0, with the path flagged truncated, when the copy fails).
+    #[inline(always)]
+    unsafe fn copy_cgroup_path(
+        rec: *mut ExecRecord,
+        dst: *mut u8,
+        scratch: *const u8,
+        fl: &mut u32,
+    ) -> usize {
+        let n = unsafe { core::ptr::read_volatile(&raw const (*rec).cgroup_path_len) } as usize;
+        if n == 0 || n > CGROUP_PATH_MAX {
+            unsafe { (*rec).cgroup_path_len = 0 };
+            return 0;
+        }
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                dst.cast(),
+                (n & (2 * CGROUP_PATH_MAX - 1)) as u32,
+                scratch.cast(),
+            )
+        };
+        if r != 0 {
+            *fl |= flags::CGROUP_PATH_TRUNCATED;
+            unsafe { (*rec).cgroup_path_len = 0 };
+            return 0;
+        }
+        n
+    }
+
     /// Copies the name given to exec (a kernel string) to `dst`; returns its
     /// length without the NUL, also noted in `exec_path_len`.
     #[inline(always)]
@@ -448,10 +479,8 @@ mod program {
 
     /// The parent process's executable file (`mm->exe_file`); None for kernel threads.
     #[inline(always)]
-    fn parent_exe(task: usize) -> Option<usize> {
-        let parent: usize = read(task, off!(task_real_parent)).ok()?;
-        let leader: usize = read(parent, off!(task_group_leader)).ok()?;
-        let mm: usize = read(leader, off!(task_mm)).ok()?;
+    fn parent_exe(parent: usize) -> Option<usize> {
+        let mm: usize = read(parent, off!(task_mm)).ok()?;
         if mm == 0 {
             return None;
         }
@@ -459,9 +488,10 @@ mod program {
         (file != 0).then_some(file)
     }
 
-    /// Identity of the new process and its parent.
+    /// Identity of the new process and its parent; returns the parent process
+    /// (the real parent's group leader) and the task's cred for later stages.
     #[inline(always)]
-    unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) {
+    unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
         unsafe {
             (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
             read_comm(&raw mut (*rec).comm, task, fl);
@@ -481,6 +511,7 @@ mod program {
             } else {
                 read_or_flag(fl, task, off!(task_loginuid))
             };
+            (parent, cred)
         }
     }
 

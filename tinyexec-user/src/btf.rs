@@ -7,8 +7,8 @@
 //! We parse BTF ourselves instead of using the `btf-rs` crate because that
 //! crate is LGPL-2.1-or-later, while this binary is MIT OR Apache-2.0 and
 //! statically linked. Only what offset lookups need is kept: struct/union
-//! members, arrays, ints and the type wrappers; everything else is skipped
-//! after bounds checking. Format reference: the kernel's
+//! members, arrays, ints, the type wrappers and enums' values; everything
+//! else is skipped after bounds checking. Format reference: the kernel's
 //! `Documentation/bpf/btf.rst`.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -66,6 +66,8 @@ pub struct Btf {
     /// Typedef name -> type id, the fallback for names like `kuid_t` that
     /// only exist as a typedef of an anonymous struct.
     typedefs: HashMap<Box<[u8]>, u32>,
+    /// Enum name -> type id (ENUM and ENUM64).
+    enums: HashMap<Box<[u8]>, u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -92,6 +94,14 @@ enum Extra {
         at: u32,
         len: u16,
         kind_flag: bool,
+    },
+    /// Where an enum's values start in `Btf::bytes`, how many, whether they
+    /// are 64-bit (ENUM64) and signed (the kind_flag).
+    Enumerators {
+        at: u32,
+        len: u16,
+        wide: bool,
+        signed: bool,
     },
 }
 
@@ -232,6 +242,7 @@ impl Btf {
             strings,
             by_name: HashMap::new(),
             typedefs: HashMap::new(),
+            enums: HashMap::new(),
         };
         btf.records = record_starts(&bytes, types, big_endian)?;
         btf.bytes = bytes;
@@ -245,10 +256,15 @@ impl Btf {
     fn build_index(&mut self) -> Result<()> {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut enums: HashMap<Box<[u8]>, u32> = HashMap::new();
         for id in 1..self.records.len() {
             // Type ids are bounded by u32 because the section length is a u32.
             let ty = self.ty(id as u32)?;
-            if !matches!(ty.kind, KIND_STRUCT | KIND_UNION | KIND_TYPEDEF) || ty.name_off == 0 {
+            let indexed = matches!(
+                ty.kind,
+                KIND_STRUCT | KIND_UNION | KIND_TYPEDEF | KIND_ENUM | KIND_ENUM64
+            );
+            if !indexed || ty.name_off == 0 {
                 continue;
             }
             let name = self
@@ -261,6 +277,14 @@ impl Btf {
             let id = id as u32;
             if ty.kind == KIND_TYPEDEF {
                 typedefs.entry(name.into()).or_insert(id);
+                continue;
+            }
+            if matches!(ty.kind, KIND_ENUM | KIND_ENUM64) {
+                // A definition with values wins over an earlier empty one.
+                let entry = enums.entry(name.into()).or_insert(id);
+                if self.enum_count(*entry) == 0 {
+                    *entry = id;
+                }
                 continue;
             }
             match by_name.get_mut(name) {
@@ -276,7 +300,51 @@ impl Btf {
         }
         self.by_name = by_name;
         self.typedefs = typedefs;
+        self.enums = enums;
         Ok(())
+    }
+
+    /// The value of `enumerator` in the enum named `enum_name`, e.g.
+    /// `("cgroup_subsys_id", "pids_cgrp_id")`.
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<i64> {
+        let id = *self
+            .enums
+            .get(enum_name.as_bytes())
+            .ok_or_else(|| anyhow!("enum `{enum_name}` not found in BTF"))?;
+        let Extra::Enumerators {
+            at,
+            len,
+            wide,
+            signed,
+        } = self.ty(id)?.extra
+        else {
+            bail!("type id {id} is not an enum");
+        };
+        let mut r = self.reader(at as usize);
+        for _ in 0..len {
+            let name_off = r.u32()?;
+            let lo = r.u32()?;
+            // kind_flag marks a signed enum.
+            let value = if wide {
+                let hi = r.u32()?;
+                ((u64::from(hi) << 32) | u64::from(lo)) as i64
+            } else if signed {
+                i64::from(lo as i32)
+            } else {
+                i64::from(lo)
+            };
+            if self.name_bytes(name_off)? == enumerator.as_bytes() {
+                return Ok(value);
+            }
+        }
+        bail!("enum `{enum_name}` has no value `{enumerator}`")
+    }
+
+    fn enum_count(&self, id: u32) -> usize {
+        match self.ty(id).map(|t| t.extra) {
+            Ok(Extra::Enumerators { len, .. }) => usize::from(len),
+            _ => 0,
+        }
     }
 
     /// Byte offset of a field inside a named struct (or union), e.g.
@@ -299,7 +367,6 @@ impl Btf {
     }
 
     /// Size in bytes of a named struct (or union).
-    #[cfg(test)]
     pub fn struct_size(&self, struct_name: &str) -> Result<u32> {
         let id = self.lookup_struct(struct_name)?;
         Ok(self.ty(id)?.size_or_type)
@@ -633,6 +700,21 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 kind_flag: info >> 31 != 0,
             }
         }
+        KIND_ENUM | KIND_ENUM64 => {
+            let need = extra_len(kind, usize::from(vlen))?;
+            if r.pos
+                .checked_add(need)
+                .is_none_or(|end| end > r.bytes.len())
+            {
+                bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
+            }
+            Extra::Enumerators {
+                at: r.pos as u32,
+                len: vlen,
+                wide: kind == KIND_ENUM64,
+                signed: info >> 31 != 0,
+            }
+        }
         _ => {
             extra_len(kind, usize::from(vlen))?;
             Extra::None
@@ -769,6 +851,29 @@ pub mod synthetic {
 
         pub fn union(&mut self, name: &str, size: u32, members: &[M<'_>]) -> u32 {
             self.composite(true, name, size, members)
+        }
+
+        /// An enum of `(name, value)`s: ENUM (signed when a value is negative)
+        /// when every value fits 32 bits, else ENUM64.
+        pub fn enumeration(&mut self, name: &str, values: &[(&str, i64)]) -> u32 {
+            let wide = values
+                .iter()
+                .any(|v| i32::try_from(v.1).is_err() && u32::try_from(v.1).is_err());
+            let signed = values.iter().any(|v| v.1 < 0);
+            let mut extra = Vec::new();
+            for &(vname, value) in values {
+                extra.push(self.s(vname));
+                extra.push(value as u32);
+                if wide {
+                    extra.push((value >> 32) as u32);
+                }
+            }
+            let (kind, size) = if wide {
+                (KIND_ENUM64, 8)
+            } else {
+                (KIND_ENUM, 4)
+            };
+            self.raw(name, kind.into(), signed, values.len() as u32, size, &extra)
         }
 
         /// One of each kind the lookups never use, so their skipping is exercised.
@@ -940,6 +1045,18 @@ pub mod synthetic {
             &[("flags", three_bits, 0, 0), ("whole", uint, 32, 0)],
         );
         w.strukt("odd", 2, &[("nibble", chr, 4, 0)]);
+        w.fwd("cgroup_subsys_id");
+        w.enumeration("cgroup_subsys_id", &[]);
+        w.enumeration(
+            "cgroup_subsys_id",
+            &[
+                ("cpuset_cgrp_id", 0),
+                ("memory_cgrp_id", i64::from(l.pid % 7)),
+                ("pids_cgrp_id", i64::from(l.tgid % 13)),
+            ],
+        );
+        w.enumeration("signed", &[("minus", -2), ("plus", 3)]);
+        w.enumeration("wide", &[("big", 1 << 40), ("low", -1)]);
         w
     }
 }
@@ -996,6 +1113,39 @@ mod tests {
         assert_eq!(off("grows", "b"), 8);
         assert_eq!(btf.struct_size("grows").unwrap(), 16);
         assert_eq!(off("old_bits", "whole"), 4);
+    }
+
+    #[test]
+    fn enum_values_come_from_the_blob() {
+        for big_endian in [false, true] {
+            for l in [LAYOUT_A, LAYOUT_B] {
+                let btf = Btf::from_bytes(&synthetic(l).bytes(big_endian)).unwrap();
+                let v = |e: &str, n: &str| btf.enum_value(e, n).unwrap();
+                // The definition with values, not the empty one or the forward declaration.
+                assert_eq!(v("cgroup_subsys_id", "cpuset_cgrp_id"), 0);
+                assert_eq!(
+                    v("cgroup_subsys_id", "memory_cgrp_id"),
+                    i64::from(l.pid % 7)
+                );
+                assert_eq!(
+                    v("cgroup_subsys_id", "pids_cgrp_id"),
+                    i64::from(l.tgid % 13)
+                );
+                assert_eq!(v("signed", "minus"), -2);
+                assert_eq!(v("signed", "plus"), 3);
+                assert_eq!(v("wide", "big"), 1 << 40);
+                assert_eq!(v("wide", "low"), -1);
+                // The filler's enum holds a name twice: the first value.
+                assert_eq!(v("e", "E_ONE"), 1);
+                assert_eq!(v("e64", "E_ONE"), 1);
+                let msg = err_of(btf.enum_value("cgroup_subsys_id", "nope_cgrp_id"));
+                assert!(msg.contains("no value `nope_cgrp_id`"), "{msg}");
+                let msg = err_of(btf.enum_value("no_such_enum", "x"));
+                assert!(msg.contains("enum `no_such_enum` not found"), "{msg}");
+                // A struct is not an enum.
+                assert!(btf.enum_value("task_struct", "pid").is_err());
+            }
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use anyhow::{Result, bail};
 use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags, rule::HeaderVerdict};
 
+use crate::container::Namespaces;
+
 /// One exec as the kernel reported it, decoded.
 #[derive(Clone, Debug)]
 pub struct Exec {
@@ -54,6 +56,23 @@ pub struct Exec {
     /// The name given to exec, when the kernel ran an interpreter for it.
     pub exec_path: Option<String>,
     pub exec_path_truncated: bool,
+    /// The task's cgroup in the hierarchy the sensor reads (None without one).
+    pub cgroup: Option<Cgroup>,
+    /// Inode numbers of its namespaces ([`crate::container::NAMES`]); 0 when unread.
+    pub namespaces: Namespaces,
+    /// Its pid and its parent's in its own pid namespace (0 for a parent outside it).
+    pub vpid: u32,
+    pub parent_vpid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The kernfs node id: the inode number of the cgroup's directory.
+    pub id: u64,
+    /// From the hierarchy's root; None when not even its last component was read.
+    pub path: Option<String>,
+    /// The walk stopped before the root: `path` is its tail.
+    pub truncated: bool,
 }
 
 impl Exec {
@@ -103,6 +122,21 @@ fn split_args(area: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The kernel's cgroup path area (names from the leaf up, each ending in
+/// NUL) as a path from the root.
+fn cgroup_path(area: &[u8], truncated: bool) -> Option<String> {
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    if area.is_empty() {
+        return (!truncated).then(|| "/".to_owned());
+    }
+    let mut path = String::with_capacity(area.len() + 1);
+    for name in area.rsplit(|&b| b == 0) {
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(name));
+    }
+    Some(path)
+}
+
 /// Takes the next `len` bytes of a record's variable part.
 fn take<'a>(rest: &mut &'a [u8], len: u32, what: &str) -> Result<&'a [u8]> {
     let len = len as usize;
@@ -133,7 +167,9 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
     let path = take(&mut rest, ev.path_len, "path")?;
     let parent_path = take(&mut rest, ev.parent_path_len, "parent's path")?;
     let exec_path = take(&mut rest, ev.exec_path_len, "name given to exec")?;
+    let cgroup_area = take(&mut rest, ev.cgroup_path_len, "cgroup path")?;
     let f = ev.flags;
+    let cgroup_truncated = f & flags::CGROUP_PATH_TRUNCATED != 0;
     Ok(Exec {
         ktime_ns: ev.ktime_ns,
         pid: ev.pid,
@@ -174,6 +210,21 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         exec_path: (f & flags::INTERPRETED != 0)
             .then(|| String::from_utf8_lossy(exec_path).into_owned()),
         exec_path_truncated: f & flags::EXEC_PATH_TRUNCATED != 0,
+        cgroup: (ev.cgroup_id != 0).then(|| Cgroup {
+            id: ev.cgroup_id,
+            path: cgroup_path(cgroup_area, cgroup_truncated),
+            truncated: cgroup_truncated,
+        }),
+        namespaces: [
+            ev.ns_mnt,
+            ev.ns_pid,
+            ev.ns_net,
+            ev.ns_user,
+            ev.ns_uts,
+            ev.ns_cgroup,
+        ],
+        vpid: ev.vpid,
+        parent_vpid: ev.parent_vpid,
     })
 }
 
@@ -218,6 +269,36 @@ mod tests {
         assert_eq!(exec.args, ["a", "bc"]);
         assert_eq!(exec.path, "/tmp/x");
         assert_eq!(exec.parent_path.as_deref(), Some("/sh"));
+    }
+
+    #[test]
+    fn the_cgroup_path_comes_leaf_first() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
+        rec.path_len = 2;
+        rec.cgroup_id = 77;
+        rec.cgroup_path_len = 13;
+        (rec.vpid, rec.parent_vpid, rec.ns_net) = (2, 1, 4026532000);
+        let exec = decode(&encode(&rec, b"/xinner\0docker\0")).unwrap();
+        assert_eq!(exec.path, "/x");
+        assert_eq!(
+            exec.cgroup,
+            Some(Cgroup {
+                id: 77,
+                path: Some("/docker/inner".into()),
+                truncated: false
+            })
+        );
+        assert_eq!((exec.vpid, exec.parent_vpid), (2, 1));
+        assert_eq!(exec.namespaces[2], 4026532000);
+        // The root cgroup has no name; a walk that read nothing has no path.
+        assert_eq!(cgroup_path(b"", false).as_deref(), Some("/"));
+        assert_eq!(cgroup_path(b"", true), None);
+        assert_eq!(cgroup_path(b"leaf\0", true).as_deref(), Some("/leaf"));
+        // No cgroup read: none reported.
+        rec.cgroup_id = 0;
+        rec.cgroup_path_len = 0;
+        assert_eq!(decode(&encode(&rec, b"/x")).unwrap().cgroup, None);
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub fn btf(data: &[u8]) {
             let _ = off.checked_add(size);
         }
     }
+    let _ = btf.enum_value("cgroup_subsys_id", "pids_cgrp_id");
+    let _ = btf.struct_size("upid");
 }
 
 /// A kernel record with `flags`, a header, arguments, a path and a parent's path.

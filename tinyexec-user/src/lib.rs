@@ -7,8 +7,10 @@
 mod bpf_sys;
 pub mod btf;
 mod canary;
+mod cgroups;
 pub mod check;
 mod clock;
+mod container;
 pub mod decode;
 mod detect;
 pub mod exclusions;

@@ -58,6 +58,22 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         f("linux_binprm", "interp", PTR)?,
     );
     let (inode_nlink, inode_size) = (f("inode", "i_nlink", 4)?, f("inode", "i_size", 8)?);
+    let (nsproxy_uts, nsproxy_mnt, nsproxy_net, nsproxy_cgroup) = (
+        f("nsproxy", "uts_ns", PTR)?,
+        f("nsproxy", "mnt_ns", PTR)?,
+        f("nsproxy", "net_ns", PTR)?,
+        f("nsproxy", "cgroup_ns", PTR)?,
+    );
+    // `numbers` is a flexible array: its elements' size is the struct's.
+    let upid_size = btf.struct_size("upid")?;
+    let (upid_nr, upid_ns) = (f("upid", "nr", 4)?, f("upid", "ns", PTR)?);
+    // The program reads the first 16 bytes of a `struct upid` at once.
+    if upid_size < 16 || upid_nr + 4 > 16 || upid_ns + PTR > 16 {
+        bail!(
+            "kernel BTF: `struct upid` ({upid_size} bytes, nr at {upid_nr}, ns at {upid_ns}) \
+             does not hold both fields in the 16 bytes tinyexec reads"
+        );
+    }
     Ok(Offsets {
         bprm_window: window(
             "linux_binprm",
@@ -127,5 +143,45 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         mount_parent: f("mount", "mnt_parent", PTR)?,
         mount_mountpoint: f("mount", "mnt_mountpoint", PTR)?,
         vfsmount_root: f("vfsmount", "mnt_root", PTR)?,
+        task_nsproxy: f("task_struct", "nsproxy", PTR)?,
+        task_thread_pid: f("task_struct", "thread_pid", PTR)?,
+        task_cgroups: f("task_struct", "cgroups", PTR)?,
+        cred_user_ns: f("cred", "user_ns", PTR)?,
+        nsproxy_window: window(
+            "nsproxy",
+            &[
+                ("uts_ns", nsproxy_uts, PTR),
+                ("mnt_ns", nsproxy_mnt, PTR),
+                ("net_ns", nsproxy_net, PTR),
+                ("cgroup_ns", nsproxy_cgroup, PTR),
+            ],
+        )?,
+        nsproxy_uts,
+        nsproxy_mnt,
+        nsproxy_net,
+        nsproxy_cgroup,
+        uts_inum: f("uts_namespace", "ns.inum", 4)?,
+        mnt_inum: f("mnt_namespace", "ns.inum", 4)?,
+        net_inum: f("net", "ns.inum", 4)?,
+        cgroup_ns_inum: f("cgroup_namespace", "ns.inum", 4)?,
+        user_inum: f("user_namespace", "ns.inum", 4)?,
+        pid_ns_inum: f("pid_namespace", "ns.inum", 4)?,
+        pid_level: f("pid", "level", 4)?,
+        pid_numbers: btf
+            .member_offset("pid", "numbers")
+            .context("kernel BTF has no usable `pid.numbers`")?,
+        upid_size,
+        upid_nr,
+        upid_ns,
+        css_set_dfl_cgrp: f("css_set", "dfl_cgrp", PTR)?,
+        css_set_subsys: btf
+            .member_offset("css_set", "subsys")
+            .context("kernel BTF has no usable `css_set.subsys`")?,
+        css_cgroup: f("cgroup_subsys_state", "cgroup", PTR)?,
+        cgroup_kn: f("cgroup", "kn", PTR)?,
+        // Renamed when kernfs made the parent RCU-protected (6.15).
+        kernfs_parent: first_of(btf, "kernfs_node", &[("__parent", &[8]), ("parent", &[8])])?,
+        kernfs_name: f("kernfs_node", "name", PTR)?,
+        kernfs_id: f("kernfs_node", "id", 8)?,
     })
 }

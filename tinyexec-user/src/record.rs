@@ -7,6 +7,7 @@ use tinyexec_ebpf::rule;
 
 use crate::{
     clock::rfc3339,
+    container::{self, Workload},
     decode::Exec,
     detect::{Source, Target, Verdict},
     identity::Names,
@@ -37,6 +38,64 @@ pub struct Parent {
     /// The parent's executable as the kernel resolved it: unlike `name`, not
     /// something a process sets for itself.
     pub executable: Option<String>,
+    /// The parent's pid in the process's pid namespace; 0 when the parent is
+    /// outside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpid: Option<u32>,
+}
+
+/// The process's cgroup in the hierarchy the sensor reads.
+#[derive(Debug, Serialize)]
+pub struct Cgroup {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub path_truncated: bool,
+}
+
+/// Inode numbers of the process's namespaces, as `/proc/PID/ns/*` shows them.
+#[derive(Debug, Default, Serialize)]
+pub struct Namespaces {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mnt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<u32>,
+    /// Every one of them is PID 1's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<bool>,
+}
+
+/// The container the exec ran in (ECS `container`), from its cgroup path.
+#[derive(Debug, Serialize)]
+pub struct Container {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+}
+
+/// ECS `orchestrator`: `kubernetes` when the cgroup is a pod's.
+#[derive(Debug, Serialize)]
+pub struct Orchestrator {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Kubernetes {
+    pub pod: Pod,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pod {
+    pub uid: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +125,13 @@ pub struct Process {
     pub parent: Parent,
     /// Same as `parent.name`: the name the analysts' queries already use.
     pub parent_process_name: String,
+    /// The pid in the process's own pid namespace (what it sees as its pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Cgroup>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Namespaces>,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,7 +206,7 @@ pub struct User {
 
 /// The version of the record schema (docs/schema.md); bumped on any
 /// incompatible change.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// The sensor that wrote the record (ECS `agent`).
 #[derive(Clone, Debug, Serialize)]
@@ -204,6 +270,12 @@ pub struct Record {
     pub file: Option<File>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
     pub host: Host,
@@ -274,6 +346,29 @@ fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str, Option<&Targ
     }
 }
 
+/// The namespaces part: each number the kernel read, and whether all are
+/// the host's when all were read and the host's are known.
+fn namespaces(
+    ns: &container::Namespaces,
+    host: Option<container::Namespaces>,
+) -> Option<Namespaces> {
+    if ns.iter().all(|&n| n == 0) {
+        return None;
+    }
+    let get = |i: usize| (ns[i] != 0).then_some(ns[i]);
+    Some(Namespaces {
+        mnt: get(0),
+        pid: get(1),
+        net: get(2),
+        user: get(3),
+        uts: get(4),
+        cgroup: get(5),
+        host: host
+            .filter(|_| ns.iter().all(|&n| n != 0))
+            .map(|h| h == *ns),
+    })
+}
+
 pub fn exec_record(
     exec: &Exec,
     verdict: Option<&Verdict>,
@@ -305,6 +400,18 @@ pub fn exec_record(
     let effective_user = name_or_id(names.user(exec.euid), exec.euid);
     let login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
     let (directory, name) = split_path(&exec.path);
+    let workload = exec
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.path.as_deref())
+        .map(container::parse)
+        .unwrap_or_default();
+    let Workload {
+        container_id,
+        runtime,
+        pod_uid,
+    } = workload;
+    let vpid = (exec.vpid != 0).then_some(exec.vpid);
     Record {
         timestamp,
         event: Event {
@@ -337,8 +444,16 @@ pub fn exec_record(
                 pid: exec.ppid,
                 name: exec.parent_comm.clone(),
                 executable: exec.parent_path.clone(),
+                vpid: vpid.map(|_| exec.parent_vpid),
             },
             parent_process_name: exec.parent_comm.clone(),
+            vpid,
+            cgroup: exec.cgroup.as_ref().map(|c| Cgroup {
+                id: c.id,
+                path: c.path.clone(),
+                path_truncated: c.truncated,
+            }),
+            namespaces: namespaces(&exec.namespaces, container::host_namespaces()),
         }),
         file: Some(File {
             path: exec.path.clone(),
@@ -362,6 +477,11 @@ pub fn exec_record(
             id: exec.uid,
             name: user,
         }),
+        container: container_id.map(|id| Container { id, runtime }),
+        orchestrator: pod_uid
+            .is_some()
+            .then_some(Orchestrator { kind: "kubernetes" }),
+        kubernetes: pod_uid.map(|uid| Kubernetes { pod: Pod { uid } }),
         lost: None,
         host: host.clone(),
         agent: agent.clone(),
@@ -395,6 +515,9 @@ pub fn lost_record(
         process: None,
         file: None,
         user: None,
+        container: None,
+        orchestrator: None,
+        kubernetes: None,
         lost: Some(Lost { count, total }),
         host: host.clone(),
         agent: agent.clone(),
@@ -447,6 +570,17 @@ pub fn samples() -> Vec<Record> {
         ctime: (0, 0),
         exec_path: Some("./stager".into()),
         exec_path_truncated: false,
+        cgroup: Some(crate::decode::Cgroup {
+            id: 9,
+            path: Some(format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
+                "a".repeat(64)
+            )),
+            truncated: false,
+        }),
+        namespaces: [1; 6],
+        vpid: 1,
+        parent_vpid: 0,
     };
     let host = Host {
         hostname: "h".into(),
@@ -491,6 +625,21 @@ pub fn samples() -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_say_host_only_when_all_are_known() {
+        let host = [1, 2, 3, 4, 5, 6];
+        let ns = namespaces(&host, Some(host)).unwrap();
+        assert_eq!((ns.mnt, ns.cgroup, ns.host), (Some(1), Some(6), Some(true)));
+        let mut other = host;
+        other[2] = 9;
+        assert_eq!(namespaces(&other, Some(host)).unwrap().host, Some(false));
+        assert_eq!(namespaces(&host, None).unwrap().host, None);
+        other[0] = 0;
+        let partial = namespaces(&other, Some(host)).unwrap();
+        assert_eq!((partial.mnt, partial.host), (None, None));
+        assert!(namespaces(&[0; 6], Some(host)).is_none());
+    }
 
     #[test]
     fn path_split() {

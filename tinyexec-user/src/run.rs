@@ -55,6 +55,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             all_execs: u32::from(args.all_execs),
             max_path_depth: args.max_path_depth,
             prevent: u32::from(args.prevent),
+            // The cgroup hierarchy is chosen at load, from the kernel's BTF.
+            ..Config::default()
         },
         ring_buffer_bytes: args.ring_buffer_size,
     })?;

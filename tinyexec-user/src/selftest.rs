@@ -17,7 +17,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{canary, decode::Exec};
+use crate::{
+    canary, cgroups,
+    container::{self, NAMES},
+    decode::Exec,
+};
 
 /// The canary's file name; also its `comm` (15 bytes, what `TASK_COMM_LEN` keeps).
 const NAME: &str = "tinyexec-canary";
@@ -215,6 +219,7 @@ impl Canary {
                 format!("{own:?}"),
             );
         }
+        self.check_context(exec, &mut expect)?;
         if exec.read_error {
             wrong.push("some kernel reads failed (the record is flagged read_error)".into());
         }
@@ -231,6 +236,91 @@ impl Canary {
             btf.display(),
             kernel_release()
         )
+    }
+
+    /// The container stage's fields: the canary shares the sensor's
+    /// namespaces and cgroup, and its pid namespace numbers it and its parent.
+    fn check_context(
+        &self,
+        exec: &Exec,
+        expect: &mut impl FnMut(&str, String, String),
+    ) -> Result<()> {
+        let own = container::namespaces_of("self")
+            .context("self-test: reading the sensor's own namespaces (/proc/self/ns)")?;
+        for (i, name) in NAMES.iter().enumerate() {
+            let read_through = match *name {
+                "user" => "task_struct.cred, cred.user_ns, user_namespace.ns.inum".to_owned(),
+                "pid" => {
+                    "task_struct.thread_pid, pid.numbers, upid.ns, pid_namespace.ns.inum".to_owned()
+                }
+                "cgroup" => "nsproxy.cgroup_ns, cgroup_namespace.ns.inum".to_owned(),
+                "net" => "nsproxy.net_ns, net.ns.inum".to_owned(),
+                other => format!("nsproxy.{other}_ns, {other}_namespace.ns.inum"),
+            };
+            expect(
+                &format!("task_struct.nsproxy, {read_through} (the {name} namespace)"),
+                exec.namespaces[i].to_string(),
+                own[i].to_string(),
+            );
+        }
+        // The last NSpid is the pid in the process's own pid namespace.
+        let canary_vpid = ns_pid(&self.pid().to_string())?;
+        let own_vpid = ns_pid("self")?;
+        expect(
+            "task_struct.thread_pid, pid.level, pid.numbers, upid.nr (the pid in its namespace)",
+            exec.vpid.to_string(),
+            canary_vpid.to_string(),
+        );
+        expect(
+            "the parent's task_struct.thread_pid, pid.numbers, upid.ns, upid.nr              (the parent's pid in the namespace)",
+            exec.parent_vpid.to_string(),
+            own_vpid.to_string(),
+        );
+        let Some(hierarchy) = cgroups::chosen() else {
+            return Ok(());
+        };
+        let truth = cgroups::of_process(hierarchy, "self").context("self-test")?;
+        let (got_id, got_path) = exec
+            .cgroup
+            .as_ref()
+            .map_or((0, None), |c| (c.id, c.path.clone()));
+        let Some((path, ino)) = truth else {
+            expect(
+                "the cgroup (none was to be read)",
+                got_id.to_string(),
+                "0".into(),
+            );
+            return Ok(());
+        };
+        let via = match hierarchy {
+            cgroups::Hierarchy::Unified { .. } => "css_set.dfl_cgrp",
+            _ => "css_set.subsys, cgroup_subsys_state.cgroup",
+        };
+        expect(
+            &format!(
+                "task_struct.cgroups, {via}, cgroup.kn, kernfs_node.id (the cgroup of {})",
+                hierarchy.describe()
+            ),
+            got_id.to_string(),
+            ino.to_string(),
+        );
+        // In a cgroup namespace of its own, /proc shows the path from that
+        // namespace's root; the kernel's is from the hierarchy's.
+        let got = got_path.unwrap_or_default();
+        let host_cgroup_ns = container::host_namespaces().is_some_and(|h| h[5] == own[5]);
+        let fits = if host_cgroup_ns || path == "/" {
+            got == path || !host_cgroup_ns
+        } else {
+            Path::new(&got).ends_with(path.trim_start_matches('/'))
+        };
+        if !fits {
+            expect(
+                "kernfs_node.parent, kernfs_node.name (the cgroup path)",
+                format!("{got:?}"),
+                format!("{path:?}"),
+            );
+        }
+        Ok(())
     }
 
     /// Waits for the canary to exit and removes its directory. A canary that
@@ -274,6 +364,17 @@ fn own_exe() -> Option<String> {
     let link = fs::read_link("/proc/self/exe").ok()?;
     let s = link.to_string_lossy();
     Some(s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned())
+}
+
+/// A process's pid in its own pid namespace: the last of its `NSpid` numbers.
+fn ns_pid(pid: &str) -> Result<u32> {
+    let file = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&file).with_context(|| format!("self-test: reading {file}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+        .with_context(|| format!("self-test: {file} has no NSpid line"))
 }
 
 fn kernel_release() -> String {

@@ -23,7 +23,7 @@ use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
 use crate::{
     bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
-    btf, offsets,
+    btf, cgroups, container, offsets,
 };
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
@@ -89,14 +89,25 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
             opts.btf_path.display()
         )
     })?;
-    // Only the offsets were needed from the BTF.
+    let hierarchy = cgroups::choose(&kernel_btf).with_context(|| {
+        format!(
+            "choosing the cgroup hierarchy (controller ids from {})",
+            opts.btf_path.display()
+        )
+    })?;
+    // Only the offsets and the controller id were needed from the BTF.
     drop(kernel_btf);
     release_heap();
+    eprintln!("tinyexec-sensor: cgroups: {}", hierarchy.describe());
+    let mut config = opts.config;
+    (config.cgroup_mode, config.cgroup_subsys) = hierarchy.config();
+    cgroups::set_chosen(hierarchy);
+    container::init_host();
 
     let mut obj = Object::parse(OBJECT).context("parsing the eBPF object")?;
     obj.patch_map_data(HashMap::from([
         (names::OFFSETS, (bytes_of(&offsets), true)),
-        (names::CONFIG, (bytes_of(&opts.config), true)),
+        (names::CONFIG, (bytes_of(&config), true)),
     ]))
     .context("setting the eBPF object's globals")?;
     let mut maps = create_maps(&obj, opts.ring_buffer_bytes)?;

@@ -20,7 +20,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// bpftool cross-checks our BTF parser, yara is the reference `scan` must agree
 /// with, rsyslog receives the CEF output, python3 and openssl run the Sentinel
 /// stand-in; node runs Microsoft's Kusto parser over the Sentinel content, and
-/// systemd-analyze and strace check the systemd unit (tests/systemd.rs).
+/// systemd-analyze and strace check the systemd unit (tests/systemd.rs); runc
+/// runs a real container from a busybox-static rootfs (tests/containers.rs).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("command -v bpftool", "bpftool"),
     ("command -v yara", "yara"),
@@ -31,6 +32,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("command -v npm", "npm"),
     ("command -v systemd-analyze", "systemd"),
     ("command -v strace", "strace"),
+    ("command -v runc", "runc"),
+    (
+        "dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'",
+        "busybox-static",
+    ),
 ];
 /// What the kernel matrix uses: QEMU boots the kernels, busybox-static is the
 /// VMs' userland (the package itself: plain `busybox` needs libraries), objcopy

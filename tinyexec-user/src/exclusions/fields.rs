@@ -37,6 +37,22 @@ pub const FIELDS: &[&str] = &[
     "process.parent.name",
     "process.parent.executable",
     "process.parent_process_name",
+    "process.vpid",
+    "process.parent.vpid",
+    "process.cgroup.id",
+    "process.cgroup.path",
+    "process.cgroup.path_truncated",
+    "process.namespaces.mnt",
+    "process.namespaces.pid",
+    "process.namespaces.net",
+    "process.namespaces.user",
+    "process.namespaces.uts",
+    "process.namespaces.cgroup",
+    "process.namespaces.host",
+    "container.id",
+    "container.runtime",
+    "orchestrator.type",
+    "kubernetes.pod.uid",
     "user.id",
     "user.name",
     "file.path",
@@ -164,6 +180,8 @@ mod tests {
         }
         assert!(is_known("process.parent.executable"));
         assert!(is_known("process.args"));
+        assert!(is_known("container.id"));
+        assert!(is_known("process.namespaces.host"));
         assert!(!is_known("Process.Name"));
     }
 

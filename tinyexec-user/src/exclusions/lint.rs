@@ -56,6 +56,14 @@ enum Problem {
     /// A term or substring match on a path is not anchored: a user can create
     /// a directory tree that contains the terms.
     UnanchoredPath,
+    /// Read from the cgroup path, which whoever may create cgroups names.
+    CgroupNamed,
+    /// A number the kernel allocates on this host: it means nothing on
+    /// another, and is reused once its namespace is gone.
+    HostLocal,
+    /// Chosen by whoever may create namespaces (any user, where unprivileged
+    /// user namespaces are allowed).
+    OwnNamespace,
 }
 
 fn problems(p: &Predicate) -> Vec<Problem> {
@@ -68,6 +76,20 @@ fn problems(p: &Predicate) -> Vec<Problem> {
             if p.op != Op::Equals =>
         {
             out.push(Problem::UnanchoredPath)
+        }
+        "container.id" | "container.runtime" | "kubernetes.pod.uid" | "orchestrator.type" => {
+            out.push(Problem::CgroupNamed)
+        }
+        "process.cgroup.path" if p.op != Op::Equals => out.push(Problem::CgroupNamed),
+        "process.cgroup.id"
+        | "process.namespaces.mnt"
+        | "process.namespaces.pid"
+        | "process.namespaces.net"
+        | "process.namespaces.user"
+        | "process.namespaces.uts"
+        | "process.namespaces.cgroup" => out.push(Problem::HostLocal),
+        "process.namespaces.host" | "process.vpid" | "process.parent.vpid" => {
+            out.push(Problem::OwnNamespace)
         }
         _ => {}
     }
@@ -104,6 +126,27 @@ fn message(p: &Predicate, problem: Problem) -> String {
                  (or the directory with `file.directory==\"...\"`)"
             )
         }
+        Problem::CgroupNamed => format!(
+            "`{field}` is read from the process's cgroup path, and a process allowed to create \
+             cgroups chooses that name: root anywhere, a user in the subtree systemd delegates to \
+             it (user@UID.service on cgroup v2), a privileged container in its own. Creating \
+             `.../docker-<any id>.scope` and moving into it is enough. Compare the whole path \
+             from the hierarchy's root, which only who may write its parent can create: \
+             `process.cgroup.path==\"/system.slice/docker-<id>.scope\"`"
+        ),
+        Problem::HostLocal => format!(
+            "`{field}` is a number the kernel gives out on this host: the same value names \
+             something else on another host, after a reboot, and (namespaces) once this one is \
+             gone and its number reused. No workload chooses it, but an exclusion on it may come \
+             to cover an unrelated process. Name the container instead: \
+             `process.cgroup.path==\"...\"` with `file.path==\"...\"`"
+        ),
+        Problem::OwnNamespace => format!(
+            "`{field}` is decided by whoever creates namespaces, and where unprivileged user \
+             namespaces are allowed that is any user (`unshare -Urpf --mount-proc` gives pid 1 \
+             and namespaces other than the host's). Match what the runtime alone decides: \
+             `process.cgroup.path==\"...\"`, with `file.path==\"...\"`"
+        ),
     }
 }
 
@@ -153,6 +196,32 @@ mod tests {
             warnings("process.name:snort")[0]
                 .message
                 .contains("rename any file to `snort`")
+        );
+    }
+
+    #[test]
+    fn container_fields_warn_with_who_chooses_them() {
+        for (line, says) in [
+            ("container.id:abc", "create cgroups"),
+            ("kubernetes.pod.uid:abc", "create cgroups"),
+            ("container.runtime==docker", "create cgroups"),
+            ("orchestrator.type==kubernetes", "create cgroups"),
+            ("process.cgroup.path:docker", "create cgroups"),
+            ("process.namespaces.net:4026532001", "on another host"),
+            ("process.cgroup.id:1234", "on another host"),
+            ("process.namespaces.host==false", "any user"),
+            ("process.vpid:1", "any user"),
+            ("process.parent.vpid:0", "any user"),
+        ] {
+            let w = warnings(line);
+            assert_eq!(w.len(), 1, "{line}: {w:?}");
+            assert!(w[0].message.contains(says), "{line}: {}", w[0].message);
+            assert!(w[0].message.contains("process.cgroup.path=="), "{line}");
+        }
+        // The whole path from the root is what the lint recommends.
+        assert_eq!(
+            warnings(r#"process.cgroup.path=="/system.slice/docker-a.scope""#),
+            []
         );
     }
 

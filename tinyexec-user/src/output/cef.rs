@@ -114,6 +114,23 @@ pub fn format(rec: &Record) -> String {
             ("cn1Label", "parentPid".into()),
             ("cn1", p.parent.pid.to_string()),
         ]);
+        // The six custom strings are taken: the container id goes to the
+        // string column for what identifies the event's source.
+        if let Some(c) = &rec.container {
+            ext.push(("deviceExternalId", c.id.clone()));
+        }
+        if let Some(vpid) = p.vpid {
+            ext.extend([
+                ("cn2Label", "processVpid".into()),
+                ("cn2", vpid.to_string()),
+            ]);
+        }
+        if let Some(host) = p.namespaces.as_ref().and_then(|n| n.host) {
+            ext.extend([
+                ("cn3Label", "hostNamespaces".into()),
+                ("cn3", u8::from(host).to_string()),
+            ]);
+        }
     }
     if let Some(f) = &rec.file {
         ext.push(("fname", f.name.clone()));
