@@ -8,7 +8,9 @@ use tinyexec_ebpf::rule;
 use crate::{
     decode::Exec,
     detect::{Source, Verdict},
+    heartbeat::Heartbeat,
     identity::Names,
+    repeats::Repeats,
 };
 
 /// What every record carries about where it comes from.
@@ -20,7 +22,7 @@ pub struct Host {
 
 #[derive(Debug, Serialize)]
 pub struct Event {
-    /// `exec`, `killed` (prevent mode stopped it), `lost`.
+    /// `exec`, `killed` (prevent mode stopped it), `lost`, `heartbeat`.
     pub action: &'static str,
     /// `alert` for rule matches, `suppressed` for matches an exclusion covers,
     /// `event` for other execs, `metric` for counters.
@@ -113,9 +115,9 @@ pub struct User {
     pub name: String,
 }
 
-/// The version of the record schema (docs/schema.md); bumped on any
-/// incompatible change.
-pub const SCHEMA_VERSION: &str = "1.0";
+/// The version of the record schema (docs/schema.md): MINOR for new optional
+/// fields (1.1: heartbeats, aggregated repeats), MAJOR for incompatible changes.
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// The sensor that wrote the record (ECS `agent`).
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +148,10 @@ pub struct Sensor {
     /// Prevent mode asked the kernel to kill it but no signal could be sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kill_failed: bool,
+    /// `--all-execs`: this exec repeats the alert with this `event.sequence`
+    /// within the repeat window, so it is not another alert (see `repeats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_of: Option<u64>,
 }
 
 /// The exclusion that suppressed an alert.
@@ -181,6 +187,10 @@ pub struct Record {
     pub user: Option<User>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<Repeats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
     pub host: Host,
     pub agent: Agent,
     pub tinyexec: Sensor,
@@ -309,6 +319,8 @@ pub fn exec_record(
             name: user,
         }),
         lost: None,
+        repeats: None,
+        heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
         tinyexec: Sensor {
@@ -318,6 +330,7 @@ pub fn exec_record(
             read_error: Some(exec.read_error || exec.args_unreadable),
             content_source,
             kill_failed: exec.kill_failed,
+            repeat_of: None,
         },
     }
 }
@@ -342,6 +355,8 @@ pub fn lost_record(
         file: None,
         user: None,
         lost: Some(Lost { count, total }),
+        repeats: None,
+        heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
         tinyexec: Sensor {

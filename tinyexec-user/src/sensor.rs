@@ -32,6 +32,8 @@ pub struct Sensor {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// Execs the entry program saw, per CPU.
+    pub execs: PerCpuArray<MapData, u64>,
     /// The stages the entry tail-calls. Kept open: the kernel empties a
     /// program array when its last user-space descriptor closes.
     pub stages: ProgramArray<MapData>,
@@ -135,11 +137,13 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
 
     let events = RingBuf::try_from(map(&mut ebpf, names::EVENTS)?)?;
     let lost = PerCpuArray::try_from(map(&mut ebpf, names::LOST)?)?;
+    let execs = PerCpuArray::try_from(map(&mut ebpf, names::EXECS)?)?;
     let control = Array::try_from(map(&mut ebpf, names::CONTROL)?)?;
     Ok(Sensor {
         ebpf,
         events,
         lost,
+        execs,
         stages,
         control,
         verified,
@@ -221,5 +225,11 @@ pub fn lost_total(lost: &PerCpuArray<MapData, u64>) -> Result<u64> {
     let per_cpu = lost
         .get(&0, 0)
         .context("reading the lost-records counter")?;
+    Ok(per_cpu.iter().sum())
+}
+
+/// Execs the kernel program saw since load, summed over CPUs.
+pub fn execs_total(execs: &PerCpuArray<MapData, u64>) -> Result<u64> {
+    let per_cpu = execs.get(&0, 0).context("reading the execs counter")?;
     Ok(per_cpu.iter().sum())
 }

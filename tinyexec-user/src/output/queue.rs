@@ -1,0 +1,232 @@
+//! One output's bounded queue, and the counters that account for every record
+//! offered to it: each ends up written, failed, dropped or still queued.
+//!
+//! When the queue is full the *newest* record is dropped (tail drop), not the
+//! oldest: what the output delivers stays in order with one gap per outage,
+//! whose size the heartbeat states, and the records kept are the earliest of
+//! the outage: the start of an incident, the first alert of a file (its
+//! repeats are aggregated anyway). Alerts and heartbeats have a reserve beyond
+//! the bound, so a queue full of ordinary `--all-execs` records still takes them.
+
+use std::{
+    collections::VecDeque,
+    sync::{Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// Counters of one output, as the heartbeat reports them. At any moment,
+/// records offered = written + failed + dropped + queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Handed to the destination (the kernel's socket or file, or the spool).
+    pub written: u64,
+    /// Tried and not delivered: the write failed.
+    pub failed: u64,
+    /// Never tried: the queue was full.
+    pub dropped: u64,
+    /// Waiting in the queue or being written now.
+    pub queued: u64,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// Taken by the worker and not settled yet (a record being written, a batch being built).
+    in_flight: u64,
+    counts: Counts,
+    closed: bool,
+    /// SIGHUP: the worker reopens its destination before the next record.
+    reopen: bool,
+}
+
+pub struct Queue<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+    /// Records queued at most; priority records (alerts, heartbeats) may use `reserve` more.
+    capacity: usize,
+    reserve: usize,
+}
+
+/// What the worker gets from [`Queue::take`].
+pub enum Take<T> {
+    Item(T),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// Closed and empty: the worker is done.
+    Closed,
+}
+
+impl<T> Queue<T> {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                in_flight: 0,
+                counts: Counts::default(),
+                closed: false,
+                reopen: false,
+            }),
+            ready: Condvar::new(),
+            capacity,
+            reserve: (capacity / 4).max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `item`, or counts it dropped when the queue is full (priority
+    /// records: when the reserve is full too). Never blocks beyond the lock.
+    pub fn push(&self, item: T, priority: bool) -> bool {
+        let mut s = self.lock();
+        let limit = if priority {
+            self.capacity + self.reserve
+        } else {
+            self.capacity
+        };
+        if s.closed || s.items.len() >= limit {
+            s.counts.dropped += 1;
+            return false;
+        }
+        s.items.push_back(item);
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next record (now in flight), waiting up to `wait` (None: until one
+    /// comes or the queue closes).
+    pub fn take(&self, wait: Option<Duration>) -> Take<T> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let mut s = self.lock();
+        loop {
+            if let Some(item) = s.items.pop_front() {
+                s.in_flight += 1;
+                return Take::Item(item);
+            }
+            if s.closed {
+                return Take::Closed;
+            }
+            s = match deadline {
+                None => self.ready.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Take::Idle;
+                    }
+                    self.ready
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Settles records taken earlier: `written` delivered, `failed` not.
+    pub fn settle(&self, written: u64, failed: u64) {
+        let mut s = self.lock();
+        let n = (written + failed).min(s.in_flight);
+        s.in_flight -= n;
+        s.counts.written += written;
+        s.counts.failed += failed;
+    }
+
+    /// Waits up to `d`, returning early when the queue closes; true when closed.
+    pub fn pause(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut s = self.lock();
+        while !s.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .ready
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// The counters, all at one instant.
+    pub fn counts(&self) -> Counts {
+        let s = self.lock();
+        Counts {
+            queued: s.items.len() as u64 + s.in_flight,
+            ..s.counts
+        }
+    }
+
+    /// No more records: the worker delivers what is queued, then ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Records still queued, counted dropped: the worker did not finish at exit.
+    pub fn abandon(&self) -> u64 {
+        let mut s = self.lock();
+        let n = s.items.len() as u64;
+        s.items.clear();
+        s.counts.dropped += n;
+        n
+    }
+
+    pub fn request_reopen(&self) {
+        self.lock().reopen = true;
+        self.ready.notify_all();
+    }
+
+    /// Whether a reopen was requested since the last call.
+    pub fn take_reopen(&self) -> bool {
+        std::mem::take(&mut self.lock().reopen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_is_accounted_for() {
+        let q = Queue::new(4);
+        for i in 0..6 {
+            q.push(i, false);
+        }
+        // Alerts have a reserve of capacity / 4.
+        assert!(q.push(100, true));
+        assert!(!q.push(101, true));
+        assert_eq!(
+            q.counts(),
+            Counts {
+                written: 0,
+                failed: 0,
+                dropped: 3,
+                queued: 5
+            }
+        );
+        let Take::Item(first) = q.take(Some(Duration::ZERO)) else {
+            panic!("an item")
+        };
+        assert_eq!(first, 0, "oldest first; the newest were dropped");
+        assert_eq!(q.counts().queued, 5, "in flight still counts as queued");
+        q.settle(0, 1);
+        let Take::Item(_) = q.take(None) else {
+            panic!("an item")
+        };
+        q.settle(1, 0);
+        let c = q.counts();
+        assert_eq!((c.written, c.failed, c.dropped, c.queued), (1, 1, 3, 3));
+        assert_eq!(c.written + c.failed + c.dropped + c.queued, 8);
+        q.close();
+        assert_eq!(q.abandon(), 3);
+        assert!(matches!(q.take(None), Take::Closed));
+        assert!(matches!(
+            Queue::<u8>::new(1).take(Some(Duration::from_millis(1))),
+            Take::Idle
+        ));
+    }
+}
