@@ -1,0 +1,196 @@
+//! The pipeline's throughput with all four outputs on: an `--all-execs` storm
+//! with stdout (to a file), `--output-file`, `--syslog udp://` to a socket the
+//! bench reads, and `--sentinel` to the tests' HTTPS stand-in of the Logs
+//! Ingestion API. What each output delivered is counted at its destination.
+
+use std::{
+    fs::{self, File},
+    io::{BufRead as _, BufReader},
+    net::UdpSocket,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use tinyexec_tests::sentinel::Ingest;
+
+use super::{Mode, READY_TIMEOUT, SensorCmd, Storm, proc, proc::Proc, storm};
+
+pub const WORKERS: usize = 2;
+
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub execs: usize,
+    /// The storm alone.
+    pub took: Duration,
+    /// From the storm's start until the sensor was idle again.
+    pub busy: Duration,
+    /// Exec records of the storm binary at each destination.
+    pub stdout: u64,
+    pub file: u64,
+    pub syslog: u64,
+    pub sentinel: u64,
+    /// The sensor's CPU from the storm's start until idle: user (ticks), all (clock ns).
+    pub user_ticks: u64,
+    pub cpu_ns: u64,
+    /// The sensor's last heartbeat's `outputs`, when it writes heartbeats.
+    pub heartbeat: Option<Value>,
+}
+
+impl Run {
+    /// Records per second of the sensor's CPU: what one core would sustain.
+    pub fn records_per_cpu_sec(&self) -> Option<f64> {
+        (self.cpu_ns > 0).then(|| self.stdout as f64 / (self.cpu_ns as f64 / 1e9))
+    }
+
+    pub fn user_ms_per_1000(&self) -> Option<f64> {
+        (self.execs > 0).then(|| {
+            self.user_ticks as f64 * 1000.0 / proc::clk_tck() as f64 / self.execs as f64 * 1000.0
+        })
+    }
+
+    /// Records of the storm per second of wall time, storm start to idle.
+    pub fn records_per_sec(&self) -> f64 {
+        self.stdout as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Counts datagrams naming `needle` until stopped.
+struct UdpCounter {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl UdpCounter {
+    fn start(needle: String) -> Result<Self> {
+        let sock = UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket")?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let port = sock.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicU64::new(0));
+        let (s, n) = (Arc::clone(&stop), Arc::clone(&seen));
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(len) = sock.recv(&mut buf)
+                    && String::from_utf8_lossy(&buf[..len]).contains(&needle)
+                {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            seen,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+fn lines_naming(path: &Path, needle: &str) -> Result<(u64, Option<Value>)> {
+    let f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut n = 0;
+    let mut heartbeat = None;
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if line.contains("\"heartbeat\"") {
+            let v: Value = serde_json::from_str(&line)
+                .with_context(|| format!("a non-JSON line in {}: {line}", path.display()))?;
+            heartbeat = Some(v["heartbeat"]["outputs"].clone());
+        } else if line.contains(needle) && line.contains("\"exec\"") {
+            n += 1;
+        }
+    }
+    Ok((n, heartbeat))
+}
+
+/// One storm with all four outputs on.
+pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<Run> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    let needle = s.path_str();
+    let udp = UdpCounter::start(needle.clone())?;
+    let ingest = Ingest::start(dir);
+    let spool = dir.join("spool");
+    let settings = ingest.settings(dir, &spool, "");
+    let (stdout_path, file_path) = (dir.join("stdout.jsonl"), dir.join("file.jsonl"));
+    let stdout = File::create(&stdout_path)?;
+    let mut cmd = sensor.command(Mode::AllExecs);
+    cmd.arg("--output-file")
+        .arg(&file_path)
+        .arg("--syslog")
+        .arg(format!("udp://127.0.0.1:{}", udp.port))
+        .arg("--sentinel")
+        .arg(&settings)
+        .stdout(stdout);
+    let mut p = Proc::spawn("tinyexec-sensor", &mut cmd)?;
+    p.wait_stderr("ready", READY_TIMEOUT)?;
+    let user0 = proc::user_ticks(p.pid())?;
+    let ns0 = proc::cpu_ns(p.pid())?;
+    let start = Instant::now();
+    let took = storm::run(&s.path, s.n, WORKERS)?;
+    p.wait_idle(Duration::from_millis(500), Duration::from_secs(60))?;
+    // The idle check's own quiet half second is not work.
+    let busy = start.elapsed().saturating_sub(Duration::from_millis(500));
+    let user1 = proc::user_ticks(p.pid())?;
+    let ns1 = proc::cpu_ns(p.pid())?;
+    // Sentinel delivers in batches: wait until the stand-in has them all (or gives up).
+    let delivered = |i: &Ingest| {
+        i.delivered()
+            .iter()
+            .filter(|r| r["file"]["path"].as_str() == Some(&needle))
+            .count() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (delivered(&ingest), Instant::now());
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(300));
+        let now = delivered(&ingest);
+        if now >= s.n as u64 || (now == last.0 && last.1.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
+    if !status.success() {
+        bail!(
+            "the sensor exited with {status}; stderr:\n{}",
+            p.stderr_tail()
+        );
+    }
+    let sentinel = delivered(&ingest);
+    let syslog = udp.finish();
+    let (stdout, heartbeat) = lines_naming(&stdout_path, &needle)?;
+    let (file, _) = lines_naming(&file_path, &needle)?;
+    Ok(Run {
+        execs: s.n,
+        took,
+        busy,
+        stdout,
+        file,
+        syslog,
+        sentinel,
+        user_ticks: user1.saturating_sub(user0),
+        cpu_ns: ns1.saturating_sub(ns0),
+        heartbeat,
+    })
+}
