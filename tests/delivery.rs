@@ -111,7 +111,12 @@ fn stops_cleanly(mut s: Sensor) -> Sensor {
         started.elapsed()
     );
     let last = s.records(is_heartbeat).pop().expect("a heartbeat at exit");
-    assert_eq!(field(&last, "heartbeat.final"), true, "{last}");
+    assert_eq!(
+        field(&last, "heartbeat.final"),
+        true,
+        "{last}\nstderr:\n{}",
+        s.stderr()
+    );
     s
 }
 
@@ -254,7 +259,9 @@ fn a_syslog_listener_that_never_reads_stalls_only_syslog() {
     let dir = TempDir::new("deaf");
     let deaf = DeafListener::start();
     let url = format!("tcp://127.0.0.1:{}", deaf.port);
-    let s = sensor(&["--output-queue", "16", "--syslog", &url]);
+    // Small enough to overflow soon; large enough for stdout to take bursts
+    // of the other tests' alerts (every sensor on the host sees them).
+    let s = sensor(&["--output-queue", "64", "--syslog", &url]);
     // Fat alerts until the socket's buffers are full and the queue overflows.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut execs = 0;
@@ -289,7 +296,7 @@ fn a_syslog_listener_that_never_reads_stalls_only_syslog() {
         Duration::from_secs(10),
         |c| c.dropped > 0,
     );
-    assert!(c.queued <= 16 + 4 + 1, "the queue is bounded: {c:?}");
+    assert!(c.queued <= 64 + 16 + 1, "the queue is bounded: {c:?}");
     assert!(c.written > 0, "{c:?}");
     let latest = s.records(is_heartbeat).pop().expect("a heartbeat");
     let stdout = output_counts(&latest, "stdout");
@@ -316,8 +323,8 @@ fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
     let dir = TempDir::new("closed");
     let port = closed_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let s = sensor(&["--output-queue", "8", "--syslog", &url]);
-    for _ in 0..30 {
+    let s = sensor(&["--output-queue", "32", "--syslog", &url]);
+    for _ in 0..60 {
         alert(&dir);
     }
     let (alert, latency) = alert_now(&s, &dir);
@@ -331,7 +338,7 @@ fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
     );
     // Nothing could be sent: all of it waits in the queue or was dropped.
     assert_eq!((c.written, c.failed), (0, 0), "{c:?}");
-    assert!(c.queued <= 8 + 2, "{c:?}");
+    assert!(c.queued <= 32 + 8, "{c:?}");
     s.wait_stderr("Connection refused", 0);
     // The server comes up: the worker connects and delivers what it queued.
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
