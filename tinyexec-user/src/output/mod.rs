@@ -53,7 +53,7 @@ impl Item {
 
     /// Alerts and heartbeats may use the queues' reserve: a queue full of
     /// ordinary records still takes them (heartbeats are a few a minute).
-    fn priority(&self) -> bool {
+    pub fn priority(&self) -> bool {
         self.record.event.kind == "alert" || self.record.event.action == "heartbeat"
     }
 }
@@ -207,12 +207,20 @@ impl Outputs {
             while !t.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(10));
             }
-            if t.is_finished() {
+            let finished = t.is_finished();
+            if finished {
                 let _ = t.join();
-            } else {
-                let left = o.queue.abandon();
+            }
+            // A worker still stuck, or one that ended away from its destination.
+            let left = o.queue.abandon();
+            if left > 0 {
+                let why = if finished {
+                    "not connected at exit"
+                } else {
+                    "still stuck at exit"
+                };
                 eprintln!(
-                    "tinyexec-sensor: {}: still stuck after {grace:?} at exit: {left} queued records not delivered",
+                    "tinyexec-sensor: {}: {why} (after {grace:?}): {left} queued records not delivered",
                     o.name
                 );
             }

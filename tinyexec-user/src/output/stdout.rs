@@ -1,5 +1,6 @@
-//! JSON lines on stdout, buffered and flushed whenever the queue runs empty:
-//! one write(2) for a burst, and every record out as soon as there is no other.
+//! JSON lines on stdout, buffered and flushed whenever the queue runs empty
+//! (one write(2) for a burst, and every record out as soon as there is no
+//! other) and after every alert, which waits for no burst to end.
 //! stdout failing means nobody reads us any more: the sensor stops.
 
 use std::io::{self, BufWriter, Write};
@@ -41,6 +42,7 @@ impl Sink for Stdout {
             .write_all(item.json().as_bytes())
             .and_then(|()| self.out.write_all(b"\n"));
         match r {
+            Ok(()) if item.priority() => self.idle().map(Written),
             Ok(()) => Ok(Written(0)),
             Err(e) => Err(self.fatal(e, "writing to stdout")),
         }
