@@ -73,6 +73,19 @@ impl UdpCounter {
     fn start(needle: String) -> Result<Self> {
         let sock = UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket")?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        // A burst of datagrams must not overflow our socket: what the sensor
+        // sent is what is counted (net.core.rmem_max caps it).
+        let size: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt on our own socket with a pointer to a local int.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let port = sock.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));

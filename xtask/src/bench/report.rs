@@ -334,6 +334,21 @@ impl Report<'_> {
             spread(&self.outputs.iter().filter_map(f).collect::<Vec<_>>()).map(|s| s.median)
         };
         if !self.outputs.is_empty() {
+            let best = |f: fn(&outputs::Run) -> Option<f64>, most: bool| {
+                let v: Vec<f64> = self.outputs.iter().filter_map(f).collect();
+                spread(&v).map(|s| if most { s.max } else { s.min })
+            };
+            t.push(vec![
+                "best".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                opt(best(|r| Some(r.records_per_sec()), true), 0),
+                opt(best(outputs::Run::records_per_cpu_sec, true), 0),
+                opt(best(outputs::Run::user_ms_per_1000, false), 1),
+                String::new(),
+            ]);
             t.push(vec![
                 "median".into(),
                 String::new(),
