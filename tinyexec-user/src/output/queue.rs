@@ -36,6 +36,8 @@ struct State<T> {
     closed: bool,
     /// SIGHUP: the worker reopens its destination before the next record.
     reopen: bool,
+    /// Workers waiting for a record: only then does a push pay for a wake-up.
+    waiting: usize,
 }
 
 pub struct Queue<T> {
@@ -65,6 +67,7 @@ impl<T> Queue<T> {
                 counts: Counts::default(),
                 closed: false,
                 reopen: false,
+                waiting: 0,
             }),
             ready: Condvar::new(),
             capacity,
@@ -90,8 +93,11 @@ impl<T> Queue<T> {
             return false;
         }
         s.items.push_back(item);
+        let wake = s.waiting > 0;
         drop(s);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         true
     }
 
@@ -108,19 +114,21 @@ impl<T> Queue<T> {
             if s.closed {
                 return Take::Closed;
             }
-            s = match deadline {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Take::Idle;
+            }
+            s.waiting += 1;
+            s = match left {
                 None => self.ready.wait(s).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Take::Idle;
-                    }
+                Some(l) => {
                     self.ready
-                        .wait_timeout(s, left)
+                        .wait_timeout(s, l)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
             };
+            s.waiting -= 1;
         }
     }
 

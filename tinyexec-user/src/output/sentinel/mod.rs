@@ -128,7 +128,13 @@ pub struct Sentinel {
 
 /// A record as the DCR stream expects it: `TimeGenerated` instead of `@timestamp`.
 fn payload(item: &Item) -> Result<String> {
-    let mut v: Value = serde_json::from_str(item.json())?;
+    let json = item.json();
+    // `@timestamp` is the record's first field: renaming it in the text spares
+    // parsing and encoding the record again.
+    if let Some(rest) = json.strip_prefix(r#"{"@timestamp":"#) {
+        return Ok(format!(r#"{{"TimeGenerated":{rest}"#));
+    }
+    let mut v: Value = serde_json::from_str(json)?;
     if let Some(obj) = v.as_object_mut() {
         let ts = obj.remove("@timestamp").unwrap_or(Value::Null);
         obj.insert("TimeGenerated".into(), ts);
@@ -350,5 +356,37 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
         if stopping && retry_in.is_some() {
             return; // the spool keeps the rest for the next start
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_payload_renames_the_timestamp() {
+        let rec = crate::heartbeat::record(
+            &crate::heartbeat::Snapshot {
+                interval_secs: 60,
+                last: false,
+                execs_seen: 1,
+                kernel_lost: 0,
+                counters: crate::heartbeat::Counters::default(),
+                outputs: &[],
+            },
+            "2026-01-01T00:00:00Z".into(),
+            &crate::record::Host {
+                hostname: "h".into(),
+                boot_id: "b".into(),
+            },
+            &crate::record::Agent {
+                name: "tinyexec",
+                version: "0",
+                ephemeral_id: "e".into(),
+            },
+        );
+        let item = super::Item::new(rec);
+        let p: serde_json::Value = serde_json::from_str(&super::payload(&item).unwrap()).unwrap();
+        assert_eq!(p["TimeGenerated"], "2026-01-01T00:00:00Z");
+        assert!(p.get("@timestamp").is_none());
+        assert_eq!(p["heartbeat"]["execs_seen"], 1);
     }
 }
