@@ -58,9 +58,16 @@ impl Background {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
         let (s, c) = (Arc::clone(&stop), Arc::clone(&count));
+        // std's spawn, not `storm::once`: two storms forking at once from two
+        // threads would each hand the other's start pipe to its workers and
+        // deadlock them; std's spawn holds no pipe a fork could inherit.
         let thread = thread::spawn(move || {
             while !s.load(Ordering::Relaxed) && !interrupted() {
-                if storm::once(&path).is_ok() {
+                if std::process::Command::new(&path)
+                    .stdin(Stdio::null())
+                    .status()
+                    .is_ok()
+                {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
                 thread::sleep(BACKGROUND_EVERY);
