@@ -165,12 +165,7 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
     let user1 = proc::user_ticks(p.pid())?;
     let ns1 = proc::cpu_ns(p.pid())?;
     // Sentinel delivers in batches: wait until the stand-in has them all (or gives up).
-    let delivered = |i: &Ingest| {
-        i.delivered()
-            .iter()
-            .filter(|r| r["file"]["path"].as_str() == Some(&needle))
-            .count() as u64
-    };
+    let delivered = |i: &Ingest| i.delivered_with_path(&needle) as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = (delivered(&ingest), Instant::now());
     while Instant::now() < deadline {
