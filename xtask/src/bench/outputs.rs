@@ -29,6 +29,8 @@ pub struct Run {
     pub execs: usize,
     /// The storm alone.
     pub took: Duration,
+    /// The same storm just before, with nothing watching.
+    pub baseline: Duration,
     /// From the storm's start until the sensor was idle again.
     pub busy: Duration,
     /// Exec records of the storm binary at each destination.
@@ -58,6 +60,12 @@ impl Run {
     /// Records of the storm per second of wall time, storm start to idle.
     pub fn records_per_sec(&self) -> f64 {
         self.stdout as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    /// The storm's exec rate with the sensor over that with nothing watching
+    /// just before: how much the sensor and its outputs slowed the execs.
+    pub fn ratio(&self) -> f64 {
+        self.baseline.as_secs_f64() / self.took.as_secs_f64().max(1e-9)
     }
 }
 
@@ -139,6 +147,8 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir)?;
     let needle = s.path_str();
+    // The machine's pace right now, for the ratio.
+    let baseline = storm::run(&s.path, s.n, WORKERS)?;
     let udp = UdpCounter::start(needle.clone())?;
     let ingest = Ingest::start(dir);
     let spool = dir.join("spool");
@@ -192,6 +202,7 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
     Ok(Run {
         execs: s.n,
         took,
+        baseline,
         busy,
         stdout,
         file,

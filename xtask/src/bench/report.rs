@@ -301,7 +301,8 @@ impl Report<'_> {
         let mut t = vec![vec![
             "storm".into(),
             "execs".into(),
-            "storm s".into(),
+            "storm s (alone)".into(),
+            "ratio".into(),
             "until idle s".into(),
             "records: stdout / file / syslog / sentinel".into(),
             "records/s".into(),
@@ -321,7 +322,12 @@ impl Report<'_> {
             t.push(vec![
                 (i + 1).to_string(),
                 r.execs.to_string(),
-                format!("{:.2}", r.took.as_secs_f64()),
+                format!(
+                    "{:.2} ({:.2})",
+                    r.took.as_secs_f64(),
+                    r.baseline.as_secs_f64()
+                ),
+                format!("{:.3}", r.ratio()),
                 format!("{:.2}", r.busy.as_secs_f64()),
                 format!("{} / {} / {} / {}", r.stdout, r.file, r.syslog, r.sentinel),
                 format!("{:.0}", r.records_per_sec()),
@@ -342,6 +348,7 @@ impl Report<'_> {
                 "best".into(),
                 String::new(),
                 String::new(),
+                opt(best(|r| Some(r.ratio()), true), 3),
                 String::new(),
                 String::new(),
                 opt(best(|r| Some(r.records_per_sec()), true), 0),
@@ -353,6 +360,7 @@ impl Report<'_> {
                 "median".into(),
                 String::new(),
                 String::new(),
+                opt(med(|r| Some(r.ratio())), 3),
                 String::new(),
                 String::new(),
                 opt(med(|r| Some(r.records_per_sec())), 0),
@@ -775,6 +783,8 @@ impl Report<'_> {
                 json!({
                     "execs": r.execs,
                     "storm_seconds": r.took.as_secs_f64(),
+                    "storm_seconds_nothing_watching": r.baseline.as_secs_f64(),
+                    "ratio": r.ratio(),
                     "until_idle_seconds": r.busy.as_secs_f64(),
                     "records": {"stdout": r.stdout, "file": r.file, "syslog": r.syslog, "sentinel": r.sentinel},
                     "records_per_sec": r.records_per_sec(),
