@@ -303,11 +303,11 @@ impl Report<'_> {
             "execs".into(),
             "storm s (alone)".into(),
             "ratio".into(),
-            "until idle s".into(),
-            "records: stdout / file / syslog / sentinel".into(),
+            "until on stdout s".into(),
+            "storm records: stdout / file / syslog / sentinel".into(),
             "records/s".into(),
-            "records per CPU-s".into(),
-            "user CPU ms/1000 execs".into(),
+            "all records, per CPU-s".into(),
+            "user CPU ms/1000 records".into(),
             "heartbeat: dropped, failed per output".into(),
         ]];
         let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |x| format!("{x:.d$}"));
@@ -331,7 +331,7 @@ impl Report<'_> {
                 format!("{:.2}", r.busy.as_secs_f64()),
                 format!("{} / {} / {} / {}", r.stdout, r.file, r.syslog, r.sentinel),
                 format!("{:.0}", r.records_per_sec()),
-                opt(r.records_per_cpu_sec(), 0),
+                format!("{}, {}", r.all, opt(r.records_per_cpu_sec(), 0)),
                 opt(r.user_ms_per_1000(), 1),
                 hb,
             ]);
@@ -671,8 +671,8 @@ impl Report<'_> {
         let _ = writeln!(
             o,
             "\nThe pipeline with all four outputs (--all-execs; stdout to a file, --output-file, syslog over UDP to a socket the bench reads, \
-             Sentinel to the tests' HTTPS stand-in): storms of the {}-byte candidate, {} workers; records/s from the storm's start until the sensor is idle; \
-             records per CPU-second of the sensor (all its threads); its user CPU per 1000 execs",
+             Sentinel to the tests' HTTPS stand-in): storms of the {}-byte candidate, {} workers, each after the same storm with nothing watching (ratio: its rate over that one's); \
+             records/s from the storm's start until its last record is on stdout; by then, every exec record on stdout (the host's other execs too) per CPU-second of the sensor (all its threads), and its user CPU per 1000 of them",
             self.binaries[0].1,
             outputs::WORKERS
         );
@@ -785,7 +785,8 @@ impl Report<'_> {
                     "storm_seconds": r.took.as_secs_f64(),
                     "storm_seconds_nothing_watching": r.baseline.as_secs_f64(),
                     "ratio": r.ratio(),
-                    "until_idle_seconds": r.busy.as_secs_f64(),
+                    "until_on_stdout_seconds": r.busy.as_secs_f64(),
+                    "all_exec_records": r.all,
                     "records": {"stdout": r.stdout, "file": r.file, "syslog": r.syslog, "sentinel": r.sentinel},
                     "records_per_sec": r.records_per_sec(),
                     "records_per_cpu_sec": r.records_per_cpu_sec(),
