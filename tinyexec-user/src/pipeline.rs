@@ -215,6 +215,8 @@ impl Pipeline {
 
     /// A heartbeat to every output: the counters as they are now.
     pub fn heartbeat(&mut self, execs_seen: u64, last: bool) {
+        // Every record before it in the queues' counts, so that they add up.
+        self.outputs.commit();
         let outputs = self.outputs.counts();
         let snapshot = heartbeat::Snapshot {
             interval_secs: self.heartbeat_secs,
@@ -241,6 +243,11 @@ impl Pipeline {
         }
         self.outputs.write(rec);
         self.sequence
+    }
+
+    /// Hands the records of the batch just handled to the outputs.
+    pub fn flush(&mut self) {
+        self.outputs.commit();
     }
 
     /// Why the sensor must stop, if an output said so (stdout nobody reads).

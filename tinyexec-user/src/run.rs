@@ -173,6 +173,8 @@ async fn stream(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        // The batch just handled, to the outputs at once.
+        pipeline.flush();
     }
     // Detach first (no new records), then deliver what is already in the ring.
     drop(ebpf);
@@ -212,6 +214,7 @@ async fn self_test(
                     }
                 }
                 guard.clear_ready();
+                pipeline.flush();
                 if let Some(exec) = found {
                     break exec;
                 }

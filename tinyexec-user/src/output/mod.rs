@@ -75,6 +75,8 @@ struct Output {
 
 pub struct Outputs {
     outputs: Vec<Output>,
+    /// Records of the batch being handled, handed to the queues at once.
+    pending: Vec<Arc<Item>>,
     /// Set by an output that makes the sensor stop (stdout nobody reads).
     fatal: Arc<Mutex<Option<String>>>,
 }
@@ -131,16 +133,39 @@ impl Outputs {
                 sentinel: stats,
             });
         }
-        Ok(Self { outputs, fatal })
+        Ok(Self {
+            outputs,
+            pending: Vec::new(),
+            fatal,
+        })
     }
 
-    /// Queues the record for every output; never waits for one.
-    pub fn write(&self, rec: Record) {
+    /// Takes the record for every output. Records are handed over per batch
+    /// (one lock and one wake-up per output for a ring's worth, see
+    /// [`Outputs::commit`]); an alert or a heartbeat at once, with what is
+    /// pending before it. Never waits for an output.
+    pub fn write(&mut self, rec: Record) {
         let item = Arc::new(Item::new(rec));
-        let priority = item.priority();
-        for o in &self.outputs {
-            o.queue.push(Arc::clone(&item), priority);
+        let now = item.priority();
+        self.pending.push(item);
+        if now {
+            self.commit();
         }
+    }
+
+    /// Hands the pending records to every output's queue.
+    pub fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for o in &self.outputs {
+            o.queue.push_all(
+                self.pending
+                    .iter()
+                    .map(|item| (Arc::clone(item), item.priority())),
+            );
+        }
+        self.pending.clear();
     }
 
     /// Why the sensor must stop, if an output said so.
@@ -151,7 +176,8 @@ impl Outputs {
             .clone()
     }
 
-    /// Every output's counters, in the order of [`OutputOptions`].
+    /// Every output's counters, in the order of [`OutputOptions`] (commit
+    /// first: pending records are in no queue's counts yet).
     pub fn counts(&self) -> Vec<OutputCounts> {
         self.outputs
             .iter()
@@ -198,6 +224,7 @@ impl Outputs {
     /// dropped and said on stderr. Sentinel's spool keeps its batches for the
     /// next start.
     pub fn shutdown(mut self, grace: Duration) {
+        self.commit();
         for o in &self.outputs {
             o.queue.close();
         }

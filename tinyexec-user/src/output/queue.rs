@@ -48,9 +48,13 @@ pub struct Queue<T> {
     reserve: usize,
 }
 
+/// Records a worker takes at once: one lock and one wake-up for a burst.
+const BATCH: usize = 256;
+
 /// What the worker gets from [`Queue::take`].
 pub enum Take<T> {
-    Item(T),
+    /// The oldest records, up to [`BATCH`], now in flight.
+    Items(Vec<T>),
     /// Nothing arrived within the wait.
     Idle,
     /// Closed and empty: the worker is done.
@@ -79,37 +83,41 @@ impl<T> Queue<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `item`, or counts it dropped when the queue is full (priority
-    /// records: when the reserve is full too). Never blocks beyond the lock.
-    pub fn push(&self, item: T, priority: bool) -> bool {
+    /// Queues each record, or counts it dropped when the queue is full
+    /// (priority records: when the reserve is full too). One lock and at
+    /// most one wake-up for them all; never blocks beyond the lock.
+    pub fn push_all(&self, items: impl IntoIterator<Item = (T, bool)>) {
         let mut s = self.lock();
-        let limit = if priority {
-            self.capacity + self.reserve
-        } else {
-            self.capacity
-        };
-        if s.closed || s.items.len() >= limit {
-            s.counts.dropped += 1;
-            return false;
+        for (item, priority) in items {
+            let limit = if priority {
+                self.capacity + self.reserve
+            } else {
+                self.capacity
+            };
+            if s.closed || s.items.len() >= limit {
+                s.counts.dropped += 1;
+            } else {
+                s.items.push_back(item);
+            }
         }
-        s.items.push_back(item);
-        let wake = s.waiting > 0;
+        let wake = s.waiting > 0 && !s.items.is_empty();
         drop(s);
         if wake {
             self.ready.notify_one();
         }
-        true
     }
 
-    /// The next record (now in flight), waiting up to `wait` (None: until one
-    /// comes or the queue closes).
+    /// The oldest records (now in flight), waiting up to `wait` for one (None:
+    /// until one comes or the queue closes).
     pub fn take(&self, wait: Option<Duration>) -> Take<T> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut s = self.lock();
         loop {
-            if let Some(item) = s.items.pop_front() {
-                s.in_flight += 1;
-                return Take::Item(item);
+            if !s.items.is_empty() {
+                let n = s.items.len().min(BATCH);
+                let items: Vec<T> = s.items.drain(..n).collect();
+                s.in_flight += n as u64;
+                return Take::Items(items);
             }
             if s.closed {
                 return Take::Closed;
@@ -129,6 +137,16 @@ impl<T> Queue<T> {
                 }
             };
             s.waiting -= 1;
+        }
+    }
+
+    /// Puts records taken but not tried back at the front, in their order
+    /// (the destination went away in the middle of a batch).
+    pub fn requeue(&self, untried: Vec<T>) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(untried.len() as u64);
+        for item in untried.into_iter().rev() {
+            s.items.push_front(item);
         }
     }
 
@@ -201,12 +219,9 @@ mod tests {
     #[test]
     fn every_record_is_accounted_for() {
         let q = Queue::new(4);
-        for i in 0..6 {
-            q.push(i, false);
-        }
-        // Alerts have a reserve of capacity / 4.
-        assert!(q.push(100, true));
-        assert!(!q.push(101, true));
+        q.push_all((0..6).map(|i| (i, false)));
+        // Priority records have a reserve of capacity / 4.
+        q.push_all([(100, true), (101, true)]);
         assert_eq!(
             q.counts(),
             Counts {
@@ -216,21 +231,29 @@ mod tests {
                 queued: 5
             }
         );
-        let Take::Item(first) = q.take(Some(Duration::ZERO)) else {
-            panic!("an item")
+        let Take::Items(batch) = q.take(Some(Duration::ZERO)) else {
+            panic!("items")
         };
-        assert_eq!(first, 0, "oldest first; the newest were dropped");
+        assert_eq!(
+            batch,
+            [0, 1, 2, 3, 100],
+            "oldest first; the newest were dropped"
+        );
         assert_eq!(q.counts().queued, 5, "in flight still counts as queued");
-        q.settle(0, 1);
-        let Take::Item(_) = q.take(None) else {
-            panic!("an item")
+        q.settle(1, 1);
+        // The destination went away after two: the rest goes back, in order.
+        q.requeue(batch[2..].to_vec());
+        let Take::Items(again) = q.take(None) else {
+            panic!("items")
         };
+        assert_eq!(again, [2, 3, 100]);
         q.settle(1, 0);
         let c = q.counts();
-        assert_eq!((c.written, c.failed, c.dropped, c.queued), (1, 1, 3, 3));
+        assert_eq!((c.written, c.failed, c.dropped, c.queued), (2, 1, 3, 2));
         assert_eq!(c.written + c.failed + c.dropped + c.queued, 8);
+        q.requeue(again[1..].to_vec());
         q.close();
-        assert_eq!(q.abandon(), 3);
+        assert_eq!(q.abandon(), 2);
         assert!(matches!(q.take(None), Take::Closed));
         assert!(matches!(
             Queue::<u8>::new(1).take(Some(Duration::from_millis(1))),

@@ -166,8 +166,8 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
                 }
             }
         }
-        let item = match queue.take(Some(Duration::ZERO)) {
-            Take::Item(item) => item,
+        let items = match queue.take(Some(Duration::ZERO)) {
+            Take::Items(items) => items,
             Take::Closed => return w.finish(sink),
             Take::Idle => {
                 let flushed = sink.idle();
@@ -175,15 +175,35 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
                     return;
                 }
                 match queue.take(sink.wait()) {
-                    Take::Item(item) => item,
+                    Take::Items(items) => items,
                     Take::Idle => continue,
                     Take::Closed => return w.finish(sink),
                 }
             }
         };
-        let written = sink.write(&item).map(|Written(n)| n);
-        if !w.settled(written) {
-            return;
+        let mut written = 0;
+        let mut items = items.into_iter();
+        while let Some(item) = items.next() {
+            match sink.write(&item) {
+                Ok(Written(n)) => written += n,
+                Err(f) => {
+                    queue.settle(std::mem::take(&mut written), 0);
+                    // Away: what was not tried waits in the queue, in order.
+                    let away = f.disconnect || f.fatal;
+                    if away {
+                        queue.requeue(items.by_ref().collect());
+                    }
+                    if !w.settled(Err(f)) {
+                        return;
+                    }
+                    if away {
+                        break;
+                    }
+                }
+            }
+        }
+        if written > 0 {
+            w.settled(Ok(written));
         }
     }
 }
