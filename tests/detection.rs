@@ -79,7 +79,8 @@ fn corpus_execs_alert_exactly_on_matches() {
 
 #[test]
 fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
-    let sensor = Sensor::start(Vec::<&str>::new());
+    // The same file run again must alert again: no repeat window.
+    let sensor = Sensor::start(["--repeat-window", "0"]);
     let dir = TempDir::new("ways");
     let bytes = matching_elf(Arch::X86_64, vec![], None);
     let real = dir.exe(&unique("stager"), &bytes);
@@ -132,7 +133,8 @@ fn every_way_of_reaching_a_matching_file_alerts_on_what_ran() {
 
 #[test]
 fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
-    let sensor = Sensor::start(Vec::<&str>::new());
+    // The same file run again must alert again: no repeat window.
+    let sensor = Sensor::start(["--repeat-window", "0"]);
     let bytes = matching_elf(Arch::X86_64, vec![], None);
 
     // Fileless, from a memfd.

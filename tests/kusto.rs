@@ -75,6 +75,8 @@ const DCR: &str = "deploy/sentinel/dcr.json";
 const PARSER: &str = "deploy/sentinel/parser.json";
 const RULE_YAML: &str = "deploy/sentinel/analytics-rule.yaml";
 const RULE_ARM: &str = "deploy/sentinel/analytics-rule.json";
+const HEARTBEAT_YAML: &str = "deploy/sentinel/heartbeat-rule.yaml";
+const HEARTBEAT_ARM: &str = "deploy/sentinel/heartbeat-rule.json";
 const WORKBOOK: &str = "deploy/sentinel/workbook.json";
 const HUNTING: &str = "deploy/sentinel/hunting";
 const WORKSPACE: &str = "tests/kusto/workspace.json";
@@ -247,11 +249,20 @@ fn shipped_texts() -> Vec<Text> {
         database: "workspace",
         text: str_of(&yaml_file(RULE_YAML), "query", RULE_YAML).to_owned(),
     });
-    texts.push(Text {
-        id: format!("{RULE_ARM}: properties.query"),
-        database: "workspace",
-        text: str_of(&arm_rule(), "query", RULE_ARM).to_owned(),
-    });
+    for (yaml, arm) in [(RULE_YAML, RULE_ARM), (HEARTBEAT_YAML, HEARTBEAT_ARM)] {
+        if yaml != RULE_YAML {
+            texts.push(Text {
+                id: format!("{yaml}: query"),
+                database: "workspace",
+                text: str_of(&yaml_file(yaml), "query", yaml).to_owned(),
+            });
+        }
+        texts.push(Text {
+            id: format!("{arm}: properties.query"),
+            database: "workspace",
+            text: str_of(&arm_rule(arm), "query", arm).to_owned(),
+        });
+    }
     for h in hunting_files() {
         texts.push(Text {
             id: format!("{h}: query"),
@@ -607,10 +618,11 @@ fn placeholders(format: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_analytics_rule_imports_and_alerts_once_per_record() {
-    let y = yaml_file(RULE_YAML);
-    let w = RULE_YAML;
+/// What Sentinel checks when it imports a scheduled rule, and what every rule of
+/// ours keeps to: its windows are its frequency and period, and both routes are read.
+/// Returns the rule and its result columns.
+fn imports_as_a_scheduled_rule(w: &str) -> (Value, BTreeMap<String, String>) {
+    let y = yaml_file(w);
     assert!(is_guid(str_of(&y, "id", w)), "{w}: id must be a GUID");
     assert_eq!(str_of(&y, "kind", w), "Scheduled");
     for key in ["name", "description", "version", "query", "status"] {
@@ -662,31 +674,18 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
         period,
         "{w}: maxDelay must equal queryPeriod"
     );
-    assert_eq!(
-        query.matches("ingestion_time() > ago(window)").count(),
-        2,
-        "{w}: both routes are windowed on ingestion_time()"
-    );
     assert!(
         query.contains("union isfuzzy=true"),
         "{w}: either route may be absent"
     );
 
-    let a = analysis(&format!("{RULE_YAML}: query"));
+    let a = analysis(&format!("{w}: query"));
     let cols: BTreeMap<&str, &str> = a
         .columns
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
     let mapped = check_entity_mappings(w, &y["entityMappings"], &a.columns);
-    // One result per host and file: the grouping keys are what the results are unique on.
-    for key in ["Hostname", "FilePath"] {
-        assert!(cols.contains_key(key), "{w}: no {key} column");
-    }
-    assert!(
-        query.contains("by Hostname, FilePath"),
-        "{w}: one result per host and file"
-    );
     assert_eq!(
         y["eventGroupingSettings"]["aggregationKind"],
         "AlertPerResult"
@@ -728,17 +727,108 @@ fn the_analytics_rule_imports_and_alerts_once_per_record() {
             "{w}: custom detail {k} names `{v}`, not an output column"
         );
     }
-}
-
-fn arm_rule() -> Value {
-    json_file(RULE_ARM)["resources"][0]["properties"].clone()
+    let cols = cols
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (y, cols)
 }
 
 #[test]
-fn the_arm_template_is_the_yaml_rule() {
-    let arm = json_file(RULE_ARM);
-    let y = yaml_file(RULE_YAML);
-    let id = str_of(&y, "id", RULE_YAML);
+fn the_analytics_rule_imports_and_alerts_once_per_record() {
+    let w = RULE_YAML;
+    let (y, cols) = imports_as_a_scheduled_rule(w);
+    let query = str_of(&y, "query", w);
+    assert_eq!(
+        query.matches("ingestion_time() > ago(window)").count(),
+        2,
+        "{w}: both routes are windowed on ingestion_time()"
+    );
+    // One result per host and file: the grouping keys are what the results are unique on.
+    for key in ["Hostname", "FilePath"] {
+        assert!(cols.contains_key(key), "{w}: no {key} column");
+    }
+    assert!(
+        query.contains("by Hostname, FilePath"),
+        "{w}: one result per host and file"
+    );
+    // An aggregate of repeats counts as the executions it stands for.
+    assert!(
+        query.contains("coalesce(RepeatsCount, 1)"),
+        "{w}: Executions must count the repeats of aggregate records"
+    );
+}
+
+/// `spool_dropped` -> `SpoolDropped`, as the custom table names columns.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn the_heartbeat_rule_imports_and_judges_each_heartbeat_once() {
+    let w = HEARTBEAT_YAML;
+    let (y, cols) = imports_as_a_scheduled_rule(w);
+    let query = str_of(&y, "query", w);
+    // Both routes' heartbeats, each judged by the run that ingested it.
+    for route in [
+        "EventAction == \"heartbeat\"",
+        "DeviceAction == \"heartbeat\"",
+        "Ingested = ingestion_time()",
+        "where Ingested > ago(window)",
+    ] {
+        assert!(query.contains(route), "{w}: `{route}`");
+    }
+    assert!(
+        query.contains("let silence = "),
+        "{w}: `let silence = ...;`"
+    );
+    for key in ["Hostname", "Problem", "KernelLost", "Dropped", "Failed"] {
+        assert!(cols.contains_key(key), "{w}: no {key} column");
+    }
+    assert!(
+        query.contains("by Hostname, Problem"),
+        "{w}: one result per host and problem"
+    );
+    // Every output's loss counters are read, on both routes.
+    let schema = json_file("docs/schema/tinyexec-record-1.1.schema.json");
+    let outputs = schema["properties"]["heartbeat"]["properties"]["outputs"]["properties"]
+        .as_object()
+        .expect("heartbeat.outputs");
+    for (name, o) in outputs {
+        for counter in ["dropped", "failed", "rejected", "spool_dropped"] {
+            if o["properties"].get(counter).is_none() {
+                continue;
+            }
+            let column = format!("Output{}{}", camel(name), camel(counter));
+            assert!(query.contains(&column), "{w}: {column} not read");
+            let cef = format!("hb.outputs.{name}.{counter}");
+            assert!(query.contains(&cef), "{w}: {cef} not read on the CEF route");
+        }
+    }
+}
+
+fn arm_rule(path: &str) -> Value {
+    json_file(path)["resources"][0]["properties"].clone()
+}
+
+#[test]
+fn the_arm_templates_are_the_yaml_rules() {
+    the_arm_template_is_the_yaml_rule(RULE_YAML, RULE_ARM);
+    the_arm_template_is_the_yaml_rule(HEARTBEAT_YAML, HEARTBEAT_ARM);
+}
+
+fn the_arm_template_is_the_yaml_rule(yaml_path: &str, arm_path: &str) {
+    let arm = json_file(arm_path);
+    let y = yaml_file(yaml_path);
+    let id = str_of(&y, "id", yaml_path);
     assert!(
         arm["$schema"]
             .as_str()
@@ -752,9 +842,9 @@ fn the_arm_template_is_the_yaml_rule() {
         "Microsoft.OperationalInsights/workspaces/providers/alertRules"
     );
     assert_eq!(res["kind"], "Scheduled");
-    assert!(str_of(res, "name", RULE_ARM).contains(id) && str_of(res, "id", RULE_ARM).contains(id));
+    assert!(str_of(res, "name", arm_path).contains(id) && str_of(res, "id", arm_path).contains(id));
     let p = &res["properties"];
-    let op = match str_of(&y, "triggerOperator", RULE_YAML) {
+    let op = match str_of(&y, "triggerOperator", yaml_path) {
         "gt" => "GreaterThan",
         "lt" => "LessThan",
         "eq" => "Equal",
@@ -764,7 +854,7 @@ fn the_arm_template_is_the_yaml_rule() {
     let lookback = iso_duration(str_of(
         &incident["groupingConfiguration"],
         "lookbackDuration",
-        RULE_YAML,
+        yaml_path,
     ));
     incident["groupingConfiguration"]["lookbackDuration"] = json!(lookback);
     let want = json!({
@@ -773,11 +863,11 @@ fn the_arm_template_is_the_yaml_rule() {
         "severity": y["severity"],
         "enabled": true,
         "query": y["query"],
-        "queryFrequency": iso_duration(str_of(&y, "queryFrequency", RULE_YAML)),
-        "queryPeriod": iso_duration(str_of(&y, "queryPeriod", RULE_YAML)),
+        "queryFrequency": iso_duration(str_of(&y, "queryFrequency", yaml_path)),
+        "queryPeriod": iso_duration(str_of(&y, "queryPeriod", yaml_path)),
         "triggerOperator": op,
         "triggerThreshold": y["triggerThreshold"],
-        "suppressionDuration": iso_duration(str_of(&y, "suppressionDuration", RULE_YAML)),
+        "suppressionDuration": iso_duration(str_of(&y, "suppressionDuration", yaml_path)),
         "suppressionEnabled": y["suppressionEnabled"],
         "tactics": y["tactics"],
         "techniques": y["relevantTechniques"],
@@ -790,7 +880,7 @@ fn the_arm_template_is_the_yaml_rule() {
     for (k, v) in want.as_object().expect("object") {
         assert_eq!(
             &p[k], v,
-            "{RULE_ARM}: properties.{k} differs from {RULE_YAML}"
+            "{arm_path}: properties.{k} differs from {yaml_path}"
         );
     }
     let extra: Vec<&String> = p
@@ -801,7 +891,7 @@ fn the_arm_template_is_the_yaml_rule() {
         .collect();
     assert!(
         extra.is_empty(),
-        "{RULE_ARM}: properties not in {RULE_YAML}: {extra:?}"
+        "{arm_path}: properties not in {yaml_path}: {extra:?}"
     );
     // ARM evaluates a string that starts with `[` as an expression.
     fn strings(v: &Value, out: &mut Vec<String>) {
@@ -816,7 +906,7 @@ fn the_arm_template_is_the_yaml_rule() {
     strings(p, &mut all);
     assert!(
         all.iter().all(|s| !s.starts_with('[')),
-        "{RULE_ARM}: a property starts with `[`"
+        "{arm_path}: a property starts with `[`"
     );
 }
 

@@ -65,6 +65,17 @@ fn every_record_carries_schema_run_id_sequence_and_losses() {
 }
 
 #[test]
+fn schema_1_1_only_adds_optional_fields_to_1_0() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema");
+    let read = |v: &str| -> Value {
+        let p = root.join(format!("tinyexec-record-{v}.schema.json"));
+        serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
+    };
+    let breaches = tinyexec_tests::schema::only_adds(&read("1.0"), &read("1.1"));
+    assert!(breaches.is_empty(), "{breaches:#?}");
+}
+
+#[test]
 fn file_output_is_private_flushed_and_reopened_on_sighup() {
     let dir = TempDir::new("file-out");
     let out = dir.path().join("alerts.json");

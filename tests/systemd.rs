@@ -210,7 +210,7 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
     let after = dir.exe(&unique("after-hup"), &stager());
     run_ok(&mut Command::new(&after));
     s.wait_for("the alert after SIGHUP", exec_of(&after));
-    s.wait_stderr("sentinel: delivered", 0);
+    s.wait_stderr("sentinel: written", 0);
     assert!(s.stop_with(libc::SIGTERM).success(), "{}", s.stderr());
 
     let text = fs::read_to_string(&trace).expect("strace output");

@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod elf;
 pub mod rsyslog;
 pub mod schema;
+pub mod sentinel;
 
 use std::{
     ffi::OsStr,
@@ -264,6 +265,8 @@ pub fn own_comm() -> String {
 #[derive(Default)]
 struct Shared {
     records: Vec<Value>,
+    /// CLOCK_BOOTTIME when each record's line was read, ns.
+    arrivals: Vec<u64>,
     stderr: Vec<String>,
     /// When the `ready` line was read.
     ready_at: Option<Instant>,
@@ -317,6 +320,7 @@ impl Sensor {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("sensor printed a non-JSON line ({e}): {line}"));
+                let arrived = boottime_ns();
                 let violation = schema::check(&v).err();
                 let (m, cv) = &*s1;
                 let mut g = m.lock().expect("lock");
@@ -324,6 +328,7 @@ impl Sensor {
                     g.violations.push(format!("{why}\n  in {line}"));
                 }
                 g.records.push(v);
+                g.arrivals.push(arrived);
                 drop(g);
                 cv.notify_all();
             }
@@ -470,6 +475,19 @@ impl Sensor {
             .collect()
     }
 
+    /// Every record so far that satisfies `pred`, with CLOCK_BOOTTIME when its
+    /// line was read (ns: the clock of `tinyexec.ktime_ns`).
+    pub fn records_timed(&self, pred: impl Fn(&Value) -> bool) -> Vec<(Value, u64)> {
+        let (m, _) = &*self.shared;
+        let g = m.lock().expect("lock");
+        g.records
+            .iter()
+            .zip(&g.arrivals)
+            .filter(|(v, _)| pred(v))
+            .map(|(v, t)| (v.clone(), *t))
+            .collect()
+    }
+
     pub fn stderr(&self) -> String {
         let (m, _) = &*self.shared;
         m.lock().expect("lock").stderr.join("\n")
@@ -529,6 +547,17 @@ impl Drop for Sensor {
     }
 }
 
+/// CLOCK_BOOTTIME now, ns: the clock of the records' `tinyexec.ktime_ns`.
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 /// `rec[a][b]...` by a dotted name, as analysts address fields.
 pub fn field<'a>(rec: &'a Value, dotted: &str) -> &'a Value {
     dotted.split('.').fold(rec, |v, k| {
@@ -558,6 +587,51 @@ pub fn exec_of(path: &Path) -> impl Fn(&Value) -> bool + '_ {
         matches!(field(v, "event.action").as_str(), Some("exec" | "killed"))
             && field(v, "file.path").as_str() == path.to_str()
     }
+}
+
+/// Predicate: a heartbeat record.
+pub fn is_heartbeat(v: &Value) -> bool {
+    field(v, "event.action") == "heartbeat"
+}
+
+/// One output's counters in a heartbeat: written, failed, dropped, queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputCounts {
+    pub written: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub queued: u64,
+}
+
+/// `output`'s counters in heartbeat `h`, checked to account for every record
+/// the sensor emitted before it (every output is offered every record, and
+/// the heartbeat is numbered after them): written + failed + dropped + queued
+/// = its `event.sequence` - 1.
+pub fn output_counts(h: &Value, output: &str) -> OutputCounts {
+    let at = |k: &str| field_u64(h, &format!("heartbeat.outputs.{output}.{k}"));
+    let c = OutputCounts {
+        written: at("written"),
+        failed: at("failed"),
+        dropped: at("dropped"),
+        queued: at("queued"),
+    };
+    let offered = field_u64(h, "event.sequence") - 1;
+    assert_eq!(
+        c.written + c.failed + c.dropped + c.queued,
+        offered,
+        "{output}: {c:?} do not add up to the {offered} records before the heartbeat: {h}"
+    );
+    c
+}
+
+/// Runs `path` once; a SIGKILL is accepted (another test's `--prevent` sensor
+/// kills matching execs on the whole host; the exec happened all the same).
+pub fn run_or_killed(cmd: &mut Command) {
+    let status = spawn(cmd).wait().expect("wait");
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGKILL),
+        "{cmd:?}: {status}"
+    );
 }
 
 /// Did the process die of a signal?

@@ -18,6 +18,64 @@ fn schema() -> &'static Value {
     SCHEMA.get_or_init(|| serde_json::from_str(TEXT).unwrap_or_else(|e| panic!("{PATH}: {e}")))
 }
 
+/// What a minor version may do to the schema before it: add optional fields
+/// and enum values, nothing else (docs/schema.md). Returns every breach.
+pub fn only_adds(old: &Value, new: &Value) -> Vec<String> {
+    fn walk(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
+        let here = if at.is_empty() { "record" } else { at };
+        if old.get("type") != new.get("type") {
+            out.push(format!(
+                "{here}: type {} became {}",
+                old["type"], new["type"]
+            ));
+        }
+        if let (Some(Value::Array(o)), n) = (old.get("enum"), new.get("enum")) {
+            let n = n.and_then(Value::as_array);
+            for v in o {
+                if !n.is_some_and(|n| n.contains(v)) {
+                    out.push(format!("{here}: enum value {v} removed"));
+                }
+            }
+        }
+        let names = |v: &Value, k: &str| -> Vec<String> {
+            v.get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        };
+        let (old_req, new_req) = (names(old, "required"), names(new, "required"));
+        for r in &new_req {
+            if !old_req.contains(r) && old["properties"].get(r).is_some() {
+                out.push(format!("{here}: `{r}` became required"));
+            }
+            if old["properties"].get(r).is_none() && old.get("properties").is_some() {
+                out.push(format!("{here}: new field `{r}` is required"));
+            }
+        }
+        let Some(props) = old.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (k, o) in props {
+            let sub = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            match new["properties"].get(k) {
+                None => out.push(format!("{sub}: removed")),
+                // The version itself is the one field that must change.
+                Some(_) if sub == "tinyexec.schema_version" => {}
+                Some(n) => walk(o, n, &sub, out),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(old, new, "", &mut out);
+    out
+}
+
 /// Checks one record; the error names the field path.
 pub fn check(record: &Value) -> Result<(), String> {
     check_at(schema(), record, "")

@@ -6,8 +6,9 @@ Serves HTTPS on 127.0.0.1, checks each request against the documented shape
 /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01 with a
 Bearer token), and logs what it accepted as JSON lines. The file named by
 --mode-file says, at each request, whether to accept ("ok"), answer 503
-("refuse"), hang past the client's time-out ("timeout"), or answer 413 to a
-body over N bytes, compressed or not ("max:N", as the real service does past 1 MB).
+("refuse"), hang past the client's time-out ("timeout"), never answer ("hang":
+an hour), or answer 413 to a body over N bytes, compressed or not ("max:N", as
+the real service does past 1 MB).
 """
 import argparse, base64, gzip, hashlib, json, os, ssl, subprocess, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -139,6 +140,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding") != "gzip":
             return self.problem(400, "not gzip")
         m = mode()
+        if m == "hang":
+            log({"kind": "hung"})
+            time.sleep(3600)
+            return
         if m == "timeout":
             time.sleep(8)
             return self.reply(503, b"{}")

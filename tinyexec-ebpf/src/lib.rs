@@ -383,6 +383,7 @@ pub mod names {
     pub const TRACEPOINT: &str = "sched_process_exec";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
+    pub const EXECS: &str = "EXECS";
     pub const STAGES: &str = "STAGES";
     pub const CONTROL: &str = "CONTROL";
     pub const SCRATCH: &str = "SCRATCH";

@@ -57,6 +57,11 @@ mod program {
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+    /// Execs this program saw, every one in every mode, per CPU: the heartbeat's
+    /// `execs_seen`, against which records read and lost add up.
+    #[map]
+    static EXECS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
     /// Where each record is assembled before it is copied, at its real length,
     /// into the ring buffer. Per CPU: tracepoint programs do not nest on a CPU,
     /// and the stages of one exec run on the CPU that started it.
@@ -93,6 +98,10 @@ mod program {
         let task: usize = ctx.arg(0);
         let old_pid: i32 = ctx.arg(1);
         let bprm: usize = ctx.arg(2);
+        if let Some(n) = EXECS.get_ptr_mut(0) {
+            // Per-CPU slot, and tracepoint programs do not nest on one CPU.
+            unsafe { *n += 1 };
+        }
         on_exec(&ctx, task, old_pid as u32, bprm);
         0
     }
@@ -366,13 +375,15 @@ mod program {
     /// the record (an interrupt and a scheduler wake-up, ~24 us per exec here),
     /// so only urgent records (alerts wait for nobody) wake it at once; others
     /// are batched until `BATCH_BYTES` are pending, and user space also drains
-    /// the ring on its 200 ms tick.
+    /// the ring on its 200 ms tick. Urgent records force the wake-up: the
+    /// adaptive one (flags 0) wakes nobody while earlier records sit unread,
+    /// which `--all-execs` leaves there on purpose.
     #[inline(always)]
     fn wakeup(urgent: bool) -> u64 {
         const BPF_RB_AVAIL_DATA: u64 = 0;
         const BATCH_BYTES: u64 = 64 << 10;
         if urgent {
-            0
+            u64::from(BPF_RB_FORCE_WAKEUP)
         } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
             u64::from(BPF_RB_FORCE_WAKEUP)
         } else {

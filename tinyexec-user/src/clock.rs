@@ -36,6 +36,11 @@ impl BootClock {
     }
 }
 
+/// CLOCK_BOOTTIME now, ns: the clock of the kernel's `ktime_ns`.
+pub fn boot_now_ns() -> u64 {
+    u64::try_from(now_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 /// RFC 3339 with microseconds, UTC: what Sentinel and Elastic parse as `@timestamp`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()

@@ -130,6 +130,15 @@ pub fn settings(data: &[u8]) {
         settings::max_path_depth(s.max_path_depth),
         Ok(s.max_path_depth)
     );
+    assert_eq!(
+        settings::heartbeat_interval(s.heartbeat_interval),
+        Ok(s.heartbeat_interval)
+    );
+    assert_eq!(
+        settings::repeat_window(s.repeat_window),
+        Ok(s.repeat_window)
+    );
+    assert_eq!(settings::output_queue(s.output_queue), Ok(s.output_queue));
 }
 
 /// A kernel record: decoded or refused, and the rule's verdict on its header

@@ -1,28 +1,207 @@
 //! Names for the numbers the kernel gives: users, groups, this host.
+//!
+//! User and group names come from NSS, which may be LDAP or sssd across the
+//! network: a lookup can take seconds. So lookups run on a resolver thread of
+//! their own and the data path only reads a cache. A name not cached yet is
+//! waited for a moment ([`NAME_WAIT`], far longer than a local lookup takes);
+//! past it the record carries the number and the name comes in later records.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
 
-/// Caches uid/gid lookups (through NSS, so LDAP/sssd users resolve too).
-/// Unknown ids are cached as absent, so an exec storm by an unnamed uid costs one lookup.
+/// How long the data path waits for a name it has never looked up.
+const NAME_WAIT: Duration = Duration::from_millis(20);
+/// How long "no such user" is believed (a user added later gets its name).
+const ABSENT_FOR: Duration = Duration::from_secs(300);
+/// How long a failing name service (EIO, a dead LDAP server) is left alone.
+const FAILED_FOR: Duration = Duration::from_secs(60);
+/// The largest buffer offered to NSS: a group with every user as a member fits.
+const MAX_BUFFER: usize = 16 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Id {
+    User(u32),
+    Group(u32),
+}
+
+/// What is known about one id.
+#[derive(Clone, Debug)]
+enum Entry {
+    /// Looked up: its name, or none. `until`: when to ask again (absent names only).
+    Known {
+        name: Option<Arc<str>>,
+        until: Option<Instant>,
+    },
+    /// Asked for, no answer yet.
+    Pending,
+    /// The name service failed; ask again after this.
+    Failed(Instant),
+}
+
+/// The cache the resolver thread fills.
 #[derive(Default)]
+struct Shared {
+    entries: Mutex<HashMap<Id, Entry>>,
+    answered: Condvar,
+}
+
+fn lock(m: &Mutex<HashMap<Id, Entry>>) -> MutexGuard<'_, HashMap<Id, Entry>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// uid/gid to name, cached; the data path's handle on the resolver thread.
 pub struct Names {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    shared: Arc<Shared>,
+    ask: Option<mpsc::Sender<Id>>,
+    /// The data path's own copy of answers, read without a lock.
+    local: HashMap<Id, (Option<Arc<str>>, Option<Instant>)>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Names {
+    pub fn new() -> Self {
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel::<Id>();
+        let resolver = Arc::clone(&shared);
+        let spawned = thread::Builder::new().name("names".into()).spawn(move || {
+            for id in rx {
+                let entry = resolve(id);
+                lock(&resolver.entries).insert(id, entry);
+                resolver.answered.notify_all();
+            }
+        });
+        let ask = match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                eprintln!(
+                    "tinyexec-sensor: warning: no name resolver thread ({e}): records carry uids and gids only"
+                );
+                None
+            }
+        };
+        Self {
+            shared,
+            ask,
+            local: HashMap::new(),
+        }
+    }
+
     pub fn user(&mut self, uid: u32) -> Option<&str> {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| lookup_user(uid))
-            .as_deref()
+        self.name(Id::User(uid))
     }
 
     pub fn group(&mut self, gid: u32) -> Option<&str> {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| lookup_group(gid))
-            .as_deref()
+        self.name(Id::Group(gid))
+    }
+
+    fn name(&mut self, id: Id) -> Option<&str> {
+        let now = Instant::now();
+        let fresh = self
+            .local
+            .get(&id)
+            .is_some_and(|(_, until)| until.is_none_or(|u| now < u));
+        if !fresh {
+            match self.fetch(id, now) {
+                Some(known) => {
+                    self.local.insert(id, known);
+                }
+                // Not known (yet): the number this time, the cache asked again next time.
+                None => return None,
+            }
+        }
+        self.local.get(&id).and_then(|(n, _)| n.as_deref())
+    }
+
+    /// The shared cache's answer, asking the resolver (and waiting a moment)
+    /// when it has none; None while there is no answer.
+    fn fetch(&self, id: Id, now: Instant) -> Option<(Option<Arc<str>>, Option<Instant>)> {
+        let mut entries = lock(&self.shared.entries);
+        let ask = match entries.get(&id) {
+            Some(Entry::Known { name, until }) if until.is_none_or(|u| now < u) => {
+                return Some((name.clone(), *until));
+            }
+            // Someone waited already: do not pay the wait again for the same id.
+            Some(Entry::Pending) => return None,
+            Some(Entry::Failed(retry)) if now < *retry => return None,
+            _ => true,
+        };
+        if ask {
+            let sender = self.ask.as_ref()?;
+            entries.insert(id, Entry::Pending);
+            if sender.send(id).is_err() {
+                entries.insert(id, Entry::Failed(now + FAILED_FOR));
+                return None;
+            }
+        }
+        let (entries, _) = self
+            .shared
+            .answered
+            .wait_timeout_while(entries, NAME_WAIT, |e| {
+                matches!(e.get(&id), Some(Entry::Pending))
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        match entries.get(&id) {
+            Some(Entry::Known { name, until }) => Some((name.clone(), *until)),
+            _ => None,
+        }
+    }
+}
+
+/// What NSS says about one id.
+fn resolve(id: Id) -> Entry {
+    let now = Instant::now();
+    let answer = match id {
+        Id::User(uid) => lookup(uid, libc::_SC_GETPW_R_SIZE_MAX, getpw),
+        Id::Group(gid) => lookup(gid, libc::_SC_GETGR_R_SIZE_MAX, getgr),
+    };
+    match answer {
+        Ok(Some(name)) => Entry::Known {
+            name: Some(name.into()),
+            until: None,
+        },
+        Ok(None) => Entry::Known {
+            name: None,
+            until: Some(now + ABSENT_FOR),
+        },
+        Err(rc) => {
+            eprintln!(
+                "tinyexec-sensor: warning: looking up the name of {id:?} failed ({}); records carry the number, retried in {FAILED_FOR:?}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+            Entry::Failed(now + FAILED_FOR)
+        }
+    }
+}
+
+/// One `get*_r` call into `buf`: its return code and, on success, the name.
+type Getter = fn(u32, &mut [u8]) -> (i32, Option<String>);
+
+/// Calls `get` with a buffer grown on ERANGE (the entry did not fit: a group
+/// with many members) up to [`MAX_BUFFER`]; retries on EINTR. Ok(None): no
+/// such id. Err: the name service failed.
+fn lookup(id: u32, size_hint: libc::c_int, get: Getter) -> Result<Option<String>, i32> {
+    // SAFETY: sysconf has no preconditions.
+    let hint = unsafe { libc::sysconf(size_hint) };
+    let mut len = usize::try_from(hint).unwrap_or(0).clamp(1024, MAX_BUFFER);
+    loop {
+        let mut buf = vec![0u8; len];
+        match get(id, &mut buf) {
+            (0, name) => return Ok(name),
+            (libc::EINTR, _) => {}
+            (libc::ERANGE, _) if len < MAX_BUFFER => len = (len * 2).min(MAX_BUFFER),
+            // getpwuid_r(3): these mean "not found" on some NSS modules.
+            (libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM, _) => return Ok(None),
+            (rc, _) => return Err(rc),
+        }
     }
 }
 
@@ -35,8 +214,7 @@ fn c_name(ptr: *const libc::c_char) -> Option<String> {
     Some(s.to_string_lossy().into_owned())
 }
 
-fn lookup_user(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
+fn getpw(uid: u32, buf: &mut [u8]) -> (i32, Option<String>) {
     // SAFETY: zeroed passwd is a valid out-parameter.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
@@ -50,14 +228,13 @@ fn lookup_user(uid: u32) -> Option<String> {
             &mut result,
         )
     };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    c_name(pwd.pw_name)
+    let name = (rc == 0 && !result.is_null())
+        .then(|| c_name(pwd.pw_name))
+        .flatten();
+    (rc, name)
 }
 
-fn lookup_group(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 16384];
+fn getgr(gid: u32, buf: &mut [u8]) -> (i32, Option<String>) {
     // SAFETY: zeroed group is a valid out-parameter.
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
@@ -71,10 +248,10 @@ fn lookup_group(gid: u32) -> Option<String> {
             &mut result,
         )
     };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    c_name(grp.gr_name)
+    let name = (rc == 0 && !result.is_null())
+        .then(|| c_name(grp.gr_name))
+        .flatten();
+    (rc, name)
 }
 
 /// This host's name (uname nodename).
@@ -100,4 +277,56 @@ pub fn new_uuid() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_resolves_and_an_unused_id_is_absent() {
+        let mut names = Names::new();
+        assert_eq!(names.user(0), Some("root"));
+        assert_eq!(names.group(0), Some("root"));
+        // Cached: the second answer needs no resolver.
+        assert_eq!(names.user(0), Some("root"));
+        assert_eq!(names.user(4_000_000_000), None);
+    }
+
+    #[test]
+    fn erange_grows_the_buffer_until_the_entry_fits() {
+        // A stand-in for NSS with a group of about 1 MiB of member names.
+        fn get(_: u32, buf: &mut [u8]) -> (i32, Option<String>) {
+            if buf.len() < 1 << 20 {
+                (libc::ERANGE, None)
+            } else {
+                (0, Some(buf.len().to_string()))
+            }
+        }
+        let len: usize = lookup(7, libc::_SC_GETGR_R_SIZE_MAX, get)
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1 << 20..2 << 20).contains(&len), "{len}");
+    }
+
+    #[test]
+    fn erange_past_the_cap_is_a_failure_not_an_absent_name() {
+        fn get(_: u32, _: &mut [u8]) -> (i32, Option<String>) {
+            (libc::ERANGE, None)
+        }
+        assert_eq!(
+            lookup(7, libc::_SC_GETGR_R_SIZE_MAX, get),
+            Err(libc::ERANGE)
+        );
+        fn io(_: u32, _: &mut [u8]) -> (i32, Option<String>) {
+            (libc::EIO, None)
+        }
+        assert_eq!(lookup(7, libc::_SC_GETPW_R_SIZE_MAX, io), Err(libc::EIO));
+        fn absent(_: u32, _: &mut [u8]) -> (i32, Option<String>) {
+            (libc::ENOENT, None)
+        }
+        assert_eq!(lookup(7, libc::_SC_GETPW_R_SIZE_MAX, absent), Ok(None));
+    }
 }

@@ -17,6 +17,7 @@ pub mod exclusions;
 #[cfg(test)]
 mod field_names;
 pub mod fuzzing;
+mod heartbeat;
 mod identity;
 mod offsets;
 mod output;
@@ -24,6 +25,7 @@ mod pipeline;
 mod policy;
 mod preflight;
 mod record;
+mod repeats;
 pub mod run;
 pub mod scan;
 mod selftest;

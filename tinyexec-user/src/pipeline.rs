@@ -1,15 +1,18 @@
-//! The data path, top to bottom: kernel record → decode → record → emit.
+//! The data path, top to bottom: kernel record → decode → detect → record →
+//! exclusions → the flood bound (`repeats`) → the outputs' queues.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    clock::{BootClock, rfc3339},
+    clock::{BootClock, boot_now_ns, rfc3339},
     decode::{self, Exec},
     detect::{self, Verdict},
+    heartbeat::{self, Counters},
     identity::{self, Names},
     output::Outputs,
     policy::Policy,
     record::{self, Agent, ExclusionRef, Host, Record},
+    repeats::{Key, Pending, Repeats, Seen, Tracker},
 };
 
 /// What happens to an alert an exclusion covers.
@@ -35,15 +38,27 @@ pub struct Pipeline {
     lost_reported: u64,
     lost_in_records: u64,
     all_execs: bool,
+    repeats: Tracker,
+    counters: Counters,
+    heartbeat_secs: u64,
+}
+
+/// How the pipeline is set up, besides its outputs and exclusions.
+pub struct Options {
+    pub all_execs: bool,
+    pub suppressed: Suppressed,
+    /// `--repeat-window`: 0 turns the flood bound off.
+    pub repeat_window_secs: u64,
+    pub heartbeat_secs: u64,
 }
 
 impl Pipeline {
-    pub fn new(outputs: Outputs, all_execs: bool, policy: Policy, suppressed: Suppressed) -> Self {
+    pub fn new(outputs: Outputs, policy: Policy, opts: &Options) -> Self {
         Self {
             outputs,
             policy,
-            suppressed,
-            names: Names::default(),
+            suppressed: opts.suppressed,
+            names: Names::new(),
             clock: BootClock::new(),
             host: Host {
                 hostname: identity::hostname(),
@@ -57,12 +72,16 @@ impl Pipeline {
             sequence: 0,
             lost_reported: 0,
             lost_in_records: 0,
-            all_execs,
+            all_execs: opts.all_execs,
+            repeats: Tracker::new(opts.repeat_window_secs),
+            counters: Counters::default(),
+            heartbeat_secs: opts.heartbeat_secs,
         }
     }
 
     /// One kernel record. A record that cannot be decoded is reported, not fatal.
     pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+        self.counters.records_read += 1;
         let exec = match decode::decode(bytes) {
             Ok(exec) => exec,
             Err(err) => {
@@ -91,14 +110,18 @@ impl Pipeline {
         Ok(())
     }
 
-    fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
+    fn exec_record(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Record {
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        let mut rec =
-            record::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent);
+        record::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent)
+    }
+
+    fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
+        let mut rec = self.exec_record(exec, verdict);
         // Exclusions apply to alerts the user space raises; a kill already happened.
         if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
             let doc = serde_json::to_value(&rec).context("encoding a record")?;
             if let Some(hit) = self.policy.suppressing(&doc) {
+                self.counters.suppressed += 1;
                 if self.suppressed == Suppressed::Count {
                     return Ok(());
                 }
@@ -109,7 +132,55 @@ impl Pipeline {
                 });
             }
         }
-        self.write(rec)
+        if verdict.is_none() && !exec.killed {
+            self.write(rec); // an ordinary exec (--all-execs)
+            return Ok(());
+        }
+        // An alert, a kill or a suppressed alert: subject to the flood bound.
+        let exclusion = rec.exclusion.as_ref().map(|e| (e.name.clone(), e.line));
+        let key = Key::of(
+            exec,
+            verdict,
+            rec.event.kind,
+            exclusion.as_ref().map(|(n, _)| n.as_str()),
+        );
+        let (ended, seen) = self.repeats.observe(&key, exec, verdict, exclusion);
+        if let Some(p) = ended {
+            self.emit_aggregate(p);
+        }
+        match seen {
+            Seen::First => {
+                let seq = self.write(rec);
+                self.repeats.opened(key, seq, exec.ktime_ns);
+            }
+            Seen::Untracked => {
+                self.write(rec);
+            }
+            Seen::Repeat { of_sequence } => {
+                self.counters.repeats += 1;
+                if self.all_execs {
+                    // Still one record per exec, but not another alert.
+                    rec.event.kind = "event";
+                    rec.tinyexec.repeat_of = Some(of_sequence);
+                    self.write(rec);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One record for the repeats of a window: the last one's details, their count.
+    fn emit_aggregate(&mut self, p: Pending) {
+        let mut rec = self.exec_record(&p.last, p.verdict.as_ref());
+        rec.event.kind = p.kind;
+        rec.exclusion = p.exclusion.map(|(name, line)| ExclusionRef { name, line });
+        rec.repeats = Some(Repeats {
+            count: p.count,
+            first_timestamp: rfc3339(self.clock.wall(p.first_ktime_ns)),
+            of_sequence: p.of_sequence,
+            window_secs: self.repeats.window_secs(),
+        });
+        self.write(rec);
     }
 
     /// Re-reads the exclusions when forced (SIGHUP) or changed on disk, between
@@ -127,35 +198,64 @@ impl Pipeline {
                 self.policy.counters_line()
             );
         }
-        if let Some(line) = self.outputs.counters_line() {
-            eprintln!("tinyexec-sensor: {line}");
-        }
+        eprintln!("tinyexec-sensor: {}", self.outputs.counters_line());
     }
 
     /// Reports records the kernel could not deliver, once per increase of its counter.
-    pub fn report_lost(&mut self, total: u64) -> Result<()> {
+    pub fn report_lost(&mut self, total: u64) {
         if total <= self.lost_reported {
-            return Ok(());
+            return;
         }
         let count = total - self.lost_reported;
         self.lost_reported = total;
         let ts = rfc3339(std::time::SystemTime::now());
         let rec = record::lost_record(count, total, ts, &self.host, &self.agent);
-        self.write(rec)?;
-        self.flush()
+        self.write(rec);
     }
 
-    /// Stamps the run's sequence number and the losses since the previous record, then emits.
-    fn write(&mut self, mut rec: Record) -> Result<()> {
+    /// A heartbeat to every output: the counters as they are now.
+    pub fn heartbeat(&mut self, execs_seen: u64, last: bool) {
+        // Every record before it in the queues' counts, so that they add up.
+        self.outputs.commit();
+        let outputs = self.outputs.counts();
+        let snapshot = heartbeat::Snapshot {
+            interval_secs: self.heartbeat_secs,
+            last,
+            execs_seen,
+            kernel_lost: self.lost_reported,
+            counters: self.counters,
+            outputs: &outputs,
+        };
+        let ts = rfc3339(std::time::SystemTime::now());
+        let rec = heartbeat::record(&snapshot, ts, &self.host, &self.agent);
+        self.write(rec);
+    }
+
+    /// Stamps the run's sequence number and the losses since the previous
+    /// record, then queues it for every output; returns its sequence number.
+    fn write(&mut self, mut rec: Record) -> u64 {
         self.sequence += 1;
         rec.event.sequence = self.sequence;
         rec.tinyexec.lost_since_previous = self.lost_reported - self.lost_in_records;
         self.lost_in_records = self.lost_reported;
-        self.outputs.write(&rec)
+        if rec.event.kind == "alert" {
+            self.counters.alerts += 1;
+        }
+        self.outputs.write(rec);
+        self.sequence
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        self.outputs.flush()
+    /// Hands the records of the batch just handled to the outputs.
+    pub fn flush(&mut self) {
+        self.outputs.commit();
+    }
+
+    /// Why the sensor must stop, if an output said so (stdout nobody reads).
+    pub fn fatal(&self) -> Result<()> {
+        match self.outputs.fatal() {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     /// SIGHUP: reopen output files (logrotate) and reload the exclusions.
@@ -164,8 +264,25 @@ impl Pipeline {
         self.reload_exclusions(true);
     }
 
-    /// Periodic upkeep: follow wall-clock steps.
+    /// Periodic upkeep: follow wall-clock steps, emit the aggregates of
+    /// repeat windows that ended.
     pub fn tick(&mut self) {
         self.clock.refresh();
+        for p in self.repeats.expire(boot_now_ns()) {
+            self.emit_aggregate(p);
+        }
+    }
+
+    /// At exit, after the ring is drained: the aggregates of every open
+    /// window, the last heartbeat, then the outputs get `grace` to deliver.
+    pub fn finish(mut self, execs_seen: u64, grace: std::time::Duration) -> Result<()> {
+        for p in self.repeats.drain() {
+            self.emit_aggregate(p);
+        }
+        self.heartbeat(execs_seen, true);
+        self.log_counters();
+        let fatal = self.fatal();
+        self.outputs.shutdown(grace);
+        fatal
     }
 }

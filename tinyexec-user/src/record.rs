@@ -10,7 +10,9 @@ use crate::{
     container::{self, Workload},
     decode::Exec,
     detect::{Source, Target, Verdict},
+    heartbeat::Heartbeat,
     identity::Names,
+    repeats::Repeats,
 };
 
 /// What every record carries about where it comes from.
@@ -22,7 +24,7 @@ pub struct Host {
 
 #[derive(Debug, Serialize)]
 pub struct Event {
-    /// `exec`, `killed` (prevent mode stopped it), `lost`.
+    /// `exec`, `killed` (prevent mode stopped it), `lost`, `heartbeat`.
     pub action: &'static str,
     /// `alert` for rule matches, `suppressed` for matches an exclusion covers,
     /// `event` for other execs, `metric` for counters.
@@ -204,8 +206,8 @@ pub struct User {
     pub name: String,
 }
 
-/// The version of the record schema (docs/schema.md); bumped on any
-/// incompatible change.
+/// The version of the record schema (docs/schema.md): MINOR for new optional
+/// fields (1.1: heartbeats, aggregated repeats), MAJOR for incompatible changes.
 pub const SCHEMA_VERSION: &str = "1.1";
 
 /// The sensor that wrote the record (ECS `agent`).
@@ -237,6 +239,10 @@ pub struct Sensor {
     /// Prevent mode asked the kernel to kill it but no signal could be sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kill_failed: bool,
+    /// `--all-execs`: this exec repeats the alert with this `event.sequence`
+    /// within the repeat window, so it is not another alert (see `repeats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_of: Option<u64>,
 }
 
 /// The exclusion that suppressed an alert.
@@ -278,6 +284,10 @@ pub struct Record {
     pub kubernetes: Option<Kubernetes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<Repeats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
     pub host: Host,
     pub agent: Agent,
     pub tinyexec: Sensor,
@@ -483,6 +493,8 @@ pub fn exec_record(
             .then_some(Orchestrator { kind: "kubernetes" }),
         kubernetes: pod_uid.map(|uid| Kubernetes { pod: Pod { uid } }),
         lost: None,
+        repeats: None,
+        heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
         tinyexec: Sensor {
@@ -492,6 +504,7 @@ pub fn exec_record(
             read_error: Some(exec.read_error || exec.args_unreadable),
             content_source,
             kill_failed: exec.kill_failed,
+            repeat_of: None,
         },
     }
 }
@@ -519,6 +532,8 @@ pub fn lost_record(
         orchestrator: None,
         kubernetes: None,
         lost: Some(Lost { count, total }),
+        repeats: None,
+        heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
         tinyexec: Sensor {
@@ -619,7 +634,73 @@ pub fn samples() -> Vec<Record> {
         line: 1,
     });
     out.push(lost_record(1, 1, "t".into(), &host, &agent));
+    // An aggregate of repeats, and a repeat as --all-execs records it.
+    let mut aggregate = exec_record(
+        &exec,
+        Some(&verdicts[0]),
+        &mut names,
+        "t".into(),
+        &host,
+        &agent,
+    );
+    aggregate.repeats = Some(Repeats {
+        count: 2,
+        first_timestamp: "t".into(),
+        of_sequence: 1,
+        window_secs: 60,
+    });
+    out.push(aggregate);
+    let mut repeat = exec_record(
+        &exec,
+        Some(&verdicts[0]),
+        &mut names,
+        "t".into(),
+        &host,
+        &agent,
+    );
+    repeat.tinyexec.repeat_of = Some(1);
+    out.push(repeat);
+    out.push(heartbeat_sample(&host, &agent));
     out
+}
+
+/// A heartbeat naming every output, Sentinel's own counters too.
+#[cfg(test)]
+fn heartbeat_sample(host: &Host, agent: &Agent) -> Record {
+    use crate::heartbeat::{self, OutputHeartbeat, Snapshot};
+    let mut rec = heartbeat::record(
+        &Snapshot {
+            interval_secs: 60,
+            last: false,
+            execs_seen: 1,
+            kernel_lost: 0,
+            counters: heartbeat::Counters::default(),
+            outputs: &[],
+        },
+        "t".into(),
+        host,
+        agent,
+    );
+    let counts = |sentinel: bool| {
+        Some(OutputHeartbeat {
+            written: 1,
+            failed: 0,
+            dropped: 0,
+            queued: 0,
+            delivered: sentinel.then_some(1),
+            rejected: sentinel.then_some(0),
+            spool_dropped: sentinel.then_some(0),
+        })
+    };
+    if let Some(h) = &mut rec.heartbeat {
+        h.outputs = heartbeat::Outputs {
+            stdout: counts(false),
+            file: counts(false),
+            syslog: counts(false),
+            sentinel: counts(true),
+        };
+    }
+    rec
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub use crate::settings::RunArgs;
 use crate::{
     decode,
     output::{OutputOptions, Outputs},
-    pipeline::Pipeline,
+    pipeline::{self, Pipeline},
     policy::Policy,
     preflight,
     selftest::Canary,
@@ -24,6 +24,8 @@ use crate::{
 
 /// How often the ring is drained without a wake-up and the lost-records counter read.
 const TICK: Duration = Duration::from_millis(200);
+/// How long the outputs may take at exit to deliver what they hold.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How long the canary's record may take to arrive (an exec takes milliseconds,
 /// even in an emulated VM).
 const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +44,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         file: args.output_file.as_deref(),
         syslog: args.syslog.as_deref(),
         sentinel: args.sentinel.as_deref(),
+        queue: args.output_queue as usize,
     })?;
     preflight::check_btf(&args.btf)?;
     preflight::check_privileges()?;
@@ -66,13 +69,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         (false, true) => "alerts only, prevent",
         (true, true) => "every exec, prevent",
     };
-    let pipeline = Pipeline::new(outputs, args.all_execs, policy, args.suppressed);
-    let stats = Duration::from_secs(args.stats_interval.max(1));
+    let pipeline = Pipeline::new(
+        outputs,
+        policy,
+        &pipeline::Options {
+            all_execs: args.all_execs,
+            suppressed: args.suppressed,
+            repeat_window_secs: u64::from(args.repeat_window),
+            heartbeat_secs: u64::from(args.heartbeat_interval),
+        },
+    );
+    let every = Every {
+        stats: Duration::from_secs(args.stats_interval.max(1)),
+        heartbeat: Duration::from_secs(u64::from(args.heartbeat_interval)),
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, stats, mode, &args.btf))
+        .block_on(stream(sensor, pipeline, every, mode, &args.btf))
+}
+
+/// The periodic work's intervals.
+struct Every {
+    stats: Duration,
+    heartbeat: Duration,
 }
 
 /// Says the sensor is ready, on stderr and to systemd.
@@ -90,7 +111,7 @@ fn announce_ready(mode: &str) {
 async fn stream(
     sensor: Sensor,
     mut pipeline: Pipeline,
-    stats_every: Duration,
+    every: Every,
     mode: &str,
     btf: &Path,
 ) -> Result<()> {
@@ -102,6 +123,7 @@ async fn stream(
         ebpf,
         events,
         lost,
+        execs,
         stages: _stages,
         mut control,
         ..
@@ -120,8 +142,10 @@ async fn stream(
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(mode);
     let mut tick = tokio::time::interval(TICK);
-    let mut stats = tokio::time::interval(stats_every);
+    let mut stats = tokio::time::interval(every.stats);
     stats.tick().await;
+    let mut heartbeat = tokio::time::interval(every.heartbeat);
+    heartbeat.tick().await;
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -131,7 +155,6 @@ async fn stream(
                     pipeline.handle(&item)?;
                 }
                 guard.clear_ready();
-                pipeline.flush()?;
             }
             _ = tick.tick() => {
                 // Records of ordinary execs are queued without a wake-up (see the
@@ -140,16 +163,22 @@ async fn stream(
                 while let Some(item) = ring.next() {
                     pipeline.handle(&item)?;
                 }
-                pipeline.flush()?;
                 pipeline.tick();
-                pipeline.report_lost(sensor::lost_total(&lost)?)?;
+                pipeline.report_lost(sensor::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
+                pipeline.fatal()?;
+            }
+            _ = heartbeat.tick() => {
+                pipeline.report_lost(sensor::lost_total(&lost)?);
+                pipeline.heartbeat(sensor::execs_total(&execs)?, false);
             }
             _ = sighup.recv() => pipeline.hangup(),
             _ = stats.tick() => pipeline.log_counters(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        // The batch just handled, to the outputs at once.
+        pipeline.flush();
     }
     // Detach first (no new records), then deliver what is already in the ring.
     drop(ebpf);
@@ -157,9 +186,8 @@ async fn stream(
     while let Some(item) = ring.next() {
         pipeline.handle(&item)?;
     }
-    pipeline.report_lost(sensor::lost_total(&lost)?)?;
-    pipeline.flush()?;
-    pipeline.log_counters();
+    pipeline.report_lost(sensor::lost_total(&lost)?);
+    pipeline.finish(sensor::execs_total(&execs)?, EXIT_GRACE)?;
     eprintln!("tinyexec-sensor: stopped");
     Ok(())
 }
@@ -233,7 +261,7 @@ async fn canary_record(
                     }
                 }
                 guard.clear_ready();
-                let _ = pipeline.flush();
+                pipeline.flush();
                 if found.is_some() {
                     return found;
                 }

@@ -51,6 +51,8 @@ pub struct Sensor {
     pub ebpf: Programs,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// Execs the entry program saw, per CPU.
+    pub execs: PerCpuArray<MapData, u64>,
     /// The stages the entry tail-calls. Kept open: the kernel empties a
     /// program array when its last user-space descriptor closes.
     pub stages: ProgramArray<MapData>,
@@ -161,6 +163,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     let link = bpf_sys::raw_tracepoint_open(&tracepoint, entry.as_fd())
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
     programs.push(entry);
+    let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
     Ok(Sensor {
         ebpf: Programs {
             _link: link,
@@ -169,6 +172,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         },
         events,
         lost,
+        execs,
         stages,
         control,
         verified,
@@ -286,5 +290,11 @@ pub fn lost_total(lost: &PerCpuArray<MapData, u64>) -> Result<u64> {
     let per_cpu = lost
         .get(&0, 0)
         .context("reading the lost-records counter")?;
+    Ok(per_cpu.iter().sum())
+}
+
+/// Execs the kernel program saw since load, summed over CPUs.
+pub fn execs_total(execs: &PerCpuArray<MapData, u64>) -> Result<u64> {
+    let per_cpu = execs.get(&0, 0).context("reading the execs counter")?;
     Ok(per_cpu.iter().sum())
 }

@@ -14,6 +14,15 @@ pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";
 pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 /// Largest ring buffer: the largest power of two a `u32` holds.
 pub const MAX_RING_BUFFER: u32 = 1 << 31;
+/// Default seconds between heartbeats, and the most allowed (a day).
+pub const DEFAULT_HEARTBEAT: u32 = 60;
+pub const MAX_INTERVAL: u32 = 86_400;
+/// Default repeat window, seconds (see `repeats`).
+pub const DEFAULT_REPEAT_WINDOW: u32 = 60;
+/// Default and largest records per output queue. The default holds about a
+/// second of a busy host's `--all-execs` records in a few MiB.
+pub const DEFAULT_OUTPUT_QUEUE: u32 = 4096;
+pub const MAX_OUTPUT_QUEUE: u32 = 1_000_000;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
@@ -66,6 +75,20 @@ pub struct RunArgs {
     /// from 1 to the largest the kernel's verifier accepts [default: 64].
     #[arg(long, value_name = "N", value_parser = flag(max_path_depth))]
     pub max_path_depth: Option<u32>,
+    /// Seconds between heartbeat records (counters of the kernel program, the
+    /// pipeline and every output), from 1 to 86400; one more at exit [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = flag(heartbeat_interval))]
+    pub heartbeat_interval: Option<u32>,
+    /// Seconds during which repeats of an alert (the same file, content and
+    /// verdict) are counted into one aggregate record instead of alerted, from
+    /// 0 (off: every exec alerts) to 86400 [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = flag(repeat_window))]
+    pub repeat_window: Option<u32>,
+    /// Records each output may queue while it is slow or away (alerts and
+    /// heartbeats have a quarter more); past it records are dropped, and
+    /// counted. From 1 to 1000000 [default: 4096].
+    #[arg(long, value_name = "N", value_parser = flag(output_queue))]
+    pub output_queue: Option<u32>,
 }
 
 /// The system's page size: the ring buffer is made of whole pages.
@@ -100,6 +123,39 @@ pub fn max_path_depth(n: u32) -> Result<u32, String> {
     }
 }
 
+/// A valid `heartbeat_interval`, or why not.
+pub fn heartbeat_interval(n: u32) -> Result<u32, String> {
+    if (1..=MAX_INTERVAL).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a valid heartbeat interval: it must be from 1 to {MAX_INTERVAL} seconds"
+        ))
+    }
+}
+
+/// A valid `repeat_window`, or why not.
+pub fn repeat_window(n: u32) -> Result<u32, String> {
+    if n <= MAX_INTERVAL {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a valid repeat window: it must be from 0 (off) to {MAX_INTERVAL} seconds"
+        ))
+    }
+}
+
+/// A valid `output_queue`, or why not.
+pub fn output_queue(n: u32) -> Result<u32, String> {
+    if (1..=MAX_OUTPUT_QUEUE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a valid output queue length: it must be from 1 to {MAX_OUTPUT_QUEUE} records"
+        ))
+    }
+}
+
 /// A clap value parser for a `u32` flag checked by `check`; clap names the flag.
 fn flag(check: fn(u32) -> Result<u32, String>) -> impl Fn(&str) -> Result<u32, String> + Clone {
     move |text| {
@@ -130,6 +186,18 @@ fn max_path_depth_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D:
     checked(d, "max_path_depth", max_path_depth)
 }
 
+fn heartbeat_interval_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, "heartbeat_interval", heartbeat_interval)
+}
+
+fn repeat_window_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, "repeat_window", repeat_window)
+}
+
+fn output_queue_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    checked(d, "output_queue", output_queue)
+}
+
 /// The same settings as the file spells them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +217,12 @@ pub(crate) struct FileSettings {
     ring_buffer_size: Option<u32>,
     #[serde(default, deserialize_with = "max_path_depth_key")]
     max_path_depth: Option<u32>,
+    #[serde(default, deserialize_with = "heartbeat_interval_key")]
+    heartbeat_interval: Option<u32>,
+    #[serde(default, deserialize_with = "repeat_window_key")]
+    repeat_window: Option<u32>,
+    #[serde(default, deserialize_with = "output_queue_key")]
+    output_queue: Option<u32>,
 }
 
 /// Everything `run` needs, resolved.
@@ -167,6 +241,9 @@ pub struct Settings {
     pub btf: PathBuf,
     pub ring_buffer_size: u32,
     pub max_path_depth: u32,
+    pub heartbeat_interval: u32,
+    pub repeat_window: u32,
+    pub output_queue: u32,
     /// Which configuration file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -222,6 +299,18 @@ impl Settings {
                 .max_path_depth
                 .or(f.max_path_depth)
                 .unwrap_or(tinyexec_ebpf::DEFAULT_PATH_DEPTH),
+            heartbeat_interval: args
+                .heartbeat_interval
+                .or(f.heartbeat_interval)
+                .unwrap_or(DEFAULT_HEARTBEAT),
+            repeat_window: args
+                .repeat_window
+                .or(f.repeat_window)
+                .unwrap_or(DEFAULT_REPEAT_WINDOW),
+            output_queue: args
+                .output_queue
+                .or(f.output_queue)
+                .unwrap_or(DEFAULT_OUTPUT_QUEUE),
             config_file,
         }
     }

@@ -49,6 +49,8 @@ pub fn severities(rec: &Record) -> (u8, u8) {
             _ => (10, 2),
         },
         ("suppressed", _) => (3, 5),
+        // Notice: the CEF connector's collection (Notice and above) takes it.
+        (_, "heartbeat") => (1, 5),
         ("metric", _) => (5, 4),
         _ => (1, 6),
     }
@@ -148,6 +150,23 @@ pub fn format(rec: &Record) -> String {
             "msg",
             format!("{} records lost ({} since start)", l.count, l.total),
         ));
+    }
+    if let Some(h) = &rec.heartbeat {
+        // The counters as the JSON object records carry (`heartbeat`): the
+        // parser and the heartbeat rule read them back with parse_json.
+        ext.push(("msg", serde_json::to_string(h).unwrap_or_default()));
+    }
+    if let Some(r) = &rec.repeats {
+        // An aggregate: CEF's own count, and flexNumber1 labelled so the parser
+        // knows it from a plain record (whose EventCount the agent may fill
+        // with 1); cn2 is the vpid.
+        // Both int32: capped there (a window never holds that many).
+        let n = r.count.min(i32::MAX as u64).to_string();
+        ext.extend([
+            ("cnt", n.clone()),
+            ("flexNumber1Label", "repeatsCount".into()),
+            ("flexNumber1", n),
+        ]);
     }
     if let Some(f) = &rec.file {
         ext.push(("filePath", f.path.clone()));

@@ -1,40 +1,84 @@
-//! Where records go: stdout, a JSON-lines file, syslog (CEF), in any combination.
+//! Where records go: stdout, a JSON-lines file, syslog (CEF), Microsoft
+//! Sentinel, in any combination. Each output is a worker thread with a bounded
+//! queue ([`queue`]): the data path only queues, so no output can delay
+//! detection or another output, and every record offered to an output is
+//! accounted for in its counters (the heartbeat reports them).
 
 mod cef;
 mod file;
+mod queue;
 mod sentinel;
+mod stdout;
 mod syslog;
+mod worker;
 
 use std::{
-    io::{self, Write},
     path::Path,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    thread,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+
+pub use queue::Counts;
 
 use crate::record::Record;
+use queue::Queue;
 
-/// Reports a failing output without flooding stderr: the first failure, then every 1000th.
-#[derive(Default)]
-struct Failures(u64);
+/// A record on its way to the outputs, shared by all of them; its JSON is
+/// made once, by the first output that needs it, on that output's thread.
+pub struct Item {
+    pub record: Record,
+    json: OnceLock<String>,
+}
 
-impl Failures {
-    fn note(&mut self, what: &str, err: &anyhow::Error) {
-        self.0 += 1;
-        if self.0 == 1 || self.0.is_multiple_of(1000) {
-            eprintln!(
-                "tinyexec-sensor: {what} failed ({} times so far): {err:#}",
-                self.0
-            );
+impl Item {
+    pub fn new(record: Record) -> Self {
+        Self {
+            record,
+            json: OnceLock::new(),
         }
+    }
+
+    /// The record as one line of JSON (without the newline).
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            // Our records hold only strings, numbers, booleans and arrays of
+            // them: serde_json cannot fail on them.
+            serde_json::to_string(&self.record)
+                .unwrap_or_else(|e| format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()))
+        })
+    }
+
+    /// Alerts and heartbeats may use the queues' reserve: a queue full of
+    /// ordinary records still takes them (heartbeats are a few a minute).
+    pub fn priority(&self) -> bool {
+        self.record.event.kind == "alert" || self.record.event.action == "heartbeat"
     }
 }
 
+/// One output's counters, and Sentinel's delivery counters.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputCounts {
+    pub name: &'static str,
+    pub counts: Counts,
+    pub sentinel: Option<sentinel::Delivery>,
+}
+
+struct Output {
+    name: &'static str,
+    queue: Arc<Queue<Arc<Item>>>,
+    thread: Option<thread::JoinHandle<()>>,
+    sentinel: Option<Arc<sentinel::Stats>>,
+}
+
 pub struct Outputs {
-    stdout: Option<io::BufWriter<io::Stdout>>,
-    file: Option<(file::JsonFile, Failures)>,
-    syslog: Option<(syslog::Syslog, Failures)>,
-    sentinel: Option<(sentinel::Sentinel, Failures)>,
+    outputs: Vec<Output>,
+    /// Records of the batch being handled, handed to the queues at once.
+    pending: Vec<Arc<Item>>,
+    /// Set by an output that makes the sensor stop (stdout nobody reads).
+    fatal: Arc<Mutex<Option<String>>>,
 }
 
 pub struct OutputOptions<'a> {
@@ -42,74 +86,180 @@ pub struct OutputOptions<'a> {
     pub file: Option<&'a Path>,
     pub syslog: Option<&'a str>,
     pub sentinel: Option<&'a Path>,
+    /// Records each output's queue holds (alerts have a reserve on top).
+    pub queue: usize,
 }
 
 impl Outputs {
+    /// Checks every output's settings and starts its worker. A destination
+    /// that is down (a syslog server, the Sentinel endpoint) is not an error:
+    /// its worker connects when it can. Settings that cannot work are.
     pub fn open(opts: &OutputOptions<'_>) -> Result<Self> {
+        type Opened = (
+            &'static str,
+            Box<dyn worker::Sink>,
+            Option<Arc<sentinel::Stats>>,
+        );
+        let mut sinks: Vec<Opened> = Vec::new();
+        if opts.stdout {
+            sinks.push(("stdout", Box::new(stdout::Stdout::new()), None));
+        }
+        if let Some(p) = opts.file {
+            sinks.push(("output file", Box::new(file::JsonFile::open(p)?), None));
+        }
+        if let Some(url) = opts.syslog {
+            sinks.push(("syslog", Box::new(syslog::Syslog::new(url)?), None));
+        }
+        if let Some(p) = opts.sentinel {
+            let s = sentinel::Sentinel::open(p)?;
+            let stats = s.stats();
+            sinks.push(("Sentinel", Box::new(s), Some(stats)));
+        }
+        let fatal: Arc<Mutex<Option<String>>> = Arc::default();
+        let mut outputs = Vec::new();
+        for (name, sink, stats) in sinks {
+            let queue = Arc::new(Queue::new(opts.queue));
+            let slot = Arc::clone(&fatal);
+            let on_fatal = Box::new(move |why: String| {
+                slot.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(format!("{name}: {why}"));
+            });
+            let thread = worker::spawn(name, sink, Arc::clone(&queue), on_fatal)?;
+            outputs.push(Output {
+                name,
+                queue,
+                thread: Some(thread),
+                sentinel: stats,
+            });
+        }
         Ok(Self {
-            stdout: opts.stdout.then(|| io::BufWriter::new(io::stdout())),
-            file: opts
-                .file
-                .map(|p| file::JsonFile::open(p).map(|f| (f, Failures::default())))
-                .transpose()?,
-            syslog: opts
-                .syslog
-                .map(|u| syslog::Syslog::open(u).map(|s| (s, Failures::default())))
-                .transpose()?,
-            sentinel: opts
-                .sentinel
-                .map(|p| sentinel::Sentinel::open(p).map(|s| (s, Failures::default())))
-                .transpose()?,
+            outputs,
+            pending: Vec::new(),
+            fatal,
         })
     }
 
-    /// To every output. Only stdout failing is fatal (nobody reads us any more);
-    /// a full disk or an unreachable syslog server is reported and retried.
-    pub fn write(&mut self, rec: &Record) -> Result<()> {
-        let json = serde_json::to_string(rec).context("encoding a record")?;
-        if let Some(out) = &mut self.stdout {
-            out.write_all(json.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .context("writing to stdout")?;
+    /// Takes the record for every output. Records are handed over per batch
+    /// (one lock and one wake-up per output for a ring's worth, see
+    /// [`Outputs::commit`]); an alert or a heartbeat at once, with what is
+    /// pending before it. Never waits for an output.
+    pub fn write(&mut self, rec: Record) {
+        let item = Arc::new(Item::new(rec));
+        let now = item.priority();
+        self.pending.push(item);
+        if now {
+            self.commit();
         }
-        if let Some((f, failures)) = &mut self.file
-            && let Err(e) = f.write_line(&json)
-        {
-            failures.note("the output file", &e);
-        }
-        if let Some((s, failures)) = &mut self.syslog
-            && let Err(e) = s.send(rec)
-        {
-            failures.note("syslog", &e);
-        }
-        if let Some((s, failures)) = &mut self.sentinel
-            && let Err(e) = s.push(rec)
-        {
-            failures.note("Sentinel", &e);
-        }
-        Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(out) = &mut self.stdout {
-            out.flush().context("flushing stdout")?;
+    /// Hands the pending records to every output's queue.
+    pub fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
-        Ok(())
+        for o in &self.outputs {
+            o.queue.push_all(
+                self.pending
+                    .iter()
+                    .map(|item| (Arc::clone(item), item.priority())),
+            );
+        }
+        self.pending.clear();
     }
 
-    /// The outputs' own counters, for the periodic counters line (Sentinel only, today).
-    pub fn counters_line(&self) -> Option<String> {
-        self.sentinel
-            .as_ref()
-            .map(|(s, _)| format!("sentinel: {}", s.counters_line()))
+    /// Why the sensor must stop, if an output said so.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every output's counters, in the order of [`OutputOptions`] (commit
+    /// first: pending records are in no queue's counts yet).
+    pub fn counts(&self) -> Vec<OutputCounts> {
+        self.outputs
+            .iter()
+            .map(|o| OutputCounts {
+                name: key(o.name),
+                counts: o.queue.counts(),
+                sentinel: o.sentinel.as_ref().map(|s| s.delivery()),
+            })
+            .collect()
+    }
+
+    /// `stdout: written N, failed N, dropped N, queued N; ...` for the counters log line.
+    pub fn counters_line(&self) -> String {
+        let parts: Vec<String> = self
+            .counts()
+            .iter()
+            .map(|o| {
+                let c = o.counts;
+                let mut s = format!(
+                    "{}: written {}, failed {}, dropped {}, queued {}",
+                    o.name, c.written, c.failed, c.dropped, c.queued
+                );
+                if let Some(d) = o.sentinel {
+                    s.push_str(&format!(
+                        ", delivered {}, rejected {}, dropped by the spool bound {}, batches split {}",
+                        d.delivered, d.rejected, d.spool_dropped, d.splits
+                    ));
+                }
+                s
+            })
+            .collect();
+        parts.join("; ")
     }
 
     /// SIGHUP: logrotate moved the file away.
-    pub fn reopen(&mut self) {
-        if let Some((f, failures)) = &mut self.file
-            && let Err(e) = f.reopen()
-        {
-            failures.note("reopening the output file", &e);
+    pub fn reopen(&self) {
+        for o in &self.outputs {
+            o.queue.request_reopen();
         }
+    }
+
+    /// Closes the queues and gives the workers until `grace` has passed to
+    /// deliver what is queued; what a stuck output still holds then is counted
+    /// dropped and said on stderr. Sentinel's spool keeps its batches for the
+    /// next start.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.commit();
+        for o in &self.outputs {
+            o.queue.close();
+        }
+        let deadline = Instant::now() + grace;
+        for o in &mut self.outputs {
+            let Some(t) = o.thread.take() else { continue };
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            let finished = t.is_finished();
+            if finished {
+                let _ = t.join();
+            }
+            // A worker still stuck, or one that ended away from its destination.
+            let left = o.queue.abandon();
+            if left > 0 {
+                let why = if finished {
+                    "not connected at exit"
+                } else {
+                    "still stuck at exit"
+                };
+                eprintln!(
+                    "tinyexec-sensor: {}: {why} (after {grace:?}): {left} queued records not delivered",
+                    o.name
+                );
+            }
+        }
+    }
+}
+
+/// The heartbeat's key for an output.
+fn key(name: &'static str) -> &'static str {
+    match name {
+        "output file" => "file",
+        "Sentinel" => "sentinel",
+        other => other,
     }
 }

@@ -1,24 +1,30 @@
 //! Sending CEF records to syslog: the local socket, UDP or TCP.
 //!
 //! Written on std sockets rather than a syslog crate: the message body is CEF
-//! we escape ourselves, and the three transports are a few lines each.
+//! we escape ourselves, and the three transports are a few lines each. Runs on
+//! the output's worker: a server that is down (at start or later) is
+//! reconnected with backoff there, and a send that blocks blocks only this output.
 
 use std::{
-    io::Write,
+    io::{self, Write},
     net::{TcpStream, ToSocketAddrs, UdpSocket},
     os::unix::net::UnixDatagram,
     path::PathBuf,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use super::cef;
+use super::{
+    Item, cef,
+    worker::{Failed, Sink, Written},
+};
 use crate::{identity, record::Record};
 
 /// `local4`: the facility a Sentinel data collection rule selects for tinyexec.
 const FACILITY: u8 = 20;
-const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting, and one send: past it the record fails and the connection is renewed.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 enum Transport {
@@ -30,18 +36,25 @@ enum Transport {
     Tcp(String),
 }
 
+enum Socket {
+    Unix(UnixDatagram),
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
 pub struct Syslog {
+    url: String,
     transport: Transport,
-    unix: Option<UnixDatagram>,
-    udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    socket: Option<Socket>,
     hostname: String,
     pid: u32,
 }
 
 impl Syslog {
-    /// Parses `unix:///path`, `udp://host:port` or `tcp://host:port`.
-    pub fn open(url: &str) -> Result<Self> {
+    /// Parses `unix:///path`, `udp://host:port` or `tcp://host:port`. Nothing
+    /// is connected yet: a server that is down at start is retried like one
+    /// that goes down later.
+    pub fn new(url: &str) -> Result<Self> {
         let transport = if let Some(path) = url.strip_prefix("unix://") {
             Transport::Unix(PathBuf::from(path))
         } else if let Some(addr) = url.strip_prefix("udp://") {
@@ -51,53 +64,46 @@ impl Syslog {
         } else {
             bail!("syslog URL `{url}`: expected unix:///path, udp://host:port or tcp://host:port");
         };
-        let mut s = Self {
+        Ok(Self {
+            url: url.to_owned(),
             transport,
-            unix: None,
-            udp: None,
-            tcp: None,
+            socket: None,
             hostname: identity::hostname(),
             pid: std::process::id(),
-        };
-        // Connect now so a wrong address is reported at start; later failures retry.
-        s.connect().with_context(|| format!("syslog {url}"))?;
-        Ok(s)
+        })
     }
 
-    fn connect(&mut self) -> Result<()> {
-        match &self.transport {
+    fn open(&self) -> Result<Socket> {
+        Ok(match &self.transport {
             Transport::Unix(path) => {
-                if self.unix.is_none() {
-                    let sock = UnixDatagram::unbound()?;
-                    sock.connect(path)
-                        .with_context(|| format!("connecting to {}", path.display()))?;
-                    self.unix = Some(sock);
-                }
+                let sock = UnixDatagram::unbound()?;
+                sock.connect(path)
+                    .with_context(|| format!("connecting to {}", path.display()))?;
+                sock.set_write_timeout(Some(TIMEOUT))?;
+                Socket::Unix(sock)
             }
             Transport::Udp(addr) => {
-                if self.udp.is_none() {
-                    let sock = UdpSocket::bind(if addr.starts_with('[') {
-                        "[::]:0"
-                    } else {
-                        "0.0.0.0:0"
-                    })?;
-                    sock.connect(addr.as_str())?;
-                    self.udp = Some(sock);
-                }
+                let sock = UdpSocket::bind(if addr.starts_with('[') {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                })?;
+                sock.connect(addr.as_str())
+                    .with_context(|| format!("resolving {addr}"))?;
+                sock.set_write_timeout(Some(TIMEOUT))?;
+                Socket::Udp(sock)
             }
             Transport::Tcp(addr) => {
-                if self.tcp.is_none() {
-                    let sa = addr
-                        .to_socket_addrs()?
-                        .next()
-                        .with_context(|| format!("{addr} resolves to nothing"))?;
-                    let stream = TcpStream::connect_timeout(&sa, TCP_TIMEOUT)?;
-                    stream.set_write_timeout(Some(TCP_TIMEOUT))?;
-                    self.tcp = Some(stream);
-                }
+                let sa = addr
+                    .to_socket_addrs()
+                    .with_context(|| format!("resolving {addr}"))?
+                    .next()
+                    .with_context(|| format!("{addr} resolves to nothing"))?;
+                let stream = TcpStream::connect_timeout(&sa, TIMEOUT)?;
+                stream.set_write_timeout(Some(TIMEOUT))?;
+                Socket::Tcp(stream)
             }
-        }
-        Ok(())
+        })
     }
 
     fn frame(&self, rec: &Record) -> String {
@@ -108,33 +114,91 @@ impl Syslog {
             // What glibc's syslog() sends: the local daemon adds the host name.
             Transport::Unix(_) => format!("<{pri}>{} tinyexec[{}]: {body}", bsd_time(), self.pid),
             Transport::Udp(_) | Transport::Tcp(_) => format!(
-                "<{pri}>1 {} {} tinyexec {} - - {body}",
+                "<{pri}>1 {} {} tinyexec {} - - {body}\n",
                 rec.timestamp, self.hostname, self.pid
             ),
         }
     }
+}
 
-    /// Sends one record; a broken connection is dropped and retried on the next record.
-    pub fn send(&mut self, rec: &Record) -> Result<()> {
-        let msg = self.frame(rec);
-        self.connect()?;
-        let sent = match &self.transport {
-            Transport::Unix(_) => self.unix.as_ref().map(|s| s.send(msg.as_bytes()).map(drop)),
-            Transport::Udp(_) => self.udp.as_ref().map(|s| s.send(msg.as_bytes()).map(drop)),
-            Transport::Tcp(_) => self.tcp.as_mut().map(|s| {
-                s.write_all(msg.as_bytes())?;
-                s.write_all(b"\n")
-            }),
-        };
-        match sent {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => {
-                (self.unix, self.udp, self.tcp) = (None, None, None);
-                Err(e.into())
+impl Sink for Syslog {
+    fn connect(&mut self) -> Result<()> {
+        if self.socket.is_none() {
+            self.socket = Some(
+                self.open()
+                    .with_context(|| format!("syslog {}", self.url))?,
+            );
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, item: &Item) -> Result<Written, Failed> {
+        let mut msg = self.frame(&item.record);
+        let sent = match self.socket.as_mut() {
+            // Datagrams carry no newline; TCP frames end with one.
+            Some(Socket::Unix(s)) => s.send(msg.as_bytes()).map(drop),
+            Some(Socket::Udp(s)) => {
+                msg.pop();
+                s.send(msg.as_bytes()).map(drop)
             }
-            None => bail!("not connected"),
+            Some(Socket::Tcp(s)) => write_within(s, msg.as_bytes()),
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        };
+        let Err(e) = sent else {
+            return Ok(Written(1));
+        };
+        // A TCP stream or a local socket that went away is reconnected; UDP's
+        // errors (a refused previous datagram) concern one datagram only.
+        let disconnect = match &self.socket {
+            Some(Socket::Udp(_)) => false,
+            Some(Socket::Unix(_)) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::NotFound
+                    | io::ErrorKind::NotConnected
+            ),
+            _ => true,
+        };
+        if disconnect {
+            self.socket = None;
+        }
+        Err(Failed::record(
+            anyhow::Error::new(e).context(format!("sending to syslog {}", self.url)),
+            disconnect,
+        ))
+    }
+}
+
+/// `write_all` with one deadline for the whole record: a peer that takes a
+/// few bytes now and then (a window that never opens) cannot hold the worker
+/// longer than [`TIMEOUT`] per record, as a time-out per write(2) would.
+fn write_within(s: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut first, mut shortened) = (true, false);
+    while !buf.is_empty() {
+        if !first {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the record was not taken within {TIMEOUT:?}"),
+                ));
+            }
+            s.set_write_timeout(Some(left))?;
+            shortened = true;
+        }
+        first = false;
+        match s.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    if shortened {
+        s.set_write_timeout(Some(TIMEOUT))?;
+    }
+    Ok(())
 }
 
 fn check_addr(addr: &str, url: &str) -> Result<String> {

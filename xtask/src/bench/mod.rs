@@ -3,6 +3,8 @@
 //! loss with `--all-execs`; exec-to-alert latency; the sensor's CPU time,
 //! peak RSS and the kernel's own run time of its program. See docs/performance.md.
 
+mod latency;
+mod outputs;
 mod peers;
 mod proc;
 mod report;
@@ -15,12 +17,8 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -55,6 +53,20 @@ pub struct Args {
     /// Measure this sensor binary instead of building the workspace's (release).
     #[arg(long, value_name = "PATH")]
     sensor: Option<PathBuf>,
+    /// Measure only these parts (repeatable) [default: all].
+    #[arg(long, value_enum, value_name = "PART")]
+    only: Vec<Part>,
+}
+
+/// The bench's parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Exec storms with and without the sensor (and peers): ratios, cost, loss.
+    Storms,
+    /// Exec-to-alert latency in both modes under background exec load.
+    Latency,
+    /// --all-execs with all four outputs on: records/s, CPU per 1000 execs.
+    Outputs,
 }
 
 /// Worker counts of the storms.
@@ -164,12 +176,6 @@ pub struct Baseline {
     pub rates: Vec<f64>,
 }
 
-pub struct Latency {
-    pub execs: usize,
-    /// Exec-to-line latencies, ns, sorted.
-    pub ns: Vec<u64>,
-}
-
 pub fn run(root: &Path, args: &Args) -> Result<()> {
     setup::require_root("the bench loads eBPF programs and changes kernel.bpf_stats_enabled")?;
     let started = SystemTime::now();
@@ -208,8 +214,10 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let bpf_stats = BpfStats::enable()?;
 
     let reps = args.reps.max(1);
+    let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let n = match args.execs {
         Some(n) => n.max(1),
+        None if !wants(Part::Storms) && !wants(Part::Outputs) => 0,
         None => {
             step("calibrating the storm size (no sensor, 1 worker)");
             calibrate(&bins.candidate)?
@@ -226,6 +234,9 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     };
 
     let mut rows = plan(&bins, &peer_list, auditd.is_some(), auditd_err);
+    if !wants(Part::Storms) {
+        rows.clear();
+    }
     let storms_per_rep: usize = rows.iter().filter(|r| r.unavailable.is_none()).count();
     step(&format!(
         "{reps} repetitions of {storms_per_rep} storms of {n} execs (1 and 2 workers), each between \
@@ -241,11 +252,53 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let storms = [(bins.candidate_len, &storm), (bins.ordinary_len, &ordinary)];
     let (baselines, others) = measure(&watchers, &mut rows, &storms, reps)?;
 
-    step(&format!(
-        "exec-to-alert latency: {} execs of a matching {} B binary, alerts-only sensor",
-        args.latency_execs, bins.matcher_len
-    ));
-    let latency = latency(&sensor_cmd, &bins.matcher, args.latency_execs)?;
+    let mut latencies = Vec::new();
+    for mode in [Mode::Alerts, Mode::AllExecs] {
+        if !wants(Part::Latency) {
+            break;
+        }
+        step(&format!(
+            "exec-to-alert latency: {} execs of a matching {} B binary, {} sensor, \
+             a {} B binary exec'd every {:?} meanwhile",
+            args.latency_execs,
+            bins.matcher_len,
+            report::mode_name(mode),
+            bins.ordinary_len,
+            latency::BACKGROUND_EVERY
+        ));
+        latencies.push(latency::measure(
+            &sensor_cmd,
+            mode,
+            &bins.matcher,
+            &bins.ordinary,
+            args.latency_execs,
+        )?);
+    }
+    let mut output_runs = Vec::new();
+    if wants(Part::Outputs) {
+        setup::test_tools()?;
+        let runs = reps;
+        step(&format!(
+            "--all-execs with stdout, a file, syslog over UDP and Sentinel (HTTPS stand-in): \
+             {runs} storms of {n} execs, {} workers",
+            outputs::WORKERS
+        ));
+        for i in 0..runs {
+            let r = outputs::storm_with_outputs(&sensor_cmd, &storm, &out_dir.join("outputs"))?;
+            step(&format!(
+                "outputs {}/{runs}: {} records in {:.2} s ({:.0}/s), stdout {} file {} syslog {} sentinel {}",
+                i + 1,
+                r.stdout,
+                r.busy.as_secs_f64(),
+                r.records_per_sec(),
+                r.stdout,
+                r.file,
+                r.syslog,
+                r.sentinel
+            ));
+            output_runs.push(r);
+        }
+    }
     drop(bpf_stats);
     drop(auditd);
 
@@ -264,7 +317,8 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" "),
         rows: &rows,
-        latency: &latency,
+        latency: &latencies,
+        outputs: &output_runs,
         binaries: [
             ("rule candidate", bins.candidate_len),
             ("ordinary", bins.ordinary_len),
@@ -672,7 +726,7 @@ fn sensor_storm(
         rss_anon_kib: rss_anon,
         bpf: (!ours.is_empty()).then_some(bpf),
         seen: Some(counts.emitted),
-        lost: Some(counts.lost),
+        lost: Some(counts.lost + counts.dropped),
     })
 }
 
@@ -740,6 +794,8 @@ struct Counts {
     emitted: u64,
     /// The last `lost.total`.
     lost: u64,
+    /// stdout's queue drops, from the last heartbeat.
+    dropped: u64,
 }
 
 fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
@@ -747,6 +803,7 @@ fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
     let mut c = Counts {
         emitted: 0,
         lost: 0,
+        dropped: 0,
     };
     for line in BufReader::new(f).lines() {
         let line = line?;
@@ -754,82 +811,17 @@ fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
             .with_context(|| format!("the sensor printed a non-JSON line: {line}"))?;
         match v["event"]["action"].as_str() {
             Some("lost") => c.lost = c.lost.max(v["lost"]["total"].as_u64().unwrap_or(0)),
+            // Records stdout's queue could not take are reported loss too.
+            Some("heartbeat") => {
+                c.dropped = v["heartbeat"]["outputs"]["stdout"]["dropped"]
+                    .as_u64()
+                    .unwrap_or(0);
+            }
             Some("exec") if v["file"]["path"].as_str() == Some(storm_path) => c.emitted += 1,
             _ => {}
         }
     }
     Ok(c)
-}
-
-/// CLOCK_BOOTTIME, ns: the clock of the records' `tinyexec.ktime_ns`.
-fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Exec-to-alert latency: `count` execs of a matching binary, 2 ms apart; for
-/// each alert, CLOCK_BOOTTIME when its line is read from the sensor's stdout
-/// pipe minus the kernel's exec time in the record.
-fn latency(sensor: &SensorCmd, matcher: &Path, count: usize) -> Result<Latency> {
-    let mut p = Proc::spawn(
-        "tinyexec-sensor",
-        sensor.command(Mode::Alerts).stdout(Stdio::piped()),
-    )?;
-    let out = p.take_stdout().context("stdout pipe")?;
-    let lines: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
-    let sink = Arc::clone(&lines);
-    let reader = thread::spawn(move || {
-        let mut r = BufReader::new(out);
-        loop {
-            let mut line = String::new();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let now = boottime_ns();
-                    if let Ok(mut g) = sink.lock() {
-                        g.push((now, line));
-                    }
-                }
-            }
-        }
-    });
-    p.wait_stderr("ready", READY_TIMEOUT)?;
-    for _ in 0..count {
-        storm::once(matcher)?;
-        thread::sleep(Duration::from_millis(2));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines.lock().map_or(0, |g| g.len()) < count && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
-    let _ = reader.join();
-    if !status.success() {
-        bail!(
-            "the sensor exited with {status}; stderr:\n{}",
-            p.stderr_tail()
-        );
-    }
-    let want = matcher.to_string_lossy();
-    let lines = lines.lock().map(|g| g.clone()).unwrap_or_default();
-    let mut ns = Vec::new();
-    for (read_at, line) in &lines {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("the sensor printed a non-JSON line: {line}"))?;
-        if v["event"]["kind"].as_str() == Some("alert")
-            && v["file"]["path"].as_str() == Some(&want)
-            && let Some(k) = v["tinyexec"]["ktime_ns"].as_u64()
-        {
-            ns.push(read_at.saturating_sub(k));
-        }
-    }
-    ns.sort_unstable();
-    Ok(Latency { execs: count, ns })
 }
 
 /// A command's stdout when it succeeds.

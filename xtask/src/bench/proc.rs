@@ -175,6 +175,13 @@ pub fn cpu_ticks(pid: i32) -> Result<u64> {
     parse_stat_cpu(&stat).with_context(|| format!("parsing {path}: {stat}"))
 }
 
+/// User CPU of the whole process (all threads), in clock ticks.
+pub fn user_ticks(pid: i32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_user(&stat).with_context(|| format!("parsing {path}: {stat}"))
+}
+
 /// Peak resident set size (VmHWM), KiB.
 pub fn vm_hwm_kib(pid: i32) -> Result<u64> {
     status_kib(pid, "VmHWM:")
@@ -278,6 +285,12 @@ fn parse_stat_cpu(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// utime alone (field 14).
+fn parse_stat_user(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(11)?.parse().ok()
+}
+
 fn parse_fdinfo(text: &str) -> Option<(u32, ProgStats)> {
     let get = |key: &str| {
         text.lines()
@@ -309,6 +322,7 @@ mod tests {
     fn stat_with_spaces_in_name() {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 10";
         assert_eq!(parse_stat_cpu(stat), Some(10));
+        assert_eq!(parse_stat_user(stat), Some(7));
     }
 
     #[test]

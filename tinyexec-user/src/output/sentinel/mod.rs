@@ -4,6 +4,10 @@
 //! is unreachable and splits a batch the service finds too large. Nothing is lost
 //! to an outage or a restart short of the spool's size bound; that loss, and every
 //! record the service refuses for good, is counted and logged.
+//!
+//! The batching runs on the output's worker (a record counts as written once
+//! its batch is on disk); the sender is a thread of its own, so a service that
+//! hangs delays neither the spool nor anything else.
 
 mod client;
 mod credential;
@@ -16,7 +20,6 @@ use std::{
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, RecvTimeoutError},
     },
     thread,
     time::{Duration, Instant},
@@ -30,15 +33,16 @@ use settings::Settings;
 
 use spool::Spool;
 
-use crate::record::Record;
+use super::{
+    Item,
+    worker::{Failed, Sink, Written},
+};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-enum Msg {
-    Record(String),
-    Shutdown,
-}
+/// How long the sender's last pass may take at exit; the spool keeps the rest.
+const SENDER_GRACE: Duration = Duration::from_secs(2);
 
 /// Wakes the sender when a batch is spooled or the sensor stops.
 #[derive(Default)]
@@ -73,9 +77,9 @@ impl Signal {
     }
 }
 
-/// What became of the records, for the periodic counters line.
+/// What became of the records after the spool, for the heartbeat and the counters line.
 #[derive(Default)]
-struct Stats {
+pub struct Stats {
     delivered: AtomicU64,
     /// Refused for good by the service, or over the API's limit on their own.
     rejected: AtomicU64,
@@ -85,21 +89,52 @@ struct Stats {
     splits: AtomicU64,
 }
 
+/// [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delivery {
+    pub delivered: u64,
+    pub rejected: u64,
+    pub spool_dropped: u64,
+    pub splits: u64,
+}
+
 impl Stats {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    pub fn delivery(&self) -> Delivery {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Delivery {
+            delivered: get(&self.delivered),
+            rejected: get(&self.rejected),
+            spool_dropped: get(&self.dropped),
+            splits: get(&self.splits),
+        }
+    }
 }
 
+/// The batcher (the output's [`Sink`]) and its sender thread.
 pub struct Sentinel {
-    tx: mpsc::Sender<Msg>,
-    threads: Vec<thread::JoinHandle<()>>,
+    settings: Arc<Settings>,
+    spool: Spool,
+    signal: Arc<Signal>,
     stats: Arc<Stats>,
+    sender: Option<thread::JoinHandle<()>>,
+    batch: Vec<String>,
+    bytes: usize,
+    started: Instant,
 }
 
 /// A record as the DCR stream expects it: `TimeGenerated` instead of `@timestamp`.
-fn payload(rec: &Record) -> Result<String> {
-    let mut v = serde_json::to_value(rec)?;
+fn payload(item: &Item) -> Result<String> {
+    let json = item.json();
+    // `@timestamp` is the record's first field: renaming it in the text spares
+    // parsing and encoding the record again.
+    if let Some(rest) = json.strip_prefix(r#"{"@timestamp":"#) {
+        return Ok(format!(r#"{{"TimeGenerated":{rest}"#));
+    }
+    let mut v: Value = serde_json::from_str(json)?;
     if let Some(obj) = v.as_object_mut() {
         let ts = obj.remove("@timestamp").unwrap_or(Value::Null);
         obj.insert("TimeGenerated".into(), ts);
@@ -114,56 +149,60 @@ impl Sentinel {
         let client = Client::new(Arc::clone(&settings))?;
         let signal = Arc::new(Signal::default());
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = mpsc::channel();
-        let batcher = {
+        let sender = {
             let (settings, signal, stats) = (
                 Arc::clone(&settings),
                 Arc::clone(&signal),
                 Arc::clone(&stats),
             );
             thread::Builder::new()
-                .name("sentinel-spool".into())
-                .spawn(move || batch_loop(&rx, spool, &settings, &signal, &stats))?
-        };
-        let sender = {
-            let stats = Arc::clone(&stats);
-            thread::Builder::new()
                 .name("sentinel-send".into())
                 .spawn(move || send_loop(client, &settings, &signal, &stats))?
         };
         Ok(Self {
-            tx,
-            threads: vec![batcher, sender],
+            settings,
+            spool,
+            signal,
             stats,
+            sender: Some(sender),
+            batch: Vec::new(),
+            bytes: 0,
+            started: Instant::now(),
         })
     }
 
-    /// `delivered N, rejected N, dropped by the spool bound N, batches split N`.
-    pub fn counters_line(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "delivered {}, rejected {}, dropped by the spool bound {}, batches split {}",
-            get(&self.stats.delivered),
-            get(&self.stats.rejected),
-            get(&self.stats.dropped),
-            get(&self.stats.splits)
-        )
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
-    pub fn push(&self, rec: &Record) -> Result<()> {
-        let p = payload(rec).context("encoding for Sentinel")?;
-        self.tx
-            .send(Msg::Record(p))
-            .map_err(|_| anyhow::anyhow!("the Sentinel spooler stopped"))
-    }
-}
-
-impl Drop for Sentinel {
-    /// Spools what is batched, gives the sender one last pass, and waits for both.
-    fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Shutdown);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+    /// Spools the batch; returns how many records it held (all settled: written
+    /// when spooled, failed when the spool could not take them).
+    fn flush(&mut self) -> Result<u64, Failed> {
+        if self.batch.is_empty() {
+            return Ok(0);
+        }
+        let n = self.batch.len() as u64;
+        let records: Vec<&str> = self.batch.iter().map(String::as_str).collect();
+        let pushed = self.spool.push(&records, settings::API_MAX_BYTES);
+        self.batch.clear();
+        self.bytes = 0;
+        self.signal.notify(false);
+        match pushed {
+            Ok(0) => Ok(n),
+            Ok(dropped) => {
+                Stats::add(&self.stats.dropped, dropped);
+                eprintln!(
+                    "tinyexec-sensor: sentinel: spool over {} bytes: dropped the oldest {dropped} records",
+                    self.settings.spool_max_bytes
+                );
+                Ok(n)
+            }
+            Err(e) => Err(Failed {
+                error: e.context(format!("could not spool {n} records")),
+                disconnect: false,
+                records: n,
+                fatal: false,
+            }),
         }
     }
 }
@@ -173,82 +212,77 @@ fn body_len(batch_bytes: usize, batch_len: usize, next: usize) -> usize {
     2 + batch_bytes + next + batch_len
 }
 
-fn batch_loop(
-    rx: &mpsc::Receiver<Msg>,
-    mut spool: Spool,
-    s: &Settings,
-    signal: &Signal,
-    stats: &Stats,
-) {
-    let delay = Duration::from_millis(s.batch_max_delay_ms);
-    let mut batch: Vec<String> = Vec::new();
-    let mut bytes = 0;
-    let mut started = Instant::now();
-    let flush = |spool: &mut Spool, batch: &mut Vec<String>, bytes: &mut usize| {
-        if batch.is_empty() {
-            return;
+impl Sink for Sentinel {
+    fn write(&mut self, item: &Item) -> Result<Written, Failed> {
+        let s = Arc::clone(&self.settings);
+        let r = payload(item)
+            .context("encoding for Sentinel")
+            .map_err(|e| Failed::record(e, false))?;
+        if body_len(0, 0, r.len()) > s.batch_max_bytes {
+            // Alone over the limit: no call can carry it. Kept, counted, said.
+            Stats::add(&self.stats.rejected, 1);
+            let kept = self.spool.set_aside(&[r.as_str()]);
+            eprintln!(
+                "tinyexec-sensor: sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
+                r.len(),
+                s.batch_max_bytes,
+                kept.map_or_else(|e| format!("nowhere ({e:#})"), |p| p.display().to_string())
+            );
+            return Ok(Written(1));
         }
-        let records: Vec<&str> = batch.iter().map(String::as_str).collect();
-        match spool.push(&records, settings::API_MAX_BYTES) {
-            Ok(0) => {}
-            Ok(dropped) => {
-                Stats::add(&stats.dropped, dropped);
-                eprintln!(
-                    "tinyexec-sensor: sentinel: spool over {} bytes: dropped the oldest {dropped} records",
-                    s.spool_max_bytes
-                );
-            }
-            Err(e) => eprintln!(
-                "tinyexec-sensor: sentinel: could not spool {} records: {e:#}",
-                batch.len()
-            ),
+        // The records spooled by a flush here were settled as written by it.
+        let mut settled = 0;
+        if !self.batch.is_empty()
+            && body_len(self.bytes, self.batch.len(), r.len()) > s.batch_max_bytes
+        {
+            // Failing, the batch fails and this record with it (it has nowhere to go).
+            settled += self.flush().map_err(|mut f| {
+                f.records += 1;
+                f
+            })?;
         }
-        batch.clear();
-        *bytes = 0;
-        signal.notify(false);
-    };
-    loop {
-        let wait = if batch.is_empty() {
-            Duration::from_secs(3600)
-        } else {
-            delay.saturating_sub(started.elapsed())
-        };
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Record(r)) => {
-                if body_len(0, 0, r.len()) > s.batch_max_bytes {
-                    // Alone over the limit: no call can carry it. Kept, counted, said.
-                    Stats::add(&stats.rejected, 1);
-                    let kept = spool.set_aside(&[r.as_str()]);
-                    eprintln!(
-                        "tinyexec-sensor: sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
-                        r.len(),
-                        s.batch_max_bytes,
-                        kept.map_or_else(
-                            |e| format!("nowhere ({e:#})"),
-                            |p| p.display().to_string()
-                        )
-                    );
-                    continue;
-                }
-                if !batch.is_empty() && body_len(bytes, batch.len(), r.len()) > s.batch_max_bytes {
-                    flush(&mut spool, &mut batch, &mut bytes);
-                }
-                if batch.is_empty() {
-                    started = Instant::now();
-                }
-                bytes += r.len();
-                batch.push(r);
-                if batch.len() >= s.batch_max_records {
-                    flush(&mut spool, &mut batch, &mut bytes);
-                }
+        if self.batch.is_empty() {
+            self.started = Instant::now();
+        }
+        self.bytes += r.len();
+        self.batch.push(r);
+        if self.batch.len() >= s.batch_max_records {
+            settled += self.flush()?;
+        }
+        Ok(Written(settled))
+    }
+
+    /// Spools the batch once it is `batch_max_delay_ms` old.
+    fn idle(&mut self) -> Result<u64, Failed> {
+        if self.batch.is_empty() || self.wait().is_some_and(|w| !w.is_zero()) {
+            return Ok(0);
+        }
+        self.flush()
+    }
+
+    fn wait(&self) -> Option<Duration> {
+        (!self.batch.is_empty()).then(|| {
+            Duration::from_millis(self.settings.batch_max_delay_ms)
+                .saturating_sub(self.started.elapsed())
+        })
+    }
+
+    /// Spools what is batched, gives the sender one last pass of at most
+    /// [`SENDER_GRACE`] (a hanging service keeps it no longer: the spool keeps
+    /// the batches for the next start).
+    fn finish(&mut self) -> Result<u64, Failed> {
+        let spooled = self.flush();
+        self.signal.notify(true);
+        if let Some(t) = self.sender.take() {
+            let deadline = Instant::now() + SENDER_GRACE;
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
             }
-            Err(RecvTimeoutError::Timeout) => flush(&mut spool, &mut batch, &mut bytes),
-            Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut spool, &mut batch, &mut bytes);
-                signal.notify(true);
-                return;
+            if t.is_finished() {
+                let _ = t.join();
             }
         }
+        spooled
     }
 }
 
@@ -322,5 +356,37 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
         if stopping && retry_in.is_some() {
             return; // the spool keeps the rest for the next start
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_payload_renames_the_timestamp() {
+        let rec = crate::heartbeat::record(
+            &crate::heartbeat::Snapshot {
+                interval_secs: 60,
+                last: false,
+                execs_seen: 1,
+                kernel_lost: 0,
+                counters: crate::heartbeat::Counters::default(),
+                outputs: &[],
+            },
+            "2026-01-01T00:00:00Z".into(),
+            &crate::record::Host {
+                hostname: "h".into(),
+                boot_id: "b".into(),
+            },
+            &crate::record::Agent {
+                name: "tinyexec",
+                version: "0",
+                ephemeral_id: "e".into(),
+            },
+        );
+        let item = super::Item::new(rec);
+        let p: serde_json::Value = serde_json::from_str(&super::payload(&item).unwrap()).unwrap();
+        assert_eq!(p["TimeGenerated"], "2026-01-01T00:00:00Z");
+        assert!(p.get("@timestamp").is_none());
+        assert_eq!(p["heartbeat"]["execs_seen"], 1);
     }
 }

@@ -1,0 +1,263 @@
+//! One output's bounded queue, and the counters that account for every record
+//! offered to it: each ends up written, failed, dropped or still queued.
+//!
+//! When the queue is full the *newest* record is dropped (tail drop), not the
+//! oldest: what the output delivers stays in order with one gap per outage,
+//! whose size the heartbeat states, and the records kept are the earliest of
+//! the outage: the start of an incident, the first alert of a file (its
+//! repeats are aggregated anyway). Alerts and heartbeats have a reserve beyond
+//! the bound, so a queue full of ordinary `--all-execs` records still takes them.
+
+use std::{
+    collections::VecDeque,
+    sync::{Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// Counters of one output, as the heartbeat reports them. At any moment,
+/// records offered = written + failed + dropped + queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Handed to the destination (the kernel's socket or file, or the spool).
+    pub written: u64,
+    /// Tried and not delivered: the write failed.
+    pub failed: u64,
+    /// Never tried: the queue was full.
+    pub dropped: u64,
+    /// Waiting in the queue or being written now.
+    pub queued: u64,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// Taken by the worker and not settled yet (a record being written, a batch being built).
+    in_flight: u64,
+    counts: Counts,
+    closed: bool,
+    /// SIGHUP: the worker reopens its destination before the next record.
+    reopen: bool,
+    /// Workers waiting for a record: only then does a push pay for a wake-up.
+    waiting: usize,
+}
+
+pub struct Queue<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+    /// Records queued at most; priority records (alerts, heartbeats) may use `reserve` more.
+    capacity: usize,
+    reserve: usize,
+}
+
+/// Records a worker takes at once: one lock and one wake-up for a burst.
+const BATCH: usize = 256;
+
+/// What the worker gets from [`Queue::take`].
+pub enum Take<T> {
+    /// The oldest records, up to [`BATCH`], now in flight.
+    Items(Vec<T>),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// Closed and empty: the worker is done.
+    Closed,
+}
+
+impl<T> Queue<T> {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                in_flight: 0,
+                counts: Counts::default(),
+                closed: false,
+                reopen: false,
+                waiting: 0,
+            }),
+            ready: Condvar::new(),
+            capacity,
+            reserve: (capacity / 4).max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues each record, or counts it dropped when the queue is full
+    /// (priority records: when the reserve is full too). One lock and at
+    /// most one wake-up for them all; never blocks beyond the lock.
+    pub fn push_all(&self, items: impl IntoIterator<Item = (T, bool)>) {
+        let mut s = self.lock();
+        for (item, priority) in items {
+            let limit = if priority {
+                self.capacity + self.reserve
+            } else {
+                self.capacity
+            };
+            if s.closed || s.items.len() >= limit {
+                s.counts.dropped += 1;
+            } else {
+                s.items.push_back(item);
+            }
+        }
+        let wake = s.waiting > 0 && !s.items.is_empty();
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The oldest records (now in flight), waiting up to `wait` for one (None:
+    /// until one comes or the queue closes).
+    pub fn take(&self, wait: Option<Duration>) -> Take<T> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let mut s = self.lock();
+        loop {
+            if !s.items.is_empty() {
+                let n = s.items.len().min(BATCH);
+                let items: Vec<T> = s.items.drain(..n).collect();
+                s.in_flight += n as u64;
+                return Take::Items(items);
+            }
+            if s.closed {
+                return Take::Closed;
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Take::Idle;
+            }
+            s.waiting += 1;
+            s = match left {
+                None => self.ready.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(l) => {
+                    self.ready
+                        .wait_timeout(s, l)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+            s.waiting -= 1;
+        }
+    }
+
+    /// Puts records taken but not tried back at the front, in their order
+    /// (the destination went away in the middle of a batch).
+    pub fn requeue(&self, untried: Vec<T>) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(untried.len() as u64);
+        for item in untried.into_iter().rev() {
+            s.items.push_front(item);
+        }
+    }
+
+    /// Settles records taken earlier: `written` delivered, `failed` not.
+    pub fn settle(&self, written: u64, failed: u64) {
+        let mut s = self.lock();
+        let n = (written + failed).min(s.in_flight);
+        s.in_flight -= n;
+        s.counts.written += written;
+        s.counts.failed += failed;
+    }
+
+    /// Waits up to `d`, returning early when the queue closes; true when closed.
+    pub fn pause(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut s = self.lock();
+        while !s.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .ready
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// The counters, all at one instant.
+    pub fn counts(&self) -> Counts {
+        let s = self.lock();
+        Counts {
+            queued: s.items.len() as u64 + s.in_flight,
+            ..s.counts
+        }
+    }
+
+    /// No more records: the worker delivers what is queued, then ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Records still queued, counted dropped: the worker did not finish at exit.
+    pub fn abandon(&self) -> u64 {
+        let mut s = self.lock();
+        let n = s.items.len() as u64;
+        s.items.clear();
+        s.counts.dropped += n;
+        n
+    }
+
+    pub fn request_reopen(&self) {
+        self.lock().reopen = true;
+        self.ready.notify_all();
+    }
+
+    /// Whether a reopen was requested since the last call.
+    pub fn take_reopen(&self) -> bool {
+        std::mem::take(&mut self.lock().reopen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_is_accounted_for() {
+        let q = Queue::new(4);
+        q.push_all((0..6).map(|i| (i, false)));
+        // Priority records have a reserve of capacity / 4.
+        q.push_all([(100, true), (101, true)]);
+        assert_eq!(
+            q.counts(),
+            Counts {
+                written: 0,
+                failed: 0,
+                dropped: 3,
+                queued: 5
+            }
+        );
+        let Take::Items(batch) = q.take(Some(Duration::ZERO)) else {
+            panic!("items")
+        };
+        assert_eq!(
+            batch,
+            [0, 1, 2, 3, 100],
+            "oldest first; the newest were dropped"
+        );
+        assert_eq!(q.counts().queued, 5, "in flight still counts as queued");
+        q.settle(1, 1);
+        // The destination went away after two: the rest goes back, in order.
+        q.requeue(batch[2..].to_vec());
+        let Take::Items(again) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(again, [2, 3, 100]);
+        q.settle(1, 0);
+        let c = q.counts();
+        assert_eq!((c.written, c.failed, c.dropped, c.queued), (2, 1, 3, 2));
+        assert_eq!(c.written + c.failed + c.dropped + c.queued, 8);
+        q.requeue(again[1..].to_vec());
+        q.close();
+        assert_eq!(q.abandon(), 2);
+        assert!(matches!(q.take(None), Take::Closed));
+        assert!(matches!(
+            Queue::<u8>::new(1).take(Some(Duration::from_millis(1))),
+            Take::Idle
+        ));
+    }
+}

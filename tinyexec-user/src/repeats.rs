@@ -1,0 +1,299 @@
+//! The bound on alert floods: one file exec'd in a loop must not become tens
+//! of thousands of alerts (nor as many Sentinel records to pay for).
+//!
+//! Every distinct alert is emitted at once: the first exec of a file, named by
+//! its device, inode, size and content (the SHA-256 of the file, or of the
+//! kernel's header when the file was not seen whole), with the same verdict,
+//! action (`exec` or `killed`) and kind (`alert`, or `suppressed` by the same
+//! exclusion). That opens a window of `--repeat-window` seconds. Execs with the
+//! same identity inside the window are repeats: counted, not alerted. When the
+//! window ends, one aggregate record carries their count (`repeats.count`),
+//! with the details of the last one; the next exec after it is a first
+//! occurrence again. So a file in a loop costs at most two records per window.
+//! With `--all-execs` each repeat is still its own record, with
+//! `event.kind: "event"` and `tinyexec.repeat_of`, but not another alert.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::{
+    decode::Exec,
+    detect::{Verdict, sha256_hex},
+};
+
+/// Files followed at once. Past it a new file is not followed: its repeats are
+/// alerts again (more alerts, never a missed one) until windows close.
+const MAX_FOLLOWED: usize = 4096;
+
+/// What an aggregate record says about the repeats it stands for.
+#[derive(Debug, Serialize)]
+pub struct Repeats {
+    /// Execs folded into this record (the alert emitted at once not included).
+    pub count: u64,
+    /// When the first of them ran; the record's `@timestamp` and details are the last one's.
+    pub first_timestamp: String,
+    /// `event.sequence` of the alert they repeat.
+    pub of_sequence: u64,
+    /// The window, seconds.
+    pub window_secs: u64,
+}
+
+/// What makes two alerts the same alert.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    device: u64,
+    inode: u64,
+    size: i64,
+    /// Hex SHA-256 of the file, or `header:` and that of the header the kernel read.
+    content: String,
+    /// Device and inode of the file named in exec, when the match is on it
+    /// (an interpreter ran): one interpreter runs many scripts.
+    target: Option<(u64, u64)>,
+    verdict: &'static str,
+    killed: bool,
+    kind: &'static str,
+    exclusion: Option<String>,
+}
+
+impl Key {
+    pub fn of(
+        exec: &Exec,
+        verdict: Option<&Verdict>,
+        kind: &'static str,
+        exclusion: Option<&str>,
+    ) -> Self {
+        let target = match verdict {
+            Some(Verdict::Match {
+                target: Some(t), ..
+            }) => Some((t.device, t.inode)),
+            _ => None,
+        };
+        let (content, verdict) = match verdict {
+            Some(Verdict::Match {
+                sha256: Some(h), ..
+            }) => (h.clone(), "match"),
+            other => {
+                let hex = sha256_hex(exec.header.as_deref().unwrap_or_default());
+                let verdict = match other {
+                    Some(Verdict::Match { .. }) => "match",
+                    Some(Verdict::Undetermined { .. }) => "undetermined",
+                    None => "none",
+                };
+                (format!("header:{hex}"), verdict)
+            }
+        };
+        Self {
+            device: exec.device,
+            inode: exec.inode,
+            size: exec.size,
+            content,
+            target,
+            verdict,
+            killed: exec.killed,
+            kind,
+            exclusion: exclusion.map(str::to_owned),
+        }
+    }
+}
+
+/// Repeats waiting for their window to end.
+pub struct Pending {
+    pub count: u64,
+    pub first_ktime_ns: u64,
+    pub of_sequence: u64,
+    /// The last repeat, whose details the aggregate carries.
+    pub last: Exec,
+    pub verdict: Option<Verdict>,
+    pub kind: &'static str,
+    /// The exclusion (name, line) of suppressed repeats.
+    pub exclusion: Option<(String, usize)>,
+}
+
+struct Window {
+    end_ns: u64,
+    of_sequence: u64,
+    pending: Option<Pending>,
+}
+
+/// What an exec is, given what came before.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Emit it now; then call [`Tracker::opened`] with its sequence number.
+    First,
+    /// Counted into the window opened by this alert.
+    Repeat { of_sequence: u64 },
+    /// Not followed (the bound is off, or too many files at once): emit it.
+    Untracked,
+}
+
+pub struct Tracker {
+    window_ns: u64,
+    window_secs: u64,
+    windows: HashMap<Key, Window>,
+}
+
+impl Tracker {
+    /// `window_secs` 0: no bound, every alert is emitted.
+    pub fn new(window_secs: u64) -> Self {
+        Self {
+            window_ns: window_secs.saturating_mul(1_000_000_000),
+            window_secs,
+            windows: HashMap::new(),
+        }
+    }
+
+    pub fn window_secs(&self) -> u64 {
+        self.window_secs
+    }
+
+    /// Classifies one alert-like exec. An earlier window of the same identity
+    /// that has ended is returned first, for its aggregate to go out before.
+    pub fn observe(
+        &mut self,
+        key: &Key,
+        exec: &Exec,
+        verdict: Option<&Verdict>,
+        exclusion: Option<(String, usize)>,
+    ) -> (Option<Pending>, Seen) {
+        if self.window_ns == 0 {
+            return (None, Seen::Untracked);
+        }
+        let mut ended = None;
+        if let Some(w) = self.windows.get_mut(key) {
+            if exec.ktime_ns < w.end_ns {
+                let p = w.pending.get_or_insert_with(|| Pending {
+                    count: 0,
+                    first_ktime_ns: exec.ktime_ns,
+                    of_sequence: w.of_sequence,
+                    last: exec.clone(),
+                    verdict: verdict.cloned(),
+                    kind: key.kind,
+                    exclusion: exclusion.clone(),
+                });
+                p.count += 1;
+                p.last = exec.clone();
+                p.verdict = verdict.cloned();
+                p.exclusion = exclusion;
+                return (
+                    None,
+                    Seen::Repeat {
+                        of_sequence: w.of_sequence,
+                    },
+                );
+            }
+            ended = self.windows.remove(key).and_then(|w| w.pending);
+        }
+        if self.windows.len() >= MAX_FOLLOWED {
+            return (ended, Seen::Untracked);
+        }
+        (ended, Seen::First)
+    }
+
+    /// The first occurrence went out as record `sequence`: its window opens.
+    pub fn opened(&mut self, key: Key, sequence: u64, ktime_ns: u64) {
+        self.windows.insert(
+            key,
+            Window {
+                end_ns: ktime_ns.saturating_add(self.window_ns),
+                of_sequence: sequence,
+                pending: None,
+            },
+        );
+    }
+
+    /// Windows ended by `now_ns` (CLOCK_BOOTTIME): their aggregates, oldest first.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Pending> {
+        let ended: Vec<Key> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.end_ns <= now_ns)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<Pending> = ended
+            .iter()
+            .filter_map(|k| self.windows.remove(k).and_then(|w| w.pending))
+            .collect();
+        out.sort_by_key(|p| p.first_ktime_ns);
+        out
+    }
+
+    /// At exit: every window's aggregate, ended or not.
+    pub fn drain(&mut self) -> Vec<Pending> {
+        self.expire(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinyexec_ebpf::ExecRecord;
+
+    fn exec(ktime_ns: u64, inode: u64) -> Exec {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
+        rec.ktime_ns = ktime_ns;
+        rec.ino = inode;
+        crate::decode::decode(&crate::decode::encode(&rec, &[])).unwrap()
+    }
+
+    fn matched() -> Verdict {
+        Verdict::Match {
+            source: crate::detect::Source::Kernel,
+            sha256: Some("ab".repeat(32)),
+            s1_offsets: vec![1],
+            s2_offsets: vec![2],
+            target: None,
+        }
+    }
+
+    #[test]
+    fn first_at_once_repeats_counted_then_one_aggregate() {
+        let s = 1_000_000_000;
+        let mut t = Tracker::new(10);
+        let v = matched();
+        let a = exec(s, 7);
+        let key = Key::of(&a, Some(&v), "alert", None);
+        assert_eq!(t.observe(&key, &a, Some(&v), None).1, Seen::First);
+        t.opened(key.clone(), 5, a.ktime_ns);
+        for i in 1..=299 {
+            let r = exec(s + i * 1_000_000, 7);
+            assert_eq!(
+                t.observe(&key, &r, Some(&v), None).1,
+                Seen::Repeat { of_sequence: 5 }
+            );
+        }
+        // Another file is another alert.
+        let b = exec(2 * s, 8);
+        let other = Key::of(&b, Some(&v), "alert", None);
+        assert_ne!(key, other);
+        assert_eq!(t.observe(&other, &b, Some(&v), None).1, Seen::First);
+        assert!(t.expire(5 * s).is_empty(), "the window is still open");
+        let agg = t.expire(11 * s);
+        assert_eq!(agg.len(), 1);
+        assert_eq!((agg[0].count, agg[0].of_sequence), (299, 5));
+        assert_eq!(agg[0].last.ktime_ns, s + 299 * 1_000_000);
+        // After the window the file is new again.
+        let c = exec(12 * s, 7);
+        assert_eq!(t.observe(&key, &c, Some(&v), None).1, Seen::First);
+    }
+
+    #[test]
+    fn a_repeat_past_the_window_flushes_it_first() {
+        let s = 1_000_000_000;
+        let mut t = Tracker::new(1);
+        let v = matched();
+        let a = exec(s, 7);
+        let key = Key::of(&a, Some(&v), "alert", None);
+        t.observe(&key, &a, Some(&v), None);
+        t.opened(key.clone(), 1, a.ktime_ns);
+        t.observe(&key, &exec(s + 10, 7), Some(&v), None);
+        let (ended, seen) = t.observe(&key, &exec(3 * s, 7), Some(&v), None);
+        assert_eq!(ended.map(|p| p.count), Some(1));
+        assert_eq!(seen, Seen::First);
+        assert_eq!(
+            Tracker::new(0).observe(&key, &a, Some(&v), None).1,
+            Seen::Untracked
+        );
+    }
+}
