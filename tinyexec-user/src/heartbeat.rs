@@ -103,13 +103,15 @@ pub struct Snapshot<'a> {
 pub fn record(s: &Snapshot<'_>, timestamp: String, host: &Host, agent: &Agent) -> Record {
     let mut outputs = Outputs::default();
     for o in s.outputs {
-        let slot = match o.name {
-            "stdout" => &mut outputs.stdout,
-            "file" => &mut outputs.file,
-            "syslog" => &mut outputs.syslog,
-            _ => &mut outputs.sentinel,
-        };
-        *slot = Some(output(o));
+        let slots = [
+            &mut outputs.stdout,
+            &mut outputs.file,
+            &mut outputs.syslog,
+            &mut outputs.sentinel,
+        ];
+        if let Some((_, slot)) = OUTPUT_NAMES.iter().zip(slots).find(|(n, _)| **n == o.name) {
+            *slot = Some(output(o));
+        }
     }
     Record {
         timestamp,
