@@ -1,7 +1,9 @@
-//! `cargo xtask build | run | test | vm | bench`: the project's commands, with their own set-up
-//! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
+//! `cargo xtask build | run | test | vm | bench`: the project's commands, with their
+//! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
+mod arch;
 mod bench;
+mod dist;
 mod fuzz;
 mod install;
 mod setup;
@@ -33,7 +35,14 @@ enum Cmd {
         /// Optimised build (what `run` uses).
         #[arg(long)]
         release: bool,
+        /// The static binary that ships (musl, profile `dist`): runs on any Linux userland.
+        #[arg(long = "static")]
+        static_: bool,
+        /// The static binary for this architecture (implies --static): x86_64 or aarch64.
+        #[arg(long, value_enum)]
+        arch: Option<arch::Arch>,
     },
+
     /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -61,18 +70,25 @@ enum Cmd {
 fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
-        Cmd::Build { release } => build(&root, release).map(drop),
+        Cmd::Build {
+            release,
+            static_,
+            arch,
+        } => match (static_, arch) {
+            (false, None) => build(&root, release).map(drop),
+            (_, arch) => {
+                let path = dist::sensor(&root, arch.unwrap_or_else(arch::Arch::host))?;
+                step(&format!("built {}", path.display()));
+                Ok(())
+            }
+        },
         Cmd::Install(args) => {
             let sensor = build(&root, true)?;
             install::run(&root, &sensor, &args)
         }
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
-        Cmd::Vm(args) => {
-            let sensor = build(&root, false)?;
-            setup::vm_tools()?;
-            vm::conclude(&vm::run(&root, &sensor, &args)?)
-        }
+        Cmd::Vm(args) => vm::conclude(&vm::run(&root, &args)?),
         Cmd::Bench(args) => bench::run(&root, &args),
         Cmd::Fuzz(args) => fuzz::run(&root, &args),
     }
@@ -165,7 +181,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let mut rows = vec![vm::host_row(&report)?];
     if matrix {
         step("the kernel matrix: Debian's kernels under QEMU (`--no-vm` skips it)");
-        rows.extend(vm::run(root, &sensor, &vm::Args::default())?);
+        rows.extend(vm::run(root, &vm::Args::default())?);
     }
     let matrix = vm::conclude(&rows);
     step(&format!(
