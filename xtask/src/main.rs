@@ -1,4 +1,4 @@
-//! `cargo xtask build | run | test | vm | bench`: the project's commands, with their
+//! `cargo xtask build | run | test | vm | bench | package`: the project's commands, with their
 //! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod arch;
@@ -6,6 +6,7 @@ mod bench;
 mod dist;
 mod fuzz;
 mod install;
+mod package;
 mod setup;
 mod vm;
 
@@ -28,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build (release) and install the sensor as a systemd service, config in /etc/tinyexec.
+    /// Build the static sensor and install it as a systemd service, config in /etc/tinyexec.
     Install(install::InstallArgs),
     /// Install what the build needs, then build the eBPF object and the sensor.
     Build {
@@ -42,7 +43,9 @@ enum Cmd {
         #[arg(long, value_enum)]
         arch: Option<arch::Arch>,
     },
-
+    /// Build the Debian package (static sensor, systemd unit, configuration, docs)
+    /// into target/package/.
+    Package(package::Args),
     /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -83,9 +86,10 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Install(args) => {
-            let sensor = build(&root, true)?;
+            let sensor = dist::sensor(&root, arch::Arch::host())?;
             install::run(&root, &sensor, &args)
         }
+        Cmd::Package(args) => package::run(&root, &args),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
         Cmd::Vm(args) => vm::conclude(&vm::run(&root, &args)?),
@@ -154,6 +158,8 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let sensor = build(root, false)?;
     setup::test_tools()?;
     let kusto = setup::kusto_language(root)?;
+    // tests/package.rs installs it with dpkg.
+    let deb = package::build(root, arch::Arch::host())?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
     // tests/matrix.rs appends its checks' reports here: the host's row of the table.
     let report = root.join("target/vm/host-matrix.jsonl");
@@ -165,6 +171,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor)
+            .env("TINYEXEC_DEB", &deb)
             .env("KUSTO_LANGUAGE_DIR", &kusto)
             .env("TINYEXEC_MATRIX_REPORT", &report),
     );
