@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-/// Caches uid/gid lookups (through NSS, so LDAP/sssd users resolve too).
+/// Caches uid/gid lookups (through NSS, so LDAP/sssd users resolve too; in
+/// the static build through the host's `getent`, see [`host_nss`]).
 /// Unknown ids are cached as absent, so an exec storm by an unnamed uid costs one lookup.
 #[derive(Default)]
 pub struct Names {
@@ -51,7 +52,7 @@ fn lookup_user(uid: u32) -> Option<String> {
         )
     };
     if rc != 0 || result.is_null() {
-        return None;
+        return host_nss("passwd", uid);
     }
     c_name(pwd.pw_name)
 }
@@ -72,9 +73,46 @@ fn lookup_group(gid: u32) -> Option<String> {
         )
     };
     if rc != 0 || result.is_null() {
-        return None;
+        return host_nss("group", gid);
     }
     c_name(grp.gr_name)
+}
+
+/// Where Debian, Ubuntu, RHEL and Amazon Linux put glibc's `getent`.
+#[cfg(target_env = "musl")]
+const GETENT: [&str; 2] = ["/usr/bin/getent", "/bin/getent"];
+
+/// The static build's C library, musl, reads `/etc/passwd` and `/etc/group`
+/// (and asks nscd when it runs), never the host's NSS modules: directory
+/// users (sssd, LDAP) would stay unnamed. For an id those files do not have,
+/// ask the host's own `getent`, which goes through its NSS configuration.
+/// Once per id: [`Names`] caches the answer, absent or not.
+#[cfg(target_env = "musl")]
+fn host_nss(database: &str, id: u32) -> Option<String> {
+    let getent = GETENT.iter().find(|p| std::path::Path::new(p).is_file())?;
+    let out = std::process::Command::new(getent)
+        .args([database, &id.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| getent_name(&String::from_utf8_lossy(&out.stdout)))
+        .flatten()
+}
+
+/// glibc's own lookup already went through NSS.
+#[cfg(not(target_env = "musl"))]
+fn host_nss(_database: &str, _id: u32) -> Option<String> {
+    None
+}
+
+/// The name in `getent passwd|group` output: `name:x:1000:...`.
+#[cfg_attr(not(any(target_env = "musl", test)), allow(dead_code))]
+fn getent_name(line: &str) -> Option<String> {
+    let name = line.lines().next()?.split(':').next()?;
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// This host's name (uname nodename).
@@ -100,4 +138,30 @@ pub fn new_uuid() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getent_output_gives_the_name() {
+        assert_eq!(
+            getent_name("jdoe:*:123456:123456:J Doe:/home/jdoe:/bin/bash\n").as_deref(),
+            Some("jdoe")
+        );
+        assert_eq!(
+            getent_name("admins:*:5000:jdoe\n").as_deref(),
+            Some("admins")
+        );
+        assert_eq!(getent_name(""), None);
+        assert_eq!(getent_name(":x:1:\n"), None);
+    }
+
+    #[test]
+    fn root_has_a_name() {
+        let mut names = Names::default();
+        assert_eq!(names.user(0), Some("root"));
+        assert_eq!(names.group(0), Some("root"));
+    }
 }
