@@ -48,11 +48,33 @@ const TRACE_ROOTS: [(&str, usize); 9] = [
 /// How long another dpkg or apt may hold dpkg's lock before we give up.
 const LOCK_WAIT: Duration = Duration::from_secs(180);
 
+/// This machine's Debian architecture.
+fn debian_arch() -> String {
+    let out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .expect("dpkg --print-architecture");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `$TINYEXEC_DEB` (set by `cargo xtask test`), else what `cargo xtask
+/// package` wrote for this machine.
 fn deb() -> PathBuf {
-    let p = std::env::var_os("TINYEXEC_DEB").map(PathBuf::from).expect(
-        "$TINYEXEC_DEB names no package: build it with `cargo xtask package` and set it, or run `cargo xtask test`",
+    if let Some(p) = std::env::var_os("TINYEXEC_DEB") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "$TINYEXEC_DEB: no file {}", p.display());
+        return p;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../target/package/{PKG}_{}_{}.deb",
+        env!("CARGO_PKG_VERSION"),
+        debian_arch()
+    ));
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo xtask package` (or `cargo xtask test`), or set TINYEXEC_DEB",
+        p.display()
     );
-    assert!(p.is_file(), "$TINYEXEC_DEB: no file {}", p.display());
     p
 }
 
@@ -169,16 +191,11 @@ fn check_archive(deb: &Path) {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(field("Package"), PKG);
-    let host = String::from_utf8_lossy(
-        &Command::new("dpkg")
-            .arg("--print-architecture")
-            .output()
-            .expect("dpkg --print-architecture")
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    assert_eq!(field("Architecture"), host, "a package for this machine");
+    assert_eq!(
+        field("Architecture"),
+        debian_arch(),
+        "a package for this machine"
+    );
     assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
     // A static binary: no libc6 or any other library among the dependencies.
     assert_eq!(field("Depends"), "init-system-helpers");
