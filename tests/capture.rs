@@ -3,6 +3,7 @@
 use std::{
     ffi::CString,
     fs,
+    os::fd::AsRawFd as _,
     os::unix::{
         ffi::OsStrExt,
         fs::{MetadataExt, symlink},
@@ -15,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tinyexec_tests::{
-    Sensor, TempDir, exec_of, execveat_fd, field, field_str, field_u64, own_comm, run_ok, spawn,
-    tiny_exit0, tiny_sleeper, unique,
+    Sensor, TempDir, exec_of, execveat_fd, field, field_str, field_u64, memfd_named, own_comm,
+    run_ok, spawn, tiny_exit0, tiny_sleeper, unique,
 };
 
 fn all_execs() -> Sensor {
@@ -128,28 +129,23 @@ fn exec_as_another_uid() {
 #[test]
 fn memfd_exec_is_flagged() {
     let sensor = all_execs();
-    let name = CString::new(unique("memfd")).unwrap();
-    // SAFETY: valid C string; no flags, so the fd survives into the child.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
     let bytes = tiny_exit0();
-    // SAFETY: valid buffer.
-    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize);
+    let (fd, name) = memfd_named(&bytes);
     let marker = unique("fileless");
-    assert!(execveat_fd(fd, &marker).wait().unwrap().success());
-    // SAFETY: our fd.
-    unsafe { libc::close(fd) };
+    assert!(
+        execveat_fd(fd.as_raw_fd(), &marker)
+            .wait()
+            .unwrap()
+            .success()
+    );
+    drop(fd);
 
     let rec = sensor.wait_for("the memfd exec", |v| {
         field(v, "process.args").get(1).and_then(Value::as_str) == Some(marker.as_str())
     });
     assert_eq!(field(&rec, "file.memfd"), true, "{rec}");
     assert_eq!(field(&rec, "file.path_disconnected"), true, "{rec}");
-    assert_eq!(
-        field_str(&rec, "file.path"),
-        format!("/memfd:{}", name.to_str().unwrap())
-    );
+    assert_eq!(field_str(&rec, "file.path"), format!("/memfd:{name}"));
     assert_eq!(field_u64(&rec, "file.size"), bytes.len() as u64);
 }
 

@@ -2,8 +2,8 @@
 //! rule (and near-twins that do not), under every way of reaching the file.
 
 use std::{
-    ffi::CString,
     fs,
+    os::fd::AsRawFd as _,
     os::unix::fs::{MetadataExt, symlink},
     path::Path,
     process::Command,
@@ -16,8 +16,8 @@ use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
     Sensor, TempDir, corpus,
     elf::{Action, Arch},
-    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, run_ok, sha256_hex, spawn,
-    tiny_exit0, unique, write_exe,
+    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok,
+    sha256_hex, spawn, tiny_exit0, unique, write_exe,
 };
 
 fn alerts(sensor: &Sensor, path: &Path) -> Vec<Value> {
@@ -136,19 +136,15 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     let bytes = matching_elf(Arch::X86_64, vec![], None);
 
     // Fileless, from a memfd.
-    let name = CString::new(unique("memfd")).unwrap();
-    // SAFETY: valid C string; no CLOEXEC, so the child inherits it.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
-    assert!(fd >= 0);
-    // SAFETY: valid buffer.
-    assert_eq!(
-        unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) },
-        bytes.len() as isize
-    );
+    let fd = memfd_with(&bytes);
     let marker = unique("memfd-run");
-    assert!(execveat_fd(fd, &marker).wait().unwrap().success());
-    // SAFETY: our fd.
-    unsafe { libc::close(fd) };
+    assert!(
+        execveat_fd(fd.as_raw_fd(), &marker)
+            .wait()
+            .unwrap()
+            .success()
+    );
+    drop(fd);
     let rec = sensor.wait_for("memfd alert", |v| {
         field(v, "process.args.1") == marker.as_str()
     });

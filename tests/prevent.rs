@@ -4,15 +4,22 @@
 //! host, so it must not run beside tests that expect their stagers to run.
 
 use std::{
-    os::unix::{ffi::OsStrExt, process::ExitStatusExt},
+    fs,
+    os::{
+        fd::AsRawFd as _,
+        unix::{ffi::OsStrExt, process::ExitStatusExt},
+    },
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
 };
 
 use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
-    exec_of, field_str, field_u64, matching_elf, run_ok, spawn, unique,
+    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok, spawn,
+    unique,
 };
 
 fn assert_alert(rec: &serde_json::Value, bytes: &[u8]) {
@@ -80,4 +87,53 @@ fn prevent_decides_from_the_header_alone() {
     assert_eq!(field_str(&rec, "event.action"), "exec");
     assert_eq!(field_str(&rec, "rule.verdict"), "match");
     assert_eq!(field_str(&rec, "tinyexec.content_source"), "kernel+exe");
+}
+
+/// The 256-byte match in a memfd whose size another thread flips between 256
+/// and 300 while children exec it: the kernel read the header at whatever
+/// size the file had then, so the size read afterwards is no guide. Every
+/// exec is killed before it can write its marker.
+#[test]
+fn a_memfd_whose_size_flips_is_killed_every_time() {
+    let sensor = Sensor::start(["--prevent"]);
+    let dir = TempDir::new("flip");
+    let marker = dir.path().join(unique("marker"));
+    let bytes = matching_elf(
+        Arch::X86_64,
+        vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())],
+        Some(256),
+    );
+    let fd = memfd_with(&bytes);
+    let file = fs::File::from(fd.try_clone().expect("dup"));
+    let stop = AtomicBool::new(false);
+    // Stops the flipping however the scope ends (a failed assertion included).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    thread::scope(|s| {
+        let _stop = Stop(&stop);
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for len in [300, 256] {
+                    file.set_len(len).expect("ftruncate");
+                }
+            }
+        });
+        for i in 0..50 {
+            let tag = unique("flip");
+            let status = execveat_fd(fd.as_raw_fd(), &tag).wait().expect("wait");
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "exec {i} of the flipping memfd was not killed: {status}"
+            );
+            let rec = sensor.wait_for("the kill", |v| field(v, "process.args.1") == tag.as_str());
+            assert_eq!(field_str(&rec, "event.action"), "killed", "{rec}");
+            assert_eq!(field(&rec, "file.writable"), true);
+        }
+    });
+    assert!(!marker.exists(), "a killed exec ran");
 }

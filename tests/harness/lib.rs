@@ -172,6 +172,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A memfd holding `bytes`, kept open for writing (no CLOEXEC: children
+/// inherit it, as `execveat_fd` needs), and its name.
+pub fn memfd_named(bytes: &[u8]) -> (std::os::fd::OwnedFd, String) {
+    use std::os::fd::FromRawFd as _;
+    let unique_name = unique("memfd");
+    let name = std::ffi::CString::new(unique_name.clone()).expect("no NUL");
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor we just created and own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut f = fs::File::from(fd.try_clone().expect("dup"));
+    std::io::Write::write_all(&mut f, bytes).expect("write the memfd");
+    (fd, unique_name)
+}
+
+/// [`memfd_named`] without the name.
+pub fn memfd_with(bytes: &[u8]) -> std::os::fd::OwnedFd {
+    memfd_named(bytes).0
+}
+
 /// Runs `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` in a fresh child, with
 /// argv `["fileless", marker]`: a fileless exec the way droppers do it.
 pub fn execveat_fd(fd: i32, marker: &str) -> Child {

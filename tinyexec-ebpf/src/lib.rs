@@ -16,6 +16,10 @@ pub const NAME_MAX: usize = 255;
 /// The path is built backwards from `PATH_MAX`; the extra component of slack
 /// lets the verifier prove every component write stays inside the buffer.
 pub const PATH_BUF: usize = PATH_MAX + NAME_MAX + 1;
+/// Bytes of the name given to exec copied when an interpreter ran for it
+/// (with its NUL; longer names are flagged): the per-CPU work area (32 KiB,
+/// the most a per-CPU map value may be) has room for this much more.
+pub const EXEC_PATH_MAX: usize = 2048;
 /// Bytes of the argument vector copied (the rest is flagged as truncated).
 pub const ARGS_MAX: usize = 4096;
 /// `TASK_COMM_LEN`.
@@ -50,6 +54,11 @@ pub mod flags {
     /// Sent while the sensor's start-up self-test runs (every exec is sent then);
     /// [`crate::ExecRecord::self_test_tgid`] is set.
     pub const SELF_TEST: u32 = 1 << 9;
+    /// The kernel ran an interpreter (a `#!` script's, or a binfmt_misc
+    /// handler) for the file named in exec: its name follows ([`crate::ExecRecord::exec_path_len`]).
+    pub const INTERPRETED: u32 = 1 << 10;
+    /// The name given to exec was longer than what was copied.
+    pub const EXEC_PATH_TRUNCATED: u32 = 1 << 11;
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
@@ -57,7 +66,8 @@ pub mod flags {
 /// On the wire a record is this fixed part followed by its variable parts,
 /// back to back: the file's first `header_len` bytes, `args_len` bytes of
 /// NUL-separated arguments, the path (`path_len` bytes), the parent's
-/// executable path (`parent_path_len` bytes). Only what is used travels: a
+/// executable path (`parent_path_len` bytes), the name given to exec when an
+/// interpreter ran for it (`exec_path_len` bytes). Only what is used travels: a
 /// typical record is a few hundred bytes, not the 13 KiB of its bounds.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -68,6 +78,9 @@ pub struct ExecRecord {
     pub file_size: i64,
     /// `i_ino` of the executed file.
     pub ino: u64,
+    /// The file's change time (`i_ctime`), seconds and nanoseconds: any write
+    /// since the exec changes it.
+    pub ctime_sec: i64,
     /// [`flags`] bits.
     pub flags: u32,
     /// Thread-group id after exec (the exec'ing thread becomes the leader).
@@ -102,15 +115,22 @@ pub struct ExecRecord {
     /// What the kernel's header decision said ([`rule::HeaderVerdict`], 0 when
     /// it did not run), for user space to cross-check.
     pub kernel_verdict: u32,
+    pub ctime_nsec: u32,
+    /// `i_writecount` of the file: above 0 it is open for writing, 0 nothing
+    /// stops a write, below 0 writes are denied while it runs.
+    pub writers: i32,
+    /// Bytes of the name given to exec that follow (only with [`flags::INTERPRETED`]).
+    pub exec_path_len: u32,
+    pub reserved: u32,
     pub comm: [u8; COMM_LEN],
     pub parent_comm: [u8; COMM_LEN],
 }
 
 /// Size of the fixed part.
 pub const RECORD_FIXED: usize = core::mem::size_of::<ExecRecord>();
-const _: () = assert!(RECORD_FIXED == 136, "no padding in the wire layout");
+const _: () = assert!(RECORD_FIXED == 160, "no padding in the wire layout");
 /// The longest record: the fixed part and every variable part at its bound.
-pub const RECORD_MAX: usize = RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX;
+pub const RECORD_MAX: usize = RECORD_FIXED + HEADER_LEN + ARGS_MAX + 2 * PATH_MAX + EXEC_PATH_MAX;
 
 /// The kernel side's per-CPU work area: the record is assembled in its first
 /// `OUT_AREA` bytes; the file's path is built backwards at `PATH_SCRATCH`, the
@@ -139,6 +159,8 @@ pub struct Carry {
     pub file: u64,
     /// `struct linux_binprm *`.
     pub bprm: u64,
+    /// `const char *` name given to exec, when an interpreter ran for it; else 0.
+    pub exec_name: u64,
     /// Wake user space at once (an alert, or a tail to read through /proc).
     pub urgent: u32,
     /// Where the path being walked starts in its buffer.
@@ -171,6 +193,10 @@ pub mod control {
     pub const LEN: u32 = 1;
 }
 
+/// Bytes the fast path reads at once from `linux_binprm` and from `inode`, to
+/// get several fields with one helper call (see [`Offsets::bprm_window`]).
+pub const WINDOW: usize = 64;
+
 /// Marker for an absent kernel field in [`Offsets`].
 pub const ABSENT: u32 = u32::MAX;
 
@@ -198,6 +224,16 @@ pub struct Offsets {
     pub bprm_file: u32,
     pub bprm_buf: u32,
     pub bprm_argc: u32,
+    /// `const char *filename`: the name given to exec.
+    pub bprm_filename: u32,
+    /// `const char *interp`: the name of what the kernel last opened to run
+    /// (the same pointer as `filename` unless an interpreter ran).
+    pub bprm_interp: u32,
+    /// Where the [`WINDOW`] bytes the fast path reads from `linux_binprm`
+    /// start: they hold `file`, `filename` and `interp`.
+    pub bprm_window: u32,
+    /// Likewise in `inode`: they hold `i_nlink` and `i_size`.
+    pub inode_window: u32,
     pub file_path_mnt: u32,
     pub file_path_dentry: u32,
     pub file_inode: u32,
@@ -206,6 +242,12 @@ pub struct Offsets {
     pub inode_size: u32,
     pub inode_nlink: u32,
     pub inode_sb: u32,
+    /// `i_writecount.counter`.
+    pub inode_writecount: u32,
+    /// `i_ctime_sec` (6.11+), else `__i_ctime.tv_sec` (6.6+), else `i_ctime.tv_sec`.
+    pub inode_ctime_sec: u32,
+    /// The nanoseconds beside it (read as 32 bits: a `long` tv_nsec holds < 10^9).
+    pub inode_ctime_nsec: u32,
     pub sb_dev: u32,
     pub dentry_parent: u32,
     pub dentry_name_len: u32,

@@ -23,15 +23,19 @@ mod program {
         bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
             bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-            generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_send_signal},
+            generated::{
+                bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+                bpf_send_signal,
+            },
         },
         macros::{map, raw_tracepoint},
         maps::{Array, PerCpuArray, ProgramArray, RingBuf},
         programs::RawTracePointContext,
     };
     use tinyexec_ebpf::{
-        ABSENT, ARGS_MAX, CARRY_AT, COMM_LEN, Carry, Config, ExecRecord, HEADER_LEN, OUT_AREA,
-        Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, control, flags,
+        ABSENT, ARGS_MAX, CARRY_AT, COMM_LEN, Carry, Config, EXEC_PATH_MAX, ExecRecord, HEADER_LEN,
+        OUT_AREA, Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, SCRATCH_LEN, WINDOW,
+        control, flags,
         rule::{self, HeaderVerdict},
         stage,
     };
@@ -116,6 +120,28 @@ mod program {
         0
     }
 
+    /// Reads [`WINDOW`] bytes at `base + start` (flagging a failure).
+    #[inline(always)]
+    fn read_window(fl: &mut u32, buf: &mut [u8; WINDOW], base: usize, start: usize) {
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                buf.as_mut_ptr().cast(),
+                WINDOW as u32,
+                (base + start) as *const _,
+            )
+        };
+        if r != 0 {
+            *fl |= flags::READ_ERROR;
+        }
+    }
+
+    /// A field at `at` in a window (a constant the verifier knows: offsets
+    /// are read-only globals).
+    #[inline(always)]
+    fn from_window<T: Copy>(buf: &[u8; WINDOW], at: usize) -> T {
+        unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast()) }
+    }
+
     /// Offsets into the work area, masked so the verifier can bound every copy;
     /// the masks never change a real value (records stay below `OUT_AREA`).
     #[inline(always)]
@@ -154,13 +180,34 @@ mod program {
     #[inline(always)]
     fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
         let mut fl = 0u32;
-        let file: usize = read_or_flag(&mut fl, bprm, off!(bprm_file));
+        // The fast path: every exec pays for it. Fields that sit close together
+        // are read with one helper call each ([`WINDOW`] bytes).
+        let mut b = [0u8; WINDOW];
+        read_window(&mut fl, &mut b, bprm, off!(bprm_window));
+        let at_b = |field: usize| field - off!(bprm_window);
+        let file: usize = from_window(&b, at_b(off!(bprm_file)));
         let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
-        let size: i64 = read_or_flag(&mut fl, inode, off!(inode_size));
-        let candidate = fl == 0 && size >= 0 && rule::size_can_match(size as u64);
-        // Alerts-only mode: a non-candidate costs these three reads and nothing more.
+        let mut i = [0u8; WINDOW];
+        read_window(&mut fl, &mut i, inode, off!(inode_window));
+        let at_i = |field: usize| field - off!(inode_window);
+        let size: i64 = from_window(&i, at_i(off!(inode_size)));
+        let nlink: u32 = from_window(&i, at_i(off!(inode_nlink)));
+        let writers: i32 = read_or_flag(&mut fl, inode, off!(inode_writecount));
+        // A file that could be written while it runs (writer count not
+        // negative; or unlinked, as memfds are, whose writable descriptors the
+        // count does not see): its size now says nothing about the size the
+        // kernel read its header at, so the header is always looked at.
+        let writable = writers >= 0 || nlink == 0;
+        let candidate = fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
+        // An interpreter ran for the file named in exec (a `#!` script, a
+        // binfmt_misc handler): that file is not the one that runs, and user
+        // space checks it by name.
+        let filename: usize = from_window(&b, at_b(off!(bprm_filename)));
+        let interp: usize = from_window(&b, at_b(off!(bprm_interp)));
+        let interpreted = filename != interp;
+        // Alerts-only mode: an ordinary exec costs these reads and nothing more.
         let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
-        if !candidate && !all_execs && !self_test() {
+        if !candidate && !interpreted && !all_execs && !self_test() {
             return;
         }
         let Some((work, carry)) = work_and_carry() else {
@@ -184,10 +231,17 @@ mod program {
                 );
                 if r == 0 {
                     fl |= flags::HEADER;
+                    // A writable file may have been smaller when the kernel read
+                    // its header: decide as for the largest size that can match.
+                    let size = if rule::size_can_match(size as u64) {
+                        size as u64
+                    } else {
+                        rule::FILESIZE_LT - 1
+                    };
                     let seen = (size as usize).min(HEADER_LEN);
                     (*rec).header_len = seen as u32;
                     let header: &[u8; HEADER_LEN] = &*work.add(RECORD_FIXED).cast();
-                    let verdict = rule::header_verdict(header, seen, size as u64);
+                    let verdict = rule::header_verdict(header, seen, size);
                     (*rec).kernel_verdict = verdict as u32;
                     match verdict {
                         HeaderVerdict::Match => {
@@ -209,14 +263,18 @@ mod program {
                 fl |= flags::SELF_TEST;
                 urgent = true;
                 (*rec).self_test_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            } else if !all_execs && !urgent {
+            } else if !all_execs && !urgent && !interpreted {
                 // Alerts-only mode: a small file whose header already rules the
                 // match out costs the header check and nothing more.
                 return;
             }
             (*rec).ktime_ns = bpf_ktime_get_boot_ns();
             (*rec).file_size = size;
+            (*rec).writers = writers;
             (*rec).old_pid = old_pid;
+            if interpreted {
+                fl |= flags::INTERPRETED;
+            }
             fill_task(rec, task, &mut fl);
             fill_file(rec, inode, &mut fl);
             (*rec).flags = fl;
@@ -224,6 +282,7 @@ mod program {
                 task: task as u64,
                 file: file as u64,
                 bprm: bprm as u64,
+                exec_name: if interpreted { filename as u64 } else { 0 },
                 urgent: u32::from(urgent),
                 walk_pos: 0,
                 walk_flags: 0,
@@ -285,6 +344,10 @@ mod program {
                 stored(&raw const (*rec).parent_path_len),
                 &mut (*rec).parent_path_flags,
             );
+            (*rec).exec_path_len = 0;
+            if carry.exec_name != 0 {
+                len += exec_name(rec, at(work, len), carry.exec_name as usize, &mut fl);
+            }
             (*rec).flags = fl;
             // One copy of the bytes used; the bound is for the verifier.
             let out = core::slice::from_raw_parts(work, len & (OUT_AREA - 1));
@@ -347,6 +410,26 @@ mod program {
             *fl |= flags::PATH_TRUNCATED;
             0
         }
+    }
+
+    /// Copies the name given to exec (a kernel string) to `dst`; returns its
+    /// length without the NUL, also noted in `exec_path_len`.
+    #[inline(always)]
+    unsafe fn exec_name(rec: *mut ExecRecord, dst: *mut u8, name: usize, fl: &mut u32) -> usize {
+        let r = unsafe {
+            bpf_probe_read_kernel_str(dst.cast(), EXEC_PATH_MAX as u32, name as *const _)
+        };
+        if r <= 0 {
+            *fl |= flags::READ_ERROR;
+            return 0;
+        }
+        // With its NUL; a name that filled the buffer was cut.
+        let n = (r as usize - 1) & (EXEC_PATH_MAX - 1);
+        if r as usize >= EXEC_PATH_MAX {
+            *fl |= flags::EXEC_PATH_TRUNCATED;
+        }
+        unsafe { (*rec).exec_path_len = n as u32 };
+        n
     }
 
     /// Prevent mode, on a match: SIGKILL before the new image returns to user
@@ -425,6 +508,8 @@ mod program {
             (*rec).mode = mode as u32;
             let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
             (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
+            (*rec).ctime_sec = read_or_flag(fl, inode, off!(inode_ctime_sec));
+            (*rec).ctime_nsec = read_or_flag(fl, inode, off!(inode_ctime_nsec));
         }
     }
 

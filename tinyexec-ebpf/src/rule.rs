@@ -199,7 +199,7 @@ pub static AUTOMATON: Automaton = Automaton::build();
 /// early (past the end of a short file) only between chunks, so the verifier
 /// sees 16 ways out of it, not 256.
 const CHUNK: usize = 16;
-const _: () = assert!(HEADER_LEN % CHUNK == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(CHUNK));
 
 /// Whether `S2`'s first two bytes stand side by side in `header[..seen]`
 /// (zero past `seen`). A first look that costs a fraction of [`scan`]: each

@@ -49,13 +49,18 @@ const KIND_DECL_TAG: u8 = 17;
 const KIND_TYPE_TAG: u8 = 18;
 const KIND_ENUM64: u8 = 19;
 
-/// Parsed BTF: the types needed for offset lookups plus the string table.
+/// Parsed BTF. The raw bytes stay as they are; what parsing adds is where
+/// each type's record starts and a name index. Types and members are read
+/// from the bytes when a lookup needs them: decoding every type of a kernel
+/// (over 100,000) into structures took three times the file's 5.5 MiB, and
+/// that parse was the sensor's peak memory.
 pub struct Btf {
-    /// Indexed by type id; entry 0 stands for `void`.
-    types: Vec<Type>,
-    /// Members of all structs/unions, referenced by `Extra::Members` ranges.
-    members: Vec<Member>,
-    strings: Vec<u8>,
+    bytes: Vec<u8>,
+    big_endian: bool,
+    /// The string section, within `bytes`.
+    strings: Range<usize>,
+    /// Where the record of each type id starts in `bytes`; entry 0 stands for `void`.
+    records: Vec<u32>,
     /// Struct/union name -> type id, built once at parse time.
     by_name: HashMap<Box<[u8]>, u32>,
     /// Typedef name -> type id, the fallback for names like `kuid_t` that
@@ -81,10 +86,12 @@ enum Extra {
         elem: u32,
         nelems: u32,
     },
-    /// Range into `Btf::members`.
+    /// Where the member records start in `Btf::bytes`, how many, and the
+    /// struct's kind_flag (bitfield sizes in the offsets).
     Members {
-        start: u32,
+        at: u32,
         len: u16,
+        kind_flag: bool,
     },
 }
 
@@ -155,12 +162,16 @@ impl Btf {
     pub fn from_file(path: &Path) -> Result<Btf> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading BTF from {}", path.display()))?;
-        Self::from_bytes(&bytes).with_context(|| format!("parsing BTF from {}", path.display()))
+        Self::from_vec(bytes).with_context(|| format!("parsing BTF from {}", path.display()))
     }
 
     /// Parses raw BTF bytes (header, type section, string section), in either
     /// byte order: the magic tells which.
     pub fn from_bytes(bytes: &[u8]) -> Result<Btf> {
+        Self::from_vec(bytes.to_vec())
+    }
+
+    fn from_vec(bytes: Vec<u8>) -> Result<Btf> {
         let magic = *bytes
             .first_chunk::<2>()
             .ok_or_else(|| anyhow!("BTF truncated: no magic"))?;
@@ -173,7 +184,7 @@ impl Btf {
             ),
         };
         let mut r = Reader {
-            bytes,
+            bytes: &bytes,
             pos: 2,
             big_endian,
         };
@@ -196,12 +207,13 @@ impl Btf {
         if hdr_len < HEADER_LEN {
             bail!("BTF header length {hdr_len} is shorter than {HEADER_LEN}");
         }
-        let section = |off: u32, len: u32, what: &str| -> Result<&[u8]> {
+        let section = |off: u32, len: u32, what: &str| -> Result<Range<usize>> {
             let start = hdr_len.checked_add(off as usize);
             let end = start.and_then(|s| s.checked_add(len as usize));
             start
                 .zip(end)
-                .and_then(|(s, e)| bytes.get(s..e))
+                .filter(|&(_, e)| e <= bytes.len())
+                .map(|(s, e)| s..e)
                 .ok_or_else(|| {
                     anyhow!(
                         "BTF {what} section (offset {off}, length {len}) exceeds the {} input bytes",
@@ -209,100 +221,22 @@ impl Btf {
                     )
                 })
         };
-        let type_bytes = section(type_off, type_len, "type")?;
-        let strings = section(str_off, str_len, "string")?.to_vec();
-
+        let types = section(type_off, type_len, "type")?;
+        let strings = section(str_off, str_len, "string")?;
+        // Record positions are u32: the sections' lengths are.
+        u32::try_from(bytes.len()).map_err(|_| anyhow!("BTF larger than 4 GiB"))?;
         let mut btf = Btf {
-            types: vec![Type {
-                kind: 0,
-                name_off: 0,
-                size_or_type: 0,
-                extra: Extra::None,
-            }],
-            members: Vec::new(),
+            records: vec![0],
+            bytes: Vec::new(),
+            big_endian,
             strings,
             by_name: HashMap::new(),
             typedefs: HashMap::new(),
         };
-        btf.parse_types(Reader {
-            bytes: type_bytes,
-            pos: 0,
-            big_endian,
-        })?;
+        btf.records = record_starts(&bytes, types, big_endian)?;
+        btf.bytes = bytes;
         btf.build_index()?;
         Ok(btf)
-    }
-
-    fn parse_types(&mut self, mut r: Reader<'_>) -> Result<()> {
-        while r.pos < r.bytes.len() {
-            let id = self.types.len();
-            let ty = self
-                .parse_type(&mut r)
-                .with_context(|| format!("at BTF type id {id}"))?;
-            self.types.push(ty);
-        }
-        Ok(())
-    }
-
-    fn parse_type(&mut self, r: &mut Reader<'_>) -> Result<Type> {
-        let name_off = r.u32()?;
-        let info = r.u32()?;
-        let size_or_type = r.u32()?;
-        let vlen = (info & 0xffff) as u16;
-        let kind = ((info >> 24) & 0x1f) as u8;
-        let kind_flag = info >> 31 != 0;
-        let n = usize::from(vlen);
-        let extra = match kind {
-            KIND_INT => Extra::Int(r.u32()?),
-            KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
-            | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => Extra::None,
-            KIND_ARRAY => {
-                let elem = r.u32()?;
-                let _index_type = r.u32()?;
-                let nelems = r.u32()?;
-                Extra::Array { elem, nelems }
-            }
-            KIND_STRUCT | KIND_UNION => {
-                let start = u32::try_from(self.members.len())
-                    .map_err(|_| anyhow!("too many struct members"))?;
-                for _ in 0..n {
-                    let name_off = r.u32()?;
-                    let type_id = r.u32()?;
-                    let offset = r.u32()?;
-                    let (bit_offset, bitfield_size) = if kind_flag {
-                        (offset & 0x00ff_ffff, offset >> 24)
-                    } else {
-                        (offset, 0)
-                    };
-                    self.members.push(Member {
-                        name_off,
-                        type_id,
-                        bit_offset,
-                        bitfield_size,
-                    });
-                }
-                Extra::Members { start, len: vlen }
-            }
-            KIND_ENUM | KIND_FUNC_PROTO => {
-                r.skip(n * 8)?;
-                Extra::None
-            }
-            KIND_DATASEC | KIND_ENUM64 => {
-                r.skip(n * 12)?;
-                Extra::None
-            }
-            KIND_VAR | KIND_DECL_TAG => {
-                r.skip(4)?;
-                Extra::None
-            }
-            other => bail!("unknown BTF kind {other}"),
-        };
-        Ok(Type {
-            kind,
-            name_off,
-            size_or_type,
-            extra,
-        })
     }
 
     /// Indexes structs/unions (and typedefs) by name. A FWD never enters the
@@ -311,7 +245,9 @@ impl Btf {
     fn build_index(&mut self) -> Result<()> {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
-        for (id, ty) in self.types.iter().enumerate() {
+        for id in 1..self.records.len() {
+            // Type ids are bounded by u32 because the section length is a u32.
+            let ty = self.ty(id as u32)?;
             if !matches!(ty.kind, KIND_STRUCT | KIND_UNION | KIND_TYPEDEF) || ty.name_off == 0 {
                 continue;
             }
@@ -458,7 +394,7 @@ impl Btf {
                 .ok_or_else(|| anyhow!("member search exceeded its budget (cyclic BTF?)"))?;
             let member_name = self.name_bytes(member.name_off)?;
             if member_name == name {
-                return Ok(Some((*member, u64::from(member.bit_offset))));
+                return Ok(Some((member, u64::from(member.bit_offset))));
             }
             if member_name.is_empty() {
                 let inner = self.strip_wrappers(member.type_id)?;
@@ -559,28 +495,54 @@ impl Btf {
         }
     }
 
-    fn ty(&self, id: u32) -> Result<&Type> {
-        match self.types.get(id as usize) {
-            Some(ty) if id != 0 => Ok(ty),
+    fn ty(&self, id: u32) -> Result<Type> {
+        match self.records.get(id as usize) {
+            Some(&at) if id != 0 => decode_type(&self.reader(at as usize)),
             Some(_) => bail!("type id 0 (void) has no layout"),
-            None => bail!("type id {id} out of range ({} types)", self.types.len() - 1),
+            None => bail!(
+                "type id {id} out of range ({} types)",
+                self.records.len() - 1
+            ),
+        }
+    }
+
+    fn reader(&self, pos: usize) -> Reader<'_> {
+        Reader {
+            bytes: &self.bytes,
+            pos,
+            big_endian: self.big_endian,
         }
     }
 
     fn member_count(&self, id: u32) -> usize {
-        match self.types.get(id as usize).map(|t| t.extra) {
-            Some(Extra::Members { len, .. }) => usize::from(len),
+        match self.ty(id).map(|t| t.extra) {
+            Ok(Extra::Members { len, .. }) => usize::from(len),
             _ => 0,
         }
     }
 
-    fn members_of(&self, id: u32) -> Result<&[Member]> {
+    fn members_of(&self, id: u32) -> Result<Vec<Member>> {
         match self.ty(id)?.extra {
-            Extra::Members { start, len } => {
-                let range: Range<usize> = start as usize..start as usize + usize::from(len);
-                self.members
-                    .get(range)
-                    .ok_or_else(|| anyhow!("member range of type id {id} out of bounds"))
+            Extra::Members { at, len, kind_flag } => {
+                let mut r = self.reader(at as usize);
+                (0..len)
+                    .map(|_| {
+                        let name_off = r.u32()?;
+                        let type_id = r.u32()?;
+                        let offset = r.u32()?;
+                        let (bit_offset, bitfield_size) = if kind_flag {
+                            (offset & 0x00ff_ffff, offset >> 24)
+                        } else {
+                            (offset, 0)
+                        };
+                        Ok(Member {
+                            name_off,
+                            type_id,
+                            bit_offset,
+                            bitfield_size,
+                        })
+                    })
+                    .collect()
             }
             _ => bail!("type id {id} is not a struct/union"),
         }
@@ -588,8 +550,7 @@ impl Btf {
 
     /// NUL-terminated string at `off` in the string section.
     fn name_bytes(&self, off: u32) -> Result<&[u8]> {
-        let tail = self
-            .strings
+        let tail = self.bytes[self.strings.clone()]
             .get(off as usize..)
             .ok_or_else(|| anyhow!("string offset {off} beyond string section"))?;
         let end = tail
@@ -598,6 +559,91 @@ impl Btf {
             .ok_or_else(|| anyhow!("string at offset {off} is not NUL-terminated"))?;
         Ok(&tail[..end])
     }
+}
+
+/// Where each type record starts, walking the type section once (every
+/// record is checked to be whole and of a known kind); entry 0 is `void`.
+fn record_starts(bytes: &[u8], types: Range<usize>, big_endian: bool) -> Result<Vec<u32>> {
+    let mut starts = vec![0];
+    let mut r = Reader {
+        bytes: &bytes[..types.end],
+        pos: types.start,
+        big_endian,
+    };
+    while r.pos < types.end {
+        let id = starts.len();
+        starts.push(r.pos as u32);
+        let ty = decode_type(&r).with_context(|| format!("at BTF type id {id}"))?;
+        r.skip(12 + extra_len(ty.kind, vlen_of(&r)?)?)
+            .with_context(|| format!("at BTF type id {id}"))?;
+    }
+    Ok(starts)
+}
+
+/// The vlen of the record at the reader's position.
+fn vlen_of(r: &Reader<'_>) -> Result<usize> {
+    let mut r = Reader {
+        pos: r.pos + 4,
+        ..*r
+    };
+    Ok((r.u32()? & 0xffff) as usize)
+}
+
+/// Bytes after the 12-byte common part of a record of `kind`.
+fn extra_len(kind: u8, vlen: usize) -> Result<usize> {
+    Ok(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+        | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+        KIND_ARRAY => 12,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+        KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+        other => bail!("unknown BTF kind {other}"),
+    })
+}
+
+/// The type whose record starts at the reader's position.
+fn decode_type(r: &Reader<'_>) -> Result<Type> {
+    let mut r = Reader { ..*r };
+    let name_off = r.u32()?;
+    let info = r.u32()?;
+    let size_or_type = r.u32()?;
+    let vlen = (info & 0xffff) as u16;
+    let kind = ((info >> 24) & 0x1f) as u8;
+    let extra = match kind {
+        KIND_INT => Extra::Int(r.u32()?),
+        KIND_ARRAY => {
+            let elem = r.u32()?;
+            let _index_type = r.u32()?;
+            let nelems = r.u32()?;
+            Extra::Array { elem, nelems }
+        }
+        KIND_STRUCT | KIND_UNION => {
+            // The members must be there: checked once when the records are walked.
+            let need = usize::from(vlen) * 12;
+            if r.pos
+                .checked_add(need)
+                .is_none_or(|end| end > r.bytes.len())
+            {
+                bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
+            }
+            Extra::Members {
+                at: r.pos as u32,
+                len: vlen,
+                kind_flag: info >> 31 != 0,
+            }
+        }
+        _ => {
+            extra_len(kind, usize::from(vlen))?;
+            Extra::None
+        }
+    };
+    Ok(Type {
+        kind,
+        name_off,
+        size_or_type,
+        extra,
+    })
 }
 
 fn kind_name(kind: u8) -> &'static str {
@@ -1185,7 +1231,7 @@ mod tests {
         let btf = Btf::from_file(Path::new(VMLINUX)).unwrap();
         eprintln!(
             "parsed {VMLINUX} ({} types) in {:?}",
-            btf.types.len() - 1,
+            btf.records.len() - 1,
             start.elapsed()
         );
         Some(btf)

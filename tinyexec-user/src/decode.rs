@@ -46,6 +46,14 @@ pub struct Exec {
     pub self_test_tgid: Option<u32>,
     /// The kernel's decision on the header, when it took one.
     pub kernel_verdict: Option<HeaderVerdict>,
+    /// `i_writecount` at exec: 0 or more means nothing stopped writes to the
+    /// file while it ran.
+    pub writers: i32,
+    /// The file's change time at exec (seconds, nanoseconds).
+    pub ctime: (i64, u32),
+    /// The name given to exec, when the kernel ran an interpreter for it.
+    pub exec_path: Option<String>,
+    pub exec_path_truncated: bool,
 }
 
 impl Exec {
@@ -57,6 +65,14 @@ impl Exec {
     /// A file with no links left was deleted (before or during the exec).
     pub fn is_deleted(&self) -> bool {
         self.nlink == 0
+    }
+
+    /// Nothing stopped writes to the file while it ran, so bytes read later
+    /// need not be the ones that ran: its writer count was not negative, or it
+    /// is a memfd (written through descriptors the writer count does not see:
+    /// on 6.18 a memfd with a writable descriptor runs with the count at -2).
+    pub fn is_writable(&self) -> bool {
+        self.writers >= 0 || self.is_memfd()
     }
 }
 
@@ -116,6 +132,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
     let args = take(&mut rest, ev.args_len, "arguments")?;
     let path = take(&mut rest, ev.path_len, "path")?;
     let parent_path = take(&mut rest, ev.parent_path_len, "parent's path")?;
+    let exec_path = take(&mut rest, ev.exec_path_len, "name given to exec")?;
     let f = ev.flags;
     Ok(Exec {
         ktime_ns: ev.ktime_ns,
@@ -150,6 +167,13 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         kill_failed: f & flags::KILL_FAILED != 0,
         self_test_tgid: (f & flags::SELF_TEST != 0).then_some(ev.self_test_tgid),
         kernel_verdict: HeaderVerdict::from_wire(ev.kernel_verdict),
+        writers: ev.writers,
+        // Since 6.13 the top bit of `i_ctime_nsec` marks a queried time
+        // (multigrain timestamps), not nanoseconds.
+        ctime: (ev.ctime_sec, ev.ctime_nsec & !(1 << 31)),
+        exec_path: (f & flags::INTERPRETED != 0)
+            .then(|| String::from_utf8_lossy(exec_path).into_owned()),
+        exec_path_truncated: f & flags::EXEC_PATH_TRUNCATED != 0,
     })
 }
 

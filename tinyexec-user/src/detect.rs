@@ -2,10 +2,21 @@
 //!
 //! The kernel sends the file's first 256 bytes (`linux_binprm::buf`) for every
 //! candidate. That is the whole file up to 256 bytes; for 257 to 269 bytes the
-//! rest is read from the very file that ran, `/proc/PID/exe`, checked against the
-//! kernel's inode and device, never by looking the path up again.
+//! header decides alone where it can, and otherwise the rest is read from the
+//! very file that ran: `/proc/PID/exe` while the process lives, else the path
+//! the kernel resolved, accepted only if device, inode, size and change time
+//! are those of the exec. A file that could be written while it ran
+//! (`Exec::is_writable`) is judged on the kernel's bytes alone.
+//!
+//! When the kernel ran an interpreter for the file named in exec, that file is
+//! checked too, by name: not bound to what ran, and said so.
 
-use std::{fs, io::Read, os::unix::fs::MetadataExt};
+use std::{
+    fs,
+    io::Read,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
 
 use sha2::{Digest, Sha256};
 use tinyexec_ebpf::{
@@ -13,7 +24,10 @@ use tinyexec_ebpf::{
     rule::{self, HeaderVerdict},
 };
 
-use crate::decode::Exec;
+use crate::{clock::BootClock, decode::Exec};
+
+/// Far above the coarse clock that stamps change times (a tick: 1 to 10 ms).
+const CHANGE_TIME_GRAIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where the bytes behind a verdict came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +36,11 @@ pub enum Source {
     Kernel,
     /// The kernel's header plus the rest read through `/proc/PID/exe`.
     KernelExe,
+    /// The kernel's header plus the rest read from the path the kernel
+    /// resolved, which still held the same, unchanged file.
+    KernelPath,
+    /// The file named in exec, read by name (an interpreter ran for it).
+    Path,
 }
 
 impl Source {
@@ -29,8 +48,19 @@ impl Source {
         match self {
             Self::Kernel => "kernel",
             Self::KernelExe => "kernel+exe",
+            Self::KernelPath => "kernel+path",
+            Self::Path => "path",
         }
     }
+}
+
+/// The file named in exec, when it (not what the kernel ran) matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub size: u64,
+    pub inode: u64,
+    pub device: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,12 +72,13 @@ pub enum Verdict {
         /// Every offset of each string, in the bytes seen.
         s1_offsets: Vec<usize>,
         s2_offsets: Vec<usize>,
+        target: Option<Target>,
     },
     /// A candidate whose verdict needs bytes that could not be read.
     Undetermined { reason: String },
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -55,42 +86,78 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn matched(content: &[u8], source: Source, complete: bool) -> Verdict {
+    matched_in(content, source, complete, None)
+}
+
+fn matched_in(content: &[u8], source: Source, complete: bool, target: Option<Target>) -> Verdict {
     Verdict::Match {
         source,
         sha256: complete.then(|| sha256_hex(content)),
         s1_offsets: rule::find_all(content, &rule::S1).collect(),
         s2_offsets: rule::find_all(content, &rule::S2).collect(),
+        target,
     }
 }
 
 /// The rule's verdict on this exec: None when it does not match.
 pub fn detect(exec: &Exec) -> Option<Verdict> {
+    detect_executed(exec).or_else(|| {
+        let name = exec.exec_path.as_deref()?;
+        detect_named(exec, name)
+    })
+}
+
+/// The verdict on the file the kernel ran.
+fn detect_executed(exec: &Exec) -> Option<Verdict> {
     if !exec.candidate {
         return None;
     }
     let size = u64::try_from(exec.size).ok()?;
     let head = exec.header.as_deref().unwrap_or_default();
+    let writable = exec.is_writable();
     match header_decision(exec).unwrap_or(HeaderVerdict::NeedRest) {
         HeaderVerdict::NoMatch => None,
+        // The whole file as the kernel read it at exec (for a writable file,
+        // the bytes at that moment: the hash is theirs).
         HeaderVerdict::Match if head.len() as u64 == size => {
             Some(matched(head, Source::Kernel, true))
         }
+        // Writable, and longer than the header now: the header alone, no hash.
+        HeaderVerdict::Match if writable => Some(matched(head, Source::Kernel, false)),
         // Decided by the header alone; the rest only adds the hash and offsets.
-        HeaderVerdict::Match => Some(match read_exe(exec, size) {
-            Ok(all) => matched(&all, Source::KernelExe, true),
+        HeaderVerdict::Match => Some(match read_rest(exec, size) {
+            Ok((all, source)) => matched(&all, source, true),
             Err(_) => matched(head, Source::Kernel, false),
         }),
-        HeaderVerdict::NeedRest => match read_exe(exec, size) {
-            Ok(all) => rule::evaluate(&all).map(|_| matched(&all, Source::KernelExe, true)),
+        HeaderVerdict::NeedRest if writable => Some(Verdict::Undetermined {
+            reason: "the file could be written while it ran (its writer count was not \
+                     negative: a memfd with a writable descriptor, say), and the bytes \
+                     past the 256 the kernel read at exec decide; bytes read later need \
+                     not be the ones that ran"
+                .to_owned(),
+        }),
+        HeaderVerdict::NeedRest => match read_rest(exec, size) {
+            Ok((all, source)) => rule::evaluate(&all).map(|_| matched(&all, source, true)),
             Err(reason) => Some(Verdict::Undetermined { reason }),
         },
     }
 }
 
+/// The size the kernel decided for: a writable file may have been smaller
+/// when its header was read, so it is judged as the largest size that can match.
+fn decided_size(exec: &Exec) -> Option<u64> {
+    let size = u64::try_from(exec.size).ok()?;
+    Some(if exec.is_writable() && !rule::size_can_match(size) {
+        rule::FILESIZE_LT - 1
+    } else {
+        size
+    })
+}
+
 /// The decision the kernel takes on the header, taken again on the same bytes;
 /// None without a usable header.
 pub fn header_decision(exec: &Exec) -> Option<HeaderVerdict> {
-    let size = u64::try_from(exec.size).ok()?;
+    let size = decided_size(exec)?;
     let head = exec.header.as_deref()?;
     let buf = header_buffer(head, size)?;
     Some(rule::header_verdict(&buf, head.len(), size))
@@ -105,6 +172,19 @@ fn header_buffer(head: &[u8], size: u64) -> Option<[u8; HEADER_LEN]> {
     let mut buf = [0u8; HEADER_LEN];
     buf[..head.len()].copy_from_slice(head);
     Some(buf)
+}
+
+/// The whole file that ran: through `/proc/PID/exe` while the process lives,
+/// else from the path the kernel resolved if it still holds that file unchanged.
+fn read_rest(exec: &Exec, size: u64) -> Result<(Vec<u8>, Source), String> {
+    let by_exe = match read_exe(exec, size) {
+        Ok(all) => return Ok((all, Source::KernelExe)),
+        Err(reason) => reason,
+    };
+    match read_resolved_path(exec, size) {
+        Ok(all) => Ok((all, Source::KernelPath)),
+        Err(by_path) => Err(format!("{by_exe}; and {by_path}")),
+    }
 }
 
 /// The whole file that ran, through `/proc/PID/exe`, if it is still that file.
@@ -129,6 +209,59 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
             exec.device
         ));
     }
+    read_checked(&mut f, &path, exec, size)
+}
+
+/// The file at the path the kernel resolved, if it is the file that ran and
+/// has not changed since: same device, inode, size and change time (any
+/// write or truncation moves the change time).
+fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
+    let path = &exec.path;
+    if exec.path_disconnected || exec.path_truncated || exec.is_deleted() {
+        return Err(format!(
+            "{path} cannot be opened again (deleted, or not a path from a root)"
+        ));
+    }
+    // A write moves the change time only to the kernel's coarse clock (one
+    // tick, at most 10 ms): one within a tick of the change time the exec saw
+    // could leave it as it was. Later writes cannot.
+    let exec_wall = BootClock::new().wall(exec.ktime_ns);
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(u64::try_from(exec.ctime.0).unwrap_or(0), exec.ctime.1);
+    if exec_wall
+        .duration_since(changed)
+        .is_ok_and(|d| d < CHANGE_TIME_GRAIN)
+    {
+        return Err(format!(
+            "{path} changed less than {CHANGE_TIME_GRAIN:?} before it ran, so its change time \
+             cannot show a later write"
+        ));
+    }
+    let mut f = open_regular(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
+    let md = f.metadata().map_err(|e| format!("stat {path}: {e}"))?;
+    let ctime = (
+        md.ctime(),
+        u32::try_from(md.ctime_nsec()).unwrap_or(u32::MAX),
+    );
+    if md.dev() != exec.device || md.ino() != exec.inode || md.size() != size || ctime != exec.ctime
+    {
+        return Err(format!(
+            "{path} is not the unchanged file that ran (device {} inode {} size {} ctime {ctime:?}; \
+             it ran as device {} inode {} size {size} ctime {:?})",
+            md.dev(),
+            md.ino(),
+            md.size(),
+            exec.device,
+            exec.inode,
+            exec.ctime
+        ));
+    }
+    read_checked(&mut f, path, exec, size)
+}
+
+/// Reads `size` bytes (one more shows growth) and checks they begin with the
+/// kernel's header.
+fn read_checked(f: &mut fs::File, path: &str, exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     let mut all = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
     f.by_ref()
         .take(size + 1)
@@ -149,4 +282,66 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(all)
+}
+
+/// Opens `path` for reading only if it is a regular file, without blocking
+/// on a FIFO or device put in its place.
+fn open_regular(path: &Path) -> std::io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Where the name given to exec points, seen from here: relative names are
+/// relative to the process's working directory, `/dev/fd/N` is its fd N.
+fn resolve_name(pid: u32, name: &str) -> PathBuf {
+    if let Some(rest) = name.strip_prefix("/dev/fd/") {
+        return PathBuf::from(format!("/proc/{pid}/fd/{rest}"));
+    }
+    if name.starts_with('/') {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from(format!("/proc/{pid}/cwd")).join(name)
+    }
+}
+
+/// The rule on the file named in exec, read by name. Only a match is an
+/// alert: what cannot be read is not what ran, and every script exec comes here.
+fn detect_named(exec: &Exec, name: &str) -> Option<Verdict> {
+    let path = resolve_name(exec.pid, name);
+    let mut f = open_regular(&path).ok()?;
+    let md = f.metadata().ok()?;
+    if !rule::size_can_match(md.size()) {
+        return None;
+    }
+    let mut all = Vec::with_capacity(rule::FILESIZE_LT as usize);
+    f.by_ref()
+        .take(rule::FILESIZE_LT)
+        .read_to_end(&mut all)
+        .ok()?;
+    rule::evaluate(&all)?;
+    let target = Target {
+        path: name.to_owned(),
+        size: all.len() as u64,
+        inode: md.ino(),
+        device: md.dev(),
+    };
+    Some(matched_in(&all, Source::Path, true, Some(target)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_name;
+
+    #[test]
+    fn names_given_to_exec_resolve_from_the_process() {
+        assert_eq!(resolve_name(7, "/tmp/x").to_str(), Some("/tmp/x"));
+        assert_eq!(resolve_name(7, "./x").to_str(), Some("/proc/7/cwd/./x"));
+        assert_eq!(resolve_name(7, "/dev/fd/3").to_str(), Some("/proc/7/fd/3"));
+    }
 }

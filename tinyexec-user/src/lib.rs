@@ -4,6 +4,7 @@
 //!
 //! Modules the binary or the fuzz targets call are `pub`; the rest stay private.
 
+mod bpf_sys;
 pub mod btf;
 mod canary;
 pub mod check;
@@ -11,6 +12,8 @@ mod clock;
 pub mod decode;
 mod detect;
 pub mod exclusions;
+#[cfg(test)]
+mod field_names;
 pub mod fuzzing;
 mod identity;
 mod offsets;
@@ -25,4 +28,3 @@ mod selftest;
 mod sensor;
 pub mod settings;
 mod textfile;
-mod verifier;

@@ -2,7 +2,7 @@
 //! kernel's BTF at load time (Rust eBPF has no CO-RE relocations here).
 
 use anyhow::{Context as _, Result, bail};
-use tinyexec_ebpf::{ABSENT, COMM_LEN, HEADER_LEN, Offsets};
+use tinyexec_ebpf::{ABSENT, COMM_LEN, HEADER_LEN, Offsets, WINDOW};
 
 use crate::btf::Btf;
 
@@ -18,11 +18,64 @@ fn field(btf: &Btf, strukt: &str, path: &str, width: u32) -> Result<u32> {
     Ok(offset)
 }
 
+/// The first of `paths` the kernel has, for fields renamed across versions.
+fn first_of(btf: &Btf, strukt: &str, paths: &[(&str, &[u32])]) -> Result<u32> {
+    for (path, widths) in paths {
+        if let Ok(offset) = btf.member_offset(strukt, path) {
+            let size = btf.member_size(strukt, path)?;
+            if !widths.contains(&size) {
+                bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {widths:?}");
+            }
+            return Ok(offset);
+        }
+    }
+    let names: Vec<&str> = paths.iter().map(|(p, _)| *p).collect();
+    bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
+}
+
+/// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields` starts.
+fn window(strukt: &str, fields: &[(&str, u32, u32)]) -> Result<u32> {
+    let start = fields.iter().map(|f| f.1).min().unwrap_or(0);
+    let end = fields.iter().map(|f| f.1 + f.2).max().unwrap_or(0);
+    if (end - start) as usize > WINDOW {
+        let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
+        bail!(
+            "kernel BTF: `{strukt}.{}` span {} bytes, more than the {WINDOW} tinyexec reads at once",
+            names.join("`, `"),
+            end - start
+        );
+    }
+    Ok(start)
+}
+
 /// Resolves every field in [`Offsets`] from `btf`.
 pub fn resolve(btf: &Btf) -> Result<Offsets> {
     const PTR: u32 = 8;
     let f = |s, p, w| field(btf, s, p, w);
+    let (bprm_file, bprm_filename, bprm_interp) = (
+        f("linux_binprm", "file", PTR)?,
+        f("linux_binprm", "filename", PTR)?,
+        f("linux_binprm", "interp", PTR)?,
+    );
+    let (inode_nlink, inode_size) = (f("inode", "i_nlink", 4)?, f("inode", "i_size", 8)?);
     Ok(Offsets {
+        bprm_window: window(
+            "linux_binprm",
+            &[
+                ("file", bprm_file, PTR),
+                ("filename", bprm_filename, PTR),
+                ("interp", bprm_interp, PTR),
+            ],
+        )?,
+        inode_window: window(
+            "inode",
+            &[("i_nlink", inode_nlink, 4), ("i_size", inode_size, 8)],
+        )?,
+        bprm_file,
+        bprm_filename,
+        bprm_interp,
+        inode_nlink,
+        inode_size,
         task_tgid: f("task_struct", "tgid", 4)?,
         task_real_parent: f("task_struct", "real_parent", PTR)?,
         task_group_leader: f("task_struct", "group_leader", PTR)?,
@@ -38,7 +91,6 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         mm_arg_start: f("mm_struct", "arg_start", PTR)?,
         mm_arg_end: f("mm_struct", "arg_end", PTR)?,
         mm_exe_file: f("mm_struct", "exe_file", PTR)?,
-        bprm_file: f("linux_binprm", "file", PTR)?,
         bprm_buf: f("linux_binprm", "buf", HEADER_LEN as u32)?,
         bprm_argc: f("linux_binprm", "argc", 4)?,
         file_path_mnt: f("file", "f_path.mnt", PTR)?,
@@ -46,9 +98,27 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         file_inode: f("file", "f_inode", PTR)?,
         inode_mode: f("inode", "i_mode", 2)?,
         inode_ino: f("inode", "i_ino", 8)?,
-        inode_size: f("inode", "i_size", 8)?,
-        inode_nlink: f("inode", "i_nlink", 4)?,
         inode_sb: f("inode", "i_sb", PTR)?,
+        inode_writecount: f("inode", "i_writecount.counter", 4)?,
+        // The change time's fields were renamed in 6.6 and split in 6.11.
+        inode_ctime_sec: first_of(
+            btf,
+            "inode",
+            &[
+                ("i_ctime_sec", &[8]),
+                ("__i_ctime.tv_sec", &[8]),
+                ("i_ctime.tv_sec", &[8]),
+            ],
+        )?,
+        inode_ctime_nsec: first_of(
+            btf,
+            "inode",
+            &[
+                ("i_ctime_nsec", &[4]),
+                ("__i_ctime.tv_nsec", &[8]),
+                ("i_ctime.tv_nsec", &[8]),
+            ],
+        )?,
         sb_dev: f("super_block", "s_dev", 4)?,
         dentry_parent: f("dentry", "d_parent", PTR)?,
         dentry_name_len: f("dentry", "d_name.len", 4)?,

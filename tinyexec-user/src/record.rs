@@ -6,8 +6,9 @@ use serde::Serialize;
 use tinyexec_ebpf::rule;
 
 use crate::{
+    clock::rfc3339,
     decode::Exec,
-    detect::{Source, Verdict},
+    detect::{Source, Target, Verdict},
     identity::Names,
 };
 
@@ -45,6 +46,10 @@ pub struct Process {
     pub exec_tid: u32,
     pub name: String,
     pub executable: String,
+    /// The file named in exec, when the kernel ran an interpreter for it (a
+    /// `#!` script, a binfmt_misc handler): `executable` is the interpreter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_path: Option<String>,
     pub command_line: String,
     pub args: Vec<String>,
     pub args_count: u32,
@@ -77,10 +82,30 @@ pub struct File {
     /// No links left: deleted before or while it ran.
     pub deleted: bool,
     pub memfd: bool,
+    /// Nothing stopped writes to the file while it ran (its writer count,
+    /// `i_writecount`, was not negative): a memfd with a writable descriptor.
+    pub writable: bool,
+    /// The file's change time when it ran (ECS `file.ctime`).
+    pub ctime: String,
     /// The path walk stopped early: `path` is only its tail.
     pub path_truncated: bool,
     /// Not reachable from any mount root (memfd and other pseudo files).
     pub path_disconnected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Hash>,
+    /// Alerts on the file named in exec (`process.exec_path`) when an
+    /// interpreter ran for it and that file matched, read by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetFile {
+    /// As given to exec.
+    pub path: String,
+    pub size: u64,
+    pub inode: u64,
+    pub device: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<Hash>,
 }
@@ -186,6 +211,12 @@ pub struct Record {
     pub tinyexec: Sensor,
 }
 
+/// A kernel (seconds, nanoseconds) time as RFC 3339.
+fn ctime((sec, nsec): (i64, u32)) -> String {
+    let since = std::time::Duration::new(u64::try_from(sec).unwrap_or(0), nsec.min(999_999_999));
+    rfc3339(std::time::UNIX_EPOCH + since)
+}
+
 fn name_or_id(name: Option<&str>, id: u32) -> String {
     name.map_or_else(|| id.to_string(), str::to_owned)
 }
@@ -199,13 +230,16 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
-fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str) {
+/// The rule's part of a record, the hash of the bytes it judged, where they
+/// came from, and the file named in exec when that (not what ran) matched.
+fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str, Option<&Target>) {
     match verdict {
         Verdict::Match {
             source,
             sha256,
             s1_offsets,
             s2_offsets,
+            target,
         } => (
             Rule {
                 name: rule::NAME,
@@ -224,6 +258,7 @@ fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str) {
             },
             sha256.clone().map(|sha256| Hash { sha256 }),
             Source::as_str(*source),
+            target.as_ref(),
         ),
         Verdict::Undetermined { reason } => (
             Rule {
@@ -234,6 +269,7 @@ fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str) {
             },
             None,
             "none",
+            None,
         ),
     }
 }
@@ -246,9 +282,23 @@ pub fn exec_record(
     host: &Host,
     agent: &Agent,
 ) -> Record {
-    let (rule, hash, content_source) = match verdict.map(rule_of) {
-        Some((r, h, c)) => (Some(r), h, Some(c)),
-        None => (None, None, None),
+    let (rule, hash, content_source, target) = match verdict.map(rule_of) {
+        Some((r, h, c, t)) => (Some(r), h, Some(c), t),
+        None => (None, None, None, None),
+    };
+    // A match on the file named in exec: its hash is that file's, not the interpreter's.
+    let (hash, target) = match target {
+        Some(t) => (
+            None,
+            Some(TargetFile {
+                path: t.path.clone(),
+                size: t.size,
+                inode: t.inode,
+                device: t.device,
+                hash,
+            }),
+        ),
+        None => (hash, None),
     };
     let user = name_or_id(names.user(exec.uid), exec.uid);
     let group = name_or_id(names.group(exec.gid), exec.gid);
@@ -269,6 +319,7 @@ pub fn exec_record(
             exec_tid: exec.exec_tid,
             name: exec.comm.clone(),
             executable: exec.path.clone(),
+            exec_path: exec.exec_path.clone(),
             command_line: exec.args.join(" "),
             args: exec.args.clone(),
             args_count: exec.argc,
@@ -300,9 +351,12 @@ pub fn exec_record(
             mode: format!("{:o}", exec.mode & 0o7777),
             deleted: exec.is_deleted(),
             memfd: exec.is_memfd(),
+            writable: exec.is_writable(),
+            ctime: ctime(exec.ctime),
             path_truncated: exec.path_truncated,
             path_disconnected: exec.path_disconnected,
             hash,
+            target,
         }),
         user: Some(User {
             id: exec.uid,
@@ -350,6 +404,88 @@ pub fn lost_record(
             ..Sensor::default()
         },
     }
+}
+
+/// One record of every kind, with every optional field present in one of
+/// them: what `field_names.rs` checks the schema against.
+#[cfg(test)]
+pub fn samples() -> Vec<Record> {
+    use crate::detect::{Source, Target, Verdict};
+    let exec = Exec {
+        ktime_ns: 1,
+        pid: 2,
+        exec_tid: 2,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        euid: 0,
+        egid: 0,
+        login_uid: Some(1000),
+        comm: "stager".into(),
+        parent_comm: "sh".into(),
+        args: vec!["/tmp/stager".into()],
+        argc: 1,
+        args_truncated: false,
+        args_unreadable: false,
+        path: "/tmp/stager".into(),
+        path_truncated: false,
+        path_disconnected: false,
+        parent_path: Some("/bin/sh".into()),
+        size: 153,
+        inode: 7,
+        device: 8,
+        nlink: 1,
+        mode: 0o100_755,
+        candidate: true,
+        header: None,
+        read_error: false,
+        killed: false,
+        kill_failed: true,
+        self_test_tgid: None,
+        kernel_verdict: None,
+        writers: -1,
+        ctime: (0, 0),
+        exec_path: Some("./stager".into()),
+        exec_path_truncated: false,
+    };
+    let host = Host {
+        hostname: "h".into(),
+        boot_id: "b".into(),
+    };
+    let agent = Agent {
+        name: "tinyexec",
+        version: "0",
+        ephemeral_id: "e".into(),
+    };
+    let matched = |target| Verdict::Match {
+        source: Source::Kernel,
+        sha256: Some("0".repeat(64)),
+        s1_offsets: vec![1],
+        s2_offsets: vec![2],
+        target,
+    };
+    let target = Target {
+        path: "./stager".into(),
+        size: 153,
+        inode: 7,
+        device: 8,
+    };
+    let verdicts = [
+        matched(None),
+        matched(Some(target)),
+        Verdict::Undetermined { reason: "r".into() },
+    ];
+    let mut names = Names::default();
+    let mut out: Vec<Record> = verdicts
+        .iter()
+        .map(|v| exec_record(&exec, Some(v), &mut names, "t".into(), &host, &agent))
+        .collect();
+    out[0].exclusion = Some(ExclusionRef {
+        name: "x".into(),
+        line: 1,
+    });
+    out.push(lost_record(1, 1, "t".into(), &host, &agent));
+    out
 }
 
 #[cfg(test)]

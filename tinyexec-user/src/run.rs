@@ -3,7 +3,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tinyexec_ebpf::{Config, names};
 use tokio::{
     io::unix::AsyncFd,
@@ -27,6 +27,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// How long the canary's record may take to arrive (an exec takes milliseconds,
 /// even in an emulated VM).
 const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Canary runs before the self-test gives up, when records were lost meanwhile.
+const SELF_TEST_ATTEMPTS: u32 = 3;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
@@ -110,7 +112,7 @@ async fn stream(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     sensor::set_self_test(&mut control, true)?;
-    let tested = self_test(&mut events, &mut pipeline, btf).await;
+    let tested = self_test(&mut events, &lost, &mut pipeline, btf).await;
     sensor::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
@@ -162,51 +164,79 @@ async fn stream(
 
 /// Runs the canary exec and checks the kernel's record of it; other execs
 /// seen meanwhile go through the pipeline as usual. The canary's own record
-/// never reaches an output.
+/// never reaches an output. On a busy host the ring buffer may be full when
+/// the canary runs: its record is then lost (and counted), and it runs again.
 async fn self_test(
     events: &mut AsyncFd<RingBuf<MapData>>,
+    lost: &PerCpuArray<MapData, u64>,
     pipeline: &mut Pipeline,
     btf: &Path,
 ) -> Result<()> {
-    let canary = Canary::start()?;
+    for attempt in 1..=SELF_TEST_ATTEMPTS {
+        let lost_before = sensor::lost_total(lost)?;
+        let canary = Canary::start()?;
+        let what = canary.describe();
+        if let Some(record) = canary_record(events, pipeline, canary.pid()).await {
+            let checked = canary.check(&record, btf);
+            canary.finish()?;
+            checked?;
+            eprintln!(
+                "tinyexec-sensor: self-test passed: the kernel program read the canary exec {what} right"
+            );
+            return Ok(());
+        }
+        canary.finish()?;
+        let lost = sensor::lost_total(lost)? - lost_before;
+        if lost > 0 && attempt < SELF_TEST_ATTEMPTS {
+            eprintln!(
+                "tinyexec-sensor: warning: self-test: {lost} records were lost (the ring buffer was \
+                 full) while the canary exec {what} ran; running it again"
+            );
+            continue;
+        }
+        bail!(
+            "self-test failed: no kernel record of the canary exec {what} arrived within \
+             {SELF_TEST_TIMEOUT:?} ({lost} records lost meanwhile): the kernel program does not \
+             report execs on this kernel"
+        );
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Reads the ring until the record of the exec by `pid` arrives (None after
+/// `SELF_TEST_TIMEOUT`), handing every other record to the pipeline.
+async fn canary_record(
+    events: &mut AsyncFd<RingBuf<MapData>>,
+    pipeline: &mut Pipeline,
+    pid: u32,
+) -> Option<decode::Exec> {
     let deadline = tokio::time::sleep(SELF_TEST_TIMEOUT);
     tokio::pin!(deadline);
-    let record = loop {
+    loop {
         tokio::select! {
             guard = events.readable_mut() => {
-                let mut guard = guard.context("polling the ring buffer")?;
+                let mut guard = guard.ok()?;
                 let ring = guard.get_inner_mut();
                 let mut found = None;
                 while let Some(item) = ring.next() {
                     match decode::decode(&item) {
-                        Ok(exec) if found.is_none() && exec.self_test_tgid == Some(canary.pid()) => {
+                        Ok(exec) if found.is_none() && exec.self_test_tgid == Some(pid) => {
                             found = Some(exec);
                         }
-                        _ => pipeline.handle(&item)?,
+                        _ => {
+                            if let Err(err) = pipeline.handle(&item) {
+                                eprintln!("tinyexec-sensor: warning: {err:#}");
+                            }
+                        }
                     }
                 }
                 guard.clear_ready();
-                pipeline.flush()?;
-                if let Some(exec) = found {
-                    break exec;
+                let _ = pipeline.flush();
+                if found.is_some() {
+                    return found;
                 }
             }
-            () = &mut deadline => {
-                let what = canary.describe();
-                canary.finish()?;
-                bail!(
-                    "self-test failed: no kernel record of the canary exec {what} arrived within \
-                     {SELF_TEST_TIMEOUT:?}: the kernel program does not report execs on this kernel"
-                );
-            }
+            () = &mut deadline => return None,
         }
-    };
-    let checked = canary.check(&record, btf);
-    let what = canary.describe();
-    canary.finish()?;
-    checked?;
-    eprintln!(
-        "tinyexec-sensor: self-test passed: the kernel program read the canary exec {what} right"
-    );
-    Ok(())
+    }
 }

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sha2::{Digest, Sha256};
 use tinyexec_ebpf::rule;
 
 #[derive(Debug, clap::Args)]
@@ -136,10 +135,7 @@ impl<W: Write> Scanner<W> {
         if !self.json {
             return writeln!(self.out, "{} {}", rule::NAME, path.display());
         }
-        let sha256: String = Sha256::digest(content)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::detect::sha256_hex(content);
         let rec = serde_json::json!({
             "event": {"kind": "alert", "action": "scan"},
             "rule": {

@@ -1,20 +1,30 @@
 //! Loading and attaching the kernel programs.
+//!
+//! aya's `EbpfLoader` is not used: it parses the kernel's whole BTF when it is
+//! created (19 MiB at its peak here, more than the sensor needs for anything
+//! else), which a raw tracepoint with offsets from our own BTF reader has no
+//! use for; and it hands the verifier's log over only when a load fails,
+//! while we report the instructions verified on every kernel. aya-obj (aya's
+//! own object parser and relocator) prepares the programs, aya's `MapData`
+//! creates the maps and reads them; the loads and the attachment are four
+//! bpf(2) commands (`bpf_sys.rs`).
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+    ffi::CString,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     path::Path,
 };
 
-use anyhow::{Context as _, Result, anyhow};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
-};
-use tinyexec_ebpf::{Config, control, names, stage};
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf};
+use aya_obj::{EbpfSectionKind, Object};
+use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
-use crate::{btf, offsets, verifier};
+use crate::{
+    bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
+    btf, offsets,
+};
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tinyexec"));
@@ -26,10 +36,19 @@ pub struct LoadOptions<'a> {
     pub ring_buffer_bytes: u32,
 }
 
-/// Loaded and attached programs; dropping it detaches them.
+/// What must stay open for the programs to run. Dropping it detaches them:
+/// the link goes first.
+pub struct Programs {
+    _link: OwnedFd,
+    _programs: Vec<OwnedFd>,
+    /// Maps only the kernel side reads (the work area, the read-only globals).
+    _maps: Vec<MapData>,
+}
+
+/// Loaded and attached programs and the maps user space reads.
 pub struct Sensor {
-    /// Owns the programs and their links: dropping it detaches.
-    pub ebpf: Ebpf,
+    /// Owns the programs and their link: dropping it detaches.
+    pub ebpf: Programs,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
     /// The stages the entry tail-calls. Kept open: the kernel empties a
@@ -46,25 +65,8 @@ pub const VERIFIER_LIMIT: u32 = 1_000_000;
 /// How many verifier lines an error shows: the cause is at the end.
 const VERIFIER_TAIL: usize = 30;
 
-fn refused(program: &str, err: ProgramError) -> anyhow::Error {
-    match err {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = verifier_log.to_string();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
-            anyhow!(
-                "the kernel refused program `{program}` ({io_error}); the verifier said:\n{tail}"
-            )
-        }
-        other => anyhow::Error::new(other),
-    }
-}
-
-/// Returns freed heap to the system: glibc keeps it otherwise, and the two
-/// BTF parses below would stay in the sensor's resident size for its life.
+/// Returns freed heap to the system: glibc keeps it otherwise, and the BTF
+/// parse below would stay in the sensor's resident size for its life.
 fn release_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages.
@@ -73,16 +75,15 @@ fn release_heap() {
     }
 }
 
-pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
-    // aya's loader parses the kernel's BTF when it is created (~15 MiB). The
-    // program is a raw tracepoint with no BTF maps and needs none: drop it and
-    // give the memory back before our own parse, so the two never add up.
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    release_heap();
+/// The bytes of a plain `#[repr(C)]` value without padding.
+fn bytes_of<T: aya::Pod>(v: &T) -> &[u8] {
+    // SAFETY: Pod types are plain data; the slice covers exactly `v`.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast(), size_of::<T>()) }
+}
 
+pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
-    let offsets = offsets::resolve(&kernel_btf).with_context(|| {
+    let offsets: Offsets = offsets::resolve(&kernel_btf).with_context(|| {
         format!(
             "reading kernel struct offsets from {}",
             opts.btf_path.display()
@@ -92,52 +93,69 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     drop(kernel_btf);
     release_heap();
 
-    let mut ebpf = loader
-        .override_global(names::OFFSETS, &offsets, true)
-        .override_global(names::CONFIG, &opts.config, true)
-        .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
-        .load(OBJECT)
-        .context("loading the eBPF object (maps and globals)")?;
+    let mut obj = Object::parse(OBJECT).context("parsing the eBPF object")?;
+    obj.patch_map_data(HashMap::from([
+        (names::OFFSETS, (bytes_of(&offsets), true)),
+        (names::CONFIG, (bytes_of(&opts.config), true)),
+    ]))
+    .context("setting the eBPF object's globals")?;
+    let mut maps = create_maps(&obj, opts.ring_buffer_bytes)?;
 
-    // Descriptors of the maps, for a second look at the verifier's figures.
-    let map_fds = map_fds(&ebpf);
-    // The stages first, in the program array: the entry may only run once
+    let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
+    let objs = obj.maps.clone();
+    let fds = objs
+        .iter()
+        .map(|(name, m)| {
+            let fd = maps[name.as_str()].fd().as_fd().as_raw_fd();
+            (name.as_str(), fd, m)
+        })
+        .collect::<Vec<_>>();
+    obj.relocate_maps(fds.into_iter(), &text_sections)
+        .map_err(|e| anyhow!("relocating the eBPF object's maps: {e}"))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| anyhow!("relocating the eBPF object's calls: {e}"))?;
+    obj.sanitize_functions(aya::features());
+
+    // The stages first, in the program array (aya installs only programs it
+    // loaded itself: the update is ours): the entry may only run once
     // everything it hands over to is in place.
-    let mut stages = ProgramArray::try_from(map(&mut ebpf, names::STAGES)?)?;
+    let stages_map = maps
+        .get(names::STAGES)
+        .with_context(|| format!("map `{}` missing from the eBPF object", names::STAGES))?;
     let mut verified = Vec::new();
+    let mut programs = Vec::new();
     for (name, index) in stage::ALL {
-        let program = load_program(&mut ebpf, name, &mut verified)?;
-        let fd = program.fd().with_context(|| format!("program `{name}`"))?;
-        stages
-            .set(index, fd, 0)
-            .with_context(|| format!("installing stage `{name}`"))?;
+        let (fd, count) = load_program(&obj, name)?;
+        verified.push((name, count));
+        bpf_sys::map_update(
+            stages_map.fd().as_fd(),
+            &index.to_ne_bytes(),
+            &(fd.as_raw_fd() as u32).to_ne_bytes(),
+        )
+        .with_context(|| format!("installing stage `{name}`"))?;
+        programs.push(fd);
     }
-    load_program(&mut ebpf, names::PROGRAM, &mut verified)?
-        .attach(names::TRACEPOINT)
+    let mut take = |name: &str| {
+        maps.remove(name)
+            .with_context(|| format!("map `{name}` missing from the eBPF object"))
+            .and_then(|m| Map::from_map_data(m).with_context(|| format!("map `{name}`")))
+    };
+    let stages = ProgramArray::try_from(take(names::STAGES)?)?;
+    let events = RingBuf::try_from(take(names::EVENTS)?)?;
+    let lost = PerCpuArray::try_from(take(names::LOST)?)?;
+    let control = Array::try_from(take(names::CONTROL)?)?;
+    let (entry, count) = load_program(&obj, names::PROGRAM)?;
+    verified.push((names::PROGRAM, count));
+    let tracepoint = CString::new(names::TRACEPOINT).context("tracepoint name")?;
+    let link = bpf_sys::raw_tracepoint_open(&tracepoint, entry.as_fd())
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
-
-    if verified.iter().any(|(_, n)| n.is_none()) {
-        // Kernels before 5.16 do not report it: ask the verifier itself.
-        match verifier::Relocated::new(OBJECT, &map_fds) {
-            Ok(relocated) => {
-                for (name, n) in &mut verified {
-                    match relocated.processed(name) {
-                        Ok(count) => *n = Some(count),
-                        Err(err) => eprintln!("tinyexec-sensor: warning: {err:#}"),
-                    }
-                }
-            }
-            Err(err) => {
-                eprintln!("tinyexec-sensor: warning: cannot measure the verifier's work: {err:#}")
-            }
-        }
-    }
-
-    let events = RingBuf::try_from(map(&mut ebpf, names::EVENTS)?)?;
-    let lost = PerCpuArray::try_from(map(&mut ebpf, names::LOST)?)?;
-    let control = Array::try_from(map(&mut ebpf, names::CONTROL)?)?;
+    programs.push(entry);
     Ok(Sensor {
-        ebpf,
+        ebpf: Programs {
+            _link: link,
+            _programs: programs,
+            _maps: maps.into_values().collect(),
+        },
         events,
         lost,
         stages,
@@ -146,43 +164,79 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     })
 }
 
-/// Each map's descriptor by name (the maps stay open as long as `ebpf` or
-/// the maps taken from it live).
-fn map_fds(ebpf: &Ebpf) -> HashMap<String, RawFd> {
-    ebpf.maps()
-        .filter_map(|(name, map)| {
-            let data = match map {
-                Map::Array(d) | Map::PerCpuArray(d) | Map::ProgramArray(d) | Map::RingBuf(d) => d,
-                _ => return None,
-            };
-            Some((name.to_owned(), data.fd().as_fd().as_raw_fd()))
-        })
-        .collect()
+/// Creates every map of the object, with the ring buffer at `ring_bytes`;
+/// data sections get their contents, and the read-only one is frozen so the
+/// verifier takes the offsets and the configuration as constants.
+fn create_maps(obj: &Object, ring_bytes: u32) -> Result<HashMap<String, MapData>> {
+    let mut maps = HashMap::new();
+    for (name, m) in &obj.maps {
+        let mut m = m.clone();
+        if name == names::EVENTS {
+            m.set_max_entries(ring_bytes);
+        }
+        let kind = m.section_kind();
+        let data = m.data().to_vec();
+        let map =
+            MapData::create(m, name, None).with_context(|| format!("creating map `{name}`"))?;
+        if matches!(kind, EbpfSectionKind::Rodata | EbpfSectionKind::Data) && !data.is_empty() {
+            bpf_sys::map_update(map.fd().as_fd(), &0u32.to_ne_bytes(), &data)
+                .with_context(|| format!("filling map `{name}`"))?;
+        }
+        if kind == EbpfSectionKind::Rodata {
+            bpf_sys::map_freeze(map.fd().as_fd())
+                .with_context(|| format!("freezing map `{name}`"))?;
+        }
+        maps.insert(name.clone(), map);
+    }
+    Ok(maps)
 }
 
-fn map(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
-    ebpf.take_map(name)
-        .with_context(|| format!("map `{name}` missing from the eBPF object"))
-}
-
-/// Loads (verifies) one program and notes how many instructions the verifier
-/// processed for it (reported by kernels from 5.16 on).
-fn load_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-    verified: &mut Vec<(&'static str, Option<u32>)>,
-) -> Result<&'a mut RawTracePoint> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program `{name}` missing from the eBPF object"))?
-        .try_into()?;
-    program.load().map_err(|err| refused(name, err))?;
-    let count = program
-        .info()
-        .ok()
-        .and_then(|info| info.verified_instruction_count());
-    verified.push((name, count));
-    Ok(program)
+/// Loads (verifies) one program. Returns its descriptor and the instructions
+/// the verifier processed, from its own statistics line.
+fn load_program(obj: &Object, name: &'static str) -> Result<(OwnedFd, Option<u32>)> {
+    let prog = obj
+        .programs
+        .get(name)
+        .with_context(|| format!("program `{name}` missing from the eBPF object"))?;
+    let insns = &obj.functions[&prog.function_key()].instructions;
+    let load = |level: u32, log: &mut [u8]| {
+        bpf_sys::prog_load(
+            BPF_PROG_TYPE_RAW_TRACEPOINT,
+            name,
+            insns,
+            &prog.license,
+            level,
+            log,
+        )
+    };
+    let mut log = vec![0u8; 64 << 10];
+    match load(BPF_LOG_STATS, &mut log) {
+        Ok(fd) => Ok((fd, bpf_sys::processed_insns(&bpf_sys::log_text(&log)))),
+        Err(first) => {
+            // Again with the whole trace: the verifier's cause is at its end.
+            // A log that does not fit fails with ENOSPC: grow it.
+            let mut size = 1 << 20;
+            loop {
+                let mut log = vec![0u8; size];
+                let again = load(BPF_LOG_LEVEL1 | BPF_LOG_STATS, &mut log);
+                let full = matches!(&again, Err(e) if e.raw_os_error() == Some(libc::ENOSPC));
+                if full && size < LOG_MAX {
+                    size = (size * 16).min(LOG_MAX);
+                    continue;
+                }
+                let text = bpf_sys::log_text(&log);
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
+                match again {
+                    // Loaded with the log on, refused without (an oversized
+                    // log is no reason): report the first refusal.
+                    Ok(_) | Err(_) => bail!(
+                        "the kernel refused program `{name}` ({first}); the verifier said:\n{tail}"
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// Turns the start-up self-test's "send every exec" switch on or off.

@@ -32,6 +32,7 @@ pub const FIELDS: &[&str] = &[
     "process.effective_user",
     "process.login_uid",
     "process.login_user",
+    "process.exec_path",
     "process.parent.pid",
     "process.parent.name",
     "process.parent.executable",
@@ -48,10 +49,22 @@ pub const FIELDS: &[&str] = &[
     "file.mode",
     "file.deleted",
     "file.memfd",
+    "file.writable",
+    "file.ctime",
     "file.path_truncated",
     "file.path_disconnected",
     "file.hash.sha256",
+    "file.target.path",
+    "file.target.size",
+    "file.target.inode",
+    "file.target.device",
+    "file.target.hash.sha256",
     "tinyexec.ktime_ns",
+    "tinyexec.schema_version",
+    "tinyexec.lost_since_previous",
+    "agent.name",
+    "agent.version",
+    "agent.ephemeral_id",
     "tinyexec.read_error",
     "tinyexec.content_source",
     "tinyexec.kill_failed",
@@ -81,10 +94,19 @@ pub fn index(name: &str) -> Option<usize> {
 pub fn suggest(name: &str) -> Option<&'static str> {
     // A dropped prefix (`parent_process_name`, `sha256`) is a common slip that
     // edit distance ranks far away; take it when it is unambiguous.
+    // Several may end so (`file.hash.sha256`, `file.target.hash.sha256`): the
+    // shortest, when it is the only one that short.
     let tail = format!(".{name}");
-    let mut by_tail = FIELDS.iter().filter(|f| f.ends_with(&tail));
-    if let (Some(f), None) = (by_tail.next(), by_tail.next()) {
-        return Some(f);
+    let mut by_tail: Vec<&str> = FIELDS
+        .iter()
+        .copied()
+        .filter(|f| f.ends_with(&tail))
+        .collect();
+    by_tail.sort_by_key(|f| f.len());
+    match by_tail.as_slice() {
+        [only] => return Some(only),
+        [a, b, ..] if a.len() < b.len() => return Some(a),
+        _ => {}
     }
     let wanted = name.to_lowercase();
     // The distance is at least the difference in length, so a name more than
