@@ -12,9 +12,9 @@ use std::{
     any::Any,
     fs::{self, OpenOptions},
     io::Write as _,
-    os::unix::{ffi::OsStrExt as _, fs::symlink},
+    os::unix::fs::symlink,
     panic::{AssertUnwindSafe, catch_unwind, resume_unwind},
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -22,7 +22,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 use tinyexec_ebpf::{
-    MAX_PATH_DEPTH,
+    HEADER_LEN, MAX_PATH_DEPTH,
     rule::{S1, S2, find_all},
 };
 use tinyexec_tests::{
@@ -37,6 +37,9 @@ use tinyexec_tests::{
 const VERIFIED_BUDGET: u64 = 250_000;
 /// What the sensor prints on stderr before `ready`.
 const VERIFIED_LEAD: &str = "tinyexec-sensor: verified instructions:";
+/// And once its self-test's canary exec (machine code of this architecture,
+/// tinyexec-user/src/canary.rs) was read right by the kernel program.
+const SELF_TEST_PASSED: &str = "tinyexec-sensor: self-test passed";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Lines of a failure kept in the report (the verifier's cause is at the end).
 const ERROR_TAIL_LINES: usize = 12;
@@ -183,11 +186,17 @@ fn start(mode: Mode) -> (Result<Sensor, String>, Vec<Outcome<()>>) {
         let mut sensor = Sensor::spawn(Command::new(sensor_path()).arg("run").args(mode.args()));
         let waited = sensor.try_wait_ready();
         let stderr = sensor.stderr();
+        let self_tested = stderr.contains(SELF_TEST_PASSED);
         running = Some((sensor, stderr));
         match waited {
             Ok(took) => {
                 r.insert("loaded".into(), true.into());
                 r.insert("ready_ms".into(), ms(took).into());
+                assert!(
+                    self_tested,
+                    "ready without `{SELF_TEST_PASSED}` on stderr (the {} canary)",
+                    Arch::native().name()
+                );
             }
             Err(why) => {
                 r.insert("loaded".into(), false.into());
@@ -231,7 +240,7 @@ fn running(sensor: &Result<Sensor, String>) -> &Sensor {
 fn records_before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
     let barrier = dir.exe(
         &unique("barrier"),
-        &matching_elf(Arch::X86_64, vec![], None),
+        &matching_elf(Arch::native(), vec![], None),
     );
     run_ok(&mut Command::new(&barrier));
     sensor.wait_for("the barrier's alert", exec_of(&barrier));
@@ -243,13 +252,38 @@ fn records_before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
     all[..at].to_vec()
 }
 
-/// A matching ELF of `arch` alerts once, with the offsets where the strings are.
-fn one_alert_with_offsets(sensor: &Sensor, dir: &TempDir, arch: Arch) {
-    let bytes = matching_elf(arch, vec![], None);
+/// A matching ELF of `arch` whose first action creates a marker file in
+/// `dir` (named relative to it: the program runs there), with the marker's
+/// path. Within the kernel's header buffer, so the kernel decides it alone
+/// (and `--prevent` kills it).
+fn stager_with_marker(dir: &TempDir, arch: Arch) -> (PathBuf, Vec<u8>, PathBuf) {
+    let name = unique(&format!("marker-{}", arch.name()));
+    let bytes = matching_elf(
+        arch,
+        vec![Action::CreateFile(name.as_bytes().to_vec())],
+        None,
+    );
+    assert!(
+        bytes.len() <= HEADER_LEN,
+        "{arch:?}: a {} B stager does not fit the kernel's {HEADER_LEN} B header",
+        bytes.len()
+    );
     let path = dir.exe(&unique("stager"), &bytes);
-    let mut child = spawn(&mut Command::new(&path));
+    (path, bytes, dir.path().join(name))
+}
+
+/// A matching ELF of `arch` runs to its end (it creates a marker file) and
+/// alerts once, with the offsets where the strings are.
+fn one_alert_with_offsets(sensor: &Sensor, dir: &TempDir, arch: Arch) {
+    let (path, bytes, marker) = stager_with_marker(dir, arch);
+    let mut child = spawn(Command::new(&path).current_dir(dir.path()));
     let pid = child.id();
-    assert!(child.wait().expect("wait").success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{arch:?}: {status}");
+    assert!(
+        marker.exists(),
+        "{arch:?}: the stager did not run to its end"
+    );
     let rec = sensor.wait_for("the alert", exec_of(&path));
     assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
     assert_eq!(field_str(&rec, "rule.verdict"), "match", "{rec}");
@@ -279,8 +313,9 @@ fn default_mode() {
     let mode = Mode::Default;
     let (sensor, mut outcomes) = start(mode);
     let dir = TempDir::new("matrix-default");
-    for (name, arch) in [("alert-x86_64", Arch::X86_64), ("alert-i386", Arch::I386)] {
-        outcomes.push(check(name, mode, |_| {
+    // Every architecture this machine runs (i386 only on x86_64).
+    for &arch in Arch::runnable() {
+        outcomes.push(check(&format!("alert-{}", arch.name()), mode, |_| {
             one_alert_with_offsets(running(&sensor), &dir, arch);
         }));
     }
@@ -290,7 +325,7 @@ fn default_mode() {
     outcomes.push(check("no-alert", mode, |_| {
         let sensor = running(&sensor);
         // A near-twin of the stager: ELF, small, `$s1` but no `$s2`.
-        let mut twin = TinyElf::new(Arch::X86_64);
+        let mut twin = TinyElf::new(Arch::native());
         twin.trailer = S1.to_vec();
         let path = dir.exe(&unique("twin"), &twin.build().expect("tiny ELF"));
         run_ok(&mut Command::new(&path));
@@ -402,16 +437,12 @@ fn prevent_mode() {
     outcomes.push(check("prevent-kill", mode, |_| {
         let sensor = running(&sensor);
         let dir = TempDir::new("matrix-prevent");
-        for arch in [Arch::X86_64, Arch::I386] {
+        for &arch in Arch::runnable() {
             // The program's first action would create the marker.
-            let marker = dir.path().join(unique("marker"));
-            let bytes = matching_elf(
-                arch,
-                vec![Action::CreateFile(marker.as_os_str().as_bytes().to_vec())],
-                None,
-            );
-            let path = dir.exe(&unique("stager"), &bytes);
-            let status = spawn(&mut Command::new(&path)).wait().expect("wait");
+            let (path, _, marker) = stager_with_marker(&dir, arch);
+            let status = spawn(Command::new(&path).current_dir(dir.path()))
+                .wait()
+                .expect("wait");
             assert_eq!(
                 signalled(&status),
                 Some(libc::SIGKILL),

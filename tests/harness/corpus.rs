@@ -147,6 +147,7 @@ impl Corpus {
         let prefix = match arch {
             Arch::X86_64 => "elf64",
             Arch::I386 => "elf32",
+            Arch::Aarch64 => "elf64-aarch64",
         };
         let verdict = if matches { "match" } else { "nomatch" };
         self.push(

@@ -10,6 +10,7 @@
 //! offset 0      ELF header (64 or 52 bytes)
 //!               one PT_LOAD program header (56 or 32 bytes), p_offset 0, R+X, filesz = memsz = file length
 //! entry point   hand-assembled code, one block per Action, ending in exit_group
+//!               (x86_64, i386 or AArch64 machine code, each with its own system-call numbers)
 //!               read-only data: NUL-terminated CreateFile paths
 //!               0x00 padding (only when total_len asks for it)
 //! end of file   trailer (never executed; e.g. the rule strings)
@@ -28,6 +29,9 @@ const RULE_S2: &[u8] = &[0x5A, 0x58, 0x55, 0x52, 0x89, 0xE2, 0x55, 0x50, 0x89, 0
 pub enum Arch {
     X86_64,
     I386,
+    /// 64-bit Arm (arm64): Linux's generic system-call table, which has no
+    /// `open`; `CreateFile` uses `openat(AT_FDCWD, ...)`.
+    Aarch64,
 }
 
 /// One step of the generated program, executed in order.
@@ -53,16 +57,44 @@ pub struct TinyElf {
     pub total_len: Option<usize>,
 }
 
-/// `open` flags: O_WRONLY | O_CREAT | O_TRUNC (same values on x86_64 and i386).
+/// `open` flags: O_WRONLY | O_CREAT | O_TRUNC (same values on x86_64, i386 and arm64).
 const OPEN_FLAGS: u32 = 0o1 | 0o100 | 0o1000;
 /// `open` mode 0644.
 const OPEN_MODE: u32 = 0o644;
 
 impl Arch {
+    /// The machine's own 64-bit architecture (what this code was built for).
+    pub const fn native() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// What runs on this machine: the native one first, then i386 on x86_64
+    /// (its kernels run 32-bit x86 programs; arm64 ones have no i386 at all).
+    pub const fn runnable() -> &'static [Arch] {
+        if cfg!(target_arch = "aarch64") {
+            &[Arch::Aarch64]
+        } else {
+            &[Arch::X86_64, Arch::I386]
+        }
+    }
+
+    /// A short name, for test and check names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::I386 => "i386",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
     /// Load address of the single segment (the conventional non-PIE bases).
     fn base(self) -> u32 {
         match self {
-            Arch::X86_64 => 0x0040_0000,
+            Arch::X86_64 | Arch::Aarch64 => 0x0040_0000,
             Arch::I386 => 0x0804_8000,
         }
     }
@@ -70,8 +102,17 @@ impl Arch {
     /// ELF header + one program header; the entry point sits right after them.
     fn headers_len(self) -> usize {
         match self {
-            Arch::X86_64 => 64 + 56,
+            Arch::X86_64 | Arch::Aarch64 => 64 + 56,
             Arch::I386 => 52 + 32,
+        }
+    }
+
+    /// `e_machine`.
+    fn machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => 62,   // EM_X86_64
+            Arch::I386 => 3,      // EM_386
+            Arch::Aarch64 => 183, // EM_AARCH64
         }
     }
 }
@@ -81,12 +122,51 @@ fn imm32(code: &mut Vec<u8>, v: u32) {
     code.extend_from_slice(&v.to_le_bytes());
 }
 
-/// Emits the syscall instruction of the arch (`syscall` / `int 0x80`).
+/// Emits the syscall instruction of the arch (`syscall` / `int 0x80` / `svc #0`).
 fn sys(code: &mut Vec<u8>, arch: Arch) {
     match arch {
         Arch::X86_64 => code.extend_from_slice(&[0x0F, 0x05]), // syscall
         Arch::I386 => code.extend_from_slice(&[0xCD, 0x80]),   // int 0x80
+        Arch::Aarch64 => a64::insn(code, a64::SVC0),
     }
+}
+
+/// AArch64 encodings: every instruction is one little-endian 32-bit word, so
+/// sizes never depend on the values (a 32-bit value always takes `movz` + `movk`).
+mod a64 {
+    /// `svc #0`.
+    pub const SVC0: u32 = 0xD400_0001;
+    /// `sub sp, sp, #16`.
+    pub const SUB_SP_16: u32 = 0xD100_43FF;
+    /// `stp x9, x10, [sp]`.
+    pub const STP_X9_X10_SP: u32 = 0xA900_2BE9;
+    /// `mov x0, sp` (`add x0, sp, #0`).
+    pub const MOV_X0_SP: u32 = 0x9100_03E0;
+    /// `mov x0, #-100` (`movn x0, #99`): AT_FDCWD.
+    pub const MOV_X0_AT_FDCWD: u32 = 0x9280_0C60;
+
+    pub fn insn(code: &mut Vec<u8>, word: u32) {
+        code.extend_from_slice(&word.to_le_bytes());
+    }
+
+    /// `movz xRD, #imm16`: the register is `imm16`, its upper bits cleared.
+    pub fn movz(code: &mut Vec<u8>, rd: u32, imm16: u16) {
+        insn(code, 0xD280_0000 | (u32::from(imm16) << 5) | rd);
+    }
+
+    /// `movz xRD, #lo` then `movk xRD, #hi, lsl #16`: any 32-bit value, zero-extended.
+    pub fn mov32(code: &mut Vec<u8>, rd: u32, v: u32) {
+        movz(code, rd, v as u16);
+        insn(code, 0xF2A0_0000 | ((v >> 16) << 5) | rd);
+    }
+
+    /// System-call numbers of Linux's generic table (include/uapi/asm-generic/unistd.h).
+    pub const NR_OPENAT: u16 = 56;
+    pub const NR_CLOSE: u16 = 57;
+    pub const NR_EXIT_GROUP: u16 = 94;
+    pub const NR_NANOSLEEP: u16 = 101;
+    /// The register that carries the system-call number.
+    pub const X8: u32 = 8;
 }
 
 /// Emits `mov eax, nr` (zero-extends to rax on x86_64).
@@ -97,6 +177,12 @@ fn mov_eax(code: &mut Vec<u8>, nr: u32) {
 
 /// Emits `exit_group(status)`.
 fn emit_exit(code: &mut Vec<u8>, arch: Arch, status: u8) {
+    if arch == Arch::Aarch64 {
+        a64::movz(code, 0, u16::from(status));
+        a64::movz(code, a64::X8, a64::NR_EXIT_GROUP);
+        sys(code, arch);
+        return;
+    }
     match (arch, status) {
         (Arch::X86_64, 0) => code.extend_from_slice(&[0x31, 0xFF]), // xor edi, edi
         (Arch::X86_64, s) => {
@@ -104,7 +190,7 @@ fn emit_exit(code: &mut Vec<u8>, arch: Arch, status: u8) {
             imm32(code, u32::from(s));
         }
         (Arch::I386, 0) => code.extend_from_slice(&[0x31, 0xDB]), // xor ebx, ebx
-        (Arch::I386, s) => {
+        (_, s) => {
             code.push(0xBB); // mov ebx, imm32
             imm32(code, u32::from(s));
         }
@@ -120,6 +206,19 @@ fn emit_exit(code: &mut Vec<u8>, arch: Arch, status: u8) {
 fn emit_sleep(code: &mut Vec<u8>, arch: Arch, ms: u32) {
     let sec = ms / 1000;
     let nsec = (ms % 1000) * 1_000_000;
+    if arch == Arch::Aarch64 {
+        // The timespec {x9, x10} stored at a fresh 16-byte slot of the stack
+        // (sp stays 16-byte aligned, as AArch64 requires).
+        a64::mov32(code, 9, sec);
+        a64::mov32(code, 10, nsec);
+        a64::insn(code, a64::SUB_SP_16);
+        a64::insn(code, a64::STP_X9_X10_SP);
+        a64::insn(code, a64::MOV_X0_SP); // req
+        a64::movz(code, 1, 0); // rem = NULL
+        a64::movz(code, a64::X8, a64::NR_NANOSLEEP);
+        sys(code, arch);
+        return;
+    }
     code.push(0x68); // push imm32: tv_nsec
     imm32(code, nsec);
     code.push(0x68); // push imm32: tv_sec (now at [sp])
@@ -130,7 +229,7 @@ fn emit_sleep(code: &mut Vec<u8>, arch: Arch, ms: u32) {
             code.extend_from_slice(&[0x31, 0xF6]); // xor esi, esi         (rem = NULL)
             mov_eax(code, 35); // __NR_nanosleep
         }
-        Arch::I386 => {
+        _ => {
             code.extend_from_slice(&[0x89, 0xE3]); // mov ebx, esp    (req)
             code.extend_from_slice(&[0x31, 0xC9]); // xor ecx, ecx    (rem = NULL)
             mov_eax(code, 162); // __NR_nanosleep
@@ -167,6 +266,18 @@ fn emit_create(code: &mut Vec<u8>, arch: Arch, path_addr: u32) {
             sys(code, arch);
             code.extend_from_slice(&[0x89, 0xC3]); // mov ebx, eax   (fd)
             mov_eax(code, 6); // __NR_close
+            sys(code, arch);
+        }
+        Arch::Aarch64 => {
+            // No `open` on arm64: openat(AT_FDCWD, path, flags, mode).
+            a64::insn(code, a64::MOV_X0_AT_FDCWD);
+            a64::mov32(code, 1, path_addr);
+            a64::mov32(code, 2, OPEN_FLAGS);
+            a64::mov32(code, 3, OPEN_MODE);
+            a64::movz(code, a64::X8, a64::NR_OPENAT);
+            sys(code, arch);
+            // The fd (or -errno) is already in x0.
+            a64::movz(code, a64::X8, a64::NR_CLOSE);
             sys(code, arch);
         }
     }
@@ -256,7 +367,7 @@ impl TinyElf {
 
         let mut out = Vec::with_capacity(total);
         match arch {
-            Arch::X86_64 => headers64(&mut out, entry, total32),
+            Arch::X86_64 | Arch::Aarch64 => headers64(&mut out, arch, entry, total32),
             Arch::I386 => headers32(&mut out, entry, total32),
         }
         debug_assert_eq!(out.len(), hdr);
@@ -306,12 +417,12 @@ const PT_LOAD: u32 = 1;
 const PF_R_X: u32 = 0x4 | 0x1;
 const PAGE: u32 = 0x1000;
 
-/// Elf64_Ehdr + Elf64_Phdr for x86_64, mapping the whole file at the base address.
-fn headers64(out: &mut Vec<u8>, entry: u32, filesz: u32) {
-    let base = u64::from(Arch::X86_64.base());
+/// Elf64_Ehdr + Elf64_Phdr for x86_64 or arm64, mapping the whole file at the base address.
+fn headers64(out: &mut Vec<u8>, arch: Arch, entry: u32, filesz: u32) {
+    let base = u64::from(arch.base());
     ident(out, 2); // ELFCLASS64
     u16le(out, ET_EXEC); // e_type
-    u16le(out, 62); // e_machine = EM_X86_64
+    u16le(out, arch.machine()); // e_machine
     u32le(out, 1); // e_version
     u64le(out, u64::from(entry)); // e_entry
     u64le(out, 64); // e_phoff
@@ -338,7 +449,7 @@ fn headers32(out: &mut Vec<u8>, entry: u32, filesz: u32) {
     let base = Arch::I386.base();
     ident(out, 1); // ELFCLASS32
     u16le(out, ET_EXEC); // e_type
-    u16le(out, 3); // e_machine = EM_386
+    u16le(out, Arch::I386.machine()); // e_machine
     u32le(out, 1); // e_version
     u32le(out, entry); // e_entry
     u32le(out, 52); // e_phoff
@@ -364,7 +475,7 @@ fn headers32(out: &mut Vec<u8>, entry: u32, filesz: u32) {
 mod tests {
     use super::*;
 
-    const ARCHES: [Arch; 2] = [Arch::X86_64, Arch::I386];
+    const ARCHES: [Arch; 3] = [Arch::X86_64, Arch::I386, Arch::Aarch64];
 
     fn both_strings() -> Vec<u8> {
         [RULE_S1, RULE_S2].concat()
@@ -439,9 +550,10 @@ mod tests {
             assert_eq!(b[5], 1, "little endian");
             assert_eq!(u16_at(&b, 16), 2, "ET_EXEC");
             match t.arch {
-                Arch::X86_64 => {
+                Arch::X86_64 | Arch::Aarch64 => {
                     assert_eq!(b[4], 2);
-                    assert_eq!(u16_at(&b, 18), 62);
+                    let machine = if t.arch == Arch::X86_64 { 62 } else { 183 };
+                    assert_eq!(u16_at(&b, 18), machine);
                     assert_eq!(u64_at(&b, 24), 0x40_0000 + 120, "entry after phdr");
                     assert_eq!(u64_at(&b, 32), 64, "e_phoff");
                     assert_eq!(u64_at(&b, 40), 0, "e_shoff");
@@ -532,6 +644,7 @@ mod tests {
     fn min_len_values() {
         let x64 = TinyElf::new(Arch::X86_64);
         let x32 = TinyElf::new(Arch::I386);
+        let a64 = TinyElf::new(Arch::Aarch64);
         let x64s = TinyElf {
             trailer: both_strings(),
             ..x64.clone()
@@ -551,9 +664,60 @@ mod tests {
         assert_eq!(x32.min_len(), 84 + 9);
         assert_eq!(x64s.min_len(), 129 + 24);
         assert_eq!(x32s.min_len(), 93 + 24);
+        // movz x0, movz x8, svc.
+        assert_eq!(a64.min_len(), 120 + 12);
         for t in variants() {
             assert_eq!(t.min_len(), t.build().unwrap().len());
         }
+    }
+
+    /// The AArch64 encodings, checked against GNU objdump's disassembly of them
+    /// (`aarch64-linux-gnu-objdump -D -b binary -m aarch64`).
+    #[test]
+    fn aarch64_code_is_what_objdump_reads() {
+        let words = |actions: Vec<Action>| -> Vec<u32> {
+            let b = elf(Arch::Aarch64, actions).build().unwrap();
+            b[120..]
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+                .collect()
+        };
+        // mov x0, #0; mov x8, #94; svc #0 (the sensor's canary has the same words).
+        assert_eq!(words(vec![]), [0xD280_0000, 0xD280_0BC8, 0xD400_0001]);
+        assert_eq!(
+            words(vec![Action::SleepMs(1500), Action::Exit(7)]),
+            [
+                0xD280_0029, // mov x9, #1
+                0xF2A0_0009, // movk x9, #0, lsl #16
+                0xD28C_A00A, // mov x10, #0x6500
+                0xF2A3_B9AA, // movk x10, #0x1dcd, lsl #16 (500,000,000 ns)
+                0xD100_43FF, // sub sp, sp, #16
+                0xA900_2BE9, // stp x9, x10, [sp]
+                0x9100_03E0, // mov x0, sp
+                0xD280_0001, // mov x1, #0
+                0xD280_0CA8, // mov x8, #101 (nanosleep)
+                0xD400_0001, // svc #0
+                0xD280_00E0, // mov x0, #7
+                0xD280_0BC8, // mov x8, #94 (exit_group)
+                0xD400_0001, // svc #0
+            ]
+        );
+        let create = words(vec![Action::CreateFile(b"/tmp/x".to_vec())]);
+        assert_eq!(
+            create[..10],
+            [
+                0x9280_0C60, // mov x0, #-100 (AT_FDCWD)
+                0xD280_1601, // mov x1, #0xb0: the path, after 56 bytes of code
+                0xF2A0_0801, // movk x1, #0x40, lsl #16 (0x4000b0)
+                0xD280_4822, // mov x2, #0x241 (O_WRONLY|O_CREAT|O_TRUNC)
+                0xF2A0_0002, // movk x2, #0, lsl #16
+                0xD280_3483, // mov x3, #0x1a4 (0644)
+                0xF2A0_0003, // movk x3, #0, lsl #16
+                0xD280_0708, // mov x8, #56 (openat)
+                0xD400_0001, // svc #0
+                0xD280_0728, // mov x8, #57 (close)
+            ]
+        );
     }
 
     #[test]
@@ -616,8 +780,9 @@ mod tests {
         assert!(huge.build().is_err());
     }
 
-    /// Tests that exec the generated files on the running kernel.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    /// Tests that exec the generated files on the running kernel, for every
+    /// arch it runs ([`Arch::runnable`]).
+    #[cfg(target_os = "linux")]
     mod run {
         use super::*;
         use std::fs::OpenOptions;
@@ -690,9 +855,11 @@ mod tests {
             took
         }
 
+        const ARCHES: &[Arch] = Arch::runnable();
+
         #[test]
         fn exit_codes() {
-            for arch in ARCHES {
+            for &arch in ARCHES {
                 assert_code(&TinyElf::new(arch), 0);
                 assert_code(&elf(arch, vec![Action::Exit(0)]), 0);
                 assert_code(&elf(arch, vec![Action::Exit(7)]), 7);
@@ -704,7 +871,7 @@ mod tests {
 
         #[test]
         fn sleep_takes_at_least_the_time() {
-            for arch in ARCHES {
+            for &arch in ARCHES {
                 let took = assert_code(&elf(arch, vec![Action::SleepMs(300)]), 0);
                 assert!(took >= Duration::from_millis(300), "{arch:?}: {took:?}");
                 assert!(took < Duration::from_secs(5), "{arch:?}: {took:?}");
@@ -715,7 +882,7 @@ mod tests {
 
         #[test]
         fn create_file_creates_it() {
-            for arch in ARCHES {
+            for &arch in ARCHES {
                 let a = temp_path("marker-a");
                 let b = temp_path("marker-b");
                 let t = elf(
@@ -740,7 +907,7 @@ mod tests {
 
         #[test]
         fn padded_variants_with_rule_strings_run() {
-            for arch in ARCHES {
+            for &arch in ARCHES {
                 for total in [269, 270] {
                     let t = TinyElf {
                         actions: vec![Action::SleepMs(20)],

@@ -132,16 +132,16 @@ pub fn write_exe(path: &Path, bytes: &[u8]) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// The 64-bit exit-0 tiny ELF.
+/// The 64-bit exit-0 tiny ELF of this machine's architecture.
 pub fn tiny_exit0() -> Vec<u8> {
-    elf::TinyElf::new(elf::Arch::X86_64)
+    elf::TinyElf::new(elf::Arch::native())
         .build()
         .expect("tiny ELF")
 }
 
 /// A tiny ELF that sleeps `ms` then exits 0.
 pub fn tiny_sleeper(ms: u32) -> Vec<u8> {
-    let mut t = elf::TinyElf::new(elf::Arch::X86_64);
+    let mut t = elf::TinyElf::new(elf::Arch::native());
     t.actions = vec![elf::Action::SleepMs(ms)];
     t.build().expect("tiny ELF")
 }
@@ -162,7 +162,7 @@ pub fn matching_elf(
 
 /// The 64-bit matching tiny ELF that exits 0 at once: a stand-in for the stager.
 pub fn stager() -> Vec<u8> {
-    matching_elf(elf::Arch::X86_64, Vec::new(), None)
+    matching_elf(elf::Arch::native(), Vec::new(), None)
 }
 
 /// Lower-case hex SHA-256, as records carry it.

@@ -159,9 +159,13 @@ impl Names {
 /// What NSS says about one id.
 fn resolve(id: Id) -> Entry {
     let now = Instant::now();
+    // An id the C library does not know: the static build asks the host's
+    // NSS too (see [`host_nss`]).
     let answer = match id {
-        Id::User(uid) => lookup(uid, libc::_SC_GETPW_R_SIZE_MAX, getpw),
-        Id::Group(gid) => lookup(gid, libc::_SC_GETGR_R_SIZE_MAX, getgr),
+        Id::User(uid) => lookup(uid, libc::_SC_GETPW_R_SIZE_MAX, getpw)
+            .map(|name| name.or_else(|| host_nss("passwd", uid))),
+        Id::Group(gid) => lookup(gid, libc::_SC_GETGR_R_SIZE_MAX, getgr)
+            .map(|name| name.or_else(|| host_nss("group", gid))),
     };
     match answer {
         Ok(Some(name)) => Entry::Known {
@@ -254,6 +258,44 @@ fn getgr(gid: u32, buf: &mut [u8]) -> (i32, Option<String>) {
     (rc, name)
 }
 
+/// Where Debian, Ubuntu, RHEL and Amazon Linux put glibc's `getent`.
+#[cfg(target_env = "musl")]
+const GETENT: [&str; 2] = ["/usr/bin/getent", "/bin/getent"];
+
+/// The static build's C library, musl, reads `/etc/passwd` and `/etc/group`
+/// (and asks nscd when it runs), never the host's NSS modules: directory
+/// users (sssd, LDAP) would stay unnamed. For an id those files do not have,
+/// ask the host's own `getent`, which goes through its NSS configuration.
+/// On the resolver thread, once per id: [`Names`] caches the answer (an
+/// absent one for a while).
+#[cfg(target_env = "musl")]
+fn host_nss(database: &str, id: u32) -> Option<String> {
+    let getent = GETENT.iter().find(|p| std::path::Path::new(p).is_file())?;
+    let out = std::process::Command::new(getent)
+        .args([database, &id.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| getent_name(&String::from_utf8_lossy(&out.stdout)))
+        .flatten()
+}
+
+/// glibc's own lookup already went through NSS.
+#[cfg(not(target_env = "musl"))]
+fn host_nss(_database: &str, _id: u32) -> Option<String> {
+    None
+}
+
+/// The name in `getent passwd|group` output: `name:x:1000:...`.
+#[cfg_attr(not(any(target_env = "musl", test)), allow(dead_code))]
+fn getent_name(line: &str) -> Option<String> {
+    let name = line.lines().next()?.split(':').next()?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// This host's name (uname nodename).
 pub fn hostname() -> String {
     // SAFETY: zeroed utsname is a valid out-parameter.
@@ -328,5 +370,19 @@ mod tests {
             (libc::ENOENT, None)
         }
         assert_eq!(lookup(7, libc::_SC_GETPW_R_SIZE_MAX, absent), Ok(None));
+    }
+
+    #[test]
+    fn getent_output_gives_the_name() {
+        assert_eq!(
+            getent_name("jdoe:*:123456:123456:J Doe:/home/jdoe:/bin/bash\n").as_deref(),
+            Some("jdoe")
+        );
+        assert_eq!(
+            getent_name("admins:*:5000:jdoe\n").as_deref(),
+            Some("admins")
+        );
+        assert_eq!(getent_name(""), None);
+        assert_eq!(getent_name(":x:1:\n"), None);
     }
 }

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tinyexec_user::{check, run, scan};
 
+/// The static builds' allocator (Cargo.toml says why); glibc builds keep glibc's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tinyexec-sensor", version, about)]
 struct Cli {

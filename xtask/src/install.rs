@@ -1,5 +1,7 @@
-//! `cargo xtask install`: the sensor as a systemd service, with its
-//! configuration in /etc/tinyexec (existing configuration is never overwritten).
+//! What an installation of the sensor consists of (binary, systemd unit,
+//! configuration in /etc/tinyexec, docs and Sentinel content), for both ways
+//! of installing it: `cargo xtask install` here, and the Debian package
+//! (package.rs). Existing configuration is never overwritten.
 
 use std::{
     fs,
@@ -22,63 +24,188 @@ pub struct InstallArgs {
     pub destdir: PathBuf,
 }
 
+/// The configuration directory.
+pub const ETC: &str = "/etc/tinyexec";
+/// The shipped systemd unit, written with the binary's real path.
+const UNIT: &str = "deploy/systemd/tinyexec.service";
+/// The prefix the unit names its paths by (`/usr/local/bin/tinyexec-sensor`).
+const UNIT_PREFIX: &str = "/usr/local/";
+/// The configuration: (source, name in [`ETC`], mode). The configuration may
+/// name Sentinel credentials: root's alone.
+const CONFIG: [(&str, &str, u32); 2] = [
+    ("deploy/config.toml", "config.toml", 0o600),
+    ("config/exclusions.txt", "exclusions.txt", 0o644),
+];
+/// Docs: README.md and every `docs/*.md`, then the Sentinel content as a directory.
+const DOCS_DIR: &str = "docs";
+const SENTINEL_DIR: &str = "deploy/sentinel";
+
+/// Where the parts go.
+pub struct Layout {
+    /// `PREFIX/bin`, `PREFIX/share/doc/tinyexec`.
+    pub prefix: PathBuf,
+    /// The systemd unit's directory.
+    pub unit_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Binary,
+    Unit,
+    Doc,
+    /// Configuration: never overwritten (a package's conffiles).
+    Config,
+}
+
+pub enum Content {
+    File(PathBuf),
+    Text(String),
+}
+
+/// One file of the installation.
+pub struct Item {
+    /// Where it goes (absolute).
+    pub path: PathBuf,
+    pub mode: u32,
+    pub kind: Kind,
+    pub content: Content,
+}
+
+impl Item {
+    fn file(path: PathBuf, src: PathBuf, mode: u32, kind: Kind) -> Self {
+        Self {
+            path,
+            mode,
+            kind,
+            content: Content::File(src),
+        }
+    }
+}
+
+impl Layout {
+    pub fn bin(&self) -> PathBuf {
+        self.prefix.join("bin/tinyexec-sensor")
+    }
+
+    pub fn doc(&self) -> PathBuf {
+        self.prefix.join("share/doc/tinyexec")
+    }
+
+    /// Every file of the installation; `sensor` is the built binary.
+    pub fn items(&self, root: &Path, sensor: &Path) -> Result<Vec<Item>> {
+        let mut items = vec![Item::file(
+            self.bin(),
+            sensor.to_path_buf(),
+            0o755,
+            Kind::Binary,
+        )];
+        let unit_src = root.join(UNIT);
+        let unit = fs::read_to_string(&unit_src)
+            .with_context(|| format!("reading {}", unit_src.display()))?
+            .replace(UNIT_PREFIX, &format!("{}/", self.prefix.display()));
+        items.push(Item {
+            path: self.unit_dir.join("tinyexec.service"),
+            mode: 0o644,
+            kind: Kind::Unit,
+            content: Content::Text(unit),
+        });
+        let doc = self.doc();
+        let mut docs = vec![root.join("README.md")];
+        docs.extend(
+            sorted_files(&root.join(DOCS_DIR))?
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "md")),
+        );
+        for src in docs {
+            let name = src.file_name().context("doc file name")?;
+            items.push(Item::file(doc.join(name), src.clone(), 0o644, Kind::Doc));
+        }
+        let sentinel = root.join(SENTINEL_DIR);
+        for src in walk(&sentinel)? {
+            let rel = src.strip_prefix(&sentinel)?;
+            items.push(Item::file(
+                doc.join("sentinel").join(rel),
+                src.clone(),
+                0o644,
+                Kind::Doc,
+            ));
+        }
+        for (src, name, mode) in CONFIG {
+            items.push(Item::file(
+                Path::new(ETC).join(name),
+                root.join(src),
+                mode,
+                Kind::Config,
+            ));
+        }
+        Ok(items)
+    }
+}
+
+/// The regular files directly in `dir`, by name.
+fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every regular file under `dir`, depth first, by name.
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = sorted_files(dir)?;
+    let mut subdirs: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    for d in subdirs {
+        out.extend(walk(&d)?);
+    }
+    Ok(out)
+}
+
 /// `destdir` + an absolute path.
-fn under(destdir: &Path, abs: &Path) -> PathBuf {
+pub fn under(destdir: &Path, abs: &Path) -> PathBuf {
     destdir.join(abs.strip_prefix("/").unwrap_or(abs))
 }
 
-fn put(src: &Path, dst: &Path, mode: u32, overwrite: bool) -> Result<()> {
-    if !overwrite && dst.exists() {
-        step(&format!("keeping the existing {}", dst.display()));
-        return Ok(());
-    }
+/// Writes `item` at `dst` with its mode.
+pub fn place(item: &Item, dst: &Path) -> Result<()> {
     if let Some(dir) = dst.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    fs::copy(src, dst)
-        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
-    step(&format!("installed {}", dst.display()));
-    Ok(())
+    match &item.content {
+        Content::File(src) => fs::copy(src, dst)
+            .map(drop)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?,
+        Content::Text(text) => {
+            fs::write(dst, text).with_context(|| format!("writing {}", dst.display()))?;
+        }
+    }
+    fs::set_permissions(dst, fs::Permissions::from_mode(item.mode))
+        .with_context(|| format!("chmod {}", dst.display()))
 }
 
 /// Places every file; `sensor` is the built binary.
 pub fn install_files(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<()> {
-    let d = &args.destdir;
-    let bin = args.prefix.join("bin/tinyexec-sensor");
-    put(sensor, &under(d, &bin), 0o755, true)?;
-    let doc = args.prefix.join("share/doc/tinyexec");
-    for f in [
-        "README.md",
-        "docs/events.md",
-        "docs/exclusions.md",
-        "docs/outputs.md",
-        "docs/schema.md",
-    ] {
-        let name = Path::new(f).file_name().unwrap_or_default();
-        put(&root.join(f), &under(d, &doc.join(name)), 0o644, true)?;
+    let layout = Layout {
+        prefix: args.prefix.clone(),
+        // Local units: where an administrator's own go.
+        unit_dir: PathBuf::from("/etc/systemd/system"),
+    };
+    for item in layout.items(root, sensor)? {
+        let dst = under(&args.destdir, &item.path);
+        if item.kind == Kind::Config && dst.exists() {
+            step(&format!("keeping the existing {}", dst.display()));
+            continue;
+        }
+        place(&item, &dst)?;
+        step(&format!("installed {}", dst.display()));
     }
-    let etc = Path::new("/etc/tinyexec");
-    put(
-        &root.join("deploy/config.toml"),
-        &under(d, &etc.join("config.toml")),
-        0o600,
-        false,
-    )?;
-    put(
-        &root.join("config/exclusions.txt"),
-        &under(d, &etc.join("exclusions.txt")),
-        0o644,
-        false,
-    )?;
-    let unit = fs::read_to_string(root.join("deploy/systemd/tinyexec.service"))?
-        .replace("/usr/local/", &format!("{}/", args.prefix.display()));
-    let unit_path = under(d, Path::new("/etc/systemd/system/tinyexec.service"));
-    if let Some(dir) = unit_path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    fs::write(&unit_path, unit).with_context(|| format!("writing {}", unit_path.display()))?;
-    step(&format!("installed {}", unit_path.display()));
     Ok(())
 }
 
@@ -126,9 +253,25 @@ mod tests {
             unit.contains("ExecStart=/opt/tx/bin/tinyexec-sensor run"),
             "{unit}"
         );
+        assert!(
+            unit.contains("Documentation=file:/opt/tx/share/doc/tinyexec/README.md"),
+            "{unit}"
+        );
+        assert!(!unit.contains("/usr/local/"), "{unit}");
         assert!(unit.contains("Type=notify"));
         assert!(dest.join("opt/tx/bin/tinyexec-sensor").exists());
         assert!(dest.join("etc/tinyexec/exclusions.txt").exists());
+        let doc = dest.join("opt/tx/share/doc/tinyexec");
+        for f in [
+            "README.md",
+            "events.md",
+            "outputs.md",
+            "sentinel/README.md",
+            "sentinel/dcr.json",
+            "sentinel/hunting/tinyexec-coverage-gaps.yaml",
+        ] {
+            assert!(doc.join(f).is_file(), "{f}");
+        }
         fs::remove_dir_all(&dest).unwrap();
     }
 }

@@ -1,9 +1,12 @@
-//! `cargo xtask build | run | test | vm | bench`: the project's commands, with their own set-up
-//! on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
+//! `cargo xtask build | run | test | vm | bench | package`: the project's commands, with their
+//! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
+mod arch;
 mod bench;
+mod dist;
 mod fuzz;
 mod install;
+mod package;
 mod setup;
 mod vm;
 
@@ -26,14 +29,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build (release) and install the sensor as a systemd service, config in /etc/tinyexec.
+    /// Build the static sensor and install it as a systemd service, config in /etc/tinyexec.
     Install(install::InstallArgs),
     /// Install what the build needs, then build the eBPF object and the sensor.
     Build {
         /// Optimised build (what `run` uses).
         #[arg(long)]
         release: bool,
+        /// The static binary that ships (musl, profile `dist`): runs on any Linux userland.
+        #[arg(long = "static")]
+        static_: bool,
+        /// The static binary for this architecture (implies --static): x86_64 or aarch64.
+        #[arg(long, value_enum)]
+        arch: Option<arch::Arch>,
     },
+    /// Build the Debian package (static sensor, systemd unit, configuration, docs)
+    /// into target/package/.
+    Package(package::Args),
     /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -61,18 +73,26 @@ enum Cmd {
 fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().command {
-        Cmd::Build { release } => build(&root, release).map(drop),
+        Cmd::Build {
+            release,
+            static_,
+            arch,
+        } => match (static_, arch) {
+            (false, None) => build(&root, release).map(drop),
+            (_, arch) => {
+                let path = dist::sensor(&root, arch.unwrap_or_else(arch::Arch::host))?;
+                step(&format!("built {}", path.display()));
+                Ok(())
+            }
+        },
         Cmd::Install(args) => {
-            let sensor = build(&root, true)?;
+            let sensor = dist::sensor(&root, arch::Arch::host())?;
             install::run(&root, &sensor, &args)
         }
+        Cmd::Package(args) => package::run(&root, &args),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
-        Cmd::Vm(args) => {
-            let sensor = build(&root, false)?;
-            setup::vm_tools()?;
-            vm::conclude(&vm::run(&root, &sensor, &args)?)
-        }
+        Cmd::Vm(args) => vm::conclude(&vm::run(&root, &args)?),
         Cmd::Bench(args) => bench::run(&root, &args),
         Cmd::Fuzz(args) => fuzz::run(&root, &args),
     }
@@ -138,6 +158,8 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let sensor = build(root, false)?;
     setup::test_tools()?;
     let kusto = setup::kusto_language(root)?;
+    // tests/package.rs installs it with dpkg.
+    let deb = package::build(root, arch::Arch::host())?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
     // tests/matrix.rs appends its checks' reports here: the host's row of the table.
     let report = root.join("target/vm/host-matrix.jsonl");
@@ -149,6 +171,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor)
+            .env("TINYEXEC_DEB", &deb)
             .env("KUSTO_LANGUAGE_DIR", &kusto)
             .env("TINYEXEC_MATRIX_REPORT", &report),
     );
@@ -165,7 +188,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let mut rows = vec![vm::host_row(&report)?];
     if matrix {
         step("the kernel matrix: Debian's kernels under QEMU (`--no-vm` skips it)");
-        rows.extend(vm::run(root, &sensor, &vm::Args::default())?);
+        rows.extend(vm::run(root, &vm::Args::default())?);
     }
     let matrix = vm::conclude(&rows);
     step(&format!(

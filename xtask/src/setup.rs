@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run_cmd, step};
+use crate::{arch::Arch, cargo, run_cmd, step};
 
 /// bpf-linker 0.13 is the release for LLVM 22, the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -38,15 +38,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
     ),
 ];
-/// What the kernel matrix uses: QEMU boots the kernels, busybox-static is the
-/// VMs' userland (the package itself: plain `busybox` needs libraries), objcopy
-/// strips the binaries copied in, the keyring checks the kernels' apt sources.
+/// What the kernel matrix uses: QEMU boots the kernels (x86_64 and arm64),
+/// objcopy strips the binaries copied in, the keyring checks the apt sources
+/// of the kernels and of the VMs' userland (busybox-static, fetched per
+/// architecture like the kernels).
 const VM_PACKAGES: &[(&str, &str)] = &[
     ("command -v qemu-system-x86_64", "qemu-system-x86"),
-    (
-        "dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'",
-        "busybox-static",
-    ),
+    ("command -v qemu-system-aarch64", "qemu-system-arm"),
     ("command -v objcopy", "binutils"),
     (
         "test -f /usr/share/keyrings/debian-archive-keyring.gpg",
@@ -198,6 +196,33 @@ pub fn cargo_fuzz(root: &Path) -> Result<PathBuf> {
     )
     .context("installing cargo-fuzz")?;
     Ok(bin)
+}
+
+/// Rust's static (musl) target for `arch` and the Debian packages its build
+/// needs (.cargo/config.toml names the compilers), installed when missing.
+pub fn static_target(root: &Path, arch: Arch) -> Result<()> {
+    let target = arch.musl_target();
+    let installed =
+        output(
+            Command::new("rustup")
+                .current_dir(root)
+                .args(["target", "list", "--installed"]),
+        )
+        .unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == target) {
+        step(&format!(
+            "adding Rust's {target} target (the static binaries for {arch})"
+        ));
+        run_cmd(
+            Command::new("rustup")
+                .current_dir(root)
+                .args(["target", "add", target]),
+        )?;
+    }
+    install_missing(
+        arch.build_packages(),
+        &format!("the static build for {arch} uses"),
+    )
 }
 
 /// Debian packages the tests (host and kernel matrix) need, installed when missing.

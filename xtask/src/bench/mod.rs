@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -127,6 +127,8 @@ pub struct Measured {
     pub seen: Option<u64>,
     /// Records the sensor reported lost (`lost.total` at its exit).
     pub lost: Option<u64>,
+    /// The sensor's start to its `ready` line (a sensor is started per storm).
+    pub ready: Option<Duration>,
 }
 
 impl Measured {
@@ -681,8 +683,10 @@ fn sensor_storm(
     });
     let out =
         File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+    let spawned = Instant::now();
     let mut p = Proc::spawn("tinyexec-sensor", sensor.command(mode).stdout(out))?;
     p.wait_stderr("ready", READY_TIMEOUT)?;
+    let ready = spawned.elapsed();
     let ours = sensor_programs(&p);
     let progs0 = p.bpf_progs();
     let ticks0 = p.cpu_ticks()?;
@@ -727,6 +731,7 @@ fn sensor_storm(
         bpf: (!ours.is_empty()).then_some(bpf),
         seen: Some(counts.emitted),
         lost: Some(counts.lost + counts.dropped),
+        ready: Some(ready),
     })
 }
 

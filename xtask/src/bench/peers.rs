@@ -432,6 +432,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
         bpf,
         seen: None,
         lost: None,
+        ready: None,
     })
 }
 

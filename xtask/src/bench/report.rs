@@ -129,6 +129,8 @@ struct Totals {
     has_bpf: bool,
     seen: Option<u64>,
     lost: Option<u64>,
+    /// Start-to-ready of the runs, ms, sorted.
+    ready_ms: Vec<f64>,
 }
 
 fn totals(runs: &[Measured]) -> Totals {
@@ -161,7 +163,22 @@ fn totals(runs: &[Measured]) -> Totals {
         } else {
             sum_opt(|r| r.lost)
         },
+        ready_ms: {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.ready)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v
+        },
     }
+}
+
+/// The middle of sorted values (the mean of the two middle ones).
+fn median_ms(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    (n > 0).then(|| (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0)
 }
 
 /// Figures of one row, derived once for the table and the JSON.
@@ -561,6 +578,7 @@ impl Report<'_> {
             "CPU ms/1000 execs: stat (clock)".into(),
             "peak RSS".into(),
             "RSS after (anon)".into(),
+            "start-to-ready (median)".into(),
             "records of the storm binary".into(),
         ]];
         for r in self.rows.iter().filter(|r| !r.runs.is_empty()) {
@@ -600,6 +618,7 @@ impl Report<'_> {
                     (Some(m), None) => format!("{m:.1} MiB"),
                     _ => "-".into(),
                 },
+                median_ms(&f.t.ready_ms).map_or("-".into(), |ms| format!("{ms:.0} ms")),
                 records,
             ]);
         }
@@ -709,6 +728,7 @@ impl Report<'_> {
                             "bpf_run_cnt": m.bpf.map(|b| b.run_cnt),
                             "records_of_storm_binary": m.seen,
                             "lost_total": m.lost,
+                            "start_to_ready_ms": m.ready.map(|d| d.as_secs_f64() * 1000.0),
                         })
                     })
                     .collect();
@@ -737,6 +757,7 @@ impl Report<'_> {
                     "rss_anon_after_mib": f.rss_anon_mib,
                     "records_of_storm_binary": f.t.seen,
                     "lost_total": f.t.lost,
+                    "start_to_ready_ms_median": median_ms(&f.t.ready_ms),
                     "execs": f.t.execs,
                     "runs": runs,
                 })

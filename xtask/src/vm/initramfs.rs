@@ -1,7 +1,9 @@
-//! The VMs' initramfs: busybox-static with its applet links, the sensor and
-//! the matrix test binary (debug info stripped) with the libraries `ldd`
-//! names, and an `/init` that mounts what the sensor and the tests use, runs
-//! the tests and powers off. A newc cpio, written with the `cpio` crate.
+//! The VMs' initramfs: Debian's busybox-static, the static sensor and the
+//! static matrix test binary (debug info stripped), for the VM's
+//! architecture, and nothing else: no library, no loader. Every binary is
+//! checked static first, so a sensor that needed anything from a userland
+//! could not pass the matrix. `/init` mounts what the sensor and the tests
+//! use, runs the tests and powers off. A newc cpio, written with the `cpio` crate.
 
 use std::{
     collections::BTreeSet,
@@ -11,11 +13,11 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use cpio::NewcBuilder;
 
 use super::console;
-use crate::run_cmd;
+use crate::{arch::Arch, dist, run_cmd};
 
 const BUSYBOX: &str = "/bin/busybox";
 /// Where the binaries go inside the VM.
@@ -31,14 +33,16 @@ const S_IFLNK: u32 = 0o120_000;
 const READY_TIMEOUT_SECS: u32 = 600;
 const EVENT_TIMEOUT_SECS: u32 = 60;
 
+/// The binaries of one VM, all static and for `arch`.
+pub struct Contents<'a> {
+    pub arch: Arch,
+    pub busybox: &'a Path,
+    pub sensor: &'a Path,
+    pub tests: &'a Path,
+}
+
 /// Writes the initramfs to `out`, staging stripped binaries in `stage`.
-pub fn build(
-    out: &Path,
-    stage: &Path,
-    sensor: &Path,
-    tests: &Path,
-    test_args: &[String],
-) -> Result<()> {
+pub fn build(out: &Path, stage: &Path, c: &Contents<'_>, test_args: &[String]) -> Result<()> {
     fs::create_dir_all(stage).with_context(|| format!("creating {}", stage.display()))?;
     let mut cpio = Cpio::create(out)?;
     for dir in [
@@ -57,22 +61,19 @@ pub fn build(
     ] {
         cpio.dir(dir)?;
     }
+    dist::ensure_static(c.busybox, c.arch)?;
     cpio.file(
         BUSYBOX,
-        &fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX} (busybox-static)"))?,
+        &fs::read(c.busybox).with_context(|| format!("reading {}", c.busybox.display()))?,
         0o755,
     )?;
-    for applet in applets()? {
-        if applet != BUSYBOX {
-            cpio.symlink(&applet, BUSYBOX)?;
-        }
-    }
-    let mut libs = BTreeSet::new();
-    for (from, to) in [(sensor, SENSOR), (tests, TESTS)] {
-        libs.extend(shared_libraries(from)?);
+    // The one link /init needs to start; it makes the others itself.
+    cpio.symlink("/bin/sh", BUSYBOX)?;
+    for (from, to) in [(c.sensor, SENSOR), (c.tests, TESTS)] {
+        dist::ensure_static(from, c.arch)?;
         let stripped = stage.join(Path::new(to).file_name().context("binary name")?);
         run_cmd(
-            Command::new("objcopy")
+            Command::new(c.arch.objcopy())
                 .arg("--strip-debug")
                 .arg(from)
                 .arg(&stripped),
@@ -80,58 +81,8 @@ pub fn build(
         .with_context(|| format!("stripping {}", from.display()))?;
         cpio.file(to, &fs::read(&stripped)?, 0o755)?;
     }
-    for lib in libs {
-        let bytes = fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
-        cpio.file(
-            lib.to_str().context("non-UTF-8 library path")?,
-            &bytes,
-            0o755,
-        )?;
-    }
     cpio.file("/init", init_script(test_args).as_bytes(), 0o755)?;
     cpio.finish()
-}
-
-/// Every applet's path (`bin/sh`, `sbin/poweroff`, ...), as busybox lists them.
-fn applets() -> Result<Vec<String>> {
-    let out = Command::new(BUSYBOX)
-        .arg("--list-full")
-        .output()
-        .with_context(|| format!("running {BUSYBOX} --list-full (is busybox-static installed?)"))?;
-    if !out.status.success() {
-        bail!("{BUSYBOX} --list-full failed ({})", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("/{}", l.trim()))
-        .collect())
-}
-
-/// The libraries and dynamic loader `ldd` names for `binary`, at the paths
-/// the binary asks for them by.
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .with_context(|| format!("running ldd {}", binary.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("ldd {} failed ({}): {text}", binary.display(), out.status);
-    }
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)`,
-        // `linux-vdso.so.1 (0x...)` (the kernel's own: nothing to copy).
-        let target = line.split_once("=>").map_or(line, |(_, t)| t).trim();
-        let path = target.split_whitespace().next().unwrap_or("");
-        if path.starts_with('/') {
-            libs.push(PathBuf::from(path));
-        } else if line.contains("not found") {
-            bail!("ldd {}: {line}", binary.display());
-        }
-    }
-    Ok(libs)
 }
 
 /// Single-quotes `arg` for the init shell.
@@ -146,8 +97,10 @@ fn init_script(test_args: &[String]) -> String {
         r#"#!/bin/sh
 # /init of the kernel matrix's VMs (written by xtask/src/vm/initramfs.rs).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-echo "{m} init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
+/bin/busybox mount -t proc proc /proc
+# Every applet as a link to busybox (it finds itself through /proc/self/exe).
+/bin/busybox --install -s
+echo "{m} init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) machine=$(uname -m)"
 fail() {{ echo "{m} setup-failed $*"; }}
 mount -t sysfs sysfs /sys || fail sysfs
 mount -t devtmpfs devtmpfs /dev || fail devtmpfs
@@ -260,10 +213,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.cpio");
         let mut c = Cpio::create(&path).unwrap();
-        c.file("/lib/x86_64-linux-gnu/libc.so.6", b"elf", 0o755)
-            .unwrap();
+        c.file("/usr/share/x/data", b"elf", 0o755).unwrap();
         c.symlink("/bin/sh", "/bin/busybox").unwrap();
-        c.dir("/lib").unwrap();
+        c.dir("/usr").unwrap();
         c.finish().unwrap();
         let mut r = File::open(&path).unwrap();
         let mut seen = Vec::new();
@@ -283,13 +235,10 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("lib".to_owned(), S_IFDIR | 0o755, 0),
-                ("lib/x86_64-linux-gnu".to_owned(), S_IFDIR | 0o755, 0),
-                (
-                    "lib/x86_64-linux-gnu/libc.so.6".to_owned(),
-                    S_IFREG | 0o755,
-                    3
-                ),
+                ("usr".to_owned(), S_IFDIR | 0o755, 0),
+                ("usr/share".to_owned(), S_IFDIR | 0o755, 0),
+                ("usr/share/x".to_owned(), S_IFDIR | 0o755, 0),
+                ("usr/share/x/data".to_owned(), S_IFREG | 0o755, 3),
                 ("bin".to_owned(), S_IFDIR | 0o755, 0),
                 ("bin/sh".to_owned(), S_IFLNK | 0o777, 12),
             ]

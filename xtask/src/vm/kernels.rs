@@ -1,7 +1,9 @@
-//! Debian's own kernels, fetched once with a private apt configuration (the
-//! host's sources stay untouched) and cached under `.tools/kernels/`.
+//! Debian's own kernels, and the VMs' userland (Debian's busybox-static),
+//! fetched once with a private apt configuration per architecture (the host's
+//! sources stay untouched) and cached under `.tools/kernels/`.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -9,45 +11,62 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::step;
+use crate::{arch::Arch, step};
 
 /// A kernel of the matrix: a Debian package, taken from these suites only.
 pub struct Kernel {
     /// What `--kernel` takes and the cache directory's name.
     pub name: &'static str,
     pub distro: &'static str,
+    pub arch: Arch,
     /// The (meta)package to resolve.
     package: &'static str,
     suites: &'static [&'static str],
 }
 
-/// The matrix: the kernels most of a SOC's Debian fleet runs.
+/// The matrix: the kernels most of a SOC's Debian fleet runs, on both of its
+/// architectures.
 pub const KERNELS: &[Kernel] = &[
     Kernel {
         name: "5.10",
         distro: "Debian 11",
+        arch: Arch::X86_64,
         package: "linux-image-amd64",
         suites: &["bullseye", "bullseye-security"],
     },
     Kernel {
         name: "6.1",
         distro: "Debian 12",
+        arch: Arch::X86_64,
         package: "linux-image-amd64",
         suites: &["bookworm", "bookworm-security"],
     },
     Kernel {
         name: "6.12",
         distro: "Debian 12",
+        arch: Arch::X86_64,
         package: "linux-image-6.12-amd64",
+        suites: &["bookworm", "bookworm-security"],
+    },
+    Kernel {
+        name: "6.1-arm64",
+        distro: "Debian 12",
+        arch: Arch::Aarch64,
+        package: "linux-image-arm64",
         suites: &["bookworm", "bookworm-security"],
     },
 ];
 
+/// The VMs' userland: busybox-static, one static binary, from these suites.
+const BUSYBOX: &str = "busybox-static";
+const USERLAND_SUITES: &[&str] = &["bookworm", "bookworm-security"];
+
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
-/// A kernel image ready to boot.
+/// A file from a Debian package, in the cache: a kernel image ready to boot,
+/// or busybox.
 pub struct Image {
-    pub vmlinuz: PathBuf,
+    pub file: PathBuf,
     /// `PACKAGE VERSION` it came from.
     pub package: String,
 }
@@ -62,92 +81,165 @@ pub fn by_name(name: &str) -> Result<&'static Kernel> {
     })
 }
 
-/// The images of `kernels`, from the cache, fetching what is missing (or,
-/// with `refresh`, whatever Debian has newer). Touches the network only then.
-pub fn images(root: &Path, kernels: &[&Kernel], refresh: bool) -> Result<Vec<Image>> {
-    let cache = root.join(".tools/kernels");
-    let mut apt: Option<Apt> = None;
-    kernels
-        .iter()
-        .map(|k| {
-            let dir = cache.join(k.name);
-            if !refresh && let Some(image) = cached(&dir)? {
-                return Ok(image);
-            }
-            if apt.is_none() {
-                apt = Some(Apt::update(&cache.join("apt"))?);
-            }
-            let apt = apt.as_ref().expect("just set");
-            fetch(apt, k, &dir)
-        })
-        .collect()
+/// Fetches from Debian what the cache lacks (or, with `refresh`, whatever
+/// Debian has newer), with one private apt configuration per architecture.
+/// Touches the network only then.
+pub struct Fetcher {
+    cache: PathBuf,
+    refresh: bool,
+    apts: BTreeMap<&'static str, Apt>,
 }
 
-fn cached(dir: &Path) -> Result<Option<Image>> {
-    let vmlinuz = dir.join("vmlinuz");
+impl Fetcher {
+    pub fn new(root: &Path, refresh: bool) -> Self {
+        Self {
+            cache: root.join(".tools/kernels"),
+            refresh,
+            apts: BTreeMap::new(),
+        }
+    }
+
+    fn apt(&mut self, arch: Arch) -> Result<&Apt> {
+        if !self.apts.contains_key(arch.debian()) {
+            // amd64's directory keeps the name it had before arm64 joined.
+            let dir = match arch {
+                Arch::X86_64 => self.cache.join("apt"),
+                Arch::Aarch64 => self.cache.join(format!("apt-{}", arch.debian())),
+            };
+            let apt = Apt::update(&dir, arch)?;
+            self.apts.insert(arch.debian(), apt);
+        }
+        Ok(&self.apts[arch.debian()])
+    }
+
+    /// The kernel image of `k`.
+    pub fn image(&mut self, k: &Kernel) -> Result<Image> {
+        let dir = self.cache.join(k.name);
+        if !self.refresh
+            && let Some(image) = cached(&dir, "vmlinuz")?
+        {
+            return Ok(image);
+        }
+        let apt = self.apt(k.arch)?;
+        let what = format!("{}'s kernel {}", k.distro, k.name);
+        fetch(
+            apt,
+            &what,
+            k.package,
+            k.suites,
+            &dir,
+            &[
+                ("./boot/vmlinuz-*", "vmlinuz"),
+                ("./boot/config-*", "config"),
+            ],
+        )?;
+        cached(&dir, "vmlinuz")?
+            .with_context(|| format!("{} incomplete after fetching", dir.display()))
+    }
+
+    /// The VMs' userland for `arch`: Debian's static busybox. Returns
+    /// `PACKAGE VERSION` with the binary.
+    pub fn busybox(&mut self, arch: Arch) -> Result<Image> {
+        let dir = self.cache.join(format!("busybox-{}", arch.debian()));
+        if !self.refresh
+            && let Some(image) = cached(&dir, "busybox")?
+        {
+            return Ok(image);
+        }
+        let apt = self.apt(arch)?;
+        let what = format!("the VMs' userland for {arch}");
+        fetch(
+            apt,
+            &what,
+            BUSYBOX,
+            USERLAND_SUITES,
+            &dir,
+            &[("./bin/busybox", "busybox")],
+        )?;
+        cached(&dir, "busybox")?
+            .with_context(|| format!("{} incomplete after fetching", dir.display()))
+    }
+}
+
+/// `dir/file` with the `package` it came from, when both are there.
+fn cached(dir: &Path, name: &str) -> Result<Option<Image>> {
+    let file = dir.join(name);
     let package = dir.join("package");
-    if !vmlinuz.is_file() || !package.is_file() {
+    if !file.is_file() || !package.is_file() {
         return Ok(None);
     }
     let package = fs::read_to_string(&package)
         .with_context(|| format!("reading {}", package.display()))?
         .trim()
         .to_owned();
-    Ok(Some(Image { vmlinuz, package }))
+    Ok(Some(Image { file, package }))
 }
 
-/// Resolves the kernel's metapackage to its versioned image package, downloads
-/// it and keeps `/boot/vmlinuz-*` and `/boot/config-*` from it.
-fn fetch(apt: &Apt, k: &Kernel, dir: &Path) -> Result<Image> {
-    let (meta_version, suite) = apt.newest(k.package, k.suites)?;
-    let (image_pkg, image_version) = apt.image_dependency(k.package, &meta_version)?;
-    let package = format!("{image_pkg} {image_version}");
-    if let Some(image) = cached(dir)?
-        && image.package == package
+/// Resolves `package` (a kernel metapackage, or any package) to the package
+/// it pins, downloads that and keeps the files matching each pattern as its
+/// name in `dir`, with `dir/package` naming the package and version.
+fn fetch(
+    apt: &Apt,
+    what: &str,
+    package: &str,
+    suites: &[&str],
+    dir: &Path,
+    files: &[(&str, &str)],
+) -> Result<()> {
+    let (version, suite) = apt.newest(package, suites)?;
+    let (real_pkg, real_version) = apt.pinned_image(package, &version)?;
+    let full = format!("{real_pkg} {real_version}");
+    if fs::read_to_string(dir.join("package")).is_ok_and(|p| p.trim() == full)
+        && files.iter().all(|(_, name)| dir.join(name).is_file())
     {
-        return Ok(image);
+        return Ok(());
     }
     step(&format!(
-        "fetching {}'s kernel {}: {image_pkg} {image_version} (for {} {meta_version} from {suite}) into {}",
-        k.distro,
-        k.name,
-        k.package,
+        "fetching {what}: {real_pkg} {real_version} (for {package} {version} from {suite}, {}) into {}",
+        apt.arch.debian(),
         dir.display()
     ));
     let work = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    apt.download(&image_pkg, &image_version, &work)?;
+    apt.download(&real_pkg, &real_version, &work)?;
     let deb = fs::read_dir(&work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .with_context(|| format!("apt-get download left no .deb in {}", work.display()))?;
-    extract_boot(&deb, &work)?;
-    let boot = work.join("boot");
-    let find = |prefix: &str| -> Result<PathBuf> {
-        fs::read_dir(&boot)
-            .with_context(|| format!("{} has no /boot", deb.display()))?
+    let unpacked = work.join("unpacked");
+    fs::create_dir_all(&unpacked)?;
+    let patterns: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+    extract(&deb, &unpacked, &patterns)?;
+    for (pattern, name) in files {
+        // `./boot/vmlinuz-*`: the one file in `boot/` whose name starts so.
+        let (sub, prefix) = pattern
+            .trim_start_matches("./")
+            .rsplit_once('/')
+            .context("pattern without a directory")?;
+        let prefix = prefix.trim_end_matches('*');
+        let from = unpacked.join(sub);
+        let found = fs::read_dir(&from)
+            .with_context(|| format!("{} has no /{sub}", deb.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(prefix))
             })
-            .with_context(|| format!("no /boot/{prefix}* in {}", deb.display()))
-    };
-    fs::rename(find("vmlinuz-")?, work.join("vmlinuz"))?;
-    fs::rename(find("config-")?, work.join("config"))?;
-    fs::write(work.join("package"), format!("{package}\n"))?;
+            .with_context(|| format!("no /{sub}/{prefix}* in {}", deb.display()))?;
+        fs::rename(found, work.join(name))?;
+    }
+    fs::write(work.join("package"), format!("{full}\n"))?;
     fs::remove_file(&deb)?;
-    fs::remove_dir_all(&boot)?;
+    fs::remove_dir_all(&unpacked)?;
     // Whole or not at all: a half-fetched kernel never looks cached.
     let _ = fs::remove_dir_all(dir);
     fs::rename(&work, dir)
-        .with_context(|| format!("moving {} to {}", work.display(), dir.display()))?;
-    cached(dir)?.with_context(|| format!("{} incomplete after fetching", dir.display()))
+        .with_context(|| format!("moving {} to {}", work.display(), dir.display()))
 }
 
-fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
+fn extract(deb: &Path, into: &Path, patterns: &[&str]) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -159,7 +251,8 @@ fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
         .arg("-x")
         .arg("-C")
         .arg(into)
-        .args(["--wildcards", "./boot/vmlinuz-*", "./boot/config-*"])
+        .arg("--wildcards")
+        .args(patterns)
         .stdin(tar_in)
         .status()
         .context("starting tar")?;
@@ -173,22 +266,31 @@ fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
     Ok(())
 }
 
-/// apt with its own sources, lists and cache under `dir`.
+/// apt for one architecture, with its own sources, lists and cache under `dir`.
 struct Apt {
     dir: PathBuf,
+    arch: Arch,
 }
 
 impl Apt {
-    /// Writes the sources for every suite of the matrix and downloads their lists.
-    fn update(dir: &Path) -> Result<Self> {
+    /// Writes the sources for every suite of the matrix's kernels of `arch`
+    /// and of the userland, and downloads their lists.
+    fn update(dir: &Path, arch: Arch) -> Result<Self> {
         let apt = Self {
             dir: dir.to_path_buf(),
+            arch,
         };
         for sub in ["lists/partial", "cache/archives/partial"] {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
-        let mut suites: Vec<&str> = KERNELS.iter().flat_map(|k| k.suites).copied().collect();
+        let mut suites: Vec<&str> = KERNELS
+            .iter()
+            .filter(|k| k.arch == arch)
+            .flat_map(|k| k.suites)
+            .chain(USERLAND_SUITES)
+            .copied()
+            .collect();
         suites.sort_unstable();
         suites.dedup();
         let sources: String = suites
@@ -204,8 +306,9 @@ impl Apt {
             .collect();
         fs::write(dir.join("sources.list"), sources)?;
         step(&format!(
-            "reading Debian's package lists for {} (private apt configuration in {})",
+            "reading Debian's package lists for {} ({}, private apt configuration in {})",
             suites.join(", "),
+            arch.debian(),
             dir.display()
         ));
         let status = apt
@@ -230,7 +333,7 @@ impl Apt {
             "Dir::Etc::sourceparts=-".to_owned(),
             format!("Dir::State::Lists={}", d("lists")),
             format!("Dir::Cache={}", d("cache")),
-            "APT::Architecture=amd64".to_owned(),
+            format!("APT::Architecture={}", self.arch.debian()),
             // Downloads land in our own directory, which _apt may not write.
             "APT::Sandbox::User=root".to_owned(),
         ] {
@@ -273,9 +376,12 @@ impl Apt {
             .with_context(|| format!("no {package} in {}:\n{madison}", suites.join(", ")))
     }
 
-    /// The versioned `linux-image-*` package a metapackage version depends on
-    /// (itself when it is one already), with the version it pins.
-    fn image_dependency(&self, package: &str, version: &str) -> Result<(String, String)> {
+    /// The versioned `linux-image-*` package a kernel metapackage version
+    /// depends on, with the version it pins; any other package is itself.
+    fn pinned_image(&self, package: &str, version: &str) -> Result<(String, String)> {
+        if !package.starts_with("linux-image-") {
+            return Ok((package.to_owned(), version.to_owned()));
+        }
         let show = self.output("apt-cache", &["show", &format!("{package}={version}")])?;
         let depends = show
             .lines()

@@ -1,5 +1,6 @@
-//! The kernel matrix: Debian's own kernels booted under QEMU with a minimal
-//! initramfs, each running the end-to-end subset in tests/matrix.rs (as aya's
+//! The kernel matrix: Debian's own kernels, x86_64 and arm64, booted under
+//! QEMU with a minimal initramfs of static binaries (the shipped sensor among
+//! them), each running the end-to-end subset in tests/matrix.rs (as aya's
 //! `cargo xtask integration-test vm` does for aya). `cargo xtask test` runs it
 //! after the host tests; `cargo xtask vm` runs only it.
 
@@ -10,21 +11,20 @@ mod report;
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::{cargo, step};
+use crate::{arch, dist, setup, step};
 pub use report::Row;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
-    /// Boot only this kernel (repeatable): 5.10 (Debian 11), 6.1 or 6.12 (Debian 12).
+    /// Boot only this kernel (repeatable): 5.10 (Debian 11), 6.1 or 6.12
+    /// (Debian 12), 6.1-arm64 (Debian 12 on arm64).
     #[arg(long = "kernel", value_name = "NAME")]
     kernels: Vec<String>,
     /// Ask Debian's archive for newer kernel packages instead of using the cache.
@@ -39,14 +39,12 @@ pub struct Args {
 }
 
 /// Generous: one refused load costs up to 5 minutes under emulation (5.10),
-/// a loading sensor 10-20 s per mode (6.12); three VMs at this bound still fit CI's 90.
+/// a loading sensor 10-20 s per mode (6.12); four VMs at this bound still fit CI's 90.
 const VM_TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// The matrix's test binary's name (tests/Cargo.toml).
-const TEST_TARGET: &str = "matrix";
-
-/// Boots each kernel `args` asks for and runs the matrix's checks in it.
-pub fn run(root: &Path, sensor: &Path, args: &Args) -> Result<Vec<Row>> {
+/// Boots each kernel `args` asks for and runs the matrix's checks in it, with
+/// the static sensor and test binary of the kernel's architecture.
+pub fn run(root: &Path, args: &Args) -> Result<Vec<Row>> {
     let kernels: Vec<&kernels::Kernel> = if args.kernels.is_empty() {
         kernels::KERNELS.iter().collect()
     } else {
@@ -55,34 +53,60 @@ pub fn run(root: &Path, sensor: &Path, args: &Args) -> Result<Vec<Row>> {
             .map(|n| kernels::by_name(n))
             .collect::<Result<_>>()?
     };
-    let images = kernels::images(root, &kernels, args.refresh_kernels)?;
-    let tests = test_binary(root)?;
+    setup::vm_tools()?;
+    let mut fetcher = kernels::Fetcher::new(root, args.refresh_kernels);
+    let images: Vec<kernels::Image> = kernels
+        .iter()
+        .map(|k| fetcher.image(k))
+        .collect::<Result<_>>()?;
     let dir = root.join("target/vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let initramfs = dir.join("initramfs.cpio");
-    step(&format!(
-        "writing {} (busybox, {}, {})",
-        initramfs.display(),
-        sensor.display(),
-        tests.display()
-    ));
-    initramfs::build(
-        &initramfs,
-        &dir.join("stage"),
-        sensor,
-        &tests,
-        &args.test_args,
-    )?;
+    // One initramfs per architecture, every binary in it static.
+    let mut initramfs = Vec::new();
+    for arch in arch::ALL {
+        if !kernels.iter().any(|k| k.arch == arch) {
+            continue;
+        }
+        let busybox = fetcher.busybox(arch)?;
+        let sensor = dist::sensor(root, arch)?;
+        let tests = dist::matrix_tests(root, arch)?;
+        let path = dir.join(format!("initramfs-{arch}.cpio"));
+        step(&format!(
+            "writing {} ({}, {}, {}; no libraries)",
+            path.display(),
+            busybox.package,
+            sensor.display(),
+            tests.display()
+        ));
+        let contents = initramfs::Contents {
+            arch,
+            busybox: &busybox.file,
+            sensor: &sensor,
+            tests: &tests,
+        };
+        initramfs::build(
+            &path,
+            &dir.join(format!("stage-{arch}")),
+            &contents,
+            &args.test_args,
+        )?;
+        initramfs.push((arch, path));
+    }
     let timeout = args.timeout.map_or(VM_TIMEOUT, Duration::from_secs);
     let mut rows = Vec::new();
     for (k, image) in kernels.iter().zip(&images) {
         step(&format!(
-            "booting {}'s {} ({}) under QEMU, running the matrix checks",
-            k.distro, k.name, image.package
+            "booting {}'s {} ({}, {}) under QEMU, running the matrix checks",
+            k.distro, k.name, image.package, k.arch
         ));
         let log = dir.join(format!("{}.console.log", k.name));
+        let cpio = initramfs
+            .iter()
+            .find(|(a, _)| *a == k.arch)
+            .map(|(_, p)| p)
+            .context("an initramfs for every architecture")?;
         let started = Instant::now();
-        let boot = console::boot(&image.vmlinuz, &initramfs, &log, timeout, |line| {
+        let boot = console::boot(k.arch, &image.file, cpio, &log, timeout, |line| {
             progress(k.name, line);
         })?;
         let row = row(k.name, &boot, &log, timeout, args.test_args.is_empty());
@@ -212,36 +236,6 @@ pub fn conclude(rows: &[Row]) -> Result<()> {
         bail!("the kernel matrix failed on: {}", failed.join(", "));
     }
     Ok(())
-}
-
-/// Builds (if needed) the matrix test binary and returns its path, from cargo's own report.
-fn test_binary(root: &Path) -> Result<PathBuf> {
-    let mut child = cargo()
-        .current_dir(root)
-        .args(["test", "--package", "tinyexec-tests", "--test", TEST_TARGET])
-        .args(["--no-run", "--message-format=json-render-diagnostics"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting cargo test --no-run")?;
-    let stdout = child.stdout.take().context("cargo's stdout")?;
-    let mut found = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo's output")?;
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == TEST_TARGET
-            && let Some(exe) = msg["executable"].as_str()
-        {
-            found = Some(PathBuf::from(exe));
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
-    if !status.success() {
-        bail!("building the {TEST_TARGET} test binary failed ({status})");
-    }
-    found.with_context(|| format!("cargo reported no executable for the {TEST_TARGET} test"))
 }
 
 #[cfg(test)]
