@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     );
 
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    if !skip && !tools.join("bpf-linker").exists() && which("bpf-linker").is_none() {
+    // PATH holds `.tools/bin` by now.
+    if !skip && which::which("bpf-linker").is_err() {
         bail!(
             "bpf-linker not found (looked in {} and PATH): run `cargo xtask build` once, it installs it",
             tools.display()
@@ -45,10 +46,4 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::setup::Probe;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
     /// 64-bit x86 (Debian's amd64).
@@ -60,16 +62,19 @@ impl Arch {
         }
     }
 
-    /// Debian packages the static build needs, as (shell test that it is there, package).
-    pub fn build_packages(self) -> &'static [(&'static str, &'static str)] {
+    /// Debian packages the static build needs, as (how to tell it is there, package).
+    pub fn build_packages(self) -> &'static [(Probe, &'static str)] {
         match self {
             // musl-gcc: ring's C with musl's headers.
-            Arch::X86_64 => &[("command -v musl-gcc", "musl-tools")],
+            Arch::X86_64 => &[(Probe::Command("musl-gcc"), "musl-tools")],
             // The cross compiler (ring's C, and the linker) with its binutils (objcopy).
             Arch::Aarch64 => &[
-                ("command -v aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
                 (
-                    "command -v aarch64-linux-gnu-objcopy",
+                    Probe::Command("aarch64-linux-gnu-gcc"),
+                    "gcc-aarch64-linux-gnu",
+                ),
+                (
+                    Probe::Command("aarch64-linux-gnu-objcopy"),
                     "binutils-aarch64-linux-gnu",
                 ),
             ],

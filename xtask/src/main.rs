@@ -3,6 +3,7 @@
 
 mod arch;
 mod bench;
+mod cmd;
 mod dist;
 mod fuzz;
 mod install;

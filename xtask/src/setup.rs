@@ -9,32 +9,37 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{arch::Arch, cargo, run_cmd, step};
+use crate::{
+    arch::Arch,
+    cargo,
+    cmd::{find_cmd, output_of},
+    run_cmd, step,
+};
 
 /// bpf-linker 0.13 is the release for LLVM 22, the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 /// The libFuzzer driver for the fuzz targets in `fuzz/`.
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
-/// Debian packages the tests use, as (shell test that it is there, package):
+/// Debian packages the tests use, as (how to tell it is there, package):
 /// bpftool cross-checks our BTF parser, yara is the reference `scan` must agree
 /// with, rsyslog receives the CEF output, python3 and openssl run the Sentinel
 /// stand-in; node runs Microsoft's Kusto parser over the Sentinel content, and
 /// systemd-analyze and strace check the systemd unit (tests/systemd.rs); runc
 /// runs a real container from a busybox-static rootfs (tests/containers.rs).
-const TEST_PACKAGES: &[(&str, &str)] = &[
-    ("command -v bpftool", "bpftool"),
-    ("command -v yara", "yara"),
-    ("command -v rsyslogd", "rsyslog"),
-    ("command -v python3", "python3"),
-    ("command -v openssl", "openssl"),
-    ("command -v node", "nodejs"),
-    ("command -v npm", "npm"),
-    ("command -v systemd-analyze", "systemd"),
-    ("command -v strace", "strace"),
-    ("command -v runc", "runc"),
+const TEST_PACKAGES: &[(Probe, &str)] = &[
+    (Probe::Command("bpftool"), "bpftool"),
+    (Probe::Command("yara"), "yara"),
+    (Probe::Command("rsyslogd"), "rsyslog"),
+    (Probe::Command("python3"), "python3"),
+    (Probe::Command("openssl"), "openssl"),
+    (Probe::Command("node"), "nodejs"),
+    (Probe::Command("npm"), "npm"),
+    (Probe::Command("systemd-analyze"), "systemd"),
+    (Probe::Command("strace"), "strace"),
+    (Probe::Command("runc"), "runc"),
     (
-        "dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'",
+        Probe::Shell("dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'"),
         "busybox-static",
     ),
 ];
@@ -42,12 +47,12 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// objcopy strips the binaries copied in, the keyring checks the apt sources
 /// of the kernels and of the VMs' userland (busybox-static, fetched per
 /// architecture like the kernels).
-const VM_PACKAGES: &[(&str, &str)] = &[
-    ("command -v qemu-system-x86_64", "qemu-system-x86"),
-    ("command -v qemu-system-aarch64", "qemu-system-arm"),
-    ("command -v objcopy", "binutils"),
+const VM_PACKAGES: &[(Probe, &str)] = &[
+    (Probe::Command("qemu-system-x86_64"), "qemu-system-x86"),
+    (Probe::Command("qemu-system-aarch64"), "qemu-system-arm"),
+    (Probe::Command("objcopy"), "binutils"),
     (
-        "test -f /usr/share/keyrings/debian-archive-keyring.gpg",
+        Probe::Shell("test -f /usr/share/keyrings/debian-archive-keyring.gpg"),
         "debian-archive-keyring",
     ),
 ];
@@ -57,11 +62,22 @@ const VM_PACKAGES: &[(&str, &str)] = &[
 const KUSTO_LANGUAGE: &str = "@kusto/language-service-next";
 const KUSTO_LANGUAGE_VERSION: &str = "12.4.1";
 
-fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// How to tell that a Debian package is installed.
+#[derive(Clone, Copy, Debug)]
+pub enum Probe {
+    /// A command it provides is on PATH (or in the sbin directories).
+    Command(&'static str),
+    /// A shell test that succeeds.
+    Shell(&'static str),
+}
+
+impl Probe {
+    fn holds(self) -> bool {
+        match self {
+            Probe::Command(name) => find_cmd(name).is_some(),
+            Probe::Shell(test) => output_of(Command::new("sh").args(["-c", test])).is_some(),
+        }
+    }
 }
 
 pub fn require_root(why: &str) -> Result<()> {
@@ -91,7 +107,8 @@ pub fn toolchain(root: &Path) -> Result<()> {
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    let get = || output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]));
+    let get =
+        || output_of(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]));
     if let Some(s) = get() {
         return Ok(PathBuf::from(s));
     }
@@ -115,7 +132,7 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
     let tools = root.join(".tools");
     let linker = tools.join("bin/bpf-linker");
     let want = format!("bpf-linker {BPF_LINKER_VERSION}");
-    if output(Command::new(&linker).arg("--version")).as_deref() == Some(want.as_str()) {
+    if output_of(Command::new(&linker).arg("--version")).as_deref() == Some(want.as_str()) {
         return Ok(());
     }
     step(&format!(
@@ -164,7 +181,7 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
             ),
     )
     .context("installing bpf-linker")?;
-    if output(Command::new(&linker).arg("--version")).as_deref() != Some(want.as_str()) {
+    if output_of(Command::new(&linker).arg("--version")).as_deref() != Some(want.as_str()) {
         bail!("{} does not run after installing it", linker.display());
     }
     Ok(())
@@ -176,7 +193,7 @@ pub fn cargo_fuzz(root: &Path) -> Result<PathBuf> {
     let tools = root.join(".tools");
     let bin = tools.join("bin/cargo-fuzz");
     let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
-    if output(Command::new(&bin).arg("--version")).as_deref() == Some(want.as_str()) {
+    if output_of(Command::new(&bin).arg("--version")).as_deref() == Some(want.as_str()) {
         return Ok(bin);
     }
     step(&format!(
@@ -203,7 +220,7 @@ pub fn cargo_fuzz(root: &Path) -> Result<PathBuf> {
 pub fn static_target(root: &Path, arch: Arch) -> Result<()> {
     let target = arch.musl_target();
     let installed =
-        output(
+        output_of(
             Command::new("rustup")
                 .current_dir(root)
                 .args(["target", "list", "--installed"]),
@@ -235,10 +252,10 @@ pub fn vm_tools() -> Result<()> {
     install_missing(VM_PACKAGES, "the kernel matrix uses")
 }
 
-fn install_missing(packages: &[(&str, &str)], purpose: &str) -> Result<()> {
+fn install_missing(packages: &[(Probe, &str)], purpose: &str) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(probe, _)| output(Command::new("sh").args(["-c", probe])).is_none())
+        .filter(|(probe, _)| !probe.holds())
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
@@ -248,11 +265,16 @@ fn install_missing(packages: &[(&str, &str)], purpose: &str) -> Result<()> {
         "installing Debian packages {purpose}: {}",
         missing.join(" ")
     ));
+    apt_install(&missing)
+}
+
+/// `apt-get install` of Debian packages (without their recommendations).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

@@ -16,7 +16,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -29,7 +29,10 @@ use tinyexec_ebpf::{
 };
 use tinyexec_tests::elf::{Arch, TinyElf};
 
-use crate::{setup, step};
+use crate::{
+    cmd::{find_cmd, output_of},
+    setup, step,
+};
 use proc::{Proc, ProgStats};
 
 #[derive(Debug, clap::Args)]
@@ -190,7 +193,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let workspace = report::workspace_state(root);
     if find_cmd("bpftool").is_none() {
         step("installing bpftool (names the sensor's program for its kernel run time)");
-        apt_install(&["bpftool"])?;
+        setup::apt_install(&["bpftool"])?;
     }
     let peer_list = if args.no_peers {
         Vec::new()
@@ -827,35 +830,4 @@ fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
         }
     }
     Ok(c)
-}
-
-/// A command's stdout when it succeeds.
-pub fn output_of(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// A command on PATH or in the sbin directories (which `sudo` may leave off PATH).
-pub fn find_cmd(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
-/// `apt-get install` of Debian packages, as the rest of xtask does it.
-pub fn apt_install(packages: &[&str]) -> Result<()> {
-    crate::run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
-    crate::run_cmd(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
 }

@@ -20,11 +20,15 @@ use std::os::unix::fs::MetadataExt as _;
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Measured, Storm, apt_install, find_cmd, output_of,
+    Measured, Storm,
     proc::{self, Proc, ProgStats},
     storm,
 };
-use crate::step;
+use crate::{
+    cmd::{find_cmd, output_of},
+    setup::apt_install,
+    step,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -11,9 +11,9 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    Baseline, Measured, Mode, Others, RSS_TARGET_MIB, Row, Watcher, latency::Latency, output_of,
-    outputs, proc,
+    Baseline, Measured, Mode, Others, RSS_TARGET_MIB, Row, Watcher, latency::Latency, outputs, proc,
 };
+use crate::cmd::output_of;
 
 /// Targets (printed beside the figures; nothing asserts them).
 const ALERTS_RATIO: f64 = 0.98;
