@@ -462,11 +462,7 @@ impl Report<'_> {
     pub fn table(&self) -> String {
         let mut o = String::new();
         let m = self.machine();
-        let secs = self
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let _ = writeln!(o, "tinyexec bench, started {}", utc(secs));
+        let _ = writeln!(o, "tinyexec bench, started {}", utc(self.started));
         let _ = writeln!(
             o,
             "machine: {}, {} cores, {:.1} GiB, kernel {}, load average at start {}",
@@ -828,7 +824,7 @@ impl Report<'_> {
             .collect();
         json!({
             "started_unix": secs,
-            "started_utc": utc(secs),
+            "started_utc": utc(self.started),
             "machine": self.machine(),
             "sensor": self.sensor_json(),
             "execs_per_storm": self.n,
@@ -893,24 +889,11 @@ fn render(rows: &[Vec<String>]) -> String {
     o
 }
 
-/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+/// `YYYY-MM-DD HH:MM UTC`.
+fn utc(t: SystemTime) -> String {
+    // `YYYY-MM-DDTHH:MM:SSZ`
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} {} UTC", &s[..10], &s[11..16])
 }
 
 #[cfg(test)]
@@ -936,9 +919,10 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+        let at = |secs| utc(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01 00:00 UTC");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(at(1_700_000_000), "2023-11-14 22:13 UTC");
     }
 
     #[test]
