@@ -159,13 +159,9 @@ impl Names {
 /// What NSS says about one id.
 fn resolve(id: Id) -> Entry {
     let now = Instant::now();
-    // An id the C library does not know: the static build asks the host's
-    // NSS too (see [`host_nss`]).
     let answer = match id {
-        Id::User(uid) => lookup(uid, libc::_SC_GETPW_R_SIZE_MAX, getpw)
-            .map(|name| name.or_else(|| host_nss("passwd", uid))),
-        Id::Group(gid) => lookup(gid, libc::_SC_GETGR_R_SIZE_MAX, getgr)
-            .map(|name| name.or_else(|| host_nss("group", gid))),
+        Id::User(uid) => PASSWD.name_of(uid),
+        Id::Group(gid) => GROUP.name_of(gid),
     };
     match answer {
         Ok(Some(name)) => Entry::Known {
@@ -186,13 +182,76 @@ fn resolve(id: Id) -> Entry {
     }
 }
 
-/// One `get*_r` call into `buf`: its return code and, on success, the name.
-type Getter = fn(u32, &mut [u8]) -> (i32, Option<String>);
+/// One of the C library's databases of names by id (`passwd`, `group`).
+struct Database<E> {
+    /// Its name for `getent`.
+    name: &'static str,
+    /// `sysconf` of the buffer size its `get*_r` suggests.
+    size_hint: libc::c_int,
+    /// `getpwuid_r` or `getgrgid_r`.
+    get_r: unsafe extern "C" fn(
+        u32,
+        *mut E,
+        *mut libc::c_char,
+        libc::size_t,
+        *mut *mut E,
+    ) -> libc::c_int,
+    /// The entry's name field.
+    entry_name: fn(&E) -> *const libc::c_char,
+}
+
+const PASSWD: Database<libc::passwd> = Database {
+    name: "passwd",
+    size_hint: libc::_SC_GETPW_R_SIZE_MAX,
+    get_r: libc::getpwuid_r,
+    entry_name: |p| p.pw_name,
+};
+
+const GROUP: Database<libc::group> = Database {
+    name: "group",
+    size_hint: libc::_SC_GETGR_R_SIZE_MAX,
+    get_r: libc::getgrgid_r,
+    entry_name: |g| g.gr_name,
+};
+
+impl<E> Database<E> {
+    /// The name of `id`; one the C library does not know, the static build
+    /// asks the host's NSS for too (see [`host_nss`]).
+    fn name_of(&self, id: u32) -> Result<Option<String>, i32> {
+        lookup(id, self.size_hint, |id, buf| self.get(id, buf))
+            .map(|name| name.or_else(|| host_nss(self.name, id)))
+    }
+
+    /// One `get*_r` call into `buf`: its return code and, on success, the name.
+    fn get(&self, id: u32, buf: &mut [u8]) -> (i32, Option<String>) {
+        let mut entry = std::mem::MaybeUninit::<E>::uninit();
+        let mut result = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; on success `result`
+        // points at `entry`, filled in, its strings inside `buf`, which
+        // outlives their use here.
+        let rc = unsafe {
+            (self.get_r)(
+                id,
+                entry.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        // SAFETY: non-null only when the entry was found and filled in.
+        let found = (rc == 0).then(|| unsafe { result.as_ref() }).flatten();
+        (rc, found.and_then(|e| c_name((self.entry_name)(e))))
+    }
+}
 
 /// Calls `get` with a buffer grown on ERANGE (the entry did not fit: a group
 /// with many members) up to [`MAX_BUFFER`]; retries on EINTR. Ok(None): no
 /// such id. Err: the name service failed.
-fn lookup(id: u32, size_hint: libc::c_int, get: Getter) -> Result<Option<String>, i32> {
+fn lookup(
+    id: u32,
+    size_hint: libc::c_int,
+    get: impl Fn(u32, &mut [u8]) -> (i32, Option<String>),
+) -> Result<Option<String>, i32> {
     // SAFETY: sysconf has no preconditions.
     let hint = unsafe { libc::sysconf(size_hint) };
     let mut len = usize::try_from(hint).unwrap_or(0).clamp(1024, MAX_BUFFER);
@@ -216,46 +275,6 @@ fn c_name(ptr: *const libc::c_char) -> Option<String> {
     // SAFETY: NSS returns a NUL-terminated string inside the caller's buffer.
     let s = unsafe { std::ffi::CStr::from_ptr(ptr) };
     Some(s.to_string_lossy().into_owned())
-}
-
-fn getpw(uid: u32, buf: &mut [u8]) -> (i32, Option<String>) {
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; buf outlives the use of pwd's fields.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    let name = (rc == 0 && !result.is_null())
-        .then(|| c_name(pwd.pw_name))
-        .flatten();
-    (rc, name)
-}
-
-fn getgr(gid: u32, buf: &mut [u8]) -> (i32, Option<String>) {
-    // SAFETY: zeroed group is a valid out-parameter.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: as for getpwuid_r.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    let name = (rc == 0 && !result.is_null())
-        .then(|| c_name(grp.gr_name))
-        .flatten();
-    (rc, name)
 }
 
 /// Where Debian, Ubuntu, RHEL and Amazon Linux put glibc's `getent`.

@@ -32,21 +32,6 @@ pub struct Client {
     token: Option<(String, Instant)>,
 }
 
-/// `application/x-www-form-urlencoded` value encoding.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
     resp.headers()
         .get("retry-after")?
@@ -95,19 +80,16 @@ impl Client {
             return Ok(t.clone());
         }
         let s = &self.settings;
-        let mut form = format!(
-            "grant_type=client_credentials&client_id={}&scope={}",
-            form_encode(&s.client_id),
-            form_encode(&s.scope)
-        );
-        for (k, v) in s.credential.form_fields(&s.client_id, &s.token_url)? {
-            form.push_str(&format!("&{k}={}", form_encode(&v)));
-        }
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", s.client_id.clone()),
+            ("scope", s.scope.clone()),
+        ];
+        form.extend(s.credential.form_fields(&s.client_id, &s.token_url)?);
         let mut resp = self
             .agent
             .post(&s.token_url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(form.as_bytes())
+            .send_form(form)
             .map_err(|e| anyhow!("token request to {}: {e}", s.token_url))?;
         let status = resp.status();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
@@ -163,12 +145,77 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{BufRead as _, BufReader, Read as _, Write as _},
+        net::TcpListener,
+        path::PathBuf,
+        sync::Arc,
+        thread,
+    };
+
+    use super::{Client, Settings};
+    use crate::output::sentinel::credential::Credential;
+
+    /// The token request as an HTTP server receives it: form-encoded, values
+    /// with the form's own delimiters intact.
     #[test]
-    fn form_encoding() {
-        assert_eq!(super::form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+    fn token_request_is_a_form() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line.trim_end().is_empty() {
+                    break;
+                }
+                head.push(line.trim_end().to_ascii_lowercase());
+            }
+            let len: usize = head
+                .iter()
+                .find_map(|h| h.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let answer = r#"{"access_token":"t0k","expires_in":3600}"#;
+            write!(
+                &conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+            .unwrap();
+            (head, String::from_utf8(body).unwrap())
+        });
+        let settings = Settings {
+            ingest_url: format!("http://127.0.0.1:{port}/ingest"),
+            token_url: format!("http://127.0.0.1:{port}/token"),
+            client_id: "client-1".into(),
+            credential: Credential::Secret("a b&c=d/é".into()),
+            scope: "https://monitor.azure.com//.default".into(),
+            spool_dir: PathBuf::new(),
+            spool_max_bytes: 0,
+            batch_max_records: 1,
+            batch_max_bytes: 1,
+            batch_max_delay_ms: 0,
+            timeout_secs: 10,
+            ca_file: None,
+        };
+        let mut client = Client::new(Arc::new(settings)).unwrap();
+        assert_eq!(client.token().unwrap(), "t0k");
+        let (head, body) = server.join().unwrap();
+        assert!(head[0].starts_with("post /token "), "{head:?}");
+        assert!(
+            head.contains(&"content-type: application/x-www-form-urlencoded".to_owned()),
+            "{head:?}"
+        );
         assert_eq!(
-            super::form_encode("https://monitor.azure.com//.default"),
-            "https%3A%2F%2Fmonitor.azure.com%2F%2F.default"
+            body,
+            "grant_type=client_credentials&client_id=client-1\
+             &scope=https%3A%2F%2Fmonitor.azure.com%2F%2F.default\
+             &client_secret=a+b%26c%3Dd%2F%C3%A9"
         );
     }
 }
