@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, execveat_fd, field, field_str, field_u64, memfd_named, own_comm,
     run_ok, spawn, tiny_exit0, tiny_sleeper, unique,
 };

@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir,
     container::{self, NAMESPACES, TestCgroup},
     exec_of, field, field_str, field_u64, sensor_path, spawn, stager, unique,
@@ -207,7 +207,7 @@ fn a_runc_container_alerts_with_its_id_pids_namespaces_and_inner_path() {
     // CEF: the container id, the pid inside and the namespaces' verdict,
     // in keys of Microsoft's CommonSecurityLog mapping.
     eprintln!("the container's alert in CEF: {cef}");
-    let (_, ext) = tinyexec_tests::cef::parse(&cef);
+    let (_, ext) = tinyexec_harness::cef::parse(&cef);
     assert_eq!(ext["deviceExternalId"], id, "{cef}");
     assert_eq!(
         (ext["cn2Label"].as_str(), ext["cn2"].clone()),

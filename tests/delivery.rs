@@ -19,7 +19,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     OutputCounts, Sensor, TempDir, exec_of, field, field_u64, is_heartbeat, output_counts,
     run_or_killed, sensor_path, sentinel::Ingest, stager, tiny_exit0, unique,
 };

@@ -17,7 +17,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, field, field_str, run_ok, sensor_path, stager, unique, write_exe,
 };
 
@@ -211,7 +211,7 @@ fn reload_on_change_and_sighup_keeps_every_exec_accounted_for() {
 
 #[test]
 fn a_broken_file_at_start_is_a_clear_error() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/exclusions.txt");
     let mut sensor = Sensor::spawn(
         Command::new(sensor_path())

@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 use tinyexec_ebpf::rule::{S1, S2};
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
     exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok,

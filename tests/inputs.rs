@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, field_str, run_ok, sensor_path, stager, unique, write_exe,
 };
 
@@ -117,7 +117,7 @@ fn replace(path: &Path, case: &Case) {
 
 #[test]
 fn each_hostile_file_is_refused_at_start_with_its_place() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     let dir = TempDir::new("start");
     for case in CASES {
         let path = dir.path().join(unique("exclusions"));
@@ -310,7 +310,7 @@ fn run_fails(args: &[&str], config: Option<&PathBuf>) -> (Option<i32>, String) {
 
 #[test]
 fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     for (flag, value, says) in [
         ("--ring-buffer-size", "0", "a power of two from 4096"),
         ("--ring-buffer-size", "3", "a power of two from 4096"),
@@ -374,7 +374,7 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
 
 #[test]
 fn a_file_of_thousands_of_bad_lines_is_refused_quickly_and_briefly() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     let dir = TempDir::new("badlines");
     let path = dir.path().join("exclusions.txt");
     // Just under the limit: about 22,000 unknown fields, each once worth an

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, field, field_str, field_u64, run_ok, sensor_path, tiny_exit0, unique,
 };
 
@@ -108,7 +108,7 @@ fn fails(cmd: &mut Command) -> String {
 
 #[test]
 fn without_privileges_it_says_what_is_needed() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     // A copy nobody can run, wherever the build tree lives.
     let dir = TempDir::new("unpriv");
     let bin = dir.path().join("tinyexec-sensor");
@@ -120,7 +120,7 @@ fn without_privileges_it_says_what_is_needed() {
 
 #[test]
 fn without_btf_it_names_the_file_and_the_fix() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     let err = fails(Command::new(sensor_path()).args(["run", "--btf", "/nonexistent/vmlinux"]));
     assert!(err.contains("/nonexistent/vmlinux"), "{err}");
     assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
@@ -139,7 +139,7 @@ fn without_btf_it_names_the_file_and_the_fix() {
 
 #[test]
 fn a_path_depth_past_what_the_verifier_accepts_is_refused_before_loading() {
-    tinyexec_tests::require_root();
+    tinyexec_harness::require_root();
     // Once a path walk the verifier could not prove short enough reached the
     // kernel and came back as its log; now the flag's range stops it first
     // (tests/inputs.rs has every out-of-range flag).

@@ -25,7 +25,7 @@ use tinyexec_ebpf::{
     HEADER_LEN, MAX_PATH_DEPTH,
     rule::{S1, S2, find_all},
 };
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, btf,
     container::{self, NAMESPACES, TestCgroup},
     elf::{Action, Arch, TinyElf},

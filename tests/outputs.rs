@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, field, field_str, field_u64, rsyslog::Rsyslog, run_ok, sensor_path,
     stager, unique, wait_until, write_exe,
 };
@@ -71,7 +71,7 @@ fn schema_1_1_only_adds_optional_fields_to_1_0() {
         let p = root.join(format!("tinyexec-record-{v}.schema.json"));
         serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
     };
-    let breaches = tinyexec_tests::schema::only_adds(&read("1.0"), &read("1.1"));
+    let breaches = tinyexec_harness::schema::only_adds(&read("1.0"), &read("1.1"));
     assert!(breaches.is_empty(), "{breaches:#?}");
 }
 
@@ -129,7 +129,7 @@ fn settings_come_from_the_config_file_and_flags_win() {
             .args(["run", "--config"])
             .arg(&conf),
     );
-    let plain = dir.exe(&unique("plain"), &tinyexec_tests::tiny_exit0());
+    let plain = dir.exe(&unique("plain"), &tinyexec_harness::tiny_exit0());
     run_ok(&mut Command::new(&plain));
     wait_until("all_execs from the file", || {
         json_lines(&out).iter().any(exec_of(&plain))
@@ -188,7 +188,7 @@ fn cef_to_a_real_rsyslog_over_udp_tcp_and_the_local_socket() {
                 "{url}: forged record: {l}"
             );
         }
-        let (header, ext) = tinyexec_tests::cef::parse(ours[0]);
+        let (header, ext) = tinyexec_harness::cef::parse(ours[0]);
         assert_eq!(
             header,
             [
@@ -246,7 +246,7 @@ fn cef_is_typed_for_common_security_log(line: &str) {
                 .then(|| (cells[2].trim_matches('`').to_owned(), cells[3].to_owned()))
         })
     };
-    let (_, pairs) = tinyexec_tests::cef::parse_ordered(line);
+    let (_, pairs) = tinyexec_harness::cef::parse_ordered(line);
     for (key, value) in &pairs {
         let column = mapping[key.as_str()]
             .as_str()

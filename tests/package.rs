@@ -21,7 +21,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{Sensor, TempDir, require_root, run_ok, stager, unique, wait_until};
+use tinyexec_harness::{Sensor, TempDir, require_root, run_ok, stager, unique, wait_until};
 
 const PKG: &str = "tinyexec";
 const BIN: &str = "/usr/bin/tinyexec-sensor";

@@ -15,7 +15,7 @@ use std::{
 };
 
 use tinyexec_ebpf::rule::{S1, S2};
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
     exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok, spawn,
@@ -23,7 +23,7 @@ use tinyexec_tests::{
 };
 
 fn assert_alert(rec: &serde_json::Value, bytes: &[u8]) {
-    let sha = tinyexec_tests::sha256_hex(bytes);
+    let sha = tinyexec_harness::sha256_hex(bytes);
     assert_eq!(field_str(rec, "event.kind"), "alert", "{rec}");
     assert_eq!(field_str(rec, "rule.name"), "EQGRP_tinyexec");
     assert_eq!(field_str(rec, "tinyexec.content_source"), "kernel");

@@ -7,7 +7,7 @@
 use std::{fs, path::Path, process::Command};
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, exec_of, field, field_str, field_u64, is_heartbeat, run_or_killed,
     sensor_path, stager, unique,
 };

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use tinyexec_tests::{
+use tinyexec_harness::{
     TempDir,
     corpus::{self, Sample},
     field_str, sensor_path, spawn,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tinyexec_tests::{
+use tinyexec_harness::{
     Sensor, TempDir, field, run_ok, sensor_path,
     sentinel::{Ingest, SECRET, STREAM},
     stager, unique, wait_until,
@@ -158,7 +158,7 @@ fn an_outage_spools_and_a_restart_delivers_in_order() {
     wait_until("3 batches spooled", || spooled(&spool) >= 3);
     // Killed mid-outage: nothing graceful.
     assert_eq!(
-        tinyexec_tests::signalled(&s.stop_with(libc::SIGKILL)),
+        tinyexec_harness::signalled(&s.stop_with(libc::SIGKILL)),
         Some(libc::SIGKILL)
     );
     assert!(ingest.delivered().is_empty());
@@ -407,7 +407,7 @@ fn column_of(transform: &str, field: &str) -> String {
 fn a_1kb_command_line_reaches_every_route_whole() {
     let dir = TempDir::new("one-kb");
     let ingest = Ingest::start(dir.path());
-    let rsyslog = tinyexec_tests::rsyslog::Rsyslog::start(dir.path());
+    let rsyslog = tinyexec_harness::rsyslog::Rsyslog::start(dir.path());
     let spool = dir.path().join("spool");
     let settings = ingest.settings(dir.path(), &spool, "");
     let s = Sensor::start_with(
@@ -420,7 +420,7 @@ fn a_1kb_command_line_reaches_every_route_whole() {
     let name = unique("onekb");
     let path = dir.exe(&name, &stager());
     run_ok(&mut long_command(&path, "onekb"));
-    let rec = s.wait_for("the alert", tinyexec_tests::exec_of(&path));
+    let rec = s.wait_for("the alert", tinyexec_harness::exec_of(&path));
     let command_line = field(&rec, "process.command_line")
         .as_str()
         .unwrap()
@@ -438,7 +438,7 @@ fn a_1kb_command_line_reaches_every_route_whole() {
     // CEF: what the Azure Monitor Agent reads.
     let lines = rsyslog.wait_for_line(&name, |l| l.contains(&name));
     let line = lines.iter().find(|l| l.contains(&name)).unwrap();
-    let (_, ext) = tinyexec_tests::cef::parse(line);
+    let (_, ext) = tinyexec_harness::cef::parse(line);
     assert_eq!(ext["cs1"], command_line, "the whole command line in cs1");
     let dcr: Value = serde_json::from_str(
         &fs::read_to_string(

@@ -11,7 +11,7 @@ use std::{
     process::Command,
 };
 
-use tinyexec_tests::{Sensor, TempDir, exec_of, run_ok, sensor_path, stager, unique};
+use tinyexec_harness::{Sensor, TempDir, exec_of, run_ok, sensor_path, stager, unique};
 
 /// `systemd-analyze security` rates the shipped unit 2.1 (the unit before it: 3.9).
 const MAX_EXPOSURE: f64 = 2.1;

@@ -19,10 +19,9 @@
 //! The whole file is mapped, so the data is addressable at `base + offset`; timespecs are built on
 //! the stack, so the segment never needs to be writable.
 
-/// `$s1` of the rule: `"shstrtab\0.text"`.
-const RULE_S1: &[u8] = b"shstrtab\0.text";
-/// `$s2` of the rule.
-const RULE_S2: &[u8] = &[0x5A, 0x58, 0x55, 0x52, 0x89, 0xE2, 0x55, 0x50, 0x89, 0xE1];
+/// The rule's `$s1` and `$s2`, which generated code and data must never hold by chance.
+const RULE_S1: &[u8] = &tinyexec_ebpf::rule::S1;
+const RULE_S2: &[u8] = &tinyexec_ebpf::rule::S2;
 
 /// Target instruction set / ELF class of the generated executable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

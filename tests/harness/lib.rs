@@ -8,6 +8,7 @@ pub mod cef;
 pub mod container;
 pub mod corpus;
 pub mod elf;
+pub mod process;
 pub mod rsyslog;
 pub mod schema;
 pub mod sentinel;
@@ -27,6 +28,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use process::{Missed, Proc};
 use serde_json::Value;
 
 /// How long the sensor may take to load and attach: 60 s, or
@@ -262,26 +264,24 @@ pub fn own_comm() -> String {
         .to_owned()
 }
 
+/// What the sensor printed on stdout.
 #[derive(Default)]
-struct Shared {
+struct Stdout {
     records: Vec<Value>,
     /// CLOCK_BOOTTIME when each record's line was read, ns.
     arrivals: Vec<u64>,
-    stderr: Vec<String>,
-    /// When the `ready` line was read.
-    ready_at: Option<Instant>,
     /// Records that broke the published schema.
     violations: Vec<String>,
-    stdout_closed: bool,
-    stderr_closed: bool,
+    closed: bool,
 }
 
 /// A running `tinyexec-sensor run`, with its output collected as it comes.
 pub struct Sensor {
-    child: Option<Child>,
+    proc: Proc,
+    stopped: bool,
     started: Instant,
-    shared: Arc<(Mutex<Shared>, Condvar)>,
-    readers: Vec<thread::JoinHandle<()>>,
+    stdout: Arc<(Mutex<Stdout>, Condvar)>,
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Sensor {
@@ -305,24 +305,19 @@ impl Sensor {
     /// Starts without waiting for `ready` (for failure-path tests).
     pub fn spawn(cmd: &mut Command) -> Self {
         let started = Instant::now();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
-        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        let s1 = Arc::clone(&shared);
-        let stdout_reader = thread::spawn(move || {
+        let mut proc = Proc::spawn("the sensor", cmd.stdout(Stdio::piped()))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let out = proc.take_stdout().expect("stdout");
+        let stdout = Arc::new((Mutex::new(Stdout::default()), Condvar::new()));
+        let shared = Arc::clone(&stdout);
+        let reader = thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("sensor printed a non-JSON line ({e}): {line}"));
                 let arrived = boottime_ns();
                 let violation = schema::check(&v).err();
-                let (m, cv) = &*s1;
+                let (m, cv) = &*shared;
                 let mut g = m.lock().expect("lock");
                 if let Some(why) = violation {
                     g.violations.push(format!("{why}\n  in {line}"));
@@ -332,33 +327,16 @@ impl Sensor {
                 drop(g);
                 cv.notify_all();
             }
-            let (m, cv) = &*s1;
-            m.lock().expect("lock").stdout_closed = true;
-            cv.notify_all();
-        });
-        let s2 = Arc::clone(&shared);
-        let stderr_reader = thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let (m, cv) = &*s2;
-                let mut g = m.lock().expect("lock");
-                // The sensor's own ready line, not any line with the word
-                // (an error may well say it will not be ready).
-                if line.starts_with("tinyexec-sensor: ready") && g.ready_at.is_none() {
-                    g.ready_at = Some(Instant::now());
-                }
-                g.stderr.push(line);
-                cv.notify_all();
-            }
-            let (m, cv) = &*s2;
-            m.lock().expect("lock").stderr_closed = true;
+            let (m, cv) = &*shared;
+            m.lock().expect("lock").closed = true;
             cv.notify_all();
         });
         Self {
-            child: Some(child),
+            proc,
+            stopped: false,
             started,
-            shared,
-            readers: vec![stdout_reader, stderr_reader],
+            stdout,
+            reader: Some(reader),
         }
     }
 
@@ -371,28 +349,14 @@ impl Sensor {
     /// Waits for `ready`; returns how long it took from the start, or why it
     /// never came (the sensor exited first, or [`ready_timeout`] passed), with its stderr.
     pub fn try_wait_ready(&mut self) -> Result<Duration, String> {
-        let (m, cv) = &*self.shared;
         let timeout = ready_timeout();
-        let deadline = Instant::now() + timeout;
-        let mut g = m.lock().expect("lock");
-        loop {
-            if let Some(at) = g.ready_at {
-                return Ok(at.duration_since(self.started));
-            }
-            if g.stderr_closed {
-                return Err(format!(
-                    "sensor exited before ready:\n{}",
-                    g.stderr.join("\n")
-                ));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "sensor not ready after {timeout:?}:\n{}",
-                    g.stderr.join("\n")
-                ));
-            }
-            g = cv.wait_timeout(g, left).expect("wait").0;
+        match self.proc.wait_line(0, process::is_ready_line, timeout) {
+            Ok((_, at)) => Ok(at.duration_since(self.started)),
+            Err(Missed::Exited) => Err(format!("sensor exited before ready:\n{}", self.stderr())),
+            Err(Missed::TimedOut) => Err(format!(
+                "sensor not ready after {timeout:?}:\n{}",
+                self.stderr()
+            )),
         }
     }
 
@@ -403,7 +367,7 @@ impl Sensor {
 
     /// Waits until at least `n` records satisfy `pred`; returns all that do.
     pub fn wait_for_n(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let (m, cv) = &*self.shared;
+        let (m, cv) = &*self.stdout;
         let timeout = event_timeout();
         let deadline = Instant::now() + timeout;
         let mut g = m.lock().expect("lock");
@@ -413,7 +377,7 @@ impl Sensor {
                 return found;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || g.stdout_closed {
+            if left.is_zero() || g.closed {
                 let last: Vec<String> = g
                     .records
                     .iter()
@@ -421,17 +385,16 @@ impl Sensor {
                     .take(5)
                     .map(Value::to_string)
                     .collect();
-                let msg = format!(
-                    "expected {n} record(s) of {what}, got {} after {timeout:?}; \
-                     {} records in all, the last ones:\n{}\nstderr:\n{}",
-                    found.len(),
-                    g.records.len(),
-                    last.join("\n"),
-                    g.stderr.join("\n")
-                );
-                // Unlock first: a panic holding the lock would poison it for the readers.
+                let all = g.records.len();
+                // Unlock first: a panic holding the lock would poison it for the reader.
                 drop(g);
-                panic!("{msg}");
+                panic!(
+                    "expected {n} record(s) of {what}, got {} after {timeout:?}; \
+                     {all} records in all, the last ones:\n{}\nstderr:\n{}",
+                    found.len(),
+                    last.join("\n"),
+                    self.stderr()
+                );
             }
             g = cv.wait_timeout(g, left).expect("wait").0;
         }
@@ -440,32 +403,23 @@ impl Sensor {
     /// Waits for a stderr line containing `needle`, counting from line `from`;
     /// returns the index after it (to wait for the next one).
     pub fn wait_stderr(&self, needle: &str, from: usize) -> usize {
-        let (m, cv) = &*self.shared;
-        let deadline = Instant::now() + event_timeout();
-        let mut g = m.lock().expect("lock");
-        loop {
-            if let Some(i) = g.stderr.iter().skip(from).position(|l| l.contains(needle)) {
-                return from + i + 1;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || g.stderr_closed {
-                let msg = format!("no stderr line with {needle:?}:\n{}", g.stderr.join("\n"));
-                drop(g);
-                panic!("{msg}");
-            }
-            g = cv.wait_timeout(g, left).expect("wait").0;
+        match self
+            .proc
+            .wait_line(from, |l| l.contains(needle), event_timeout())
+        {
+            Ok((i, _)) => i + 1,
+            Err(_) => panic!("no stderr line with {needle:?}:\n{}", self.stderr()),
         }
     }
 
     /// Lines of stderr so far.
     pub fn stderr_lines(&self) -> usize {
-        let (m, _) = &*self.shared;
-        m.lock().expect("lock").stderr.len()
+        self.proc.stderr_lines()
     }
 
     /// Every record so far that satisfies `pred`.
     pub fn records(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let (m, _) = &*self.shared;
+        let (m, _) = &*self.stdout;
         m.lock()
             .expect("lock")
             .records
@@ -478,7 +432,7 @@ impl Sensor {
     /// Every record so far that satisfies `pred`, with CLOCK_BOOTTIME when its
     /// line was read (ns: the clock of `tinyexec.ktime_ns`).
     pub fn records_timed(&self, pred: impl Fn(&Value) -> bool) -> Vec<(Value, u64)> {
-        let (m, _) = &*self.shared;
+        let (m, _) = &*self.stdout;
         let g = m.lock().expect("lock");
         g.records
             .iter()
@@ -489,57 +443,49 @@ impl Sensor {
     }
 
     pub fn stderr(&self) -> String {
-        let (m, _) = &*self.shared;
-        m.lock().expect("lock").stderr.join("\n")
+        self.proc.stderr()
     }
 
+    /// Its pid; 0 once stopped.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        if self.stopped {
+            return 0;
+        }
+        u32::try_from(self.proc.pid()).unwrap_or(0)
     }
 
     /// Sends `signal` and waits for exit and for the output to be read.
     pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
-        let mut child = self.child.take().expect("sensor already stopped");
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        self.finish(&mut child)
+        assert!(!self.stopped, "sensor already stopped");
+        self.stopped = true;
+        let status = self.proc.stop(signal, EXIT_TIMEOUT);
+        self.finish(status)
     }
 
     /// Waits for the sensor to exit by itself (failure paths).
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("sensor already stopped");
-        self.finish(&mut child)
+        assert!(!self.stopped, "sensor already stopped");
+        self.stopped = true;
+        let status = self.proc.wait_exit(EXIT_TIMEOUT);
+        self.finish(status)
     }
 
-    fn finish(&mut self, child: &mut Child) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "sensor did not exit within 30 s; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        for r in self.readers.drain(..) {
+    fn finish(&mut self, status: anyhow::Result<ExitStatus>) -> ExitStatus {
+        let status = status.unwrap_or_else(|e| panic!("{e:#}"));
+        if let Some(r) = self.reader.take() {
             r.join().expect("reader thread");
         }
         status
     }
 }
 
+/// How long the sensor may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Drop for Sensor {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (m, _) = &*self.shared;
+        self.proc.kill();
+        let (m, _) = &*self.stdout;
         let violations = m.lock().map(|g| g.violations.clone()).unwrap_or_default();
         if !violations.is_empty() && !thread::panicking() {
             panic!("records broke docs/schema:\n{}", violations.join("\n"));

@@ -121,7 +121,7 @@ impl Ingest {
         .unwrap();
         let (log, port_file) = (dir.join("ingest.log"), dir.join("port"));
         let mode_file = dir.join("mode");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/sentinel_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sentinel_server.py");
         let child = Command::new("python3")
             .arg(script)
             .arg("--cert")

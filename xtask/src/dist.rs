@@ -151,7 +151,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-static-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tiny");
-        let bytes = tinyexec_tests::elf::TinyElf::new(tinyexec_tests::elf::Arch::X86_64)
+        let bytes = tinyexec_harness::elf::TinyElf::new(tinyexec_harness::elf::Arch::X86_64)
             .build()
             .unwrap();
         fs::write(&path, bytes).unwrap();

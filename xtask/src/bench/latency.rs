@@ -18,8 +18,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+use tinyexec_harness::process::Proc;
 
-use super::{Mode, READY_TIMEOUT, SensorCmd, interrupted, proc::Proc, storm};
+use super::{Mode, READY_TIMEOUT, SensorCmd, interrupted, storm};
 
 /// One background exec this often (the issue's `/bin/true` every 5 ms).
 pub const BACKGROUND_EVERY: Duration = Duration::from_millis(5);
@@ -139,7 +140,7 @@ pub fn measure(
             }
         }
     });
-    p.wait_stderr("ready", READY_TIMEOUT)?;
+    p.wait_ready(READY_TIMEOUT)?;
     let bg = Background::start(background.to_path_buf());
     // Let the background fill the ring with records nobody was woken for.
     thread::sleep(Duration::from_millis(300));

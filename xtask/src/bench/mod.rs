@@ -27,13 +27,14 @@ use tinyexec_ebpf::{
     names,
     rule::{S1, S2},
 };
-use tinyexec_tests::elf::{Arch, TinyElf};
+use tinyexec_harness::elf::{Arch, TinyElf};
 
 use crate::{
     cmd::{find_cmd, output_of},
     setup, step,
 };
-use proc::{Proc, ProgStats};
+use proc::ProgStats;
+use tinyexec_harness::process::Proc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -688,14 +689,13 @@ fn sensor_storm(
         File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
     let spawned = Instant::now();
     let mut p = Proc::spawn("tinyexec-sensor", sensor.command(mode).stdout(out))?;
-    p.wait_stderr("ready", READY_TIMEOUT)?;
-    let ready = spawned.elapsed();
+    let ready = p.wait_ready(READY_TIMEOUT)?.duration_since(spawned);
     let ours = sensor_programs(&p);
-    let progs0 = p.bpf_progs();
-    let ticks0 = p.cpu_ticks()?;
+    let progs0 = proc::bpf_progs(p.pid());
+    let ticks0 = proc::cpu_ticks(p.pid())?;
     let ns0 = proc::cpu_ns(p.pid())?;
     let took = storm::run(&s.path, s.n, workers)?;
-    p.wait_idle(Duration::from_millis(500), Duration::from_secs(30))?;
+    proc::wait_idle(p.pid(), Duration::from_millis(500), Duration::from_secs(30))?;
     if p.exited() {
         let status = p.stop(libc::SIGTERM, Duration::from_secs(1))?;
         bail!(
@@ -703,12 +703,12 @@ fn sensor_storm(
             p.stderr_tail()
         );
     }
-    let ticks1 = p.cpu_ticks()?;
+    let ticks1 = proc::cpu_ticks(p.pid())?;
     let ns1 = proc::cpu_ns(p.pid())?;
-    let hwm = p.vm_hwm_kib()?;
+    let hwm = proc::vm_hwm_kib(p.pid())?;
     let rss = proc::vm_rss_kib(p.pid()).ok();
     let rss_anon = proc::status_kib(p.pid(), "RssAnon:").ok();
-    let progs1 = p.bpf_progs();
+    let progs1 = proc::bpf_progs(p.pid());
     let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
     if !status.success() {
         bail!(
@@ -778,7 +778,7 @@ impl SensorCmd {
 /// Ids of the sensor's programs named `tinyexec_exec` (bpftool names them);
 /// every program it holds if bpftool cannot say.
 fn sensor_programs(p: &Proc) -> BTreeSet<u32> {
-    let ids: BTreeSet<u32> = p.bpf_progs().into_keys().collect();
+    let ids: BTreeSet<u32> = proc::bpf_progs(p.pid()).into_keys().collect();
     let named: BTreeSet<u32> = ids
         .iter()
         .copied()

@@ -18,9 +18,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
-use tinyexec_tests::sentinel::Ingest;
+use tinyexec_harness::{process::Proc, sentinel::Ingest};
 
-use super::{Mode, READY_TIMEOUT, SensorCmd, Storm, proc, proc::Proc, storm};
+use super::{Mode, READY_TIMEOUT, SensorCmd, Storm, proc, storm};
 
 pub const WORKERS: usize = 2;
 
@@ -167,7 +167,7 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
         .arg(&settings)
         .stdout(stdout);
     let mut p = Proc::spawn("tinyexec-sensor", &mut cmd)?;
-    p.wait_stderr("ready", READY_TIMEOUT)?;
+    p.wait_ready(READY_TIMEOUT)?;
     let user0 = proc::user_ticks(p.pid())?;
     let ns0 = proc::cpu_ns(p.pid())?;
     let start = Instant::now();

@@ -21,9 +21,11 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     Measured, Storm,
-    proc::{self, Proc, ProgStats},
+    proc::{self, ProgStats},
     storm,
 };
+use tinyexec_harness::process::Proc;
+
 use crate::{
     cmd::{find_cmd, output_of},
     setup::apt_install,

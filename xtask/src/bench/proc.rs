@@ -1,171 +1,20 @@
-//! A process under measurement (the sensor or a peer): its stderr collected,
-//! its CPU time, peak RSS and BPF programs read from /proc, stopped by signal.
+//! What a process under measurement (the sensor or a peer) costs: its CPU
+//! time, peak RSS and BPF programs, read from /proc. The process itself is
+//! the harness's [`tinyexec_harness::process::Proc`].
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Condvar, Mutex},
-    thread,
+    fs, thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-
-#[derive(Default)]
-struct Err {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-pub struct Proc {
-    name: String,
-    child: Child,
-    stderr: Arc<(Mutex<Err>, Condvar)>,
-    reader: Option<thread::JoinHandle<()>>,
-}
 
 /// `run_time_ns` and `run_cnt` of one BPF program (kernel.bpf_stats_enabled).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProgStats {
     pub run_time_ns: u64,
     pub run_cnt: u64,
-}
-
-impl Proc {
-    /// Spawns `cmd` (its stdout set by the caller) with stderr collected.
-    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        let err = child.stderr.take().context("stderr pipe")?;
-        let stderr = Arc::new((Mutex::new(Err::default()), Condvar::new()));
-        let shared = Arc::clone(&stderr);
-        let reader = thread::spawn(move || {
-            let mut r = BufReader::new(err);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match r.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let (m, cv) = &*shared;
-                        lock(m).lines.push(line.trim_end().to_owned());
-                        cv.notify_all();
-                    }
-                }
-            }
-            let (m, cv) = &*shared;
-            lock(m).closed = true;
-            cv.notify_all();
-        });
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            stderr,
-            reader: Some(reader),
-        })
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Waits for a stderr line containing `needle`.
-    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Result<()> {
-        let (m, cv) = &*self.stderr;
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(m);
-        loop {
-            if g.lines.iter().any(|l| l.contains(needle)) {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if g.closed || left.is_zero() {
-                let why = if g.closed { "exited" } else { "timed out" };
-                let tail = tail(&g.lines);
-                drop(g);
-                bail!(
-                    "{} {why} before printing {needle:?}; stderr:\n{tail}",
-                    self.name
-                );
-            }
-            g = cv
-                .wait_timeout(g, left)
-                .map_or_else(|e| e.into_inner().0, |r| r.0);
-        }
-    }
-
-    /// The last lines of stderr, for error messages.
-    pub fn stderr_tail(&self) -> String {
-        tail(&lock(&self.stderr.0).lines)
-    }
-
-    /// Whether the process has exited (without reaping it in a way that loses the status).
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn cpu_ticks(&self) -> Result<u64> {
-        cpu_ticks(self.pid())
-    }
-
-    pub fn vm_hwm_kib(&self) -> Result<u64> {
-        vm_hwm_kib(self.pid())
-    }
-
-    pub fn wait_idle(&self, quiet: Duration, max: Duration) -> Result<()> {
-        wait_idle(self.pid(), quiet, max)
-    }
-
-    pub fn bpf_progs(&self) -> BTreeMap<u32, ProgStats> {
-        bpf_progs(self.pid())
-    }
-
-    /// Sends `signal`, waits for the exit (SIGKILL after `timeout`), joins the stderr reader.
-    pub fn stop(&mut self, signal: i32, timeout: Duration) -> Result<ExitStatus> {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // SAFETY: kill(2) on our own child, still unreaped.
-            unsafe { libc::kill(self.pid(), signal) };
-        }
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = self.child.try_wait()? {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!(
-                    "{} did not exit within {timeout:?} of signal {signal}; stderr:\n{}",
-                    self.name,
-                    self.stderr_tail()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        Ok(status)
-    }
-
-    /// Takes the child's stdout pipe (when the caller asked for one).
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.stdout.take()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// User + system CPU of the whole process (all threads), in clock ticks.
@@ -265,14 +114,6 @@ pub fn bpf_progs(pid: i32) -> BTreeMap<u32, ProgStats> {
         }
     }
     out
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn tail(lines: &[String]) -> String {
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// utime + stime (fields 14 and 15 of /proc/PID/stat; the name in field 2 may hold spaces).
