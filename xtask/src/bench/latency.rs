@@ -20,7 +20,12 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 use tinyexec_harness::process::Proc;
 
-use super::{Mode, READY_TIMEOUT, SensorCmd, interrupted, storm};
+use super::{
+    measured::Mode,
+    sensor::{READY_TIMEOUT, SensorCmd},
+    signals::interrupted,
+    storm,
+};
 
 /// One background exec this often (the issue's `/bin/true` every 5 ms).
 pub const BACKGROUND_EVERY: Duration = Duration::from_millis(5);

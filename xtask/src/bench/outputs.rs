@@ -20,7 +20,12 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 use tinyexec_harness::{process::Proc, sentinel::Ingest};
 
-use super::{Mode, READY_TIMEOUT, SensorCmd, Storm, proc, storm};
+use super::{
+    measured::Mode,
+    proc,
+    sensor::{READY_TIMEOUT, SensorCmd},
+    storm::{self, Storm},
+};
 
 pub const WORKERS: usize = 2;
 

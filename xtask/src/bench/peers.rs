@@ -18,14 +18,13 @@ use std::{
 use std::os::unix::fs::MetadataExt as _;
 
 use anyhow::{Context as _, Result, bail};
-
-use super::{
-    Measured, Storm,
-    proc::{self, ProgStats},
-    storm,
-};
 use tinyexec_harness::process::Proc;
 
+use super::{
+    measured::Measured,
+    proc::{self, ProgStats},
+    storm::{self, Storm},
+};
 use crate::{
     cmd::{find_cmd, output_of},
     setup::apt_install,
@@ -449,4 +448,21 @@ fn last_line(s: &str) -> String {
         .unwrap_or("no message")
         .trim()
         .to_owned()
+}
+
+/// auditd running for its peer (started when needed), or why not.
+pub fn start_auditd(peer_list: &[Peer], was_running: bool) -> (Option<Auditd>, Option<String>) {
+    let wanted = peer_list
+        .iter()
+        .any(|p| p.kind == Kind::Auditd && p.state.is_ok());
+    if !wanted {
+        return (None, None);
+    }
+    let Some(daemon) = find_cmd("auditd") else {
+        return (None, Some("auditd not found".into()));
+    };
+    match Auditd::ensure(&daemon, was_running) {
+        Ok(a) => (Some(a), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    }
 }

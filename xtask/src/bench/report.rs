@@ -11,7 +11,9 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    Baseline, Measured, Mode, Others, RSS_TARGET_MIB, Row, Watcher, latency::Latency, outputs, proc,
+    latency::Latency,
+    measured::{Baseline, Measured, Mode, Others, Row, Watcher},
+    outputs, proc,
 };
 use crate::cmd::output_of;
 
@@ -19,6 +21,8 @@ use crate::cmd::output_of;
 const ALERTS_RATIO: f64 = 0.98;
 const ALL_EXECS_RATIO: f64 = 0.90;
 const LATENCY_P99_MS: f64 = 2.0;
+/// Peak RSS, MiB.
+const RSS_TARGET_MIB: f64 = 24.0;
 
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {

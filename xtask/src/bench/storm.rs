@@ -10,14 +10,32 @@ use std::{
     ffi::CString,
     io,
     os::unix::ffi::OsStrExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     ptr,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use super::interrupted;
+use super::signals::interrupted;
+
+/// The storm: which binary, how many execs; `probe` is a copy under another
+/// name, for checking that a peer sees execs before its storm.
+#[derive(Clone)]
+pub struct Storm {
+    pub path: PathBuf,
+    pub probe: PathBuf,
+    pub n: usize,
+}
+
+impl Storm {
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+    pub fn probe_str(&self) -> String {
+        self.probe.to_string_lossy().into_owned()
+    }
+}
 
 /// How a worker failed, sent to the parent through a pipe: (what, value).
 const FAIL_STATUS: i32 = 1;
