@@ -90,8 +90,7 @@ pub fn unique(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         "tx-{tag}-{}-{}-{nanos}",
         std::process::id(),
@@ -268,7 +267,7 @@ pub fn own_comm() -> String {
 #[derive(Default)]
 struct Stdout {
     records: Vec<Value>,
-    /// CLOCK_BOOTTIME when each record's line was read, ns.
+    /// `CLOCK_BOOTTIME` when each record's line was read, ns.
     arrivals: Vec<u64>,
     /// Records that broke the published schema.
     violations: Vec<String>,
@@ -282,6 +281,16 @@ pub struct Sensor {
     started: Instant,
     stdout: Arc<(Mutex<Stdout>, Condvar)>,
     reader: Option<thread::JoinHandle<()>>,
+}
+
+/// Its process, not the records collected so far (a failing test prints those itself).
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor")
+            .field("pid", &self.pid())
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sensor {
@@ -408,7 +417,9 @@ impl Sensor {
             .wait_line(from, |l| l.contains(needle), event_timeout())
         {
             Ok((i, _)) => i + 1,
-            Err(_) => panic!("no stderr line with {needle:?}:\n{}", self.stderr()),
+            Err(Missed::Exited | Missed::TimedOut) => {
+                panic!("no stderr line with {needle:?}:\n{}", self.stderr())
+            }
         }
     }
 
@@ -429,7 +440,7 @@ impl Sensor {
             .collect()
     }
 
-    /// Every record so far that satisfies `pred`, with CLOCK_BOOTTIME when its
+    /// Every record so far that satisfies `pred`, with `CLOCK_BOOTTIME` when its
     /// line was read (ns: the clock of `tinyexec.ktime_ns`).
     pub fn records_timed(&self, pred: impl Fn(&Value) -> bool) -> Vec<(Value, u64)> {
         let (m, _) = &*self.stdout;
@@ -487,20 +498,22 @@ impl Drop for Sensor {
         self.proc.kill();
         let (m, _) = &*self.stdout;
         let violations = m.lock().map(|g| g.violations.clone()).unwrap_or_default();
-        if !violations.is_empty() && !thread::panicking() {
-            panic!("records broke docs/schema:\n{}", violations.join("\n"));
-        }
+        assert!(
+            violations.is_empty() || thread::panicking(),
+            "records broke docs/schema:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
-/// CLOCK_BOOTTIME now, ns: the clock of the records' `tinyexec.ktime_ns`.
+/// `CLOCK_BOOTTIME` now, ns: the clock of the records' `tinyexec.ktime_ns`.
 pub fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid pointer to a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 

@@ -26,7 +26,7 @@ pub enum Missed {
     TimedOut,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Stderr {
     lines: Vec<String>,
     /// When each line was read.
@@ -34,6 +34,7 @@ struct Stderr {
     closed: bool,
 }
 
+#[derive(Debug)]
 pub struct Proc {
     name: String,
     child: Child,

@@ -16,9 +16,9 @@ use std::{
 /// How long the data path waits for a name it has never looked up.
 const NAME_WAIT: Duration = Duration::from_millis(20);
 /// How long "no such user" is believed (a user added later gets its name).
-const ABSENT_FOR: Duration = Duration::from_secs(300);
+const ABSENT_FOR: Duration = Duration::from_mins(5);
 /// How long a failing name service (EIO, a dead LDAP server) is left alone.
-const FAILED_FOR: Duration = Duration::from_secs(60);
+const FAILED_FOR: Duration = Duration::from_mins(1);
 /// The largest buffer offered to NSS: a group with every user as a member fits.
 const MAX_BUFFER: usize = 16 << 20;
 
@@ -235,11 +235,15 @@ impl<E> Database<E> {
                 entry.as_mut_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                &mut result,
+                &raw mut result,
             )
         };
         // SAFETY: non-null only when the entry was found and filled in.
-        let found = (rc == 0).then(|| unsafe { result.as_ref() }).flatten();
+        let found = if rc == 0 {
+            unsafe { result.as_ref() }
+        } else {
+            None
+        };
         (rc, found.and_then(|e| c_name((self.entry_name)(e))))
     }
 }
@@ -320,7 +324,7 @@ pub fn hostname() -> String {
     // SAFETY: zeroed utsname is a valid out-parameter.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer.
-    if unsafe { libc::uname(&mut uts) } != 0 {
+    if unsafe { libc::uname(&raw mut uts) } != 0 {
         return String::new();
     }
     c_name(uts.nodename.as_ptr()).unwrap_or_default()

@@ -43,7 +43,7 @@ const TEST_PACKAGES: &[(Probe, &str)] = &[
         "busybox-static",
     ),
 ];
-/// What the kernel matrix uses: QEMU boots the kernels (x86_64 and arm64),
+/// What the kernel matrix uses: QEMU boots the kernels (`x86_64` and arm64),
 /// objcopy strips the binaries copied in, the keyring checks the apt sources
 /// of the kernels and of the VMs' userland (busybox-static, fetched per
 /// architecture like the kernels).

@@ -1,4 +1,4 @@
-//! The kernel's figures on BPF programs: bpf_stats switched on for the
+//! The kernel's figures on BPF programs: `bpf_stats` switched on for the
 //! bench, and which programs ran (bpftool).
 
 use std::{
@@ -17,7 +17,7 @@ use crate::{
     step,
 };
 
-/// kernel.bpf_stats_enabled = 1 for the bench, the old value restored on drop.
+/// `kernel.bpf_stats_enabled` = 1 for the bench, the old value restored on drop.
 pub struct BpfStats {
     old: String,
 }
@@ -49,7 +49,7 @@ impl Drop for BpfStats {
     }
 }
 
-/// Every loaded BPF program's name and run count (bpftool; counted while bpf_stats is on).
+/// Every loaded BPF program's name and run count (bpftool; counted while `bpf_stats` is on).
 pub fn prog_counts() -> Option<BTreeMap<u64, (String, u64)>> {
     let out = output_of(Command::new(find_cmd("bpftool")?).args(["-j", "prog", "show"]))?;
     let v: Value = serde_json::from_str(&out).ok()?;

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
-use tinyexec_harness::process::Proc;
+use tinyexec_harness::{boottime_ns, process::Proc};
 
 use super::{
     measured::Mode,
@@ -39,17 +39,6 @@ pub struct Latency {
     pub background: usize,
     /// Exec-to-line latencies, ns, sorted.
     pub ns: Vec<u64>,
-}
-
-/// CLOCK_BOOTTIME, ns: the clock of the records' `tinyexec.ktime_ns`.
-pub fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Execs `path` every [`BACKGROUND_EVERY`] until dropped.
@@ -98,7 +87,7 @@ impl Background {
 /// `count` execs of a matching binary, [`APART`] apart, each from a copy of
 /// its own (so each is a first occurrence, alerted at once, not a repeat),
 /// with `background` exec'd every 5 ms meanwhile; for each alert,
-/// CLOCK_BOOTTIME when its line is read from the sensor's stdout pipe minus
+/// `CLOCK_BOOTTIME` when its line is read from the sensor's stdout pipe minus
 /// the kernel's exec time in the record.
 pub fn measure(
     sensor: &SensorCmd,

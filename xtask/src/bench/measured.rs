@@ -14,13 +14,13 @@ pub struct Measured {
     pub cpu_ticks: u64,
     /// The same from its CPU-time clock, ns (exact).
     pub cpu_ns: u64,
-    /// Peak RSS (VmHWM) of the watching process, KiB.
+    /// Peak RSS (`VmHWM`) of the watching process, KiB.
     pub hwm_kib: Option<u64>,
-    /// Its resident set after the storm (VmRSS), KiB.
+    /// Its resident set after the storm (`VmRSS`), KiB.
     pub rss_kib: Option<u64>,
-    /// The anonymous part of it (RssAnon: heap, stacks), KiB.
+    /// The anonymous part of it (`RssAnon`: heap, stacks), KiB.
     pub rss_anon_kib: Option<u64>,
-    /// Run time of its BPF programs during the storm (bpf_stats).
+    /// Run time of its BPF programs during the storm (`bpf_stats`).
     pub bpf: Option<ProgStats>,
     /// Records (lines) naming the storm binary in its output.
     pub seen: Option<u64>,

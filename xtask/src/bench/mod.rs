@@ -3,6 +3,13 @@
 //! loss with `--all-execs`; exec-to-alert latency; the sensor's CPU time,
 //! peak RSS and the kernel's own run time of its program. See docs/performance.md.
 
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the bench's figures are counts, bytes and nanoseconds far below 2^52, rounded to whole numbers on purpose"
+)]
+
 mod args;
 mod binaries;
 mod bpf;
@@ -89,7 +96,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         ..storm.clone()
     };
 
-    let mut rows = table::plan(&bins, &peer_list, auditd.is_some(), auditd_err);
+    let mut rows = table::plan(&bins, &peer_list, auditd.is_some(), auditd_err.as_deref());
     if !wants(Part::Storms) {
         rows.clear();
     }

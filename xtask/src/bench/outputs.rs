@@ -99,7 +99,7 @@ impl UdpCounter {
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUF,
                 (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())?,
             );
         }
         let port = sock.local_addr()?.port();
@@ -184,7 +184,7 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
         format!("\"path\":{}", Value::from(needle.as_str())),
         "\"action\":\"exec\"",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let (busy, all) = loop {
         let text = fs::read_to_string(&stdout_path).unwrap_or_default();
         let done = text.matches(&storm_mark).count() >= s.n;

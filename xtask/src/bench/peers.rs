@@ -213,10 +213,6 @@ impl Auditd {
             thread::sleep(Duration::from_millis(100));
         }
     }
-
-    pub fn pid(&self) -> Option<i32> {
-        auditd_pid()
-    }
 }
 
 impl Drop for Auditd {
@@ -315,7 +311,7 @@ fn piped_storm(name: &str, cmd: &mut Command, s: &Storm, workers: usize) -> Resu
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while probes.load(Ordering::Relaxed) == 0 {
         if p.exited() {
             bail!("{name} exited: {}", last_line(&p.stderr_tail()));
@@ -344,8 +340,9 @@ fn piped_storm(name: &str, cmd: &mut Command, s: &Storm, workers: usize) -> Resu
     })
 }
 
-fn audit_storm(auditd: &Auditd, s: &Storm, workers: usize) -> Result<Measured> {
-    let pid = auditd.pid().context("auditd stopped")?;
+/// `_running`: the caller made sure auditd runs; it may have died since.
+fn audit_storm(_running: &Auditd, s: &Storm, workers: usize) -> Result<Measured> {
+    let pid = auditd_pid().context("auditd stopped")?;
     let auditctl = find_cmd("auditctl").context("auditctl not found")?;
     let log_start = audit_log_position();
     let rule = AuditRule::add(&auditctl)?;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// `run_time_ns` and `run_cnt` of one BPF program (kernel.bpf_stats_enabled).
+/// `run_time_ns` and `run_cnt` of one BPF program (`kernel.bpf_stats_enabled`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProgStats {
     pub run_time_ns: u64,
@@ -31,17 +31,17 @@ pub fn user_ticks(pid: i32) -> Result<u64> {
     parse_stat_user(&stat).with_context(|| format!("parsing {path}: {stat}"))
 }
 
-/// Peak resident set size (VmHWM), KiB.
+/// Peak resident set size (`VmHWM`), KiB.
 pub fn vm_hwm_kib(pid: i32) -> Result<u64> {
     status_kib(pid, "VmHWM:")
 }
 
-/// Resident set size now (VmRSS), KiB.
+/// Resident set size now (`VmRSS`), KiB.
 pub fn vm_rss_kib(pid: i32) -> Result<u64> {
     status_kib(pid, "VmRSS:")
 }
 
-/// A `kB` field of /proc/PID/status.
+/// A `kB` field of `/proc/PID/status`.
 pub fn status_kib(pid: i32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -57,7 +57,7 @@ pub fn status_kib(pid: i32, key: &str) -> Result<u64> {
 pub fn cpu_ns(pid: i32) -> Result<u64> {
     let mut clock: libc::clockid_t = 0;
     // SAFETY: out-pointer to a local.
-    let r = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+    let r = unsafe { libc::clock_getcpuclockid(pid, &raw mut clock) };
     if r != 0 {
         bail!(
             "clock_getcpuclockid({pid}): {}",
@@ -69,10 +69,10 @@ pub fn cpu_ns(pid: i32) -> Result<u64> {
         tv_nsec: 0,
     };
     // SAFETY: out-pointer to a local.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(clock, &raw mut ts) } != 0 {
         bail!("CPU clock of {pid}: {}", std::io::Error::last_os_error());
     }
-    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    Ok(u64::try_from(ts.tv_sec)? * 1_000_000_000 + u64::try_from(ts.tv_nsec)?)
 }
 
 /// Waits until the process has caught up with what the storm gave it: less
@@ -96,7 +96,7 @@ pub fn wait_idle(pid: i32, quiet: Duration, max: Duration) -> Result<()> {
 }
 
 /// The BPF programs a process holds open, by program id, with their run
-/// statistics (from /proc/PID/fdinfo; counted while kernel.bpf_stats_enabled is 1).
+/// statistics (from `/proc/PID/fdinfo`; counted while `kernel.bpf_stats_enabled` is 1).
 pub fn bpf_progs(pid: i32) -> BTreeMap<u32, ProgStats> {
     let mut out = BTreeMap::new();
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn cpu_clock_of_this_process() {
-        let pid = std::process::id() as i32;
+        let pid = std::process::id().cast_signed();
         let a = cpu_ns(pid).unwrap();
         let mut x = 0u64;
         for i in 0..5_000_000u64 {

@@ -70,7 +70,7 @@ pub fn spread(v: &[f64]) -> Option<Spread> {
     let median = if s.len() % 2 == 1 {
         s[mid]
     } else {
-        (s[mid - 1] + s[mid]) / 2.0
+        f64::midpoint(s[mid - 1], s[mid])
     };
     Some(Spread {
         min: s[0],
@@ -182,7 +182,7 @@ fn totals(runs: &[Measured]) -> Totals {
 /// The middle of sorted values (the mean of the two middle ones).
 fn median_ms(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
-    (n > 0).then(|| (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0)
+    (n > 0).then(|| f64::midpoint(sorted[(n - 1) / 2], sorted[n / 2]))
 }
 
 /// Figures of one row, derived once for the table and the JSON.
@@ -416,7 +416,7 @@ impl Report<'_> {
     /// The machine was busy when the bench started: storm ratios mean little then.
     fn busy_warning(&self) -> Option<String> {
         let load: f64 = self.load_at_start.split_whitespace().next()?.parse().ok()?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         (load > cores as f64 / 2.0).then(|| {
             format!(
                 "load average {load:.1} at start on {cores} cores: something else was running, \
@@ -434,7 +434,7 @@ impl Report<'_> {
             .and_then(|l| l.split_once(':'))
             .map_or("unknown", |(_, m)| m.trim())
             .to_owned();
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -464,44 +464,44 @@ impl Report<'_> {
     }
 
     pub fn table(&self) -> String {
-        let mut o = String::new();
-        let m = self.machine();
-        let _ = writeln!(o, "tinyexec bench, started {}", utc(self.started));
+        let mut out = String::new();
+        let machine = self.machine();
+        let _ = writeln!(out, "tinyexec bench, started {}", utc(self.started));
         let _ = writeln!(
-            o,
+            out,
             "machine: {}, {} cores, {:.1} GiB, kernel {}, load average at start {}",
-            m["cpu_model"].as_str().unwrap_or("?"),
-            m["cores"],
-            m["memory_gib"].as_f64().unwrap_or(0.0),
-            m["kernel_release"].as_str().unwrap_or("?"),
+            machine["cpu_model"].as_str().unwrap_or("?"),
+            machine["cores"],
+            machine["memory_gib"].as_f64().unwrap_or(0.0),
+            machine["kernel_release"].as_str().unwrap_or("?"),
             self.load_at_start
         );
-        let s = self.sensor_json();
+        let sensor = self.sensor_json();
         let _ = writeln!(
-            o,
+            out,
             "sensor:  {} ({}workspace at {}{})",
-            s["path"].as_str().unwrap_or("?"),
+            sensor["path"].as_str().unwrap_or("?"),
             if self.built {
                 "built from the "
             } else {
                 "given; "
             },
-            s["workspace_commit"].as_str().unwrap_or("?"),
-            if s["workspace_sensor_sources_modified"] == json!(true) {
+            sensor["workspace_commit"].as_str().unwrap_or("?"),
+            if sensor["workspace_sensor_sources_modified"] == json!(true) {
                 ", sensor sources modified"
             } else {
                 ""
             }
         );
         let _ = writeln!(
-            o,
+            out,
             "storms:  N = {} execs each, {} repetitions",
             self.n, self.reps
         );
         for b in self.baselines {
             if let Some(s) = spread(&b.rates) {
                 let _ = writeln!(
-                    o,
+                    out,
                     "         nothing watching, {} B binary, {} worker{}: {:.0} execs/s median (min {:.0}, max {:.0}, {} storms)",
                     b.binary_bytes,
                     b.workers,
@@ -513,19 +513,19 @@ impl Report<'_> {
                 );
             }
         }
-        let _ = writeln!(o, "{}", self.others_text());
+        let _ = writeln!(out, "{}", self.others_text());
         if let Some(w) = self.busy_warning() {
-            let _ = writeln!(o, "         NOTE: {w}");
+            let _ = writeln!(out, "         NOTE: {w}");
         }
         let bins: Vec<String> = self
             .binaries
             .iter()
             .map(|(what, len)| format!("{what} {len} B"))
             .collect();
-        let _ = writeln!(o, "binaries: static tiny ELFs, {}", bins.join(", "));
+        let _ = writeln!(out, "binaries: static tiny ELFs, {}", bins.join(", "));
 
         let _ = writeln!(
-            o,
+            out,
             "\nExec storm: execs/s with the watcher / without it (the mean of the no-watcher storms just before and after), \
              min/median/max over the repetitions; fastest/fastest: its fastest storm over the fastest no-watcher one"
         );
@@ -563,10 +563,10 @@ impl Report<'_> {
             }
             t.push(line);
         }
-        o.push_str(&render(&t));
+        out.push_str(&render(&t));
 
         let _ = writeln!(
-            o,
+            out,
             "\nCost: kernel run time of the watcher's BPF programs per exec (bpf_stats) and the storm ratio that alone would give; \
              the watcher's own CPU (user + system, until idle after the storm) per 1000 execs, from /proc/PID/stat ticks (and its exact CPU-time clock); its memory"
         );
@@ -622,10 +622,10 @@ impl Report<'_> {
                 records,
             ]);
         }
-        o.push_str(&render(&t));
+        out.push_str(&render(&t));
 
         let _ = writeln!(
-            o,
+            out,
             "\nLoss with --all-execs at full storm rate: exec records of the storm binary emitted, vs execs performed, and lost.total the sensor reported"
         );
         let mut t = vec![vec![
@@ -656,10 +656,10 @@ impl Report<'_> {
                 ),
             ]);
         }
-        o.push_str(&render(&t));
+        out.push_str(&render(&t));
 
         let _ = writeln!(
-            o,
+            out,
             "\nExec-to-alert latency: CLOCK_BOOTTIME when the alert line is read from the sensor's stdout minus the record's tinyexec.ktime_ns; \
              a {}-byte binary exec'd every 5 ms meanwhile",
             self.binaries[1].1
@@ -686,17 +686,17 @@ impl Report<'_> {
                 v.text(),
             ]);
         }
-        o.push_str(&render(&t));
+        out.push_str(&render(&t));
         let _ = writeln!(
-            o,
+            out,
             "\nThe pipeline with all four outputs (--all-execs; stdout to a file, --output-file, syslog over UDP to a socket the bench reads, \
              Sentinel to the tests' HTTPS stand-in): storms of the {}-byte candidate, {} workers, each after the same storm with nothing watching (ratio: its rate over that one's); \
              records/s from the storm's start until its last record is on stdout; by then, every exec record on stdout (the host's other execs too) per CPU-second of the sensor (all its threads), and its user CPU per 1000 of them",
             self.binaries[0].1,
             outputs::WORKERS
         );
-        o.push_str(&self.outputs_table());
-        o
+        out.push_str(&self.outputs_table());
+        out
     }
 
     pub fn json(&self) -> Value {

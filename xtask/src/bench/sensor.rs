@@ -21,7 +21,7 @@ use super::{
 };
 
 /// How long the sensor may take to print `ready`.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const READY_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// One storm with the sensor running in `mode`, started for this storm alone:
 /// its counters (CPU, lost records, program run time, output) are the storm's.

@@ -1,4 +1,4 @@
-//! SIGINT and SIGTERM end the bench between execs, so the guards (bpf_stats,
+//! SIGINT and SIGTERM end the bench between execs, so the guards (`bpf_stats`,
 //! audit rule, auditd) restore what they changed.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -166,7 +166,7 @@ fn wait(pid: libc::pid_t) -> io::Result<i32> {
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
         if r == pid {
             return Ok(status);
         }

@@ -97,7 +97,7 @@ pub fn measure(
                     };
                     let after = baseline(s, workers, &mut others)?;
                     baselines[b].rates.push(after);
-                    let ratio = measured.rate() / ((before + after) / 2.0);
+                    let ratio = measured.rate() / f64::midpoint(before, after);
                     step(&format!(
                         "rep {}/{reps}, {workers} worker(s): {}: {:.0} execs/s, ratio {ratio:.3}",
                         rep + 1,
@@ -121,7 +121,7 @@ pub fn plan(
     bins: &Binaries,
     peer_list: &[peers::Peer],
     auditd_running: bool,
-    auditd_err: Option<String>,
+    auditd_err: Option<&str>,
 ) -> Vec<Row> {
     let sensor_rows = [
         (
@@ -154,8 +154,7 @@ pub fn plan(
         for p in peer_list {
             let mut unavailable = p.state.as_ref().err().cloned();
             if p.kind == peers::Kind::Auditd && unavailable.is_none() && !auditd_running {
-                let why = auditd_err.clone();
-                unavailable = Some(why.unwrap_or_else(|| "auditd not found".into()));
+                unavailable = Some(auditd_err.unwrap_or("auditd not found").to_owned());
             }
             rows.push(Row {
                 watcher: Watcher::Peer(p.kind),
