@@ -5,6 +5,7 @@ mod arch;
 mod bench;
 mod cmd;
 mod dist;
+mod files;
 mod fuzz;
 mod install;
 mod package;

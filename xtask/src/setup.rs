@@ -13,6 +13,7 @@ use crate::{
     arch::Arch,
     cargo,
     cmd::{find_cmd, output_of},
+    files::find_in,
     run_cmd, step,
 };
 
@@ -140,15 +141,11 @@ fn bpf_linker(root: &Path, sysroot: &Path) -> Result<()> {
         tools.display()
     ));
     let sys_lib = sysroot.join("lib");
-    let llvm_so = fs::read_dir(&sys_lib)
-        .with_context(|| format!("reading {}", sys_lib.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") || n.starts_with("libLLVM-"))
-        })
-        .with_context(|| {
+    let llvm_so = find_in(&sys_lib, |n| {
+        n.starts_with("libLLVM.so.") || n.starts_with("libLLVM-")
+    })
+    .with_context(|| format!("reading {}", sys_lib.display()))?
+    .with_context(|| {
             format!(
                 "no libLLVM in {}; install Debian's llvm-22-dev and run \
                  `LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker@{BPF_LINKER_VERSION} --locked \

@@ -8,21 +8,19 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
 use tinyexec_harness::{boottime_ns, process::Proc};
 
 use super::{
+    counting::Counting,
     measured::Mode,
-    sensor::{READY_TIMEOUT, SensorCmd},
+    sensor::{self, READY_TIMEOUT, SensorCmd},
     signals::interrupted,
     storm,
 };
@@ -36,52 +34,25 @@ pub struct Latency {
     pub mode: Mode,
     pub execs: usize,
     /// Execs of the background binary during the measurement.
-    pub background: usize,
+    pub background: u64,
     /// Exec-to-line latencies, ns, sorted.
     pub ns: Vec<u64>,
 }
 
-/// Execs `path` every [`BACKGROUND_EVERY`] until dropped.
-struct Background {
-    stop: Arc<AtomicBool>,
-    count: Arc<AtomicUsize>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn start(path: PathBuf) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicUsize::new(0));
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&count));
-        // std's spawn, not `storm::once`: two storms forking at once from two
-        // threads would each hand the other's start pipe to its workers and
-        // deadlock them; std's spawn holds no pipe a fork could inherit.
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) && !interrupted() {
-                if std::process::Command::new(&path)
-                    .stdin(Stdio::null())
-                    .status()
-                    .is_ok()
-                {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                thread::sleep(BACKGROUND_EVERY);
-            }
-        });
-        Self {
-            stop,
-            count,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.count.load(Ordering::Relaxed)
-    }
+/// Execs `path` every [`BACKGROUND_EVERY`] until finished; counts the execs.
+fn exec_in_background(path: PathBuf) -> Counting {
+    // std's spawn, not `storm::once`: two storms forking at once from two
+    // threads would each hand the other's start pipe to its workers and
+    // deadlock them; std's spawn holds no pipe a fork could inherit.
+    Counting::start(move || {
+        let ran = !interrupted()
+            && std::process::Command::new(&path)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok();
+        thread::sleep(BACKGROUND_EVERY);
+        ran
+    })
 }
 
 /// `count` execs of a matching binary, [`APART`] apart, each from a copy of
@@ -135,7 +106,7 @@ pub fn measure(
         }
     });
     p.wait_ready(READY_TIMEOUT)?;
-    let bg = Background::start(background.to_path_buf());
+    let bg = exec_in_background(background.to_path_buf());
     // Let the background fill the ring with records nobody was woken for.
     thread::sleep(Duration::from_millis(300));
     for copy in &copies {
@@ -151,14 +122,9 @@ pub fn measure(
         thread::sleep(Duration::from_millis(20));
     }
     let background = bg.finish();
-    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
+    let stopped = sensor::stop(&mut p);
     let _ = reader.join();
-    if !status.success() {
-        bail!(
-            "the sensor exited with {status}; stderr:\n{}",
-            p.stderr_tail()
-        );
-    }
+    stopped?;
     let lines = lines.lock().map(|g| g.clone()).unwrap_or_default();
     let mut ns = Vec::new();
     for (read_at, line) in &lines {

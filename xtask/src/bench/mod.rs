@@ -13,6 +13,7 @@
 mod args;
 mod binaries;
 mod bpf;
+mod counting;
 mod latency;
 mod measured;
 mod outputs;

@@ -8,22 +8,19 @@ use std::{
     io::{BufRead as _, BufReader},
     net::UdpSocket,
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
 use tinyexec_harness::{process::Proc, sentinel::Ingest};
 
 use super::{
+    counting::Counting,
     measured::Mode,
     proc,
-    sensor::{READY_TIMEOUT, SensorCmd},
+    sensor::{self, READY_TIMEOUT, SensorCmd},
     storm::{self, Storm},
 };
 
@@ -80,9 +77,7 @@ impl Run {
 /// Counts datagrams naming `needle` until stopped.
 struct UdpCounter {
     port: u16,
-    stop: Arc<AtomicBool>,
-    seen: Arc<AtomicU64>,
-    thread: Option<thread::JoinHandle<()>>,
+    counting: Counting,
 }
 
 impl UdpCounter {
@@ -103,33 +98,16 @@ impl UdpCounter {
             );
         }
         let port = sock.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(AtomicU64::new(0));
-        let (s, n) = (Arc::clone(&stop), Arc::clone(&seen));
-        let thread = thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(len) = sock.recv(&mut buf)
-                    && String::from_utf8_lossy(&buf[..len]).contains(&needle)
-                {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let mut buf = vec![0u8; 65536];
+        let counting = Counting::start(move || {
+            sock.recv(&mut buf)
+                .is_ok_and(|len| String::from_utf8_lossy(&buf[..len]).contains(&needle))
         });
-        Ok(Self {
-            port,
-            stop,
-            seen,
-            thread: Some(thread),
-        })
+        Ok(Self { port, counting })
     }
 
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.seen.load(Ordering::Relaxed)
+    fn finish(self) -> u64 {
+        self.counting.finish()
     }
 }
 
@@ -210,13 +188,7 @@ pub fn storm_with_outputs(sensor: &SensorCmd, s: &Storm, dir: &Path) -> Result<R
             last = (now, Instant::now());
         }
     }
-    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
-    if !status.success() {
-        bail!(
-            "the sensor exited with {status}; stderr:\n{}",
-            p.stderr_tail()
-        );
-    }
+    sensor::stop(&mut p)?;
     let sentinel = delivered(&ingest);
     let syslog = udp.finish();
     let (stdout, heartbeat) = lines_naming(&stdout_path, &needle)?;

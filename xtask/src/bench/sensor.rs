@@ -60,13 +60,7 @@ pub fn storm(
     let rss = proc::vm_rss_kib(p.pid()).ok();
     let rss_anon = proc::status_kib(p.pid(), "RssAnon:").ok();
     let progs1 = proc::bpf_progs(p.pid());
-    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
-    if !status.success() {
-        bail!(
-            "the sensor exited with {status}; stderr:\n{}",
-            p.stderr_tail()
-        );
-    }
+    stop(&mut p)?;
     let mut bpf = ProgStats::default();
     for (id, b) in progs1.iter().filter(|(id, _)| ours.contains(id)) {
         let a = progs0.get(id).copied().unwrap_or_default();
@@ -159,4 +153,16 @@ fn count_records(path: &Path, storm_path: &str) -> Result<Counts> {
         }
     }
     Ok(c)
+}
+
+/// Stops the sensor (SIGTERM) and fails unless it exited 0.
+pub fn stop(p: &mut Proc) -> Result<()> {
+    let status = p.stop(libc::SIGTERM, Duration::from_secs(30))?;
+    if !status.success() {
+        bail!(
+            "the sensor exited with {status}; stderr:\n{}",
+            p.stderr_tail()
+        );
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{arch::Arch, step};
+use crate::{arch::Arch, files::find_in, step};
 
 /// A kernel of the matrix: a Debian package, taken from these suites only.
 pub struct Kernel {
@@ -203,9 +203,7 @@ fn fetch(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     apt.download(&real_pkg, &real_version, &work)?;
-    let deb = fs::read_dir(&work)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+    let deb = find_in(&work, |n| n.ends_with(".deb"))?
         .with_context(|| format!("apt-get download left no .deb in {}", work.display()))?;
     let unpacked = work.join("unpacked");
     fs::create_dir_all(&unpacked)?;
@@ -219,14 +217,8 @@ fn fetch(
             .context("pattern without a directory")?;
         let prefix = prefix.trim_end_matches('*');
         let from = unpacked.join(sub);
-        let found = fs::read_dir(&from)
+        let found = find_in(&from, |n| n.starts_with(prefix))
             .with_context(|| format!("{} has no /{sub}", deb.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
             .with_context(|| format!("no /{sub}/{prefix}* in {}", deb.display()))?;
         fs::rename(found, work.join(name))?;
     }
