@@ -425,10 +425,15 @@ fn dev_full_as_the_output_file_fails_every_record_and_says_so() {
     );
     s.wait_stderr("No space left on device", 0);
     let s = stops_cleanly(s);
-    // The last heartbeat, written at exit, still accounts for everything.
+    // The last heartbeat, written at exit before the outputs drain, still
+    // accounts for everything: failed, or still queued then.
     let last = s.records(is_heartbeat).pop().unwrap();
     let c = output_counts(&last, "file");
-    assert_eq!(c.failed, field_u64(&last, "event.sequence") - 1);
+    assert_eq!(
+        (c.written, c.dropped, c.failed + c.queued),
+        (0, 0, field_u64(&last, "event.sequence") - 1),
+        "{c:?}"
+    );
 }
 
 #[test]
@@ -449,7 +454,9 @@ fn a_sentinel_service_that_never_answers_delays_nothing_else() {
         field_u64(&second, "event.sequence"),
         "sentinel",
         Duration::from_secs(10),
-        |c| c.written >= 2 && c.queued == 0,
+        // Not `queued == 0`: every sensor on the host sees the other tests'
+        // alerts, so a batch of them may always be on its way to the spool.
+        |c| c.written >= 2,
     );
     assert_eq!((c.failed, c.dropped), (0, 0), "{c:?}");
     assert_eq!(

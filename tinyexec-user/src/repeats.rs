@@ -45,6 +45,9 @@ pub struct Key {
     device: u64,
     inode: u64,
     size: i64,
+    /// The inode's change time: a file deleted and another created with the
+    /// same content, which may get the same inode number, is another file.
+    ctime: (i64, u32),
     /// Hex SHA-256 of the file, or `header:` and that of the header the kernel read.
     content: String,
     /// Device and inode of the file named in exec, when the match is on it
@@ -87,6 +90,7 @@ impl Key {
             device: exec.device,
             inode: exec.inode,
             size: exec.size,
+            ctime: exec.ctime,
             content,
             target,
             verdict,
