@@ -356,7 +356,7 @@ fn container_context(sensor: &Sensor, dir: &TempDir, r: &mut Map<String, Value>)
     ));
     let path = dir.exe(
         &unique("contained"),
-        &matching_elf(Arch::X86_64, vec![], None),
+        &matching_elf(Arch::native(), vec![], None),
     );
     let child = container::spawn_isolated(&path, &cgroup.procs());
     let seen = child.namespaces;
