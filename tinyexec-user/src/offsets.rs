@@ -33,17 +33,25 @@ fn first_of(btf: &Btf, strukt: &str, paths: &[(&str, &[u32])]) -> Result<u32> {
     bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
 }
 
-/// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields` starts.
+/// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields`
+/// starts: on an 8-byte boundary of the struct, so that each field (aligned
+/// in the struct) is aligned in the program's 8-byte-aligned buffer and read
+/// with one load.
 fn window(strukt: &str, fields: &[(&str, u32, u32)]) -> Result<u32> {
-    let start = fields.iter().map(|f| f.1).min().unwrap_or(0);
+    let start = fields.iter().map(|f| f.1).min().unwrap_or(0) & !7;
     let end = fields.iter().map(|f| f.1 + f.2).max().unwrap_or(0);
+    let names = || fields.iter().map(|f| f.0).collect::<Vec<_>>().join("`, `");
     if (end - start) as usize > WINDOW {
-        let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
         bail!(
             "kernel BTF: `{strukt}.{}` span {} bytes, more than the {WINDOW} tinyexec reads at once",
-            names.join("`, `"),
+            names(),
             end - start
         );
+    }
+    if let Some((name, offset, width)) =
+        fields.iter().find(|f| f.2 == 0 || (f.1 - start) % f.2 != 0)
+    {
+        bail!("kernel BTF: `{strukt}.{name}` at byte {offset} is not aligned to its {width} bytes");
     }
     Ok(start)
 }
