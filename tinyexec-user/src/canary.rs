@@ -73,8 +73,6 @@ mod tests {
             super::EHDR_LEN + super::PHDR_LEN + super::EXIT0.0.len()
         );
         assert!(f.starts_with(&rule::MAGIC));
-        // The kernel's fast path leaves ordinary execs at once; it reaches the
-        // self-test switch only for rule candidates, as the canary must be.
         assert!(rule::size_can_match(f.len() as u64));
         assert!(rule::evaluate(&f).is_none());
     }
