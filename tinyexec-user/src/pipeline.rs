@@ -10,20 +10,10 @@ use crate::{
     heartbeat::{self, Counters},
     identity::{self, Names},
     output::Outputs,
-    policy::Policy,
+    policy::{Policy, Suppressed},
     record::{self, Agent, ExclusionRef, Host, Record},
     repeats::{Key, Pending, Repeats, Seen, Tracker},
 };
-
-/// What happens to an alert an exclusion covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Suppressed {
-    /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
-    Emit,
-    /// Only count it (per-exclusion counters are logged).
-    Count,
-}
 
 pub struct Pipeline {
     outputs: Outputs,

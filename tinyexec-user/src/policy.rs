@@ -23,6 +23,16 @@ pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
 pub const BUILT_IN: &str = include_str!("../../config/exclusions.txt");
 const BUILT_IN_NAME: &str = "built-in exclusions";
 
+/// What happens to an alert an exclusion covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suppressed {
+    /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
+    Emit,
+    /// Only count it (per-exclusion counters are logged).
+    Count,
+}
+
 /// What identifies a version of the file on disk: a change to any of these
 /// (an editor's rename-over included) triggers a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
