@@ -325,6 +325,11 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
         ("--repeat-window", "1m", "whole number"),
         ("--output-queue", "0", "from 1 to 1000000 records"),
         ("--output-queue", "1000001", "from 1 to 1000000 records"),
+        (
+            "--log-level",
+            "loud",
+            "[possible values: error, warn, info, debug, trace]",
+        ),
     ] {
         let (code, err) = run_fails(&[flag, value], None);
         // clap's usage errors exit 2, before anything is loaded.
@@ -343,6 +348,10 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
         ("heartbeat_interval = 0", "`heartbeat_interval`: 0 is not"),
         ("repeat_window = 90000", "from 0 (off) to 86400 seconds"),
         ("output_queue = 0", "`output_queue`: 0 is not"),
+        (
+            "log_level = \"loud\"",
+            "unknown variant `loud`, expected one of `error`, `warn`, `info`",
+        ),
     ] {
         let config = dir.path().join(unique("config.toml"));
         fs::write(&config, format!("no_exclusions = true\n{line}\n")).unwrap();
@@ -399,4 +408,92 @@ fn a_file_of_thousands_of_bad_lines_is_refused_quickly_and_briefly() {
     assert!(err.contains("more errors (`tinyexec-sensor check"), "{err}");
     assert!(err.len() < 20_000, "{} bytes", err.len());
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// `run` until it stops at the missing BTF, after its first log lines: with
+/// `args` and, if given, `RUST_LOG`; returns its stderr.
+fn run_to_btf_error(args: &[&str], rust_log: Option<&str>) -> String {
+    let mut cmd = Command::new(sensor_path());
+    cmd.args(["run", "--no-exclusions", "--btf", "/nonexistent/vmlinux"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM");
+    if let Some(spec) = rust_log {
+        cmd.env("RUST_LOG", spec);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?} {rust_log:?}: {err}");
+    assert!(
+        err.contains("tinyexec-sensor: error: cannot read kernel BTF at /nonexistent/vmlinux"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn the_log_level_hides_what_is_below_it_and_rust_log_applies_over_it() {
+    tinyexec_tests::require_root();
+    const INFO: &str = "tinyexec-sensor: no exclusions\n";
+    assert!(run_to_btf_error(&[], None).starts_with(INFO));
+    assert!(!run_to_btf_error(&["--log-level", "warn"], None).contains(INFO));
+    assert!(run_to_btf_error(&["--log-level", "warn"], Some("info")).starts_with(INFO));
+    assert!(!run_to_btf_error(&[], Some("error")).contains(INFO));
+    // A RUST_LOG that does not parse stops the sensor and names it.
+    let out = Command::new(sensor_path())
+        .args(["run", "--no-exclusions"])
+        .env("RUST_LOG", "aya=loud")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tinyexec-sensor: error: RUST_LOG=\"aya=loud\": ") && err.contains("'loud'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn on_the_journal_stream_each_line_carries_its_priority() {
+    // stderr is the stream JOURNAL_STREAM names (here a pipe, as journald's
+    // socket would be): the sd-daemon priority leads every line.
+    tinyexec_tests::require_root();
+    let mut s = Sensor::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg("JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" run --no-exclusions")
+            .arg(sensor_path()),
+    );
+    s.wait_stderr("<6>tinyexec-sensor: ready: ", 0);
+    let dir = TempDir::new("journal");
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    s.wait_for("the alert", exec_of(&path));
+    assert!(s.stop_with(libc::SIGTERM).success(), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(
+        err.contains("<6>tinyexec-sensor: self-test passed"),
+        "{err}"
+    );
+    assert!(err.ends_with("<6>tinyexec-sensor: stopped"), "{err}");
+    for line in err.lines() {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "a line without its priority: {line:?}\n{err}"
+        );
+    }
+    // The same sensor with JOURNAL_STREAM naming another file writes plain lines.
+    let mut s = Sensor::spawn(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--btf", "/nonexistent/vmlinux"])
+            .env("JOURNAL_STREAM", "1:1"),
+    );
+    s.wait_exit();
+    assert!(
+        s.stderr().starts_with("tinyexec-sensor: no exclusions"),
+        "{}",
+        s.stderr()
+    );
 }

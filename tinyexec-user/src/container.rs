@@ -148,8 +148,8 @@ fn read_host() -> Option<Namespaces> {
     if kthreadd && let Ok(ns) = namespaces_of("2") {
         return Some(ns);
     }
-    eprintln!(
-        "tinyexec-sensor: warning: cannot read PID 1's namespaces ({init}) nor kthreadd's: \
+    log::warn!(
+        "cannot read PID 1's namespaces ({init}) nor kthreadd's: \
          records will not say whether an exec ran in the host's namespaces"
     );
     None

@@ -84,9 +84,7 @@ impl Names {
         let ask = match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
-                eprintln!(
-                    "tinyexec-sensor: warning: no name resolver thread ({e}): records carry uids and gids only"
-                );
+                log::warn!("no name resolver thread ({e}): records carry uids and gids only");
                 None
             }
         };
@@ -196,8 +194,8 @@ fn resolve(id: Id) -> Entry {
             until: Some(now + ABSENT_FOR),
         },
         Err(rc) => {
-            eprintln!(
-                "tinyexec-sensor: warning: looking up the name of {id:?} failed ({}); records carry the number, retried in {FAILED_FOR:?}",
+            log::warn!(
+                "looking up the name of {id:?} failed ({}); records carry the number, retried in {FAILED_FOR:?}",
                 std::io::Error::from_raw_os_error(rc)
             );
             Entry::Failed(now + FAILED_FOR)

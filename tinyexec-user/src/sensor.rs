@@ -100,7 +100,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     // Only the offsets and the controller id were needed from the BTF.
     drop(kernel_btf);
     release_heap();
-    eprintln!("tinyexec-sensor: cgroups: {}", hierarchy.describe());
+    log::info!("cgroups: {}", hierarchy.describe());
     let mut config = opts.config;
     (config.cgroup_mode, config.cgroup_subsys) = hierarchy.config();
     cgroups::set_chosen(hierarchy);

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use tinyexec_ebpf::MAX_PATH_DEPTH;
 
-use crate::{pipeline::Suppressed, textfile};
+use crate::{logging::Level, policy::Suppressed, textfile};
 
 /// Where the default install keeps the configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";
@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// counted. From 1 to 1000000 [default: 4096].
     #[arg(long, value_name = "N", value_parser = flag(output_queue))]
     pub output_queue: Option<u32>,
+    /// The least severe messages logged on stderr; `RUST_LOG` (`env_logger`'s
+    /// syntax, e.g. `debug` or `info,aya=debug`) applies over it [default: info].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<Level>,
 }
 
 /// The system's page size: the ring buffer is made of whole pages.
@@ -223,6 +227,7 @@ pub(crate) struct FileSettings {
     repeat_window: Option<u32>,
     #[serde(default, deserialize_with = "output_queue_key")]
     output_queue: Option<u32>,
+    log_level: Option<Level>,
 }
 
 /// Everything `run` needs, resolved.
@@ -244,6 +249,7 @@ pub struct Settings {
     pub heartbeat_interval: u32,
     pub repeat_window: u32,
     pub output_queue: u32,
+    pub log_level: Level,
     /// Which configuration file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -311,6 +317,7 @@ impl Settings {
                 .output_queue
                 .or(f.output_queue)
                 .unwrap_or(DEFAULT_OUTPUT_QUEUE),
+            log_level: args.log_level.or(f.log_level).unwrap_or(Level::Info),
             config_file,
         }
     }

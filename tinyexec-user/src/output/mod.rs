@@ -246,8 +246,8 @@ impl Outputs {
                 } else {
                     "still stuck at exit"
                 };
-                eprintln!(
-                    "tinyexec-sensor: {}: {why} (after {grace:?}): {left} queued records not delivered",
+                log::error!(
+                    "{}: {why} (after {grace:?}): {left} queued records not delivered",
                     o.name
                 );
             }

@@ -191,8 +191,8 @@ impl Sentinel {
             Ok(0) => Ok(n),
             Ok(dropped) => {
                 Stats::add(&self.stats.dropped, dropped);
-                eprintln!(
-                    "tinyexec-sensor: sentinel: spool over {} bytes: dropped the oldest {dropped} records",
+                log::error!(
+                    "sentinel: spool over {} bytes: dropped the oldest {dropped} records",
                     self.settings.spool_max_bytes
                 );
                 Ok(n)
@@ -222,8 +222,8 @@ impl Sink for Sentinel {
             // Alone over the limit: no call can carry it. Kept, counted, said.
             Stats::add(&self.stats.rejected, 1);
             let kept = self.spool.set_aside(&[r.as_str()]);
-            eprintln!(
-                "tinyexec-sensor: sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
+            log::error!(
+                "sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
                 r.len(),
                 s.batch_max_bytes,
                 kept.map_or_else(|e| format!("nowhere ({e:#})"), |p| p.display().to_string())
@@ -290,8 +290,8 @@ impl Sink for Sentinel {
 fn reject(batch: &spool::Batch, why: &str, stats: &Stats) {
     Stats::add(&stats.rejected, batch.records);
     let kept = spool::reject(batch);
-    eprintln!(
-        "tinyexec-sensor: sentinel: the service rejected {} records ({why}); kept in {}",
+    log::error!(
+        "sentinel: the service rejected {} records ({why}); kept in {}",
         batch.records,
         kept.map_or_else(|e| format!("nowhere ({e:#})"), |p| p.display().to_string())
     );
@@ -317,8 +317,8 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
                         backoff = BACKOFF_MIN;
                     }
                     Outcome::Retry(after, why) => {
-                        eprintln!(
-                            "tinyexec-sensor: sentinel: delivery failed, retrying in {:?}: {why}",
+                        log::warn!(
+                            "sentinel: delivery failed, retrying in {:?}: {why}",
                             after.unwrap_or(backoff)
                         );
                         retry_in = Some(after.unwrap_or(backoff));
