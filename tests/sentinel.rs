@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -372,11 +372,25 @@ fn a_413_splits_the_batch_and_a_record_refused_alone_is_counted() {
     let big = dir.exe(&unique("refused"), &stager());
     let big_path = big.to_str().unwrap();
     run_ok(&mut long_command(&big, "refused"));
-    wait_until("the refused record set aside in rejected/", || {
-        rejected(&spool)
-            .iter()
-            .any(|(_, recs)| recs.iter().any(|r| path_of(r) == big_path))
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rejected(&spool)
+        .iter()
+        .any(|(_, recs)| recs.iter().any(|r| path_of(r) == big_path))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refused record is not in rejected/ (delivered: {}); the stand-in answered {:?}; \
+             the sensor said:\n{}",
+            ingest.delivered().iter().any(|r| path_of(r) == big_path),
+            ingest
+                .entries()
+                .iter()
+                .map(|e| format!("{} {} {}", e["kind"], e["count"], e["bytes"]))
+                .collect::<Vec<_>>(),
+            s.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     let kept_in = rejected(&spool)
         .into_iter()
         .find(|(_, recs)| recs.iter().any(|r| path_of(r) == big_path))
