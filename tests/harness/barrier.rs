@@ -54,8 +54,9 @@ impl Sensor {
     /// Execs the caller wants covered must have returned (their process
     /// waited for, or at least started) before this is called. A barrier
     /// killed by another sensor's `--prevent` still counts: the kill is recorded.
-    /// Not for a sensor whose exclusions count (`--suppressed count`) an alert
-    /// on a file named `tx-barrier-…` run by the test: it would never arrive.
+    /// It reads the sensor's stdout: not for a sensor run with `--no-stdout`,
+    /// nor one whose exclusions count (`--suppressed count`) an alert on a
+    /// file named `tx-barrier-…` run by the test (it would never arrive).
     ///
     /// # Panics
     ///
