@@ -26,6 +26,35 @@ fn sensor(settings: &Path) -> Sensor {
     )
 }
 
+/// [`sensor`], delivering the alerts of files in `dir` only. Every sensor sees
+/// every matching exec on the host; where other tests' alerts would change
+/// the outcome (the spool bound pushes out the oldest, whoever's they are), an
+/// exclusion counts, so drops, every alert from outside `dir`.
+fn sensor_for(settings: &Path, dir: &TempDir) -> Sensor {
+    let exclusions = dir.path().join("others.txt");
+    fs::write(
+        &exclusions,
+        format!(
+            "# Other tests' alerts\nNOT file.directory=={}\n",
+            Value::from(dir.path().to_str().unwrap())
+        ),
+    )
+    .unwrap();
+    Sensor::start_with(
+        Command::new(sensor_path())
+            .args([
+                "run",
+                "--no-stdout",
+                "--suppressed",
+                "count",
+                "--exclusions",
+            ])
+            .arg(&exclusions)
+            .arg("--sentinel")
+            .arg(settings),
+    )
+}
+
 /// Dotted paths of a record's leaves (arrays are leaves).
 fn leaf_paths(v: &Value) -> Vec<String> {
     fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -200,7 +229,10 @@ fn the_spool_is_bounded_and_says_what_it_dropped() {
     let spool = dir.path().join("spool");
     ingest.mode("refuse");
     // Room for about one batch: each new one pushes the oldest out.
-    let s = sensor(&ingest.settings(dir.path(), &spool, "spool_max_bytes = 1500"));
+    let s = sensor_for(
+        &ingest.settings(dir.path(), &spool, "spool_max_bytes = 1500"),
+        &dir,
+    );
     let paths: Vec<PathBuf> = (0..3)
         .map(|i| {
             let p = dir.exe(&unique(&format!("b{i}")), &stager());
