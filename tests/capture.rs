@@ -202,9 +202,12 @@ fn fifty_concurrent_execs_fifty_records() {
         t.join().unwrap();
     }
     sensor.wait_for_n("50 execs", N, exec_of(&path));
-    // Anything late would be a duplicate: give it time to show.
-    thread::sleep(std::time::Duration::from_millis(500));
-    let recs = sensor.records(exec_of(&path));
+    // Anything more before the barrier would be a duplicate.
+    let recs: Vec<Value> = sensor
+        .records_before_barrier()
+        .into_iter()
+        .filter(exec_of(&path))
+        .collect();
     assert_eq!(recs.len(), N, "exactly one record per exec");
     let mut args: Vec<u64> = recs
         .iter()

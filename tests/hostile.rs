@@ -16,8 +16,8 @@ use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_tests::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
-    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok,
-    sha256_hex, tiny_exit0, unique,
+    exec_of, execveat_fd, field, field_str, field_u64, memfd_with, run_ok, sha256_hex, tiny_exit0,
+    unique,
 };
 
 /// A 269-byte match whose `$s2` lies past the kernel's 256-byte header.
@@ -27,20 +27,6 @@ fn late_match(actions: Vec<Action>) -> Vec<u8> {
     t.trailer = [&S1[..], &S2[..]].concat();
     t.total_len = Some(269);
     t.build().expect("tiny ELF")
-}
-
-/// Runs a matching exec and waits for its alert: every record of an exec run
-/// before it has arrived by then. Returns the records before it.
-fn before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
-    let barrier = dir.exe(
-        &unique("barrier"),
-        &matching_elf(Arch::X86_64, vec![], None),
-    );
-    run_ok(&mut Command::new(&barrier));
-    sensor.wait_for("the barrier's alert", exec_of(&barrier));
-    let all = sensor.records(|_| true);
-    let at = all.iter().position(exec_of(&barrier)).expect("the barrier");
-    all[..at].to_vec()
 }
 
 /// Waits out the sensor's bound on files changed just before they ran
@@ -160,7 +146,7 @@ fn a_decoy_that_cannot_match_gives_no_alerts() {
             run_ok(&mut Command::new(&decoy));
         }
     });
-    let before = before_barrier(&sensor, &dir);
+    let before = sensor.records_before_barrier();
     let about: Vec<&Value> = before.iter().filter(|v| exec_of(&decoy)(v)).collect();
     assert!(
         about.is_empty(),

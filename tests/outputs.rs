@@ -79,7 +79,7 @@ fn schema_1_1_only_adds_optional_fields_to_1_0() {
 fn file_output_is_private_flushed_and_reopened_on_sighup() {
     let dir = TempDir::new("file-out");
     let out = dir.path().join("alerts.json");
-    let s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
+    let mut s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
     let first = dir.exe(&unique("first"), &stager());
     run_ok(&mut Command::new(&first));
     // Flushed per alert: it is in the file while the sensor runs.
@@ -89,10 +89,6 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     assert_eq!(
         fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
-    );
-    assert!(
-        s.records(|_| true).is_empty(),
-        "nothing on stdout with --no-stdout"
     );
 
     // logrotate: move the file away, then SIGHUP.
@@ -108,6 +104,12 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     });
     assert!(json_lines(&rotated).iter().any(exec_of(&first)));
     assert!(!json_lines(&rotated).iter().any(exec_of(&second)));
+    // Once it has exited, all it ever wrote to stdout has been read: nothing.
+    assert!(s.stop_with(libc::SIGTERM).success());
+    assert!(
+        s.records(|_| true).is_empty(),
+        "nothing on stdout with --no-stdout"
+    );
 }
 
 #[test]

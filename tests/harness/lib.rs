@@ -3,6 +3,7 @@
 //!
 //! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
 
+pub mod barrier;
 pub mod btf;
 pub mod cef;
 pub mod container;

@@ -169,9 +169,19 @@ impl Ingest {
         }
     }
 
-    /// ok | refuse | timeout, from the next request on.
+    /// ok | refuse | timeout | hang | max:N, from the next request on.
+    ///
+    /// Written aside and renamed into place: the stand-in reads the file at
+    /// each request, and a write in place (truncate, then write) would let a
+    /// request in between read it empty, which the stand-in takes for "ok".
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
     pub fn mode(&self, mode: &str) {
-        fs::write(&self.mode_file, mode).expect("mode file");
+        let tmp = self.mode_file.with_extension("tmp");
+        fs::write(&tmp, mode).expect("mode file");
+        fs::rename(&tmp, &self.mode_file).expect("mode file into place");
     }
 
     pub fn entries(&self) -> Vec<Value> {

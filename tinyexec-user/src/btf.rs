@@ -1331,48 +1331,9 @@ mod tests {
 
     const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-    /// Fields the sensor reads; each must resolve on the running kernel.
-    const KERNEL_FIELDS: &[(&str, &str)] = &[
-        ("task_struct", "pid"),
-        ("task_struct", "tgid"),
-        ("task_struct", "real_parent"),
-        ("task_struct", "cred"),
-        ("task_struct", "mm"),
-        ("task_struct", "comm"),
-        ("task_struct", "loginuid"),
-        ("task_struct", "loginuid.val"),
-        ("linux_binprm", "file"),
-        ("linux_binprm", "buf"),
-        ("linux_binprm", "argc"),
-        ("file", "f_path"),
-        ("file", "f_inode"),
-        ("inode", "i_ino"),
-        ("inode", "i_size"),
-        ("inode", "i_nlink"),
-        ("inode", "i_sb"),
-        ("super_block", "s_dev"),
-        ("dentry", "d_parent"),
-        ("dentry", "d_name"),
-        ("dentry", "d_name.len"),
-        ("dentry", "d_name.name"),
-        ("mount", "mnt"),
-        ("mount", "mnt_parent"),
-        ("mount", "mnt_mountpoint"),
-        ("vfsmount", "mnt_root"),
-        ("mm_struct", "arg_start"),
-        ("mm_struct", "arg_end"),
-        ("cred", "uid"),
-        ("cred", "gid"),
-        ("cred", "euid"),
-        ("path", "mnt"),
-        ("path", "dentry"),
-        ("qstr", "len"),
-        ("qstr", "name"),
-        ("kuid_t", "val"),
-    ];
-
-    fn load_vmlinux() -> Option<Btf> {
-        // tinyexec needs kernel BTF; a machine without it must fail here, not skip.
+    /// The running kernel's BTF; tinyexec needs it, so a machine without it
+    /// fails here, never skips.
+    fn load_vmlinux() -> Btf {
         assert!(
             Path::new(VMLINUX).exists(),
             "{VMLINUX} not present: tinyexec needs a kernel with CONFIG_DEBUG_INFO_BTF"
@@ -1384,20 +1345,30 @@ mod tests {
             btf.records.len() - 1,
             start.elapsed()
         );
-        Some(btf)
+        btf
+    }
+
+    /// Every `(struct, member path)` the loader reads (offsets.rs): the one
+    /// list of the kernel fields tinyexec depends on.
+    fn fields_the_loader_reads(btf: &Btf) -> Vec<(&'static str, &'static str)> {
+        let (_, fields) = crate::offsets::resolve_reading(btf)
+            .unwrap_or_else(|e| panic!("the loader cannot resolve this kernel: {e:#}"));
+        assert!(fields.len() > 40, "{fields:?}");
+        fields
     }
 
     #[test]
     fn running_kernel_offsets() {
-        let Some(btf) = load_vmlinux() else { return };
-        for &(s, f) in KERNEL_FIELDS {
+        let btf = load_vmlinux();
+        for (s, f) in fields_the_loader_reads(&btf) {
             let off = btf.member_offset(s, f).unwrap();
             let size = btf.member_size(s, f).unwrap();
             let total = btf.struct_size(s).unwrap();
             eprintln!("{s}.{f}: offset {off} size {size} (struct size {total})");
+            // Size 0 only for a flexible array, which ends the struct.
             assert!(
-                size > 0 && off + size <= total,
-                "{s}.{f}: {off}+{size} > {total}"
+                off + size <= total && (size > 0 || off == total),
+                "{s}.{f}: offset {off} size {size} in a struct of {total}"
             );
         }
         // Layouts that have not changed in many kernel releases.
@@ -1429,15 +1400,77 @@ mod tests {
         members: Vec<(String, u32, u64, u32)>,
     }
 
-    fn parse_bpftool_raw(text: &str) -> HashMap<u32, RawStruct> {
-        let field = |line: &str, key: &str| -> Option<u64> {
+    /// bpftool's decoding: structs and unions by id, and what each typedef
+    /// or qualifier (const, volatile, ...) stands for.
+    struct Raw {
+        composites: HashMap<u32, RawStruct>,
+        aliases: HashMap<u32, u32>,
+    }
+
+    impl Raw {
+        /// `id` with typedefs and qualifiers followed.
+        fn strip(&self, mut id: u32) -> u32 {
+            for _ in 0..32 {
+                match self.aliases.get(&id) {
+                    Some(&next) => id = next,
+                    None => break,
+                }
+            }
+            id
+        }
+
+        /// The struct named `name` with members (the first such id: the
+        /// definition, not a forward declaration).
+        fn named(&self, name: &str) -> u32 {
+            let mut ids: Vec<u32> = self
+                .composites
+                .iter()
+                .filter(|(_, s)| s.name == name && !s.members.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            *ids.first()
+                .unwrap_or_else(|| panic!("bpftool shows no struct {name}"))
+        }
+
+        /// Bit offset and type of member `name` of composite `id`, looking
+        /// into anonymous members the way C (and `member_offset`) does.
+        fn member(&self, id: u32, name: &str) -> Option<(u64, u32)> {
+            for (m, ty, bits, _) in &self.composites.get(&id)?.members {
+                if m == name {
+                    return Some((*bits, *ty));
+                }
+                if m == "(anon)"
+                    && let Some((inner, ty)) = self.member(self.strip(*ty), name)
+                {
+                    return Some((bits + inner, ty));
+                }
+            }
+            None
+        }
+
+        /// Bit offset of the dotted `path` in struct `name`.
+        fn path_bits(&self, name: &str, path: &str) -> Option<u64> {
+            let (mut id, mut bits) = (self.named(name), 0);
+            for part in path.split('.') {
+                let (b, ty) = self.member(id, part)?;
+                bits += b;
+                id = self.strip(ty);
+            }
+            Some(bits)
+        }
+    }
+
+    fn parse_bpftool_raw(text: &str) -> Raw {
+        fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
             let rest = &line[line.find(key)? + key.len()..];
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
                 .ok()
-        };
-        let mut out = HashMap::new();
+        }
+        let mut composites = HashMap::new();
+        let mut aliases = HashMap::new();
         let mut current: Option<u32> = None;
         for line in text.lines() {
             if let Some(member) = line.strip_prefix('\t') {
@@ -1445,46 +1478,53 @@ mod tests {
                     continue;
                 };
                 if let (Some(s), Some(ty), Some(bits)) = (
-                    out.get_mut(&id),
+                    composites.get_mut(&id),
                     field(member, "type_id="),
                     field(member, "bits_offset="),
                 ) {
                     let s: &mut RawStruct = s;
-                    let bf = field(member, "bitfield_size=").unwrap_or(0) as u32;
-                    s.members.push((name.to_owned(), ty as u32, bits, bf));
+                    let bf = field(member, "bitfield_size=").unwrap_or(0);
+                    s.members.push((name.to_owned(), ty, bits, bf));
                 }
                 continue;
             }
             current = None;
+            let is_alias = ["TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"]
+                .iter()
+                .any(|k| line.contains(&format!("] {k} '")));
+            if let (true, Some(id), Some(ty)) =
+                (is_alias, field(line, "["), field(line, "type_id="))
+            {
+                aliases.insert(id, ty);
+                continue;
+            }
             let is_composite = line.contains("] STRUCT '") || line.contains("] UNION '");
             if let (true, Some(id), Some(size)) =
                 (is_composite, field(line, "["), field(line, "size="))
             {
                 let name = line.split('\'').nth(1).unwrap_or_default().to_owned();
-                out.insert(
-                    id as u32,
+                composites.insert(
+                    id,
                     RawStruct {
                         name,
-                        size: size as u32,
+                        size,
                         members: Vec::new(),
                     },
                 );
-                current = Some(id as u32);
+                current = Some(id);
             }
         }
-        out
+        Raw {
+            composites,
+            aliases,
+        }
     }
 
     /// Flattens anonymous members the way C (and `member_offset`) does.
-    fn flatten(
-        raw: &HashMap<u32, RawStruct>,
-        id: u32,
-        base: u64,
-        out: &mut Vec<(String, u64, u32)>,
-    ) {
-        for (name, ty, bits, bf) in &raw[&id].members {
+    fn flatten(raw: &Raw, id: u32, base: u64, out: &mut Vec<(String, u64, u32)>) {
+        for (name, ty, bits, bf) in &raw.composites[&id].members {
             if name == "(anon)" {
-                if raw.contains_key(ty) {
+                if raw.composites.contains_key(ty) {
                     flatten(raw, *ty, base + bits, out);
                 }
             } else {
@@ -1493,11 +1533,14 @@ mod tests {
         }
     }
 
-    /// Cross-checks every named (flattened) member of the structs the sensor
-    /// uses against bpftool's independent decoding, when bpftool is installed.
+    /// Cross-checks our parser against bpftool's independent decoding of the
+    /// same BTF: every member path the loader reads, and every named
+    /// (flattened) member of the structs it reads them from. bpftool is a
+    /// test tool `cargo xtask test` installs; without it this fails, never skips.
     #[test]
     fn running_kernel_matches_bpftool() {
-        let Some(btf) = load_vmlinux() else { return };
+        let btf = load_vmlinux();
+        let fields = fields_the_loader_reads(&btf);
         let output = match std::process::Command::new("bpftool")
             .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
             .output()
@@ -1508,26 +1551,25 @@ mod tests {
             ),
         };
         let raw = parse_bpftool_raw(&String::from_utf8_lossy(&output.stdout));
-        let mut structs: Vec<&str> = KERNEL_FIELDS
-            .iter()
-            .map(|(s, _)| *s)
-            .filter(|s| *s != "kuid_t")
-            .collect();
+        for &(name, path) in &fields {
+            let bits = raw
+                .path_bits(name, path)
+                .unwrap_or_else(|| panic!("bpftool shows no {name}.{path}"));
+            assert_eq!(
+                u64::from(btf.member_offset(name, path).unwrap()) * 8,
+                bits,
+                "{name}.{path}"
+            );
+        }
+        let mut structs: Vec<&str> = fields.iter().map(|(s, _)| *s).collect();
+        structs.sort_unstable();
         structs.dedup();
         let mut checked = 0;
         for name in structs {
-            let mut ids: Vec<u32> = raw
-                .iter()
-                .filter(|(_, s)| s.name == name && !s.members.is_empty())
-                .map(|(id, _)| *id)
-                .collect();
-            ids.sort_unstable();
-            let id = *ids
-                .first()
-                .unwrap_or_else(|| panic!("bpftool shows no struct {name}"));
+            let id = raw.named(name);
             assert_eq!(
                 btf.struct_size(name).unwrap(),
-                raw[&id].size,
+                raw.composites[&id].size,
                 "size of {name}"
             );
             let mut members = Vec::new();
@@ -1546,7 +1588,10 @@ mod tests {
                 }
             }
         }
-        eprintln!("cross-checked {checked} member offsets against bpftool");
+        eprintln!(
+            "cross-checked the loader's {} member paths and {checked} member offsets against bpftool",
+            fields.len()
+        );
         assert!(checked > 100);
     }
 }

@@ -1,36 +1,65 @@
 //! The kernel struct offsets the eBPF programs need, read from the running
 //! kernel's BTF at load time (Rust eBPF has no CO-RE relocations here).
 
+use std::cell::RefCell;
+
 use anyhow::{Context as _, Result, bail};
 use tinyexec_ebpf::{ABSENT, COMM_LEN, HEADER_LEN, Offsets, WINDOW};
 
 use crate::btf::Btf;
 
-/// Offset of `strukt.path`, checking that the kernel's field has the width the programs read.
-fn field(btf: &Btf, strukt: &str, path: &str, width: u32) -> Result<u32> {
-    let offset = btf
-        .member_offset(strukt, path)
-        .with_context(|| format!("kernel BTF has no usable `{strukt}.{path}`"))?;
-    let size = btf.member_size(strukt, path)?;
-    if size != width {
-        bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {width}");
-    }
-    Ok(offset)
+/// The kernel's BTF, and every `(struct, member path)` read from it so far:
+/// the list of kernel fields tinyexec depends on comes from [`resolve`]
+/// itself, so the tests that check them (btf.rs) cannot drift from it.
+struct Reader<'a> {
+    btf: &'a Btf,
+    read: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
-/// The first of `paths` the kernel has, for fields renamed across versions.
-fn first_of(btf: &Btf, strukt: &str, paths: &[(&str, &[u32])]) -> Result<u32> {
-    for (path, widths) in paths {
-        if let Ok(offset) = btf.member_offset(strukt, path) {
-            let size = btf.member_size(strukt, path)?;
-            if !widths.contains(&size) {
-                bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {widths:?}");
-            }
-            return Ok(offset);
+impl<'a> Reader<'a> {
+    fn new(btf: &'a Btf) -> Self {
+        Self {
+            btf,
+            read: RefCell::new(Vec::new()),
         }
     }
-    let names: Vec<&str> = paths.iter().map(|(p, _)| *p).collect();
-    bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
+
+    /// Offset of `strukt.path`; recorded as read when the kernel has it.
+    fn offset(&self, strukt: &'static str, path: &'static str) -> Result<u32> {
+        let offset = self
+            .btf
+            .member_offset(strukt, path)
+            .with_context(|| format!("kernel BTF has no usable `{strukt}.{path}`"))?;
+        self.read.borrow_mut().push((strukt, path));
+        Ok(offset)
+    }
+
+    /// Offset of `strukt.path`, checking that the kernel's field has the width the programs read.
+    fn field(&self, strukt: &'static str, path: &'static str, width: u32) -> Result<u32> {
+        let offset = self.offset(strukt, path)?;
+        let size = self.btf.member_size(strukt, path)?;
+        if size != width {
+            bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {width}");
+        }
+        Ok(offset)
+    }
+
+    /// The first of `paths` the kernel has, for fields renamed across versions.
+    fn first_of(&self, strukt: &'static str, paths: &[(&'static str, &[u32])]) -> Result<u32> {
+        for (path, widths) in paths {
+            if let Ok(offset) = self.offset(strukt, path) {
+                let size = self.btf.member_size(strukt, path)?;
+                if !widths.contains(&size) {
+                    bail!(
+                        "kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {widths:?}"
+                    );
+                }
+                return Ok(offset);
+            }
+        }
+        let names: Vec<&str> = paths.iter().map(|(p, _)| *p).collect();
+        bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
+    }
 }
 
 /// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields`
@@ -58,8 +87,21 @@ fn window(strukt: &str, fields: &[(&str, u32, u32)]) -> Result<u32> {
 
 /// Resolves every field in [`Offsets`] from `btf`.
 pub fn resolve(btf: &Btf) -> Result<Offsets> {
+    read_all(&Reader::new(btf))
+}
+
+/// [`resolve`], and every `(struct, member path)` it read from `btf`, in order.
+#[cfg(test)]
+pub fn resolve_reading(btf: &Btf) -> Result<(Offsets, Vec<(&'static str, &'static str)>)> {
+    let r = Reader::new(btf);
+    let offsets = read_all(&r)?;
+    Ok((offsets, r.read.into_inner()))
+}
+
+fn read_all(r: &Reader) -> Result<Offsets> {
     const PTR: u32 = 8;
-    let f = |s, p, w| field(btf, s, p, w);
+    let btf = r.btf;
+    let f = |s, p, w| r.field(s, p, w);
     let (bprm_file, bprm_filename, bprm_interp) = (
         f("linux_binprm", "file", PTR)?,
         f("linux_binprm", "filename", PTR)?,
@@ -125,8 +167,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         inode_sb: f("inode", "i_sb", PTR)?,
         inode_writecount: f("inode", "i_writecount.counter", 4)?,
         // The change time's fields were renamed in 6.6 and split in 6.11.
-        inode_ctime_sec: first_of(
-            btf,
+        inode_ctime_sec: r.first_of(
             "inode",
             &[
                 ("i_ctime_sec", &[8]),
@@ -134,8 +175,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
                 ("i_ctime.tv_sec", &[8]),
             ],
         )?,
-        inode_ctime_nsec: first_of(
-            btf,
+        inode_ctime_nsec: r.first_of(
             "inode",
             &[
                 ("i_ctime_nsec", &[4]),
@@ -175,20 +215,16 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         user_inum: f("user_namespace", "ns.inum", 4)?,
         pid_ns_inum: f("pid_namespace", "ns.inum", 4)?,
         pid_level: f("pid", "level", 4)?,
-        pid_numbers: btf
-            .member_offset("pid", "numbers")
-            .context("kernel BTF has no usable `pid.numbers`")?,
+        pid_numbers: r.offset("pid", "numbers")?,
         upid_size,
         upid_nr,
         upid_ns,
         css_set_dfl_cgrp: f("css_set", "dfl_cgrp", PTR)?,
-        css_set_subsys: btf
-            .member_offset("css_set", "subsys")
-            .context("kernel BTF has no usable `css_set.subsys`")?,
+        css_set_subsys: r.offset("css_set", "subsys")?,
         css_cgroup: f("cgroup_subsys_state", "cgroup", PTR)?,
         cgroup_kn: f("cgroup", "kn", PTR)?,
         // Renamed when kernfs made the parent RCU-protected (6.15).
-        kernfs_parent: first_of(btf, "kernfs_node", &[("__parent", &[8]), ("parent", &[8])])?,
+        kernfs_parent: r.first_of("kernfs_node", &[("__parent", &[8]), ("parent", &[8])])?,
         kernfs_name: f("kernfs_node", "name", PTR)?,
         kernfs_id: f("kernfs_node", "id", 8)?,
     })
