@@ -422,7 +422,7 @@ mod tests {
 
     use super::*;
 
-    /// The rule, restated from EQGRP_tinyexec.yar alone: an oracle that shares
+    /// The rule, restated from `EQGRP_tinyexec.yar` alone: an oracle that shares
     /// no code (and no constants) with the product's matcher.
     fn reference(b: &[u8]) -> bool {
         const RS1: [u8; 14] = [

@@ -1,4 +1,4 @@
-//! The one definition of YARA rule `EQGRP_tinyexec` (spec/EQGRP_tinyexec.yar).
+//! The one definition of YARA rule `EQGRP_tinyexec` (`spec/EQGRP_tinyexec.yar`).
 //!
 //! ```text
 //! $s1 = { 73 68 73 74 72 74 61 62 00 2E 74 65 78 74 }
@@ -74,6 +74,7 @@ pub fn find_all(hay: &[u8], needle: &[u8]) -> impl Iterator<Item = usize> {
 /// `S1[..k]`, `S1.len() + k` for `S2[..k]`. The kernel walks it over the
 /// header with one table load per byte, no loop nested in another and no
 /// branch per byte, which its verifier checks cheaply.
+#[derive(Debug)]
 pub struct Automaton {
     /// `next[state * ROW + byte]`: the next state, with [`FOUND_S1`] /
     /// [`FOUND_S2`] set when that byte ends the string.
@@ -88,7 +89,7 @@ pub const AUTOMATON_STATES: usize = 32;
 /// Entries per state: one more than the byte values. With rows of 256 the
 /// index would be `state << 8 | byte`, and verifiers before 6.2 lose the bounds
 /// of an OR with a register they know (Debian 12's 6.1 refuses the program:
-/// "math between map_value pointer and register with unbounded min value");
+/// "math between `map_value` pointer and register with unbounded min value");
 /// `state * 257 + byte` is plain arithmetic every verifier bounds.
 const ROW: usize = 257;
 const STATE_MASK: u32 = AUTOMATON_STATES as u32 - 1;
@@ -501,10 +502,10 @@ mod tests {
             } else {
                 HeaderVerdict::NoMatch
             };
-            if got != HeaderVerdict::NeedRest {
-                assert_eq!(got, whole, "len {len} file {f:02x?}");
-            } else {
+            if got == HeaderVerdict::NeedRest {
                 assert!(len > HEADER_LEN);
+            } else {
+                assert_eq!(got, whole, "len {len} file {f:02x?}");
             }
             counts[got as usize - 1] += 1;
         }

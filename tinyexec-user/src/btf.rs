@@ -54,6 +54,7 @@ const KIND_ENUM64: u8 = 19;
 /// from the bytes when a lookup needs them: decoding every type of a kernel
 /// (over 100,000) into structures took three times the file's 5.5 MiB, and
 /// that parse was the sensor's peak memory.
+#[derive(Debug)]
 pub struct Btf {
     bytes: Vec<u8>,
     big_endian: bool,
@@ -89,14 +90,14 @@ enum Extra {
         nelems: u32,
     },
     /// Where the member records start in `Btf::bytes`, how many, and the
-    /// struct's kind_flag (bitfield sizes in the offsets).
+    /// struct's `kind_flag` (bitfield sizes in the offsets).
     Members {
         at: u32,
         len: u16,
         kind_flag: bool,
     },
     /// Where an enum's values start in `Btf::bytes`, how many, whether they
-    /// are 64-bit (ENUM64) and signed (the kind_flag).
+    /// are 64-bit (ENUM64) and signed (the `kind_flag`).
     Enumerators {
         at: u32,
         len: u16,
@@ -110,7 +111,7 @@ struct Member {
     name_off: u32,
     type_id: u32,
     bit_offset: u32,
-    /// Non-zero only for bitfields encoded with the struct's kind_flag.
+    /// Non-zero only for bitfields encoded with the struct's `kind_flag`.
     bitfield_size: u32,
 }
 
@@ -511,7 +512,7 @@ impl Btf {
         }
     }
 
-    /// True for bitfields in either encoding: the struct's kind_flag (explicit
+    /// True for bitfields in either encoding: the struct's `kind_flag` (explicit
     /// bit size) or, without it, an INT whose encoding is narrower than its size.
     fn is_bitfield(&self, member: &Member) -> Result<bool> {
         if member.bitfield_size != 0 {
@@ -526,7 +527,7 @@ impl Btf {
         Ok(false)
     }
 
-    /// Follows typedef/volatile/const/restrict/type_tag to the underlying type.
+    /// Follows typedef/volatile/const/restrict/`type_tag` to the underlying type.
     fn strip_wrappers(&self, mut id: u32) -> Result<u32> {
         for _ in 0..MAX_DEPTH {
             let ty = self.ty(id)?;
@@ -758,9 +759,13 @@ fn kind_name(kind: u8) -> &'static str {
 /// real kernel's BTF is not in the repository.
 #[doc(hidden)]
 pub mod synthetic {
-    use super::*;
+    use super::{
+        BTF_MAGIC, KIND_CONST, KIND_ENUM, KIND_ENUM64, KIND_PTR, KIND_RESTRICT, KIND_TYPE_TAG,
+        KIND_TYPEDEF, KIND_VOLATILE,
+    };
 
     /// Builds raw BTF blobs so the parser is tested on layouts we control.
+    #[derive(Debug)]
     pub struct Writer {
         /// Type section as u32 words (every BTF type record is word-sized).
         words: Vec<u32>,
@@ -898,7 +903,7 @@ pub mod synthetic {
                     w.to_be_bytes()
                 } else {
                     w.to_le_bytes()
-                })
+                });
             };
             let mut out = Vec::new();
             let magic = if big_endian {
@@ -928,7 +933,7 @@ pub mod synthetic {
         pub loginuid: u32,
         pub comm: u32,
         pub task_size: u32,
-        /// qstr: offset of the anonymous {hash,len}/hash_len union and of `name`.
+        /// qstr: offset of the anonymous `{hash,len}`/`hash_len` union and of `name`.
         pub q_union: u32,
         pub q_name: u32,
         /// Offsets of `len` inside the anonymous struct (`hash` takes the other slot).

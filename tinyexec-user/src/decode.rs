@@ -101,7 +101,7 @@ fn c_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// The kernel's internal dev_t (12-bit major, 20-bit minor) to the encoding `stat` reports.
+/// The kernel's internal `dev_t` (12-bit major, 20-bit minor) to the encoding `stat` reports.
 pub fn user_dev(kdev: u32) -> u64 {
     let major = u64::from(kdev >> 20);
     let minor = u64::from(kdev & 0xf_ffff);
@@ -278,7 +278,7 @@ mod tests {
         rec.path_len = 2;
         rec.cgroup_id = 77;
         rec.cgroup_path_len = 13;
-        (rec.vpid, rec.parent_vpid, rec.ns_net) = (2, 1, 4026532000);
+        (rec.vpid, rec.parent_vpid, rec.ns_net) = (2, 1, 4_026_532_000);
         let exec = decode(&encode(&rec, b"/xinner\0docker\0")).unwrap();
         assert_eq!(exec.path, "/x");
         assert_eq!(
@@ -290,7 +290,7 @@ mod tests {
             })
         );
         assert_eq!((exec.vpid, exec.parent_vpid), (2, 1));
-        assert_eq!(exec.namespaces[2], 4026532000);
+        assert_eq!(exec.namespaces[2], 4_026_532_000);
         // The root cgroup has no name; a walk that read nothing has no path.
         assert_eq!(cgroup_path(b"", false).as_deref(), Some("/"));
         assert_eq!(cgroup_path(b"", true), None);

@@ -37,7 +37,7 @@ struct Scanner<W: Write> {
 }
 
 /// Exit status: 0 no match, 1 a match, 2 an error (errors win: the hunt was incomplete).
-pub fn scan(args: ScanArgs) -> ExitCode {
+pub fn scan(args: &ScanArgs) -> ExitCode {
     let stdout = io::stdout();
     // SAFETY: isatty on a constant fd.
     let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;

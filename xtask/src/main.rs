@@ -39,7 +39,7 @@ enum Cmd {
         /// The static binary that ships (musl, profile `dist`): runs on any Linux userland.
         #[arg(long = "static")]
         static_: bool,
-        /// The static binary for this architecture (implies --static): x86_64 or aarch64.
+        /// The static binary for this architecture (implies --static): `x86_64` or aarch64.
         #[arg(long, value_enum)]
         arch: Option<arch::Arch>,
     },

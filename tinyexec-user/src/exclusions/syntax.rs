@@ -385,7 +385,7 @@ impl Parser {
                     other => error(next.col, expected_operator(other)),
                 }
             }
-            Tok::Word(word) => self.predicate(word, col),
+            Tok::Word(word) => self.predicate(&word, col),
             Tok::Value(value) => error(
                 col,
                 format!(
@@ -419,16 +419,16 @@ impl Parser {
         }
     }
 
-    fn predicate(&mut self, field: String, col: usize) -> Result<Expr, SyntaxError> {
+    fn predicate(&mut self, field: &str, col: usize) -> Result<Expr, SyntaxError> {
         self.bump();
         let next = self.peek()?;
         let exact = match next.tok {
             Tok::Colon => false,
             Tok::EqEq => true,
-            _ if fields::is_known(&field) => {
+            _ if fields::is_known(field) => {
                 return error(
                     next.col,
-                    format!("expected `:` or `==` after the field `{}`", excerpt(&field)),
+                    format!("expected `:` or `==` after the field `{}`", excerpt(field)),
                 );
             }
             _ => {
@@ -436,21 +436,21 @@ impl Parser {
                     col,
                     format!(
                         "expected a predicate (`field:value`), found `{}`",
-                        excerpt(&field)
+                        excerpt(field)
                     ),
                 );
             }
         };
-        if !fields::is_known(&field) {
-            let message = match self.hints.then(|| fields::suggest(&field)).flatten() {
+        if !fields::is_known(field) {
+            let message = match self.hints.then(|| fields::suggest(field)).flatten() {
                 Some(known) => format!(
                     "unknown field `{}`; did you mean `{known}`?",
-                    excerpt(&field)
+                    excerpt(field)
                 ),
                 None => {
                     format!(
                         "unknown field `{}` (the fields are listed in docs/events.md)",
-                        excerpt(&field)
+                        excerpt(field)
                     )
                 }
             };
@@ -460,10 +460,10 @@ impl Parser {
         let Token { tok, col: at } = self.peek()?.clone();
         let Tok::Value(value) = tok else {
             // The lexer always puts a value or an error after an operator.
-            return error(at, format!("missing value after `{}`", excerpt(&field)));
+            return error(at, format!("missing value after `{}`", excerpt(field)));
         };
         self.bump();
-        match Predicate::new(&field, exact, &value) {
+        match Predicate::new(field, exact, &value) {
             Ok(p) => Ok(Expr::Pred(p)),
             Err(message) => error(at, message),
         }
