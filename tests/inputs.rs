@@ -84,7 +84,7 @@ const CASES: &[Case] = &[
         name: "100,000 NOTs",
         make: |p| {
             fs::write(p, format!("{}process.name:a\n", "NOT ".repeat(100_000)))
-                .expect("writing the bad file")
+                .expect("writing the bad file");
         },
         says: ":1:257: nested too deeply",
     },

@@ -89,6 +89,16 @@ fn is_field_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '.' | '@')
 }
 
+/// The first index from `from` on whose character satisfies `pred`.
+fn find_from(chars: &[char], from: usize, pred: impl Fn(char) -> bool) -> Option<usize> {
+    chars.get(from..)?.iter().position(|&c| pred(c)).map(|k| from + k)
+}
+
+/// The characters in `range` as a string (empty if it is out of bounds).
+fn text(chars: &[char], range: std::ops::Range<usize>) -> String {
+    chars.get(range).unwrap_or_default().iter().collect()
+}
+
 fn ends_word(c: char) -> bool {
     c.is_whitespace() || matches!(c, '(' | ')') || is_quote(c)
 }
@@ -161,10 +171,8 @@ fn lex(chars: &[char]) -> Vec<Token> {
                 }
             },
             c if is_field_char(c) => {
-                let end = (i..chars.len())
-                    .find(|&k| !is_field_char(chars[k]))
-                    .unwrap_or(chars.len());
-                let word: String = chars[i..end].iter().collect();
+                let end = find_from(chars, i, |c| !is_field_char(c)).unwrap_or(chars.len());
+                let word = text(chars, i..end);
                 (keyword(&word).unwrap_or(Tok::Word(word)), end)
             }
             c => (Tok::Error(unexpected(c)), i + 1),
@@ -207,14 +215,12 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     match open {
         c if c.is_whitespace() || c == '(' || c == ')' => {
             // `field: "x"`: say why, unless what follows is no value anyway.
-            let next = (i..chars.len()).find(|&k| !chars[k].is_whitespace());
+            let next = find_from(chars, i, |c| !c.is_whitespace());
             let spaced_value = c.is_whitespace()
                 && next.is_some_and(|k| {
-                    let end = (k + 1..chars.len())
-                        .find(|&e| ends_word(chars[e]))
-                        .unwrap_or(chars.len());
-                    let word: String = chars[k..end].iter().collect();
-                    !matches!(chars[k], '(' | ')') && keyword(&word).is_none()
+                    let end = find_from(chars, k + 1, ends_word).unwrap_or(chars.len());
+                    let word = text(chars, k..end);
+                    !matches!(chars.get(k), Some('(' | ')')) && keyword(&word).is_none()
                 });
             let hint = if spaced_value {
                 " (the value must follow it directly, without a space)"
@@ -243,8 +249,8 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
         }
         '“' | '”' | '„' => {
             let start = i + 1;
-            match (start..chars.len()).find(|&k| matches!(chars[k], '”' | '“')) {
-                Some(end) => Ok((chars[start..end].iter().collect(), end + 1)),
+            match find_from(chars, start, |c| matches!(c, '”' | '“')) {
+                Some(end) => Ok((text(chars, start..end), end + 1)),
                 None => Err((col, unterminated(open))),
             }
         }
@@ -255,15 +261,13 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
             ),
         )),
         _ => {
-            let end = (i..chars.len())
-                .find(|&k| ends_word(chars[k]))
-                .unwrap_or(chars.len());
+            let end = find_from(chars, i, ends_word).unwrap_or(chars.len());
             match chars.get(end) {
                 Some(&q) if is_quote(q) => Err((
                     end + 1,
                     format!("quote `{q}` inside an unquoted value: quote the whole value"),
                 )),
-                _ => Ok((chars[i..end].iter().collect(), end)),
+                _ => Ok((text(chars, i..end), end)),
             }
         }
     }
