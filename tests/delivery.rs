@@ -185,6 +185,10 @@ struct DeafListener {
 /// A listening socket on loopback whose connections get a 4 KiB receive
 /// buffer (set before listen(2), so accepted sockets inherit it and the
 /// kernel does not grow it): a peer that never reads fills up at once.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc's own sizes and constants, which fit the types it gives them"
+)]
 fn small_buffer_listener() -> TcpListener {
     use std::os::fd::FromRawFd as _;
     // SAFETY: plain socket calls on a descriptor this function owns until it

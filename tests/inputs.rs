@@ -41,6 +41,10 @@ fn mkfifo(path: &Path) {
 }
 
 /// Deterministic bytes that are not UTF-8, after two good lines.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "random bytes: one byte of each draw"
+)]
 fn garbage() -> Vec<u8> {
     let mut out = b"# fine so far\nprocess.name:snort\n\xff".to_vec();
     let mut x: u32 = 0x2545_f491;

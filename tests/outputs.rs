@@ -103,7 +103,7 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     let rotated = dir.path().join("alerts.json.1");
     fs::rename(&out, &rotated).unwrap();
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
     wait_until("not reopened", || out.exists());
     let second = dir.exe(&unique("second"), &stager());
     run_ok(&mut Command::new(&second));

@@ -210,7 +210,7 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
     s.wait_for("the alert", exec_of(&path));
     s.wait_stderr("delivery failed", 0);
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
     let after = dir.exe(&unique("after-hup"), &stager());
     run_ok(&mut Command::new(&after));
     s.wait_for("the alert after SIGHUP", exec_of(&after));

@@ -183,6 +183,10 @@ mod tests {
     /// A tiny BTF: `int`, `struct inode { int i_mode; int i_size; }` (plain
     /// offsets), `struct inode` again with `kind_flag` (a 3-bit bitfield before
     /// `i_size`), and an enum in between that must be skipped over.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a BTF of a few dozen bytes: its lengths fit u32"
+    )]
     fn sample() -> Vec<u8> {
         let strings = b"\0int\0inode\0i_mode\0i_size\0e\0A\0".to_vec();
         let s = |n: &str| {

@@ -18,6 +18,10 @@
 //!
 //! The whole file is mapped, so the data is addressable at `base + offset`; timespecs are built on
 //! the stack, so the segment never needs to be writable.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "the ELFs made here are a few hundred bytes: every length and offset fits its u32 or u16 field"
+)]
 
 /// `$s1` of the rule: `"shstrtab\0.text"`.
 const RULE_S1: &[u8] = b"shstrtab\0.text";

@@ -515,7 +515,7 @@ impl Sensor {
     pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
         let mut child = self.child.take().expect("sensor already stopped");
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
+        unsafe { libc::kill(child.id().cast_signed(), signal) };
         self.finish(&mut child)
     }
 

@@ -3,6 +3,10 @@
 //! Everything here is `#[repr(C)]` and defined once: the eBPF side writes these
 //! layouts, the user side (feature `user`) reads them back as `aya::Pod`.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "eBPF code: each helper is inlined into its program (BPF-to-BPF calls mix with tail calls only from kernel 5.10 on)"
+)]
 
 pub mod rule;
 

@@ -11,6 +11,13 @@
 //! once for every way the walk before it can end.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "eBPF code: each helper is inlined into its program (BPF-to-BPF calls mix with tail calls only from kernel 5.10 on)"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod container;

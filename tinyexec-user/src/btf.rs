@@ -261,9 +261,10 @@ impl Btf {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut enums: HashMap<Box<[u8]>, u32> = HashMap::new();
-        for id in 1..self.records.len() {
-            // Type ids are bounded by u32 because the section length is a u32.
-            let ty = self.ty(id as u32)?;
+        // Type ids are bounded by u32 because the section length is a u32.
+        let count = u32::try_from(self.records.len()).context("more BTF types than u32 ids")?;
+        for id in 1..count {
+            let ty = self.ty(id)?;
             let indexed = matches!(
                 ty.kind,
                 KIND_STRUCT | KIND_UNION | KIND_TYPEDEF | KIND_ENUM | KIND_ENUM64
@@ -277,8 +278,6 @@ impl Btf {
             if name.is_empty() {
                 continue;
             }
-            // Type ids are bounded by u32 because the section length is a u32.
-            let id = id as u32;
             if ty.kind == KIND_TYPEDEF {
                 typedefs.entry(name.into()).or_insert(id);
                 continue;
@@ -331,9 +330,9 @@ impl Btf {
             // kind_flag marks a signed enum.
             let value = if wide {
                 let hi = r.u32()?;
-                ((u64::from(hi) << 32) | u64::from(lo)) as i64
+                ((u64::from(hi) << 32) | u64::from(lo)).cast_signed()
             } else if signed {
-                i64::from(lo as i32)
+                i64::from(lo.cast_signed())
             } else {
                 i64::from(lo)
             };
@@ -645,7 +644,7 @@ fn record_starts(bytes: &[u8], types: Range<usize>, big_endian: bool) -> Result<
     };
     while r.pos < types.end {
         let id = starts.len();
-        starts.push(r.pos as u32);
+        starts.push(u32::try_from(r.pos).context("BTF of 4 GiB or more")?);
         let ty = decode_type(&r).with_context(|| format!("at BTF type id {id}"))?;
         r.skip(12 + extra_len(ty.kind, vlen_of(&r)?)?)
             .with_context(|| format!("at BTF type id {id}"))?;
@@ -701,7 +700,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Members {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 kind_flag: info >> 31 != 0,
             }
@@ -715,7 +714,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Enumerators {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 wide: kind == KIND_ENUM64,
                 signed: info >> 31 != 0,
@@ -764,6 +763,11 @@ fn kind_name(kind: u8) -> &'static str {
 /// real kernel's BTF is not in the repository.
 #[doc(hidden)]
 pub mod synthetic {
+    #![expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a BTF of a few types: its lengths fit u32; an enum64 value is split into its words"
+    )]
     use super::{
         BTF_MAGIC, KIND_CONST, KIND_ENUM, KIND_ENUM64, KIND_PTR, KIND_RESTRICT, KIND_TYPE_TAG,
         KIND_TYPEDEF, KIND_VOLATILE,

@@ -117,7 +117,7 @@ impl<W: Write> Scanner<W> {
         if !rule::size_can_match(size) {
             return;
         }
-        let mut content = Vec::with_capacity(rule::FILESIZE_LT as usize);
+        let mut content = Vec::with_capacity(rule::FILESIZE_LT_LEN);
         let read =
             fs::File::open(path).and_then(|f| f.take(rule::FILESIZE_LT).read_to_end(&mut content));
         if let Err(e) = read {

@@ -162,7 +162,9 @@ pub fn levenshtein_within(a: &str, b: &str, limit: usize) -> Option<usize> {
         let mut left = i + 1;
         cur.push(left);
         for ((cb, &diagonal), &up) in b.iter().zip(&prev).zip(prev.iter().skip(1)) {
-            left = (diagonal + usize::from(ca != *cb)).min(up + 1).min(left + 1);
+            left = (diagonal + usize::from(ca != *cb))
+                .min(up + 1)
+                .min(left + 1);
             cur.push(left);
         }
         std::mem::swap(&mut prev, &mut cur);

@@ -91,7 +91,11 @@ fn is_field_char(c: char) -> bool {
 
 /// The first index from `from` on whose character satisfies `pred`.
 fn find_from(chars: &[char], from: usize, pred: impl Fn(char) -> bool) -> Option<usize> {
-    chars.get(from..)?.iter().position(|&c| pred(c)).map(|k| from + k)
+    chars
+        .get(from..)?
+        .iter()
+        .position(|&c| pred(c))
+        .map(|k| from + k)
 }
 
 /// The characters in `range` as a string (empty if it is out of bounds).

@@ -126,7 +126,7 @@ fn progress(kernel: &str, line: &str) {
     let (checks, _) = report::parse([line]);
     for c in checks {
         let how = if c.ok { "ok" } else { "FAILED" };
-        let secs = |ms: u64| ms as f64 / 1000.0;
+        let secs = |ms: u64| Duration::from_millis(ms).as_secs_f64();
         let ready = match (c.ready_ms, c.failed_after_ms) {
             (Some(ms), _) => format!(", ready in {:.1} s", secs(ms)),
             (_, Some(ms)) => format!(", not loaded ({:.1} s)", secs(ms)),
