@@ -135,7 +135,7 @@ fn sys(code: &mut Vec<u8>, arch: Arch) {
     }
 }
 
-/// `AArch64` encodings: every instruction is one little-endian 32-bit word, so
+/// AArch64 encodings: every instruction is one little-endian 32-bit word, so
 /// sizes never depend on the values (a 32-bit value always takes `movz` + `movk`).
 mod a64 {
     /// `svc #0`.
@@ -397,7 +397,7 @@ impl TinyElf {
     }
 }
 
-/// `e_ident`: magic, class, little-endian, version 1, `SysV` ABI, zero padding.
+/// `e_ident`: magic, class, little-endian, version 1, SysV ABI, zero padding.
 fn ident(out: &mut Vec<u8>, class: u8) {
     out.extend_from_slice(&[0x7F, b'E', b'L', b'F', class, 1, 1, 0]);
     out.extend_from_slice(&[0; 8]);
@@ -672,7 +672,7 @@ mod tests {
         }
     }
 
-    /// The `AArch64` encodings, checked against GNU objdump's disassembly of them
+    /// The AArch64 encodings, checked against GNU objdump's disassembly of them
     /// (`aarch64-linux-gnu-objdump -D -b binary -m aarch64`).
     #[test]
     fn aarch64_code_is_what_objdump_reads() {

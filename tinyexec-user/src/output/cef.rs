@@ -1,4 +1,4 @@
-//! Records as `ArcSight` CEF, the format the Azure Monitor Agent forwards into
+//! Records as ArcSight CEF, the format the Azure Monitor Agent forwards into
 //! Sentinel's `CommonSecurityLog`. Every value is escaped per the CEF
 //! specification, so a crafted path can neither add a field nor end the record.
 
