@@ -2,6 +2,10 @@
 //! OCI runtime (runc, from Debian) from a busybox rootfs built here, a
 //! Kubernetes-style cgroup made by the test, and an exec on the host; an
 //! exclusion on `container.id` applied to both.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     fs,

@@ -4,6 +4,10 @@
 //! configuration keys out of range. Each is refused with an error naming the
 //! place, at start, by `check`, and on a live reload, after which the running
 //! sensor still alerts (a barrier exec shows it).
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     ffi::CString,
@@ -31,12 +35,16 @@ struct Case {
 }
 
 fn mkfifo(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c = CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
     // SAFETY: mkfifo on a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
 }
 
 /// Deterministic bytes that are not UTF-8, after two good lines.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "random bytes: one byte of each draw"
+)]
 fn garbage() -> Vec<u8> {
     let mut out = b"# fine so far\nprocess.name:snort\n\xff".to_vec();
     let mut x: u32 = 0x2545_f491;
@@ -72,13 +80,16 @@ const CASES: &[Case] = &[
                 "(".repeat(10_000),
                 ")".repeat(10_000)
             );
-            fs::write(p, line).unwrap();
+            fs::write(p, line).expect("writing the bad file");
         },
         says: ":1:65: nested too deeply: more than 64",
     },
     Case {
         name: "100,000 NOTs",
-        make: |p| fs::write(p, format!("{}process.name:a\n", "NOT ".repeat(100_000))).unwrap(),
+        make: |p| {
+            fs::write(p, format!("{}process.name:a\n", "NOT ".repeat(100_000)))
+                .expect("writing the bad file");
+        },
         says: ":1:257: nested too deeply",
     },
     Case {
@@ -88,7 +99,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "50 MB",
-        make: |p| fs::write(p, many_exclusions(50_000_000)).unwrap(),
+        make: |p| fs::write(p, many_exclusions(50_000_000)).expect("writing the bad file"),
         says: "bytes, more than the limit of 1 MiB",
     },
     Case {
@@ -96,13 +107,13 @@ const CASES: &[Case] = &[
         make: |p| {
             let mut text = many_exclusions(LIMIT);
             text.push_str(&"#".repeat(LIMIT + 1 - text.len()));
-            fs::write(p, text).unwrap();
+            fs::write(p, text).expect("writing the bad file");
         },
         says: "is too large: 1048577 bytes, more than the limit of 1 MiB",
     },
     Case {
         name: "binary garbage",
-        make: |p| fs::write(p, garbage()).unwrap(),
+        make: |p| fs::write(p, garbage()).expect("writing the bad file"),
         says: ":3:1: not UTF-8 text: byte 0x",
     },
 ];
@@ -112,7 +123,7 @@ const CASES: &[Case] = &[
 fn replace(path: &Path, case: &Case) {
     let tmp = path.with_extension(unique("new"));
     (case.make)(&tmp);
-    fs::rename(&tmp, path).unwrap();
+    fs::rename(&tmp, path).expect("renaming the bad file into place");
 }
 
 #[test]
@@ -244,12 +255,13 @@ fn a_reload_of_each_hostile_file_keeps_the_running_exclusions_and_the_alerts() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .expect("VmRSS in /proc/PID/status")
 }
 
 /// Starts a sensor with `exclusions`, then times exec-to-alert for stagers no
@@ -303,7 +315,7 @@ fn run_fails(args: &[&str], config: Option<&PathBuf>) -> (Option<i32>, String) {
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("running the sensor");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!err.contains("ready"), "{err}");
     (out.status.code(), err)

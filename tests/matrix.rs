@@ -7,6 +7,10 @@
 //! lines into its per-kernel table. Fields: `check`, `mode`, `ok`, `ms`, and
 //! per check `loaded`, `ready_ms`, `failed_after_ms`, `verified`, `programs`,
 //! `refused`, `error`.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     any::Any,

@@ -3,6 +3,10 @@
 //! with `--all-execs` still one record per exec, but only one alert. A
 //! barrier (another file's alert after the storm) shows every repeat was seen
 //! before the assertions.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{fs, path::Path, process::Command};
 

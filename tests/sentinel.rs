@@ -1,5 +1,5 @@
 //! Delivery to Microsoft Sentinel's Logs Ingestion API, against an HTTPS
-//! stand-in this test starts (tests/harness/sentinel_server.py): the documented
+//! stand-in this test starts (`tests/harness/sentinel_server.py`): the documented
 //! request shape, outages, time-outs, a restart mid-outage, and the spool bound.
 
 use std::{
@@ -82,13 +82,11 @@ fn path_of(r: &Value) -> &str {
 }
 
 fn spooled(spool: &Path) -> usize {
-    fs::read_dir(spool)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
-                .count()
-        })
-        .unwrap_or(0)
+    fs::read_dir(spool).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
+            .count()
+    })
 }
 
 #[test]
@@ -96,7 +94,7 @@ fn alerts_arrive_in_the_documented_shape() {
     let dir = TempDir::new("ingest");
     let ingest = Ingest::start(dir.path());
     let spool = dir.path().join("spool");
-    let _s = sensor(&ingest.settings(dir.path(), &spool, ""));
+    let s = sensor(&ingest.settings(dir.path(), &spool, ""));
     let path = dir.exe(&unique("stager"), &stager());
     run_ok(&mut Command::new(&path));
     let d = ingest.wait_delivered("the alert", |d| {
@@ -161,7 +159,7 @@ fn alerts_arrive_in_the_documented_shape() {
     );
     // The secret is nowhere on the command line.
     assert!(
-        !fs::read_to_string(format!("/proc/{}/cmdline", _s.pid()))
+        !fs::read_to_string(format!("/proc/{}/cmdline", s.pid()))
             .unwrap()
             .contains(SECRET)
     );

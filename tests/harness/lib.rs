@@ -2,6 +2,10 @@
 //! programs, real kernel), really exec binaries, read the JSON it prints.
 //!
 //! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
+#![expect(
+    clippy::expect_used,
+    reason = "the harness panics with a message: that is the failure report"
+)]
 
 pub mod barrier;
 pub mod btf;
@@ -89,8 +93,7 @@ pub fn unique(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         "tx-{tag}-{}-{}-{nanos}",
         std::process::id(),
@@ -99,6 +102,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 /// A world-readable scratch directory (other uids exec from it), removed on drop.
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -266,7 +270,7 @@ pub fn own_comm() -> String {
 #[derive(Default)]
 struct Shared {
     records: Vec<Value>,
-    /// CLOCK_BOOTTIME when each record's line was read, ns.
+    /// `CLOCK_BOOTTIME` when each record's line was read, ns.
     arrivals: Vec<u64>,
     stderr: Vec<String>,
     /// When the `ready` line was read.
@@ -283,6 +287,16 @@ pub struct Sensor {
     started: Instant,
     shared: Arc<(Mutex<Shared>, Condvar)>,
     readers: Vec<thread::JoinHandle<()>>,
+}
+
+/// Its process, not the records collected so far (a failing test prints those itself).
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor")
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sensor {
@@ -476,7 +490,7 @@ impl Sensor {
             .collect()
     }
 
-    /// Every record so far that satisfies `pred`, with CLOCK_BOOTTIME when its
+    /// Every record so far that satisfies `pred`, with `CLOCK_BOOTTIME` when its
     /// line was read (ns: the clock of `tinyexec.ktime_ns`).
     pub fn records_timed(&self, pred: impl Fn(&Value) -> bool) -> Vec<(Value, u64)> {
         let (m, _) = &*self.shared;
@@ -502,7 +516,7 @@ impl Sensor {
     pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
         let mut child = self.child.take().expect("sensor already stopped");
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
+        unsafe { libc::kill(child.id().cast_signed(), signal) };
         self.finish(&mut child)
     }
 
@@ -542,20 +556,22 @@ impl Drop for Sensor {
         }
         let (m, _) = &*self.shared;
         let violations = m.lock().map(|g| g.violations.clone()).unwrap_or_default();
-        if !violations.is_empty() && !thread::panicking() {
-            panic!("records broke docs/schema:\n{}", violations.join("\n"));
-        }
+        assert!(
+            violations.is_empty() || thread::panicking(),
+            "records broke docs/schema:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
-/// CLOCK_BOOTTIME now, ns: the clock of the records' `tinyexec.ktime_ns`.
+/// `CLOCK_BOOTTIME` now, ns: the clock of the records' `tinyexec.ktime_ns`.
 pub fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid pointer to a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 

@@ -6,18 +6,21 @@ use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tinyexec_ebpf::{WINDOW, flags};
 
 /// The offset of a kernel field, from the `OFFSETS` global user space filled in.
-/// A volatile read: the compiler must not fold the build-time placeholder.
 macro_rules! off {
-    ($field:ident) => {{
-        #[allow(
-            unused_unsafe,
-            reason = "the macro is used inside and outside unsafe blocks"
-        )]
-        let v = unsafe { core::ptr::read_volatile(&raw const crate::program::OFFSETS.$field) };
-        v as usize
-    }};
+    ($field:ident) => {
+        crate::kernel::offset(&crate::program::OFFSETS.$field)
+    };
 }
 pub(crate) use off;
+
+/// A field of `OFFSETS`, read volatile: the compiler must not fold the
+/// build-time placeholder. A function, not the macro's own unsafe block, so
+/// `off!` reads the same inside and outside unsafe code.
+#[inline(always)]
+pub(crate) fn offset(field: &u32) -> usize {
+    // SAFETY: a reference is valid for reads.
+    (unsafe { core::ptr::read_volatile(field) }) as usize
+}
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
@@ -30,12 +33,11 @@ pub(crate) fn read<T: Copy>(base: usize, offset: usize) -> Result<T, i32> {
 /// one unreadable field never costs the whole record.
 #[inline(always)]
 pub(crate) fn read_or_flag<T: Copy + Default>(fl: &mut u32, base: usize, offset: usize) -> T {
-    match read(base, offset) {
-        Ok(v) => v,
-        Err(_) => {
-            *fl |= flags::READ_ERROR;
-            T::default()
-        }
+    if let Ok(v) = read(base, offset) {
+        v
+    } else {
+        *fl |= flags::READ_ERROR;
+        T::default()
     }
 }
 

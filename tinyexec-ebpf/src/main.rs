@@ -11,6 +11,22 @@
 //! once for every way the walk before it can end.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "the kernel side bounds its values with the masks and comparisons the verifier \
+                  follows; a try_from is one more branch for it, and a pointer is a u64 here"
+    )
+)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "eBPF code: each helper is inlined into its program (BPF-to-BPF calls mix with tail calls only from kernel 5.10 on)"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod container;
@@ -93,6 +109,10 @@ mod program {
     // A raw tracepoint rather than tp_btf: the same arguments and cost, and
     // loading it needs no BTF of our own in user space (a 30 MiB parse).
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_exec(ctx: RawTracePointContext) -> i32 {
         // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
         let task: usize = ctx.arg(0);
@@ -107,6 +127,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_exe_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             let file = unsafe { (*carry).file } as usize;
@@ -117,6 +141,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             let parent = unsafe { (*carry).parent } as usize;
@@ -127,6 +155,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             unsafe { container::fill(work.cast(), work.add(CGROUP_SCRATCH), &*carry) };
@@ -376,9 +408,7 @@ mod program {
     fn wakeup(urgent: bool) -> u64 {
         const BPF_RB_AVAIL_DATA: u64 = 0;
         const BATCH_BYTES: u64 = 64 << 10;
-        if urgent {
-            u64::from(BPF_RB_FORCE_WAKEUP)
-        } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
+        if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
             u64::from(BPF_RB_FORCE_WAKEUP)
         } else {
             u64::from(BPF_RB_NO_WAKEUP)
@@ -469,7 +499,7 @@ mod program {
     }
 
     /// Prevent mode, on a match: SIGKILL before the new image returns to user
-    /// space. Returns KILLED, or KILL_FAILED when no signal could be sent.
+    /// space. Returns `KILLED`, or `KILL_FAILED` when no signal could be sent.
     #[inline(always)]
     fn kill() -> u32 {
         // Not in aya_ebpf::bindings (they hold BPF's own constants only).
@@ -541,7 +571,7 @@ mod program {
             (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
             (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));
             let mode: u16 = read_or_flag(fl, inode, off!(inode_mode));
-            (*rec).mode = mode as u32;
+            (*rec).mode = u32::from(mode);
             let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
             (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
             (*rec).ctime_sec = read_or_flag(fl, inode, off!(inode_ctime_sec));

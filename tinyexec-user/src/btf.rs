@@ -10,9 +10,12 @@
 //! members, arrays, ints, the type wrappers and enums' values; everything
 //! else is skipped after bounds checking. Format reference: the kernel's
 //! `Documentation/bpf/btf.rst`.
+// Outside input: an index out of bounds here is a crash an attacker chooses.
+#![warn(clippy::indexing_slicing)]
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::ops::Range;
 use std::path::Path;
 
@@ -54,6 +57,7 @@ const KIND_ENUM64: u8 = 19;
 /// from the bytes when a lookup needs them: decoding every type of a kernel
 /// (over 100,000) into structures took three times the file's 5.5 MiB, and
 /// that parse was the sensor's peak memory.
+#[derive(Debug)]
 pub struct Btf {
     bytes: Vec<u8>,
     big_endian: bool,
@@ -89,14 +93,14 @@ enum Extra {
         nelems: u32,
     },
     /// Where the member records start in `Btf::bytes`, how many, and the
-    /// struct's kind_flag (bitfield sizes in the offsets).
+    /// struct's `kind_flag` (bitfield sizes in the offsets).
     Members {
         at: u32,
         len: u16,
         kind_flag: bool,
     },
     /// Where an enum's values start in `Btf::bytes`, how many, whether they
-    /// are 64-bit (ENUM64) and signed (the kind_flag).
+    /// are 64-bit (ENUM64) and signed (the `kind_flag`).
     Enumerators {
         at: u32,
         len: u16,
@@ -110,7 +114,7 @@ struct Member {
     name_off: u32,
     type_id: u32,
     bit_offset: u32,
-    /// Non-zero only for bitfields encoded with the struct's kind_flag.
+    /// Non-zero only for bitfields encoded with the struct's `kind_flag`.
     bitfield_size: u32,
 }
 
@@ -257,9 +261,10 @@ impl Btf {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut enums: HashMap<Box<[u8]>, u32> = HashMap::new();
-        for id in 1..self.records.len() {
-            // Type ids are bounded by u32 because the section length is a u32.
-            let ty = self.ty(id as u32)?;
+        // Type ids are bounded by u32 because the section length is a u32.
+        let count = u32::try_from(self.records.len()).context("more BTF types than u32 ids")?;
+        for id in 1..count {
+            let ty = self.ty(id)?;
             let indexed = matches!(
                 ty.kind,
                 KIND_STRUCT | KIND_UNION | KIND_TYPEDEF | KIND_ENUM | KIND_ENUM64
@@ -273,8 +278,6 @@ impl Btf {
             if name.is_empty() {
                 continue;
             }
-            // Type ids are bounded by u32 because the section length is a u32.
-            let id = id as u32;
             if ty.kind == KIND_TYPEDEF {
                 typedefs.entry(name.into()).or_insert(id);
                 continue;
@@ -327,9 +330,9 @@ impl Btf {
             // kind_flag marks a signed enum.
             let value = if wide {
                 let hi = r.u32()?;
-                ((u64::from(hi) << 32) | u64::from(lo)) as i64
+                ((u64::from(hi) << 32) | u64::from(lo)).cast_signed()
             } else if signed {
-                i64::from(lo as i32)
+                i64::from(lo.cast_signed())
             } else {
                 i64::from(lo)
             };
@@ -511,7 +514,7 @@ impl Btf {
         }
     }
 
-    /// True for bitfields in either encoding: the struct's kind_flag (explicit
+    /// True for bitfields in either encoding: the struct's `kind_flag` (explicit
     /// bit size) or, without it, an INT whose encoding is narrower than its size.
     fn is_bitfield(&self, member: &Member) -> Result<bool> {
         if member.bitfield_size != 0 {
@@ -526,7 +529,7 @@ impl Btf {
         Ok(false)
     }
 
-    /// Follows typedef/volatile/const/restrict/type_tag to the underlying type.
+    /// Follows typedef/volatile/const/restrict/`type_tag` to the underlying type.
     fn strip_wrappers(&self, mut id: u32) -> Result<u32> {
         for _ in 0..MAX_DEPTH {
             let ty = self.ty(id)?;
@@ -617,14 +620,14 @@ impl Btf {
 
     /// NUL-terminated string at `off` in the string section.
     fn name_bytes(&self, off: u32) -> Result<&[u8]> {
-        let tail = self.bytes[self.strings.clone()]
-            .get(off as usize..)
+        let tail = self
+            .bytes
+            .get(self.strings.clone())
+            .and_then(|s| s.get(off as usize..))
             .ok_or_else(|| anyhow!("string offset {off} beyond string section"))?;
-        let end = tail
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| anyhow!("string at offset {off} is not NUL-terminated"))?;
-        Ok(&tail[..end])
+        let name = CStr::from_bytes_until_nul(tail)
+            .map_err(|_| anyhow!("string at offset {off} is not NUL-terminated"))?;
+        Ok(name.to_bytes())
     }
 }
 
@@ -633,13 +636,15 @@ impl Btf {
 fn record_starts(bytes: &[u8], types: Range<usize>, big_endian: bool) -> Result<Vec<u32>> {
     let mut starts = vec![0];
     let mut r = Reader {
-        bytes: &bytes[..types.end],
+        bytes: bytes
+            .get(..types.end)
+            .ok_or_else(|| anyhow!("type section ends at {}, beyond the data", types.end))?,
         pos: types.start,
         big_endian,
     };
     while r.pos < types.end {
         let id = starts.len();
-        starts.push(r.pos as u32);
+        starts.push(u32::try_from(r.pos).context("BTF of 4 GiB or more")?);
         let ty = decode_type(&r).with_context(|| format!("at BTF type id {id}"))?;
         r.skip(12 + extra_len(ty.kind, vlen_of(&r)?)?)
             .with_context(|| format!("at BTF type id {id}"))?;
@@ -695,7 +700,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Members {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 kind_flag: info >> 31 != 0,
             }
@@ -709,7 +714,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Enumerators {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 wide: kind == KIND_ENUM64,
                 signed: info >> 31 != 0,
@@ -758,9 +763,18 @@ fn kind_name(kind: u8) -> &'static str {
 /// real kernel's BTF is not in the repository.
 #[doc(hidden)]
 pub mod synthetic {
-    use super::*;
+    #![expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a BTF of a few types: its lengths fit u32; an enum64 value is split into its words"
+    )]
+    use super::{
+        BTF_MAGIC, KIND_CONST, KIND_ENUM, KIND_ENUM64, KIND_PTR, KIND_RESTRICT, KIND_TYPE_TAG,
+        KIND_TYPEDEF, KIND_VOLATILE,
+    };
 
     /// Builds raw BTF blobs so the parser is tested on layouts we control.
+    #[derive(Debug)]
     pub struct Writer {
         /// Type section as u32 words (every BTF type record is word-sized).
         words: Vec<u32>,
@@ -898,7 +912,7 @@ pub mod synthetic {
                     w.to_be_bytes()
                 } else {
                     w.to_le_bytes()
-                })
+                });
             };
             let mut out = Vec::new();
             let magic = if big_endian {
@@ -928,7 +942,7 @@ pub mod synthetic {
         pub loginuid: u32,
         pub comm: u32,
         pub task_size: u32,
-        /// qstr: offset of the anonymous {hash,len}/hash_len union and of `name`.
+        /// qstr: offset of the anonymous `{hash,len}`/`hash_len` union and of `name`.
         pub q_union: u32,
         pub q_name: u32,
         /// Offsets of `len` inside the anonymous struct (`hash` takes the other slot).

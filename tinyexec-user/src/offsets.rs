@@ -147,7 +147,7 @@ fn read_all(r: &Reader) -> Result<Offsets> {
         task_group_leader: f("task_struct", "group_leader", PTR)?,
         task_cred: f("task_struct", "cred", PTR)?,
         task_mm: f("task_struct", "mm", PTR)?,
-        task_comm: f("task_struct", "comm", COMM_LEN as u32)?,
+        task_comm: f("task_struct", "comm", u32::try_from(COMM_LEN)?)?,
         // Only with CONFIG_AUDIT; its absence is not an error.
         task_loginuid: f("task_struct", "loginuid.val", 4).unwrap_or(ABSENT),
         cred_uid: f("cred", "uid.val", 4)?,
@@ -157,7 +157,7 @@ fn read_all(r: &Reader) -> Result<Offsets> {
         mm_arg_start: f("mm_struct", "arg_start", PTR)?,
         mm_arg_end: f("mm_struct", "arg_end", PTR)?,
         mm_exe_file: f("mm_struct", "exe_file", PTR)?,
-        bprm_buf: f("linux_binprm", "buf", HEADER_LEN as u32)?,
+        bprm_buf: f("linux_binprm", "buf", u32::try_from(HEADER_LEN)?)?,
         bprm_argc: f("linux_binprm", "argc", 4)?,
         file_path_mnt: f("file", "f_path.mnt", PTR)?,
         file_path_dentry: f("file", "f_path.dentry", PTR)?,

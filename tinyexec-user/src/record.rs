@@ -108,7 +108,7 @@ pub struct Process {
     pub name: String,
     pub executable: String,
     /// The file named in exec, when the kernel ran an interpreter for it (a
-    /// `#!` script, a binfmt_misc handler): `executable` is the interpreter.
+    /// `#!` script, a `binfmt_misc` handler): `executable` is the interpreter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_path: Option<String>,
     pub command_line: String,

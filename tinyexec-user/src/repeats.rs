@@ -206,7 +206,7 @@ impl Tracker {
         );
     }
 
-    /// Windows ended by `now_ns` (CLOCK_BOOTTIME): their aggregates, oldest first.
+    /// Windows ended by `now_ns` (`CLOCK_BOOTTIME`): their aggregates, oldest first.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Pending> {
         let ended: Vec<Key> = self
             .windows
@@ -252,6 +252,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "s a second, t the tracker, the rest its records as the other tests name them"
+    )]
     fn first_at_once_repeats_counted_then_one_aggregate() {
         let s = 1_000_000_000;
         let mut t = Tracker::new(10);

@@ -143,7 +143,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         bpf_sys::map_update(
             stages_map.fd().as_fd(),
             &index.to_ne_bytes(),
-            &(fd.as_raw_fd() as u32).to_ne_bytes(),
+            &fd.as_raw_fd().cast_unsigned().to_ne_bytes(),
         )
         .with_context(|| format!("installing stage `{name}`"))?;
         programs.push(fd);

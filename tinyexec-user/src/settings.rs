@@ -56,12 +56,12 @@ pub struct RunArgs {
     /// Also append records to this JSON-lines file (mode 0600, reopened on SIGHUP).
     #[arg(long, value_name = "PATH")]
     pub output_file: Option<PathBuf>,
-    /// Also send records as CEF to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT.
+    /// Also send records as CEF to syslog: `unix:///dev/log`, `udp://HOST:PORT` or `tcp://HOST:PORT`.
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,
     /// Also deliver records to Microsoft Sentinel (Logs Ingestion API) with the
     /// settings in this TOML file (deploy/sentinel/README.md). The client secret comes from a
-    /// file named there or $TINYEXEC_SENTINEL_CLIENT_SECRET, never from the command line.
+    /// file named there or `$TINYEXEC_SENTINEL_CLIENT_SECRET`, never from the command line.
     #[arg(long, value_name = "FILE")]
     pub sentinel: Option<PathBuf>,
     /// Kernel BTF to read struct offsets from [default: /sys/kernel/btf/vmlinux].

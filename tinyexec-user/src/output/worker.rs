@@ -231,7 +231,7 @@ impl Worker<'_> {
                 if f.fatal {
                     (self.fatal)(format!("{:#}", f.error));
                     // Nothing more can be written; the rest is counted dropped at exit.
-                    while !self.queue.pause(Duration::from_secs(3600)) {}
+                    while !self.queue.pause(Duration::from_hours(1)) {}
                     return false;
                 }
                 self.failures.note(&f.error);

@@ -1,6 +1,6 @@
 //! Microsoft Sentinel through the Logs Ingestion API: records are batched (by
 //! count, bytes and delay, within the API's 1 MB per call), spooled to disk, and
-//! POSTed in order by a sender thread that retries with backoff while the service
+//! sent (POST) in order by a sender thread that retries with backoff while the service
 //! is unreachable and splits a batch the service finds too large. Nothing is lost
 //! to an outage or a restart short of the spool's size bound; that loss, and every
 //! record the service refuses for good, is counted and logged.
@@ -39,7 +39,7 @@ use super::{
 };
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_mins(1);
 
 /// How long the sender's last pass may take at exit; the spool keeps the rest.
 const SENDER_GRACE: Duration = Duration::from_secs(2);
