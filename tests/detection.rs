@@ -218,11 +218,11 @@ fn undecidable_when_the_process_is_gone_and_the_file_deleted() {
     let path = dir.exe(&unique("gone"), &bytes);
     // Hold the sensor so the process has exited and the file is gone before it looks.
     // SAFETY: signals to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGSTOP) };
     run_ok(&mut Command::new(&path));
     fs::remove_file(&path).unwrap();
     // SAFETY: as above.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGCONT) };
     let rec = sensor.wait_for("undetermined alert", exec_of(&path));
     assert_eq!(field_str(&rec, "event.kind"), "alert");
     assert_eq!(field_str(&rec, "rule.verdict"), "undetermined");

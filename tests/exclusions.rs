@@ -184,7 +184,7 @@ fn reload_on_change_and_sighup_keeps_every_exec_accounted_for() {
     // Fixed, and a SIGHUP for good measure.
     fs::write(&file, snort_rule).unwrap();
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGHUP) };
     sensor.wait_stderr("exclusions reloaded", at);
     let suppressed_before = sensor.records(suppressed).len();
     sensor.wait_for_n(

@@ -1,8 +1,12 @@
 //! Hostile files and races (issue 11): writable memfds rewritten after exec,
 //! matches that exit at once, decoys that would flood the SOC with
-//! `undetermined` alerts, and a binfmt_misc handler whose target is the stager.
+//! `undetermined` alerts, and a `binfmt_misc` handler whose target is the stager.
 //! (The size-flipping memfd under `--prevent` is in tests/prevent.rs: a
 //! prevent-mode sensor kills every matching exec on the machine.)
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     fs,
@@ -39,10 +43,10 @@ fn settle() {
 /// their processes gone, before the sensor looks at them.
 fn with_sensor_stopped(sensor: &Sensor, f: impl FnOnce()) {
     // SAFETY: signals to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGSTOP) };
     f();
     // SAFETY: as above.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGCONT) };
 }
 
 /// A match in a memfd with a writable descriptor, its tail overwritten right
@@ -156,7 +160,7 @@ fn a_decoy_that_cannot_match_gives_no_alerts() {
     );
 }
 
-/// The mount point of binfmt_misc, mounted if it is not.
+/// The mount point of `binfmt_misc`, mounted if it is not.
 fn binfmt_misc() -> &'static Path {
     let dir = Path::new("/proc/sys/fs/binfmt_misc");
     if !dir.join("register").exists() {
@@ -170,7 +174,7 @@ fn binfmt_misc() -> &'static Path {
     dir
 }
 
-/// Unregisters a binfmt_misc entry when dropped.
+/// Unregisters a `binfmt_misc` entry when dropped.
 struct Handler(std::path::PathBuf);
 
 impl Drop for Handler {
@@ -179,7 +183,7 @@ impl Drop for Handler {
     }
 }
 
-/// A binfmt_misc handler, matched by magic bytes, whose target is the stager
+/// A `binfmt_misc` handler, matched by magic bytes, whose target is the stager
 /// and whose interpreter is some harmless program: the kernel runs the
 /// interpreter, and the stager is checked by the name given to exec.
 #[test]

@@ -434,7 +434,7 @@ fn run_to_btf_error(args: &[&str], rust_log: Option<&str>) -> String {
     if let Some(spec) = rust_log {
         cmd.env("RUST_LOG", spec);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("run the sensor");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{args:?} {rust_log:?}: {err}");
     assert!(

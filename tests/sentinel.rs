@@ -1,6 +1,10 @@
 //! Delivery to Microsoft Sentinel's Logs Ingestion API, against an HTTPS
 //! stand-in this test starts (`tests/harness/sentinel_server.py`): the documented
 //! request shape, outages, time-outs, a restart mid-outage, and the spool bound.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     fs,
@@ -36,10 +40,10 @@ fn sensor_for(settings: &Path, dir: &TempDir) -> Sensor {
         &exclusions,
         format!(
             "# Other tests' alerts\nNOT file.directory=={}\n",
-            Value::from(dir.path().to_str().unwrap())
+            Value::from(dir.path().to_str().expect("UTF-8 path"))
         ),
     )
-    .unwrap();
+    .expect("write the exclusions");
     Sensor::start_with(
         Command::new(sensor_path())
             .args([
