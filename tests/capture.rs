@@ -1,4 +1,8 @@
 //! Exec capture end to end: the real sensor, real execs, the JSON that comes out.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     ffi::CString,
@@ -27,11 +31,14 @@ fn all_execs() -> Sensor {
 /// The facts every exec record must get right about a file we wrote.
 fn assert_file_facts(rec: &Value, path: &std::path::Path) {
     let md = fs::metadata(path).expect("stat");
-    assert_eq!(field_str(rec, "file.path"), path.to_str().unwrap());
-    assert_eq!(field_str(rec, "process.executable"), path.to_str().unwrap());
+    let path_str = path.to_str().expect("UTF-8 path");
+    assert_eq!(field_str(rec, "file.path"), path_str);
+    assert_eq!(field_str(rec, "process.executable"), path_str);
     assert_eq!(
         field_str(rec, "file.name"),
-        path.file_name().unwrap().to_str().unwrap()
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .expect("a file name")
     );
     assert_eq!(field_u64(rec, "file.size"), md.len());
     assert_eq!(field_u64(rec, "file.inode"), md.ino());
@@ -202,9 +209,12 @@ fn fifty_concurrent_execs_fifty_records() {
         t.join().unwrap();
     }
     sensor.wait_for_n("50 execs", N, exec_of(&path));
-    // Anything late would be a duplicate: give it time to show.
-    thread::sleep(std::time::Duration::from_millis(500));
-    let recs = sensor.records(exec_of(&path));
+    // Anything more before the barrier would be a duplicate.
+    let recs: Vec<Value> = sensor
+        .records_before_barrier()
+        .into_iter()
+        .filter(exec_of(&path))
+        .collect();
     assert_eq!(recs.len(), N, "exactly one record per exec");
     let mut args: Vec<u64> = recs
         .iter()

@@ -5,6 +5,10 @@
 //! once, the sensor keeps running, and every heartbeat accounts for every
 //! record offered to that output. And with `--all-execs`, an alert does not
 //! wait for the 200 ms tick behind the records queued without a wake-up.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     net::{TcpListener, TcpStream, UdpSocket},
@@ -181,6 +185,10 @@ struct DeafListener {
 /// A listening socket on loopback whose connections get a 4 KiB receive
 /// buffer (set before listen(2), so accepted sockets inherit it and the
 /// kernel does not grow it): a peer that never reads fills up at once.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc's own sizes and constants, which fit the types it gives them"
+)]
 fn small_buffer_listener() -> TcpListener {
     use std::os::fd::FromRawFd as _;
     // SAFETY: plain socket calls on a descriptor this function owns until it
@@ -219,15 +227,15 @@ fn small_buffer_listener() -> TcpListener {
 impl DeafListener {
     fn start() -> Self {
         let l = small_buffer_listener();
-        l.set_nonblocking(true).unwrap();
-        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).expect("a non-blocking listener");
+        let port = l.local_addr().expect("the listener's address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let kept: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let (s, k) = (Arc::clone(&stop), Arc::clone(&kept));
         let thread = thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
-                    Ok((c, _)) => k.lock().unwrap().push(c),
+                    Ok((c, _)) => k.lock().expect("the kept connections' lock").push(c),
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
             }
@@ -241,7 +249,7 @@ impl DeafListener {
     }
 
     fn connections(&self) -> usize {
-        self.kept.lock().unwrap().len()
+        self.kept.lock().expect("the kept connections' lock").len()
     }
 }
 
@@ -263,7 +271,7 @@ fn a_syslog_listener_that_never_reads_stalls_only_syslog() {
     // of the other tests' alerts (every sensor on the host sees them).
     let s = sensor(&["--output-queue", "64", "--syslog", &url]);
     // Fat alerts until the socket's buffers are full and the queue overflows.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let mut execs = 0;
     loop {
         for _ in 0..10 {
@@ -314,8 +322,8 @@ fn a_syslog_listener_that_never_reads_stalls_only_syslog() {
 
 /// A port nothing listens on (bound, then closed).
 fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("the listener's address").port()
 }
 
 #[test]
@@ -352,7 +360,7 @@ fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
         flag.store(true, Ordering::Relaxed);
         conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         // Until a whole record came (heartbeats keep the stream going).
-        let (mut got, mut buf) = (Vec::new(), [0u8; 65536]);
+        let (mut got, mut buf) = (Vec::new(), vec![0u8; 65536]);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             match std::io::Read::read(&mut conn, &mut buf) {
@@ -425,10 +433,15 @@ fn dev_full_as_the_output_file_fails_every_record_and_says_so() {
     );
     s.wait_stderr("No space left on device", 0);
     let s = stops_cleanly(s);
-    // The last heartbeat, written at exit, still accounts for everything.
+    // The last heartbeat, written at exit before the outputs drain, still
+    // accounts for everything: failed, or still queued then.
     let last = s.records(is_heartbeat).pop().unwrap();
     let c = output_counts(&last, "file");
-    assert_eq!(c.failed, field_u64(&last, "event.sequence") - 1);
+    assert_eq!(
+        (c.written, c.dropped, c.failed + c.queued),
+        (0, 0, field_u64(&last, "event.sequence") - 1),
+        "{c:?}"
+    );
 }
 
 #[test]
@@ -449,7 +462,9 @@ fn a_sentinel_service_that_never_answers_delays_nothing_else() {
         field_u64(&second, "event.sequence"),
         "sentinel",
         Duration::from_secs(10),
-        |c| c.written >= 2 && c.queued == 0,
+        // Not `queued == 0`: every sensor on the host sees the other tests'
+        // alerts, so a batch of them may always be on its way to the spool.
+        |c| c.written >= 2,
     );
     assert_eq!((c.failed, c.dropped), (0, 0), "{c:?}");
     assert_eq!(

@@ -7,8 +7,6 @@ use std::{
     os::unix::fs::{MetadataExt, symlink},
     path::Path,
     process::Command,
-    thread,
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -20,8 +18,12 @@ use tinyexec_harness::{
     sha256_hex, spawn, tiny_exit0, unique, write_exe,
 };
 
-fn alerts(sensor: &Sensor, path: &Path) -> Vec<Value> {
-    sensor.records(|v| exec_of(path)(v) && field(v, "event.kind") == "alert")
+/// The alerts about `path` among `records`.
+fn alerts_in<'a>(records: &'a [Value], path: &Path) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|v| exec_of(path)(v) && field(v, "event.kind") == "alert")
+        .collect()
 }
 
 fn assert_alert(rec: &Value, bytes: &[u8], source: &str) {
@@ -67,13 +69,16 @@ fn corpus_execs_alert_exactly_on_matches() {
             assert_alert(&rec, &s.bytes, field_str(&rec, "tinyexec.content_source"));
         }
     }
-    thread::sleep(Duration::from_millis(500));
+    let before = sensor.records_before_barrier();
     for (path, s) in &runnable {
-        let n = alerts(&sensor, path).len();
+        let n = alerts_in(&before, path).len();
         assert_eq!(n, usize::from(s.expect_match), "{}: {n} alerts", s.name);
     }
     // Nothing but alerts in this mode.
-    let others = sensor.records(|v| field(v, "event.kind") != "alert");
+    let others: Vec<&Value> = before
+        .iter()
+        .filter(|v| field(v, "event.kind") != "alert")
+        .collect();
     assert!(others.is_empty(), "{others:?}");
 }
 
@@ -180,8 +185,7 @@ fn memfd_deleted_and_replaced_files_alert_on_what_ran() {
     assert_eq!(field_u64(&rec, "file.inode"), ran_inode);
     // The harmless file now at that path raises nothing.
     run_ok(&mut Command::new(&path));
-    thread::sleep(Duration::from_millis(300));
-    assert_eq!(alerts(&sensor, &path).len(), 1);
+    assert_eq!(alerts_in(&sensor.records_before_barrier(), &path).len(), 1);
 }
 
 #[test]
@@ -202,8 +206,8 @@ fn tail_past_the_header_is_read_from_the_running_file() {
     let twin = matching_elf(Arch::X86_64, vec![Action::SleepMs(300)], Some(270));
     let twin_path = dir.exe(&unique("twin"), &twin);
     run_ok(&mut Command::new(&twin_path));
-    thread::sleep(Duration::from_millis(500));
-    assert!(alerts(&sensor, &twin_path).is_empty());
+    let before = sensor.records_before_barrier();
+    assert!(alerts_in(&before, &twin_path).is_empty());
 }
 
 #[test]
@@ -214,11 +218,11 @@ fn undecidable_when_the_process_is_gone_and_the_file_deleted() {
     let path = dir.exe(&unique("gone"), &bytes);
     // Hold the sensor so the process has exited and the file is gone before it looks.
     // SAFETY: signals to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGSTOP) };
     run_ok(&mut Command::new(&path));
     fs::remove_file(&path).unwrap();
     // SAFETY: as above.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGCONT) };
     let rec = sensor.wait_for("undetermined alert", exec_of(&path));
     assert_eq!(field_str(&rec, "event.kind"), "alert");
     assert_eq!(field_str(&rec, "rule.verdict"), "undetermined");
@@ -238,8 +242,9 @@ fn alerts_only_mode_emits_nothing_for_ordinary_execs() {
     run_ok(&mut Command::new(&big));
     let small = dir.exe(&unique("small"), &tiny_exit0());
     run_ok(&mut Command::new(&small));
+    let before = sensor.records_before_barrier();
     assert!(sensor.stop_with(libc::SIGTERM).success());
     // Other tests' alerts may show here; none may be about these two.
-    assert!(sensor.records(exec_of(&big)).is_empty());
-    assert!(sensor.records(exec_of(&small)).is_empty());
+    assert!(!before.iter().any(exec_of(&big)), "{before:?}");
+    assert!(!before.iter().any(exec_of(&small)), "{before:?}");
 }

@@ -1,8 +1,12 @@
 //! Hostile files and races (issue 11): writable memfds rewritten after exec,
 //! matches that exit at once, decoys that would flood the SOC with
-//! `undetermined` alerts, and a binfmt_misc handler whose target is the stager.
+//! `undetermined` alerts, and a `binfmt_misc` handler whose target is the stager.
 //! (The size-flipping memfd under `--prevent` is in tests/prevent.rs: a
 //! prevent-mode sensor kills every matching exec on the machine.)
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     fs,
@@ -16,8 +20,8 @@ use tinyexec_ebpf::rule::{S1, S2};
 use tinyexec_harness::{
     Sensor, TempDir,
     elf::{Action, Arch, TinyElf},
-    exec_of, execveat_fd, field, field_str, field_u64, matching_elf, memfd_with, run_ok,
-    sha256_hex, tiny_exit0, unique,
+    exec_of, execveat_fd, field, field_str, field_u64, memfd_with, run_ok, sha256_hex, tiny_exit0,
+    unique,
 };
 
 /// A 269-byte match whose `$s2` lies past the kernel's 256-byte header.
@@ -27,20 +31,6 @@ fn late_match(actions: Vec<Action>) -> Vec<u8> {
     t.trailer = [&S1[..], &S2[..]].concat();
     t.total_len = Some(269);
     t.build().expect("tiny ELF")
-}
-
-/// Runs a matching exec and waits for its alert: every record of an exec run
-/// before it has arrived by then. Returns the records before it.
-fn before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
-    let barrier = dir.exe(
-        &unique("barrier"),
-        &matching_elf(Arch::X86_64, vec![], None),
-    );
-    run_ok(&mut Command::new(&barrier));
-    sensor.wait_for("the barrier's alert", exec_of(&barrier));
-    let all = sensor.records(|_| true);
-    let at = all.iter().position(exec_of(&barrier)).expect("the barrier");
-    all[..at].to_vec()
 }
 
 /// Waits out the sensor's bound on files changed just before they ran
@@ -53,10 +43,10 @@ fn settle() {
 /// their processes gone, before the sensor looks at them.
 fn with_sensor_stopped(sensor: &Sensor, f: impl FnOnce()) {
     // SAFETY: signals to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGSTOP) };
     f();
     // SAFETY: as above.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGCONT) };
 }
 
 /// A match in a memfd with a writable descriptor, its tail overwritten right
@@ -160,7 +150,7 @@ fn a_decoy_that_cannot_match_gives_no_alerts() {
             run_ok(&mut Command::new(&decoy));
         }
     });
-    let before = before_barrier(&sensor, &dir);
+    let before = sensor.records_before_barrier();
     let about: Vec<&Value> = before.iter().filter(|v| exec_of(&decoy)(v)).collect();
     assert!(
         about.is_empty(),
@@ -170,7 +160,7 @@ fn a_decoy_that_cannot_match_gives_no_alerts() {
     );
 }
 
-/// The mount point of binfmt_misc, mounted if it is not.
+/// The mount point of `binfmt_misc`, mounted if it is not.
 fn binfmt_misc() -> &'static Path {
     let dir = Path::new("/proc/sys/fs/binfmt_misc");
     if !dir.join("register").exists() {
@@ -184,7 +174,7 @@ fn binfmt_misc() -> &'static Path {
     dir
 }
 
-/// Unregisters a binfmt_misc entry when dropped.
+/// Unregisters a `binfmt_misc` entry when dropped.
 struct Handler(std::path::PathBuf);
 
 impl Drop for Handler {
@@ -193,7 +183,7 @@ impl Drop for Handler {
     }
 }
 
-/// A binfmt_misc handler, matched by magic bytes, whose target is the stager
+/// A `binfmt_misc` handler, matched by magic bytes, whose target is the stager
 /// and whose interpreter is some harmless program: the kernel runs the
 /// interpreter, and the stager is checked by the name given to exec.
 #[test]

@@ -4,6 +4,10 @@
 //! configuration keys out of range. Each is refused with an error naming the
 //! place, at start, by `check`, and on a live reload, after which the running
 //! sensor still alerts (a barrier exec shows it).
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     ffi::CString,
@@ -31,12 +35,16 @@ struct Case {
 }
 
 fn mkfifo(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c = CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
     // SAFETY: mkfifo on a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
 }
 
 /// Deterministic bytes that are not UTF-8, after two good lines.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "random bytes: one byte of each draw"
+)]
 fn garbage() -> Vec<u8> {
     let mut out = b"# fine so far\nprocess.name:snort\n\xff".to_vec();
     let mut x: u32 = 0x2545_f491;
@@ -72,13 +80,16 @@ const CASES: &[Case] = &[
                 "(".repeat(10_000),
                 ")".repeat(10_000)
             );
-            fs::write(p, line).unwrap();
+            fs::write(p, line).expect("writing the bad file");
         },
         says: ":1:65: nested too deeply: more than 64",
     },
     Case {
         name: "100,000 NOTs",
-        make: |p| fs::write(p, format!("{}process.name:a\n", "NOT ".repeat(100_000))).unwrap(),
+        make: |p| {
+            fs::write(p, format!("{}process.name:a\n", "NOT ".repeat(100_000)))
+                .expect("writing the bad file");
+        },
         says: ":1:257: nested too deeply",
     },
     Case {
@@ -88,7 +99,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "50 MB",
-        make: |p| fs::write(p, many_exclusions(50_000_000)).unwrap(),
+        make: |p| fs::write(p, many_exclusions(50_000_000)).expect("writing the bad file"),
         says: "bytes, more than the limit of 1 MiB",
     },
     Case {
@@ -96,13 +107,13 @@ const CASES: &[Case] = &[
         make: |p| {
             let mut text = many_exclusions(LIMIT);
             text.push_str(&"#".repeat(LIMIT + 1 - text.len()));
-            fs::write(p, text).unwrap();
+            fs::write(p, text).expect("writing the bad file");
         },
         says: "is too large: 1048577 bytes, more than the limit of 1 MiB",
     },
     Case {
         name: "binary garbage",
-        make: |p| fs::write(p, garbage()).unwrap(),
+        make: |p| fs::write(p, garbage()).expect("writing the bad file"),
         says: ":3:1: not UTF-8 text: byte 0x",
     },
 ];
@@ -112,7 +123,7 @@ const CASES: &[Case] = &[
 fn replace(path: &Path, case: &Case) {
     let tmp = path.with_extension(unique("new"));
     (case.make)(&tmp);
-    fs::rename(&tmp, path).unwrap();
+    fs::rename(&tmp, path).expect("renaming the bad file into place");
 }
 
 #[test]
@@ -211,11 +222,12 @@ fn a_reload_of_each_hostile_file_keeps_the_running_exclusions_and_the_alerts() {
         at = sensor.wait_stderr("exclusions reload failed, keeping the 1 running", at);
         sensor.wait_stderr(case.says, at - 1);
         // The barrier: a new stager's alert comes through after the failed reload.
-        let barrier = dir.exe(&unique("barrier"), &stager());
-        run_ok(&mut Command::new(&barrier));
-        sensor.wait_for(
-            &format!("the barrier after {}", case.name),
-            is_alert(&barrier),
+        let (barrier, _) = sensor.barrier();
+        assert_eq!(
+            field_str(&barrier, "event.kind"),
+            "alert",
+            "the barrier after {}: {barrier}",
+            case.name
         );
         // And the running exclusion still applies.
         let before = sensor.records(exec_of(&snort)).len();
@@ -243,12 +255,13 @@ fn a_reload_of_each_hostile_file_keeps_the_running_exclusions_and_the_alerts() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .expect("VmRSS in /proc/PID/status")
 }
 
 /// Starts a sensor with `exclusions`, then times exec-to-alert for stagers no
@@ -302,7 +315,7 @@ fn run_fails(args: &[&str], config: Option<&PathBuf>) -> (Option<i32>, String) {
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("running the sensor");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!err.contains("ready"), "{err}");
     (out.status.code(), err)
@@ -325,6 +338,11 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
         ("--repeat-window", "1m", "whole number"),
         ("--output-queue", "0", "from 1 to 1000000 records"),
         ("--output-queue", "1000001", "from 1 to 1000000 records"),
+        (
+            "--log-level",
+            "loud",
+            "[possible values: error, warn, info, debug, trace]",
+        ),
     ] {
         let (code, err) = run_fails(&[flag, value], None);
         // clap's usage errors exit 2, before anything is loaded.
@@ -343,6 +361,10 @@ fn flags_and_config_keys_out_of_range_name_the_flag_and_the_range() {
         ("heartbeat_interval = 0", "`heartbeat_interval`: 0 is not"),
         ("repeat_window = 90000", "from 0 (off) to 86400 seconds"),
         ("output_queue = 0", "`output_queue`: 0 is not"),
+        (
+            "log_level = \"loud\"",
+            "unknown variant `loud`, expected one of `error`, `warn`, `info`",
+        ),
     ] {
         let config = dir.path().join(unique("config.toml"));
         fs::write(&config, format!("no_exclusions = true\n{line}\n")).unwrap();
@@ -399,4 +421,92 @@ fn a_file_of_thousands_of_bad_lines_is_refused_quickly_and_briefly() {
     assert!(err.contains("more errors (`tinyexec-sensor check"), "{err}");
     assert!(err.len() < 20_000, "{} bytes", err.len());
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// `run` until it stops at the missing BTF, after its first log lines: with
+/// `args` and, if given, `RUST_LOG`; returns its stderr.
+fn run_to_btf_error(args: &[&str], rust_log: Option<&str>) -> String {
+    let mut cmd = Command::new(sensor_path());
+    cmd.args(["run", "--no-exclusions", "--btf", "/nonexistent/vmlinux"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM");
+    if let Some(spec) = rust_log {
+        cmd.env("RUST_LOG", spec);
+    }
+    let out = cmd.output().expect("run the sensor");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?} {rust_log:?}: {err}");
+    assert!(
+        err.contains("tinyexec-sensor: error: cannot read kernel BTF at /nonexistent/vmlinux"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn the_log_level_hides_what_is_below_it_and_rust_log_applies_over_it() {
+    tinyexec_harness::require_root();
+    const INFO: &str = "tinyexec-sensor: no exclusions\n";
+    assert!(run_to_btf_error(&[], None).starts_with(INFO));
+    assert!(!run_to_btf_error(&["--log-level", "warn"], None).contains(INFO));
+    assert!(run_to_btf_error(&["--log-level", "warn"], Some("info")).starts_with(INFO));
+    assert!(!run_to_btf_error(&[], Some("error")).contains(INFO));
+    // A RUST_LOG that does not parse stops the sensor and names it.
+    let out = Command::new(sensor_path())
+        .args(["run", "--no-exclusions"])
+        .env("RUST_LOG", "aya=loud")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tinyexec-sensor: error: RUST_LOG=\"aya=loud\": ") && err.contains("'loud'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn on_the_journal_stream_each_line_carries_its_priority() {
+    // stderr is the stream JOURNAL_STREAM names (here a pipe, as journald's
+    // socket would be): the sd-daemon priority leads every line.
+    tinyexec_harness::require_root();
+    let mut s = Sensor::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg("JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" run --no-exclusions")
+            .arg(sensor_path()),
+    );
+    s.wait_stderr("<6>tinyexec-sensor: ready: ", 0);
+    let dir = TempDir::new("journal");
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    s.wait_for("the alert", exec_of(&path));
+    assert!(s.stop_with(libc::SIGTERM).success(), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(
+        err.contains("<6>tinyexec-sensor: self-test passed"),
+        "{err}"
+    );
+    assert!(err.ends_with("<6>tinyexec-sensor: stopped"), "{err}");
+    for line in err.lines() {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "a line without its priority: {line:?}\n{err}"
+        );
+    }
+    // The same sensor with JOURNAL_STREAM naming another file writes plain lines.
+    let mut s = Sensor::spawn(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--btf", "/nonexistent/vmlinux"])
+            .env("JOURNAL_STREAM", "1:1"),
+    );
+    s.wait_exit();
+    assert!(
+        s.stderr().starts_with("tinyexec-sensor: no exclusions"),
+        "{}",
+        s.stderr()
+    );
 }

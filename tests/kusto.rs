@@ -8,6 +8,10 @@
 //! and Azure Monitor check when the content is imported: entity mappings and alert
 //! overrides name columns the query outputs, transforms use only the KQL
 //! transformations allow and produce their destination table's columns and types.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -621,6 +625,10 @@ fn placeholders(format: &str) -> Vec<String> {
 /// What Sentinel checks when it imports a scheduled rule, and what every rule of
 /// ours keeps to: its windows are its frequency and period, and both routes are read.
 /// Returns the rule and its result columns.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "w the rule's file, y its YAML, the rest its parts as Sentinel names them"
+)]
 fn imports_as_a_scheduled_rule(w: &str) -> (Value, BTreeMap<String, String>) {
     let y = yaml_file(w);
     assert!(is_guid(str_of(&y, "id", w)), "{w}: id must be a GUID");

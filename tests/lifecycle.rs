@@ -65,12 +65,12 @@ fn lost_records_are_counted_and_reported() {
     let path = dir.exe(&unique("bin"), &tiny_exit0());
     const N: u64 = 100;
     // SAFETY: signals to our own child.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGSTOP) };
     for _ in 0..N {
         run_ok(&mut Command::new(&path));
     }
     // SAFETY: as above.
-    unsafe { libc::kill(sensor.pid() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(sensor.pid().cast_signed(), libc::SIGCONT) };
     let lost = sensor.wait_for("a lost report", |v| field(v, "event.action") == "lost");
     assert!(field_u64(&lost, "lost.count") >= 1);
     assert_eq!(

@@ -7,6 +7,10 @@
 //! lines into its per-kernel table. Fields: `check`, `mode`, `ok`, `ms`, and
 //! per check `loaded`, `ready_ms`, `failed_after_ms`, `verified`, `programs`,
 //! `refused`, `error`.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     any::Any,
@@ -235,23 +239,6 @@ fn running(sensor: &Result<Sensor, String>) -> &Sensor {
     sensor.as_ref().unwrap_or_else(|why| panic!("{why}"))
 }
 
-/// Runs a matching exec as a barrier and waits for its alert: every record
-/// of an exec run before it has arrived by then. Returns the records before it.
-fn records_before_barrier(sensor: &Sensor, dir: &TempDir) -> Vec<Value> {
-    let barrier = dir.exe(
-        &unique("barrier"),
-        &matching_elf(Arch::native(), vec![], None),
-    );
-    run_ok(&mut Command::new(&barrier));
-    sensor.wait_for("the barrier's alert", exec_of(&barrier));
-    let all = sensor.records(|_| true);
-    let at = all
-        .iter()
-        .position(exec_of(&barrier))
-        .expect("the barrier's record");
-    all[..at].to_vec()
-}
-
 /// A matching ELF of `arch` whose first action creates a marker file in
 /// `dir` (named relative to it: the program runs there), with the marker's
 /// path. Within the kernel's header buffer, so the kernel decides it alone
@@ -302,7 +289,7 @@ fn one_alert_with_offsets(sensor: &Sensor, dir: &TempDir, arch: Arch) {
             "{id} in {rec}"
         );
     }
-    let before = records_before_barrier(sensor, dir);
+    let before = sensor.records_before_barrier();
     let n = before.iter().filter(|v| exec_of(&path)(v)).count();
     assert_eq!(n, 1, "{n} records for one exec of {}", path.display());
 }
@@ -329,7 +316,7 @@ fn default_mode() {
         twin.trailer = S1.to_vec();
         let path = dir.exe(&unique("twin"), &twin.build().expect("tiny ELF"));
         run_ok(&mut Command::new(&path));
-        let before = records_before_barrier(sensor, &dir);
+        let before = sensor.records_before_barrier();
         let about: Vec<&Value> = before.iter().filter(|v| exec_of(&path)(v)).collect();
         assert!(
             about.is_empty(),
@@ -356,7 +343,7 @@ fn container_context(sensor: &Sensor, dir: &TempDir, r: &mut Map<String, Value>)
     ));
     let path = dir.exe(
         &unique("contained"),
-        &matching_elf(Arch::X86_64, vec![], None),
+        &matching_elf(Arch::native(), vec![], None),
     );
     let child = container::spawn_isolated(&path, &cgroup.procs());
     let seen = child.namespaces;

@@ -1,6 +1,10 @@
 //! Where records go: a versioned record shape, a JSON-lines file that
 //! logrotate can move, and CEF to a real rsyslog over UDP, TCP and the local
 //! socket, with crafted paths that must not forge a field or a record.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     collections::BTreeMap,
@@ -79,7 +83,7 @@ fn schema_1_1_only_adds_optional_fields_to_1_0() {
 fn file_output_is_private_flushed_and_reopened_on_sighup() {
     let dir = TempDir::new("file-out");
     let out = dir.path().join("alerts.json");
-    let s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
+    let mut s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
     let first = dir.exe(&unique("first"), &stager());
     run_ok(&mut Command::new(&first));
     // Flushed per alert: it is in the file while the sensor runs.
@@ -90,16 +94,12 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
         fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(
-        s.records(|_| true).is_empty(),
-        "nothing on stdout with --no-stdout"
-    );
 
     // logrotate: move the file away, then SIGHUP.
     let rotated = dir.path().join("alerts.json.1");
     fs::rename(&out, &rotated).unwrap();
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
     wait_until("not reopened", || out.exists());
     let second = dir.exe(&unique("second"), &stager());
     run_ok(&mut Command::new(&second));
@@ -108,6 +108,12 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
     });
     assert!(json_lines(&rotated).iter().any(exec_of(&first)));
     assert!(!json_lines(&rotated).iter().any(exec_of(&second)));
+    // Once it has exited, all it ever wrote to stdout has been read: nothing.
+    assert!(s.stop_with(libc::SIGTERM).success());
+    assert!(
+        s.records(|_| true).is_empty(),
+        "nothing on stdout with --no-stdout"
+    );
 }
 
 #[test]
@@ -156,8 +162,9 @@ fn settings_come_from_the_config_file_and_flags_win() {
 /// A directory whose name tries to end the record and start a forged one.
 fn crafted_dir(base: &Path) -> PathBuf {
     let evil = base.join("x|y=z\\w\nCEF:0|forged|forged|1|1|forged|10|act=forged spid=1 \\");
-    fs::create_dir(&evil).unwrap();
-    fs::set_permissions(&evil, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(&evil).expect("creating the directory");
+    fs::set_permissions(&evil, fs::Permissions::from_mode(0o755))
+        .expect("making the directory world-writable");
     evil
 }
 
@@ -226,17 +233,19 @@ fn cef_to_a_real_rsyslog_over_udp_tcp_and_the_local_socket() {
 /// same column, the column's type holds the value, and the filterable keys come first.
 fn cef_is_typed_for_common_security_log(line: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ws: Value =
-        serde_json::from_str(&fs::read_to_string(root.join("tests/kusto/workspace.json")).unwrap())
-            .unwrap();
+    let ws: Value = serde_json::from_str(
+        &fs::read_to_string(root.join("tests/kusto/workspace.json"))
+            .expect("reading tests/kusto/workspace.json"),
+    )
+    .expect("parsing tests/kusto/workspace.json");
     let mapping = &ws["cef_mapping"]["keys"];
     let types: BTreeMap<&str, &str> = ws["tables"]["CommonSecurityLog"]["columns"]
         .as_array()
-        .unwrap()
+        .expect("CommonSecurityLog's columns, an array")
         .iter()
         .filter_map(|c| c.as_str()?.split_once(':'))
         .collect();
-    let docs = fs::read_to_string(root.join("docs/outputs.md")).unwrap();
+    let docs = fs::read_to_string(root.join("docs/outputs.md")).expect("reading docs/outputs.md");
     // `| `key` ... | `Column` | type | ...`: the key's row in the CEF table.
     let documented = |key: &str| -> Option<(String, String)> {
         docs.lines().find_map(|l| {

@@ -9,6 +9,10 @@
 //! While it runs, `/etc/tinyexec/config.toml` exists: a sensor started
 //! meanwhile without `--config` on this machine reads it (cargo runs the
 //! workspace's test binaries one after another, so none of ours does).
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     collections::BTreeSet,
@@ -30,7 +34,7 @@ const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/tinyexec.servic
 const MASK: &str = "/etc/systemd/system/tinyexec.service";
 const ETC: &str = "/etc/tinyexec";
 const DOC: &str = "/usr/share/doc/tinyexec";
-/// What the service makes at run time (systemd's StateDirectory=, LogsDirectory=).
+/// What the service makes at run time (systemd's `StateDirectory=`, `LogsDirectory=`).
 const STATE: &str = "/var/lib/tinyexec";
 const LOGS: &str = "/var/log/tinyexec";
 /// Where a package leaves traces, and how deep to look.
@@ -46,7 +50,7 @@ const TRACE_ROOTS: [(&str, usize); 9] = [
     ("/var/log", 2),
 ];
 /// How long another dpkg or apt may hold dpkg's lock before we give up.
-const LOCK_WAIT: Duration = Duration::from_secs(180);
+const LOCK_WAIT: Duration = Duration::from_mins(3);
 
 /// This machine's Debian architecture.
 fn debian_arch() -> String {

@@ -95,7 +95,8 @@ fn prevent_decides_from_the_header_alone() {
 /// exec is killed before it can write its marker.
 #[test]
 fn a_memfd_whose_size_flips_is_killed_every_time() {
-    let sensor = Sensor::start(["--prevent"]);
+    // Every exec of the one memfd must give its own record: no aggregation.
+    let sensor = Sensor::start(["--prevent", "--repeat-window", "0"]);
     let dir = TempDir::new("flip");
     let marker = dir.path().join(unique("marker"));
     let bytes = matching_elf(

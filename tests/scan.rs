@@ -1,6 +1,10 @@
 //! `tinyexec-sensor scan` against Debian's `yara` on the whole corpus: the
 //! product claims YARA's verdicts, so YARA itself is the judge, and the
 //! corpus's stated verdicts judge them both.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     collections::BTreeSet,

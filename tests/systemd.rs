@@ -2,6 +2,10 @@
 //! verify` accepts it, `systemd-analyze security --offline` rates its exposure at
 //! most what it is today, and its system-call filter allows every call the real
 //! sensor makes (strace of a run with every output, an alert, a reload and a stop).
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,7 +25,7 @@ fn unit_text() -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The unit as installed, its ExecStart naming the sensor under test.
+/// The unit as installed, its `ExecStart` naming the sensor under test.
 fn installed_unit(dir: &Path) -> PathBuf {
     let unit = unit_text().replace(
         "/usr/local/bin/tinyexec-sensor",
@@ -206,7 +210,7 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
     s.wait_for("the alert", exec_of(&path));
     s.wait_stderr("delivery failed", 0);
     // SAFETY: a signal to our own child.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
     let after = dir.exe(&unique("after-hup"), &stager());
     run_ok(&mut Command::new(&after));
     s.wait_for("the alert after SIGHUP", exec_of(&after));

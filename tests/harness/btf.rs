@@ -88,7 +88,7 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize, String> {
 }
 
 /// Byte positions of the offset word of every `strukt.member` (a struct named
-/// `strukt` with a direct member named `member`), with the struct's kind_flag.
+/// `strukt` with a direct member named `member`), with the struct's `kind_flag`.
 fn member_offset_words(b: &[u8], strukt: &str, member: &str) -> Result<Vec<(usize, bool)>, String> {
     let l = layout(b)?;
     let mut found = Vec::new();
@@ -181,8 +181,12 @@ mod tests {
     use super::*;
 
     /// A tiny BTF: `int`, `struct inode { int i_mode; int i_size; }` (plain
-    /// offsets), `struct inode` again with kind_flag (a 3-bit bitfield before
-    /// i_size), and an enum in between that must be skipped over.
+    /// offsets), `struct inode` again with `kind_flag` (a 3-bit bitfield before
+    /// `i_size`), and an enum in between that must be skipped over.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a BTF of a few dozen bytes: its lengths fit u32"
+    )]
     fn sample() -> Vec<u8> {
         let strings = b"\0int\0inode\0i_mode\0i_size\0e\0A\0".to_vec();
         let s = |n: &str| {

@@ -24,7 +24,7 @@ pub fn hierarchy() -> PathBuf {
     // SAFETY: a valid C string and a buffer for statfs to fill.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let unified =
-        unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == 0x6367_7270;
+        unsafe { libc::statfs(c.as_ptr(), &raw mut st) } == 0 && st.f_type as i64 == 0x6367_7270;
     if unified {
         return root.to_path_buf();
     }
@@ -80,6 +80,7 @@ pub fn namespaces_of(pid: &str, children: bool) -> [u64; 6] {
 
 /// A cgroup the test made (every missing level of `path` under
 /// [`hierarchy`]); the levels it made are removed on drop.
+#[derive(Debug)]
 pub struct TestCgroup {
     path: String,
     dir: PathBuf,
@@ -139,6 +140,7 @@ pub fn container_id(seed: &str) -> String {
 }
 
 /// A process started by [`spawn_isolated`].
+#[derive(Debug)]
 pub struct Isolated {
     /// The first child (in the test's pid namespace): it waits for the program.
     pub pid: libc::pid_t,
@@ -152,7 +154,7 @@ impl Isolated {
     pub fn wait(self) -> i32 {
         let mut status = 0;
         // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(self.pid, &raw mut status, 0) };
         assert_eq!(r, self.pid, "waitpid: {}", std::io::Error::last_os_error());
         status
     }
@@ -206,7 +208,7 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
             let mut byte = 0u8;
             libc::read(go[0], (&raw mut byte).cast(), 1);
             let mut status = 0;
-            if child < 0 || libc::waitpid(child, &mut status, 0) != child {
+            if child < 0 || libc::waitpid(child, &raw mut status, 0) != child {
                 libc::_exit(123);
             }
             libc::_exit(if libc::WIFEXITED(status) {
@@ -230,7 +232,7 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
         // SAFETY: reaping our own child, which failed before the sync.
         unsafe {
             libc::close(go[1]);
-            libc::waitpid(pid, &mut status, 0);
+            libc::waitpid(pid, &raw mut status, 0);
         }
         panic!(
             "the isolated child failed before running {} (exit {})",

@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tinyexec_ebpf::rule::{FILESIZE_LT, MAGIC, S1, S2};
+use tinyexec_ebpf::rule::{FILESIZE_LT_LEN, MAGIC, S1, S2};
 
 use crate::elf::{Action, Arch, TinyElf};
 
@@ -42,7 +42,7 @@ impl fmt::Debug for Sample {
 }
 
 /// Largest size that can match (269).
-const MAX_MATCH: usize = FILESIZE_LT as usize - 1;
+const MAX_MATCH: usize = FILESIZE_LT_LEN - 1;
 /// Bytes of the file the kernel has in hand at exec (`BINPRM_BUF_SIZE`); what
 /// lies past it must be read back from the file.
 const HEAD: usize = 256;
@@ -63,6 +63,10 @@ impl XorShift {
         self.0
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "random bytes: the low byte of each draw"
+    )]
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
@@ -422,7 +426,7 @@ mod tests {
 
     use super::*;
 
-    /// The rule, restated from EQGRP_tinyexec.yar alone: an oracle that shares
+    /// The rule, restated from `EQGRP_tinyexec.yar` alone: an oracle that shares
     /// no code (and no constants) with the product's matcher.
     fn reference(b: &[u8]) -> bool {
         const RS1: [u8; 14] = [

@@ -18,6 +18,10 @@
 //!
 //! The whole file is mapped, so the data is addressable at `base + offset`; timespecs are built on
 //! the stack, so the segment never needs to be writable.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "the ELFs made here are a few hundred bytes: every length and offset fits its u32 or u16 field"
+)]
 
 /// The rule's `$s1` and `$s2`, which generated code and data must never hold by chance.
 const RULE_S1: &[u8] = &tinyexec_ebpf::rule::S1;
@@ -38,9 +42,9 @@ pub enum Arch {
 pub enum Action {
     /// nanosleep for this many milliseconds
     SleepMs(u32),
-    /// open(path, O_WRONLY|O_CREAT|O_TRUNC, 0644) and close it; the path bytes are embedded NUL-terminated in the file
+    /// open(path, `O_WRONLY|O_CREAT|O_TRUNC`, 0644) and close it; the path bytes are embedded NUL-terminated in the file
     CreateFile(Vec<u8>),
-    /// exit_group(code) — always the implicit last action too (exit 0) if the list doesn't end with Exit
+    /// `exit_group(code)` — always the implicit last action too (exit 0) if the list doesn't end with Exit
     Exit(u8),
 }
 
@@ -52,11 +56,11 @@ pub struct TinyElf {
     /// Bytes placed in the file after the code and any data, inside the loaded segment, never executed.
     pub trailer: Vec<u8>,
     /// If set, the file is padded (with 0x00 filler placed between the code/data and the trailer, so the trailer
-    /// stays at the very end of the file) to exactly this many bytes; build() returns an error if it cannot fit.
+    /// stays at the very end of the file) to exactly this many bytes; `build()` returns an error if it cannot fit.
     pub total_len: Option<usize>,
 }
 
-/// `open` flags: O_WRONLY | O_CREAT | O_TRUNC (same values on x86_64, i386 and arm64).
+/// `open` flags: `O_WRONLY` | `O_CREAT` | `O_TRUNC` (same values on `x86_64`, i386 and arm64).
 const OPEN_FLAGS: u32 = 0o1 | 0o100 | 0o1000;
 /// `open` mode 0644.
 const OPEN_MODE: u32 = 0o644;
@@ -71,7 +75,7 @@ impl Arch {
         }
     }
 
-    /// What runs on this machine: the native one first, then i386 on x86_64
+    /// What runs on this machine: the native one first, then i386 on `x86_64`
     /// (its kernels run 32-bit x86 programs; arm64 ones have no i386 at all).
     pub const fn runnable() -> &'static [Arch] {
         if cfg!(target_arch = "aarch64") {
@@ -141,7 +145,7 @@ mod a64 {
     pub const STP_X9_X10_SP: u32 = 0xA900_2BE9;
     /// `mov x0, sp` (`add x0, sp, #0`).
     pub const MOV_X0_SP: u32 = 0x9100_03E0;
-    /// `mov x0, #-100` (`movn x0, #99`): AT_FDCWD.
+    /// `mov x0, #-100` (`movn x0, #99`): `AT_FDCWD`.
     pub const MOV_X0_AT_FDCWD: u32 = 0x9280_0C60;
 
     pub fn insn(code: &mut Vec<u8>, word: u32) {
@@ -168,7 +172,7 @@ mod a64 {
     pub const X8: u32 = 8;
 }
 
-/// Emits `mov eax, nr` (zero-extends to rax on x86_64).
+/// Emits `mov eax, nr` (zero-extends to rax on `x86_64`).
 fn mov_eax(code: &mut Vec<u8>, nr: u32) {
     code.push(0xB8); // mov eax, imm32
     imm32(code, nr);
@@ -222,17 +226,14 @@ fn emit_sleep(code: &mut Vec<u8>, arch: Arch, ms: u32) {
     imm32(code, nsec);
     code.push(0x68); // push imm32: tv_sec (now at [sp])
     imm32(code, sec);
-    match arch {
-        Arch::X86_64 => {
-            code.extend_from_slice(&[0x48, 0x89, 0xE7]); // mov rdi, rsp   (req)
-            code.extend_from_slice(&[0x31, 0xF6]); // xor esi, esi         (rem = NULL)
-            mov_eax(code, 35); // __NR_nanosleep
-        }
-        _ => {
-            code.extend_from_slice(&[0x89, 0xE3]); // mov ebx, esp    (req)
-            code.extend_from_slice(&[0x31, 0xC9]); // xor ecx, ecx    (rem = NULL)
-            mov_eax(code, 162); // __NR_nanosleep
-        }
+    if arch == Arch::X86_64 {
+        code.extend_from_slice(&[0x48, 0x89, 0xE7]); // mov rdi, rsp   (req)
+        code.extend_from_slice(&[0x31, 0xF6]); // xor esi, esi         (rem = NULL)
+        mov_eax(code, 35); // __NR_nanosleep
+    } else {
+        code.extend_from_slice(&[0x89, 0xE3]); // mov ebx, esp    (req)
+        code.extend_from_slice(&[0x31, 0xC9]); // xor ecx, ecx    (rem = NULL)
+        mov_eax(code, 162); // __NR_nanosleep
     }
     sys(code, arch);
 }
@@ -389,7 +390,7 @@ impl TinyElf {
         Ok(out)
     }
 
-    /// The smallest size build() can produce for this program (without total_len padding).
+    /// The smallest size `build()` can produce for this program (without `total_len` padding).
     pub fn min_len(&self) -> usize {
         self.body_len() + self.trailer.len()
     }
@@ -416,7 +417,7 @@ const PT_LOAD: u32 = 1;
 const PF_R_X: u32 = 0x4 | 0x1;
 const PAGE: u32 = 0x1000;
 
-/// Elf64_Ehdr + Elf64_Phdr for x86_64 or arm64, mapping the whole file at the base address.
+/// `Elf64_Ehdr` + `Elf64_Phdr` for `x86_64` or arm64, mapping the whole file at the base address.
 fn headers64(out: &mut Vec<u8>, arch: Arch, entry: u32, filesz: u32) {
     let base = u64::from(arch.base());
     ident(out, 2); // ELFCLASS64
@@ -443,7 +444,7 @@ fn headers64(out: &mut Vec<u8>, arch: Arch, entry: u32, filesz: u32) {
     u64le(out, u64::from(PAGE)); // p_align
 }
 
-/// Elf32_Ehdr + Elf32_Phdr for i386, mapping the whole file at the base address.
+/// `Elf32_Ehdr` + `Elf32_Phdr` for i386, mapping the whole file at the base address.
 fn headers32(out: &mut Vec<u8>, entry: u32, filesz: u32) {
     let base = Arch::I386.base();
     ident(out, 1); // ELFCLASS32

@@ -2,7 +2,12 @@
 //! programs, real kernel), really exec binaries, read the JSON it prints.
 //!
 //! Tests need root and BPF. Without them they fail loudly; none passes by skipping.
+#![expect(
+    clippy::expect_used,
+    reason = "the harness panics with a message: that is the failure report"
+)]
 
+pub mod barrier;
 pub mod btf;
 pub mod cef;
 pub mod container;
@@ -99,6 +104,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 /// A world-readable scratch directory (other uids exec from it), removed on drop.
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[derive(Debug)]
 pub struct Rsyslog {
     child: Child,
     pub udp_port: u16,

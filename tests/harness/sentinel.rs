@@ -1,4 +1,4 @@
-//! A stand-in for Entra ID and the Logs Ingestion API (sentinel_server.py),
+//! A stand-in for Entra ID and the Logs Ingestion API (`sentinel_server.py`),
 //! with its own private CA, for the tests and the bench.
 
 use std::{
@@ -20,6 +20,7 @@ pub const SECRET: &str = "s3cret &=/ value";
 pub const DCR: &str = "dcr-00000000000000000000000000000001";
 pub const STREAM: &str = "Custom-TinyexecAlerts";
 
+#[derive(Debug)]
 pub struct Ingest {
     child: Child,
     /// The app's certificate and key, PEM, for certificate credentials.
@@ -45,7 +46,7 @@ impl Ingest {
             &ext,
             "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
         )
-        .unwrap();
+        .expect("writing server.ext");
         let openssl = |args: &[&std::ffi::OsStr]| {
             let out = Command::new("openssl")
                 .args(args)
@@ -113,12 +114,12 @@ impl Ingest {
         fs::write(
             &client_pem,
             [
-                fs::read(&client_cert).unwrap(),
-                fs::read(&client_key).unwrap(),
+                fs::read(&client_cert).expect("reading the client certificate"),
+                fs::read(&client_key).expect("reading the client key"),
             ]
             .concat(),
         )
-        .unwrap();
+        .expect("writing the client's PEM");
         let (log, port_file) = (dir.join("ingest.log"), dir.join("port"));
         let mode_file = dir.join("mode");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sentinel_server.py");
@@ -169,9 +170,19 @@ impl Ingest {
         }
     }
 
-    /// ok | refuse | timeout, from the next request on.
+    /// ok | refuse | timeout | hang | max:N, from the next request on.
+    ///
+    /// Written aside and renamed into place: the stand-in reads the file at
+    /// each request, and a write in place (truncate, then write) would let a
+    /// request in between read it empty, which the stand-in takes for "ok".
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
     pub fn mode(&self, mode: &str) {
-        fs::write(&self.mode_file, mode).expect("mode file");
+        let tmp = self.mode_file.with_extension("tmp");
+        fs::write(&tmp, mode).expect("mode file");
+        fs::rename(&tmp, &self.mode_file).expect("mode file into place");
     }
 
     pub fn entries(&self) -> Vec<Value> {
@@ -223,8 +234,11 @@ impl Ingest {
     /// Settings with the secret in a file; `credential` replaces that line when given.
     pub fn settings(&self, dir: &Path, spool: &Path, extra: &str) -> PathBuf {
         let secret = dir.join("secret");
-        fs::write(&secret, format!("{SECRET}\n")).unwrap();
-        let cred = format!("client_secret_file = {:?}", secret.to_str().unwrap());
+        fs::write(&secret, format!("{SECRET}\n")).expect("writing the client secret");
+        let cred = format!(
+            "client_secret_file = {:?}",
+            secret.to_str().expect("a UTF-8 secret path")
+        );
         self.settings_with(dir, spool, &cred, extra)
     }
 
@@ -236,7 +250,7 @@ impl Ingest {
         extra: &str,
     ) -> PathBuf {
         let path = dir.join(unique("sentinel") + ".toml");
-        let mut f = fs::File::create(&path).unwrap();
+        let mut f = fs::File::create(&path).expect("creating the Sentinel configuration");
         let delay = if extra.contains("batch_max_delay_ms") {
             ""
         } else {
@@ -249,10 +263,10 @@ impl Ingest {
              client_id = \"{CLIENT}\"\n{credential}\nca_file = {cert:?}\n\
              spool_dir = {spool:?}\n{delay}timeout_secs = 2\n{extra}",
             port = self.port,
-            cert = self.cert.to_str().unwrap(),
-            spool = spool.to_str().unwrap(),
+            cert = self.cert.to_str().expect("a UTF-8 certificate path"),
+            spool = spool.to_str().expect("a UTF-8 spool path"),
         )
-        .unwrap();
+        .expect("writing the Sentinel configuration");
         path
     }
 }

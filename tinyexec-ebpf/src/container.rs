@@ -5,10 +5,10 @@
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use tinyexec_ebpf::{
-    CGROUP_DEPTH, CGROUP_PATH_MAX, Carry, ExecRecord, NAME_MAX, WINDOW, cgroup_mode, flags,
+    CGROUP_DEPTH, CGROUP_PATH_MAX, Carry, ExecRecord, NAME_MAX, cgroup_mode, flags,
 };
 
-use crate::kernel::{off, read, read_or_flag, read_window};
+use crate::kernel::{Window, off, read, read_or_flag};
 
 /// Deepest pid namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
 const MAX_PID_NS_LEVEL: u32 = 32;
@@ -51,12 +51,8 @@ fn inum(fl: &mut u32, ns: usize, offset: usize) -> u32 {
 unsafe fn namespaces(rec: *mut ExecRecord, task: usize, cred: usize, fl: &mut u32) {
     let nsproxy: usize = read_or_flag(fl, task, off!(task_nsproxy));
     // Its four members in one read.
-    let mut w = [0u8; WINDOW];
-    read_window(fl, &mut w, nsproxy, off!(nsproxy_window));
-    let member = |field: usize| -> usize {
-        let at = field - off!(nsproxy_window);
-        unsafe { core::ptr::read_unaligned(w.as_ptr().add(at).cast()) }
-    };
+    let w = Window::read(fl, nsproxy, off!(nsproxy_window));
+    let member = |field: usize| -> usize { w.get(field - off!(nsproxy_window)) };
     let user_ns: usize = read_or_flag(fl, cred, off!(cred_user_ns));
     unsafe {
         (*rec).ns_uts = inum(fl, member(off!(nsproxy_uts)), off!(uts_inum));

@@ -1,21 +1,26 @@
 //! Reading kernel memory at offsets learnt from BTF.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tinyexec_ebpf::{WINDOW, flags};
 
 /// The offset of a kernel field, from the `OFFSETS` global user space filled in.
-/// A volatile read: the compiler must not fold the build-time placeholder.
 macro_rules! off {
-    ($field:ident) => {{
-        #[allow(
-            unused_unsafe,
-            reason = "the macro is used inside and outside unsafe blocks"
-        )]
-        let v = unsafe { core::ptr::read_volatile(&raw const crate::program::OFFSETS.$field) };
-        v as usize
-    }};
+    ($field:ident) => {
+        crate::kernel::offset(&crate::program::OFFSETS.$field)
+    };
 }
 pub(crate) use off;
+
+/// A field of `OFFSETS`, read volatile: the compiler must not fold the
+/// build-time placeholder. A function, not the macro's own unsafe block, so
+/// `off!` reads the same inside and outside unsafe code.
+#[inline(always)]
+pub(crate) fn offset(field: &u32) -> usize {
+    // SAFETY: a reference is valid for reads.
+    (unsafe { core::ptr::read_volatile(field) }) as usize
+}
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
@@ -28,28 +33,47 @@ pub(crate) fn read<T: Copy>(base: usize, offset: usize) -> Result<T, i32> {
 /// one unreadable field never costs the whole record.
 #[inline(always)]
 pub(crate) fn read_or_flag<T: Copy + Default>(fl: &mut u32, base: usize, offset: usize) -> T {
-    match read(base, offset) {
-        Ok(v) => v,
-        Err(_) => {
-            *fl |= flags::READ_ERROR;
-            T::default()
-        }
+    if let Ok(v) = read(base, offset) {
+        v
+    } else {
+        *fl |= flags::READ_ERROR;
+        T::default()
     }
 }
 
-/// Reads [`WINDOW`] bytes at `base + start` (flagging a failure): several
-/// fields that sit close together for one helper call.
-#[inline(always)]
-pub(crate) fn read_window(fl: &mut u32, buf: &mut [u8; WINDOW], base: usize, start: usize) {
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
-    let r = unsafe {
-        generated::bpf_probe_read_kernel(
-            buf.as_mut_ptr().cast(),
-            WINDOW as u32,
-            (base + start) as *const _,
-        )
-    };
-    if r != 0 {
-        *fl |= flags::READ_ERROR;
+/// [`WINDOW`] bytes of a kernel struct, read with one helper call: several
+/// fields that sit close together. Not zeroed first (the helper writes every
+/// byte, zeroes on failure; a zeroing loop cost more than the read), and
+/// 8-byte aligned, so a field is one load (user space puts the window's start
+/// on an 8-byte boundary of the struct: every field is aligned in it).
+pub(crate) struct Window(MaybeUninit<[u64; WINDOW / 8]>);
+
+impl Window {
+    /// Reads the window at `base + start`, flagging a failure.
+    #[inline(always)]
+    pub(crate) fn read(fl: &mut u32, base: usize, start: usize) -> Self {
+        let mut w = MaybeUninit::<[u64; WINDOW / 8]>::uninit();
+        // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an
+        // error (the buffer zeroed), not a fault.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                w.as_mut_ptr().cast(),
+                WINDOW as u32,
+                (base + start) as *const _,
+            )
+        };
+        if r != 0 {
+            *fl |= flags::READ_ERROR;
+        }
+        Self(w)
+    }
+
+    /// The field at `at` bytes into the window: a constant the verifier knows
+    /// (offsets are read-only globals), a multiple of the field's size.
+    #[inline(always)]
+    pub(crate) fn get<T: Copy>(&self, at: usize) -> T {
+        // SAFETY: the helper wrote all WINDOW bytes; user space checked that
+        // `at` is aligned for `T` and that the field lies inside the window.
+        unsafe { core::ptr::read(self.0.as_ptr().cast::<u8>().add(at).cast()) }
     }
 }

@@ -3,6 +3,10 @@
 //! Everything here is `#[repr(C)]` and defined once: the eBPF side writes these
 //! layouts, the user side (feature `user`) reads them back as `aya::Pod`.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "eBPF code: each helper is inlined into its program (BPF-to-BPF calls mix with tail calls only from kernel 5.10 on)"
+)]
 
 pub mod rule;
 
@@ -61,7 +65,7 @@ pub mod flags {
     /// Sent while the sensor's start-up self-test runs (every exec is sent then);
     /// [`crate::ExecRecord::self_test_tgid`] is set.
     pub const SELF_TEST: u32 = 1 << 9;
-    /// The kernel ran an interpreter (a `#!` script's, or a binfmt_misc
+    /// The kernel ran an interpreter (a `#!` script's, or a `binfmt_misc`
     /// handler) for the file named in exec: its name follows ([`crate::ExecRecord::exec_path_len`]).
     pub const INTERPRETED: u32 = 1 << 10;
     /// The name given to exec was longer than what was copied.
@@ -82,7 +86,7 @@ pub mod flags {
 /// hierarchy's root, leaf first, each ending in NUL). Only what is used
 /// travels: a typical record is a few hundred bytes, not the 15 KiB of its bounds.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct ExecRecord {
     /// `bpf_ktime_get_boot_ns()` at the tracepoint.
     pub ktime_ns: u64,
@@ -187,7 +191,7 @@ const _: () = assert!(PATH_SCRATCH + 2 * PATH_BUF <= SCRATCH_LEN);
 /// What the entry program hands to the stages it tail-calls, in the per-CPU
 /// work area (a tail call keeps only the context pointer).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Carry {
     /// `struct task_struct *` of the exec'ing task.
     pub task: u64,
@@ -207,6 +211,10 @@ pub struct Carry {
     pub walk_pos: u32,
     /// The walk's path flags so far.
     pub walk_flags: u32,
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding: public so the struct can be built with a literal"
+    )]
     pub _pad: u32,
 }
 
@@ -289,7 +297,7 @@ pub struct Offsets {
     pub inode_writecount: u32,
     /// `i_ctime_sec` (6.11+), else `__i_ctime.tv_sec` (6.6+), else `i_ctime.tv_sec`.
     pub inode_ctime_sec: u32,
-    /// The nanoseconds beside it (read as 32 bits: a `long` tv_nsec holds < 10^9).
+    /// The nanoseconds beside it (read as 32 bits: a `long` `tv_nsec` holds < 10^9).
     pub inode_ctime_nsec: u32,
     pub sb_dev: u32,
     pub dentry_parent: u32,

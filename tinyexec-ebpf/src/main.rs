@@ -11,6 +11,22 @@
 //! once for every way the walk before it can end.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "the kernel side bounds its values with the masks and comparisons the verifier \
+                  follows; a try_from is one more branch for it, and a pointer is a u64 here"
+    )
+)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "eBPF code: each helper is inlined into its program (BPF-to-BPF calls mix with tail calls only from kernel 5.10 on)"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod container;
@@ -37,14 +53,14 @@ mod program {
     use tinyexec_ebpf::{
         ABSENT, ARGS_MAX, CARRY_AT, CGROUP_PATH_MAX, CGROUP_SCRATCH, COMM_LEN, Carry, Config,
         EXEC_PATH_MAX, ExecRecord, HEADER_LEN, OUT_AREA, Offsets, PATH_BUF, PATH_MAX, PATH_SCRATCH,
-        RECORD_FIXED, SCRATCH_LEN, WINDOW, cgroup_mode, control, flags,
+        RECORD_FIXED, SCRATCH_LEN, cgroup_mode, control, flags,
         rule::{self, HeaderVerdict},
         stage,
     };
 
     use crate::{
         container,
-        kernel::{off, read, read_or_flag, read_window},
+        kernel::{Window, off, read, read_or_flag},
         path,
     };
 
@@ -93,6 +109,10 @@ mod program {
     // A raw tracepoint rather than tp_btf: the same arguments and cost, and
     // loading it needs no BTF of our own in user space (a 30 MiB parse).
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_exec(ctx: RawTracePointContext) -> i32 {
         // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
         let task: usize = ctx.arg(0);
@@ -107,6 +127,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_exe_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             let file = unsafe { (*carry).file } as usize;
@@ -117,6 +141,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             let parent = unsafe { (*carry).parent } as usize;
@@ -127,6 +155,10 @@ mod program {
     }
 
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
     pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
         if let Some((work, carry)) = work_and_carry() {
             unsafe { container::fill(work.cast(), work.add(CGROUP_SCRATCH), &*carry) };
@@ -141,13 +173,6 @@ mod program {
             unsafe { emit(work, &*carry) };
         }
         0
-    }
-
-    /// A field at `at` in a window (a constant the verifier knows: offsets
-    /// are read-only globals).
-    #[inline(always)]
-    fn from_window<T: Copy>(buf: &[u8; WINDOW], at: usize) -> T {
-        unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast()) }
     }
 
     /// Offsets into the work area, masked so the verifier can bound every copy;
@@ -190,16 +215,14 @@ mod program {
         let mut fl = 0u32;
         // The fast path: every exec pays for it. Fields that sit close together
         // are read with one helper call each ([`WINDOW`] bytes).
-        let mut b = [0u8; WINDOW];
-        read_window(&mut fl, &mut b, bprm, off!(bprm_window));
+        let b = Window::read(&mut fl, bprm, off!(bprm_window));
         let at_b = |field: usize| field - off!(bprm_window);
-        let file: usize = from_window(&b, at_b(off!(bprm_file)));
+        let file: usize = b.get(at_b(off!(bprm_file)));
         let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
-        let mut i = [0u8; WINDOW];
-        read_window(&mut fl, &mut i, inode, off!(inode_window));
+        let i = Window::read(&mut fl, inode, off!(inode_window));
         let at_i = |field: usize| field - off!(inode_window);
-        let size: i64 = from_window(&i, at_i(off!(inode_size)));
-        let nlink: u32 = from_window(&i, at_i(off!(inode_nlink)));
+        let size: i64 = i.get(at_i(off!(inode_size)));
+        let nlink: u32 = i.get(at_i(off!(inode_nlink)));
         let writers: i32 = read_or_flag(&mut fl, inode, off!(inode_writecount));
         // A file that could be written while it runs (writer count not
         // negative; or unlinked, as memfds are, whose writable descriptors the
@@ -210,10 +233,13 @@ mod program {
         // An interpreter ran for the file named in exec (a `#!` script, a
         // binfmt_misc handler): that file is not the one that runs, and user
         // space checks it by name.
-        let filename: usize = from_window(&b, at_b(off!(bprm_filename)));
-        let interp: usize = from_window(&b, at_b(off!(bprm_interp)));
+        let filename: usize = b.get(at_b(off!(bprm_filename)));
+        let interp: usize = b.get(at_b(off!(bprm_interp)));
         let interpreted = filename != interp;
         // Alerts-only mode: an ordinary exec costs these reads and nothing more.
+        // The self-test's switch is looked at too (an inlined array lookup):
+        // with offsets from a BTF that does not fit the kernel the canary may
+        // not look like a candidate, and its record must come all the same.
         let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
         if !candidate && !interpreted && !all_execs && !self_test() {
             return;
@@ -382,9 +408,7 @@ mod program {
     fn wakeup(urgent: bool) -> u64 {
         const BPF_RB_AVAIL_DATA: u64 = 0;
         const BATCH_BYTES: u64 = 64 << 10;
-        if urgent {
-            u64::from(BPF_RB_FORCE_WAKEUP)
-        } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
+        if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
             u64::from(BPF_RB_FORCE_WAKEUP)
         } else {
             u64::from(BPF_RB_NO_WAKEUP)
@@ -475,7 +499,7 @@ mod program {
     }
 
     /// Prevent mode, on a match: SIGKILL before the new image returns to user
-    /// space. Returns KILLED, or KILL_FAILED when no signal could be sent.
+    /// space. Returns `KILLED`, or `KILL_FAILED` when no signal could be sent.
     #[inline(always)]
     fn kill() -> u32 {
         // Not in aya_ebpf::bindings (they hold BPF's own constants only).
@@ -547,7 +571,7 @@ mod program {
             (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
             (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));
             let mode: u16 = read_or_flag(fl, inode, off!(inode_mode));
-            (*rec).mode = mode as u32;
+            (*rec).mode = u32::from(mode);
             let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
             (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
             (*rec).ctime_sec = read_or_flag(fl, inode, off!(inode_ctime_sec));

@@ -1,4 +1,4 @@
-//! The one definition of YARA rule `EQGRP_tinyexec` (spec/EQGRP_tinyexec.yar).
+//! The one definition of YARA rule `EQGRP_tinyexec` (`spec/EQGRP_tinyexec.yar`).
 //!
 //! ```text
 //! $s1 = { 73 68 73 74 72 74 61 62 00 2E 74 65 78 74 }
@@ -18,6 +18,9 @@ pub const NAME: &str = "EQGRP_tinyexec";
 pub const MAGIC: [u8; 4] = 0x464c_457f_u32.to_le_bytes();
 /// `filesize < 270`: strict.
 pub const FILESIZE_LT: u64 = 270;
+/// [`FILESIZE_LT`] as a buffer length.
+#[expect(clippy::cast_possible_truncation, reason = "270 fits any usize")]
+pub const FILESIZE_LT_LEN: usize = FILESIZE_LT as usize;
 /// `$s1`: "shstrtab\0.text".
 pub const S1: [u8; 14] = [
     0x73, 0x68, 0x73, 0x74, 0x72, 0x74, 0x61, 0x62, 0x00, 0x2E, 0x74, 0x65, 0x78, 0x74,
@@ -74,6 +77,7 @@ pub fn find_all(hay: &[u8], needle: &[u8]) -> impl Iterator<Item = usize> {
 /// `S1[..k]`, `S1.len() + k` for `S2[..k]`. The kernel walks it over the
 /// header with one table load per byte, no loop nested in another and no
 /// branch per byte, which its verifier checks cheaply.
+#[derive(Debug)]
 pub struct Automaton {
     /// `next[state * ROW + byte]`: the next state, with [`FOUND_S1`] /
     /// [`FOUND_S2`] set when that byte ends the string.
@@ -88,9 +92,13 @@ pub const AUTOMATON_STATES: usize = 32;
 /// Entries per state: one more than the byte values. With rows of 256 the
 /// index would be `state << 8 | byte`, and verifiers before 6.2 lose the bounds
 /// of an OR with a register they know (Debian 12's 6.1 refuses the program:
-/// "math between map_value pointer and register with unbounded min value");
+/// "math between `map_value` pointer and register with unbounded min value");
 /// `state * 257 + byte` is plain arithmetic every verifier bounds.
 const ROW: usize = 257;
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "const context (no try_from); 32 states"
+)]
 const STATE_MASK: u32 = AUTOMATON_STATES as u32 - 1;
 /// Flag bits of [`Automaton::next`] entries, above the state number.
 pub const FOUND_S1: u32 = 1 << 5;
@@ -132,6 +140,11 @@ impl Automaton {
         len
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "const fn (no try_from): states are < AUTOMATON_STATES (asserted above), \
+                  entries with their flags < 128, bytes < 256"
+    )]
     const fn build() -> Self {
         let mut next = [0u8; AUTOMATON_STATES * ROW];
         let mut s1_prefix = [0u8; AUTOMATON_STATES];
@@ -451,6 +464,10 @@ mod tests {
     /// The one header decision (what the kernel runs) agrees with the slow
     /// reference and never contradicts the whole-file rule.
     #[test]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "random offsets, taken modulo a length"
+    )]
     fn header_verdict_agrees_with_reference_and_whole_file() {
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
@@ -501,10 +518,10 @@ mod tests {
             } else {
                 HeaderVerdict::NoMatch
             };
-            if got != HeaderVerdict::NeedRest {
-                assert_eq!(got, whole, "len {len} file {f:02x?}");
-            } else {
+            if got == HeaderVerdict::NeedRest {
                 assert!(len > HEADER_LEN);
+            } else {
+                assert_eq!(got, whole, "len {len} file {f:02x?}");
             }
             counts[got as usize - 1] += 1;
         }

@@ -53,7 +53,7 @@ struct MapElemAttr {
 /// `map[key] = value`, both as raw bytes of the map's key and value sizes.
 pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
     let attr = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
+        map_fd: map.as_raw_fd().cast_unsigned(),
         _pad: 0,
         key: key.as_ptr() as u64,
         value: value.as_ptr() as u64,
@@ -73,7 +73,7 @@ pub fn map_freeze(map: BorrowedFd<'_>) -> io::Result<()> {
     sys_bpf(
         BPF_MAP_FREEZE,
         &MapFdAttr {
-            map_fd: map.as_raw_fd() as u32,
+            map_fd: map.as_raw_fd().cast_unsigned(),
         },
     )
     .map(drop)
@@ -134,7 +134,7 @@ struct RawTracepointOpenAttr {
 pub fn raw_tracepoint_open(name: &CStr, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let attr = RawTracepointOpenAttr {
         name: name.as_ptr() as u64,
-        prog_fd: prog.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
         _pad: 0,
     };
     owned(sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &attr)?)

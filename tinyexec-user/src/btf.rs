@@ -10,9 +10,12 @@
 //! members, arrays, ints, the type wrappers and enums' values; everything
 //! else is skipped after bounds checking. Format reference: the kernel's
 //! `Documentation/bpf/btf.rst`.
+// Outside input: an index out of bounds here is a crash an attacker chooses.
+#![warn(clippy::indexing_slicing)]
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::ops::Range;
 use std::path::Path;
 
@@ -54,6 +57,7 @@ const KIND_ENUM64: u8 = 19;
 /// from the bytes when a lookup needs them: decoding every type of a kernel
 /// (over 100,000) into structures took three times the file's 5.5 MiB, and
 /// that parse was the sensor's peak memory.
+#[derive(Debug)]
 pub struct Btf {
     bytes: Vec<u8>,
     big_endian: bool,
@@ -89,14 +93,14 @@ enum Extra {
         nelems: u32,
     },
     /// Where the member records start in `Btf::bytes`, how many, and the
-    /// struct's kind_flag (bitfield sizes in the offsets).
+    /// struct's `kind_flag` (bitfield sizes in the offsets).
     Members {
         at: u32,
         len: u16,
         kind_flag: bool,
     },
     /// Where an enum's values start in `Btf::bytes`, how many, whether they
-    /// are 64-bit (ENUM64) and signed (the kind_flag).
+    /// are 64-bit (ENUM64) and signed (the `kind_flag`).
     Enumerators {
         at: u32,
         len: u16,
@@ -110,7 +114,7 @@ struct Member {
     name_off: u32,
     type_id: u32,
     bit_offset: u32,
-    /// Non-zero only for bitfields encoded with the struct's kind_flag.
+    /// Non-zero only for bitfields encoded with the struct's `kind_flag`.
     bitfield_size: u32,
 }
 
@@ -257,9 +261,10 @@ impl Btf {
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut typedefs: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut enums: HashMap<Box<[u8]>, u32> = HashMap::new();
-        for id in 1..self.records.len() {
-            // Type ids are bounded by u32 because the section length is a u32.
-            let ty = self.ty(id as u32)?;
+        // Type ids are bounded by u32 because the section length is a u32.
+        let count = u32::try_from(self.records.len()).context("more BTF types than u32 ids")?;
+        for id in 1..count {
+            let ty = self.ty(id)?;
             let indexed = matches!(
                 ty.kind,
                 KIND_STRUCT | KIND_UNION | KIND_TYPEDEF | KIND_ENUM | KIND_ENUM64
@@ -273,8 +278,6 @@ impl Btf {
             if name.is_empty() {
                 continue;
             }
-            // Type ids are bounded by u32 because the section length is a u32.
-            let id = id as u32;
             if ty.kind == KIND_TYPEDEF {
                 typedefs.entry(name.into()).or_insert(id);
                 continue;
@@ -327,9 +330,9 @@ impl Btf {
             // kind_flag marks a signed enum.
             let value = if wide {
                 let hi = r.u32()?;
-                ((u64::from(hi) << 32) | u64::from(lo)) as i64
+                ((u64::from(hi) << 32) | u64::from(lo)).cast_signed()
             } else if signed {
-                i64::from(lo as i32)
+                i64::from(lo.cast_signed())
             } else {
                 i64::from(lo)
             };
@@ -511,7 +514,7 @@ impl Btf {
         }
     }
 
-    /// True for bitfields in either encoding: the struct's kind_flag (explicit
+    /// True for bitfields in either encoding: the struct's `kind_flag` (explicit
     /// bit size) or, without it, an INT whose encoding is narrower than its size.
     fn is_bitfield(&self, member: &Member) -> Result<bool> {
         if member.bitfield_size != 0 {
@@ -526,7 +529,7 @@ impl Btf {
         Ok(false)
     }
 
-    /// Follows typedef/volatile/const/restrict/type_tag to the underlying type.
+    /// Follows typedef/volatile/const/restrict/`type_tag` to the underlying type.
     fn strip_wrappers(&self, mut id: u32) -> Result<u32> {
         for _ in 0..MAX_DEPTH {
             let ty = self.ty(id)?;
@@ -617,14 +620,14 @@ impl Btf {
 
     /// NUL-terminated string at `off` in the string section.
     fn name_bytes(&self, off: u32) -> Result<&[u8]> {
-        let tail = self.bytes[self.strings.clone()]
-            .get(off as usize..)
+        let tail = self
+            .bytes
+            .get(self.strings.clone())
+            .and_then(|s| s.get(off as usize..))
             .ok_or_else(|| anyhow!("string offset {off} beyond string section"))?;
-        let end = tail
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| anyhow!("string at offset {off} is not NUL-terminated"))?;
-        Ok(&tail[..end])
+        let name = CStr::from_bytes_until_nul(tail)
+            .map_err(|_| anyhow!("string at offset {off} is not NUL-terminated"))?;
+        Ok(name.to_bytes())
     }
 }
 
@@ -633,13 +636,15 @@ impl Btf {
 fn record_starts(bytes: &[u8], types: Range<usize>, big_endian: bool) -> Result<Vec<u32>> {
     let mut starts = vec![0];
     let mut r = Reader {
-        bytes: &bytes[..types.end],
+        bytes: bytes
+            .get(..types.end)
+            .ok_or_else(|| anyhow!("type section ends at {}, beyond the data", types.end))?,
         pos: types.start,
         big_endian,
     };
     while r.pos < types.end {
         let id = starts.len();
-        starts.push(r.pos as u32);
+        starts.push(u32::try_from(r.pos).context("BTF of 4 GiB or more")?);
         let ty = decode_type(&r).with_context(|| format!("at BTF type id {id}"))?;
         r.skip(12 + extra_len(ty.kind, vlen_of(&r)?)?)
             .with_context(|| format!("at BTF type id {id}"))?;
@@ -695,7 +700,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Members {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 kind_flag: info >> 31 != 0,
             }
@@ -709,7 +714,7 @@ fn decode_type(r: &Reader<'_>) -> Result<Type> {
                 bail!("BTF truncated: need {need} bytes at offset {}", r.pos);
             }
             Extra::Enumerators {
-                at: r.pos as u32,
+                at: u32::try_from(r.pos).context("BTF of 4 GiB or more")?,
                 len: vlen,
                 wide: kind == KIND_ENUM64,
                 signed: info >> 31 != 0,
@@ -758,9 +763,18 @@ fn kind_name(kind: u8) -> &'static str {
 /// real kernel's BTF is not in the repository.
 #[doc(hidden)]
 pub mod synthetic {
-    use super::*;
+    #![expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a BTF of a few types: its lengths fit u32; an enum64 value is split into its words"
+    )]
+    use super::{
+        BTF_MAGIC, KIND_CONST, KIND_ENUM, KIND_ENUM64, KIND_PTR, KIND_RESTRICT, KIND_TYPE_TAG,
+        KIND_TYPEDEF, KIND_VOLATILE,
+    };
 
     /// Builds raw BTF blobs so the parser is tested on layouts we control.
+    #[derive(Debug)]
     pub struct Writer {
         /// Type section as u32 words (every BTF type record is word-sized).
         words: Vec<u32>,
@@ -898,7 +912,7 @@ pub mod synthetic {
                     w.to_be_bytes()
                 } else {
                     w.to_le_bytes()
-                })
+                });
             };
             let mut out = Vec::new();
             let magic = if big_endian {
@@ -928,7 +942,7 @@ pub mod synthetic {
         pub loginuid: u32,
         pub comm: u32,
         pub task_size: u32,
-        /// qstr: offset of the anonymous {hash,len}/hash_len union and of `name`.
+        /// qstr: offset of the anonymous `{hash,len}`/`hash_len` union and of `name`.
         pub q_union: u32,
         pub q_name: u32,
         /// Offsets of `len` inside the anonymous struct (`hash` takes the other slot).
@@ -1331,48 +1345,9 @@ mod tests {
 
     const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-    /// Fields the sensor reads; each must resolve on the running kernel.
-    const KERNEL_FIELDS: &[(&str, &str)] = &[
-        ("task_struct", "pid"),
-        ("task_struct", "tgid"),
-        ("task_struct", "real_parent"),
-        ("task_struct", "cred"),
-        ("task_struct", "mm"),
-        ("task_struct", "comm"),
-        ("task_struct", "loginuid"),
-        ("task_struct", "loginuid.val"),
-        ("linux_binprm", "file"),
-        ("linux_binprm", "buf"),
-        ("linux_binprm", "argc"),
-        ("file", "f_path"),
-        ("file", "f_inode"),
-        ("inode", "i_ino"),
-        ("inode", "i_size"),
-        ("inode", "i_nlink"),
-        ("inode", "i_sb"),
-        ("super_block", "s_dev"),
-        ("dentry", "d_parent"),
-        ("dentry", "d_name"),
-        ("dentry", "d_name.len"),
-        ("dentry", "d_name.name"),
-        ("mount", "mnt"),
-        ("mount", "mnt_parent"),
-        ("mount", "mnt_mountpoint"),
-        ("vfsmount", "mnt_root"),
-        ("mm_struct", "arg_start"),
-        ("mm_struct", "arg_end"),
-        ("cred", "uid"),
-        ("cred", "gid"),
-        ("cred", "euid"),
-        ("path", "mnt"),
-        ("path", "dentry"),
-        ("qstr", "len"),
-        ("qstr", "name"),
-        ("kuid_t", "val"),
-    ];
-
-    fn load_vmlinux() -> Option<Btf> {
-        // tinyexec needs kernel BTF; a machine without it must fail here, not skip.
+    /// The running kernel's BTF; tinyexec needs it, so a machine without it
+    /// fails here, never skips.
+    fn load_vmlinux() -> Btf {
         assert!(
             Path::new(VMLINUX).exists(),
             "{VMLINUX} not present: tinyexec needs a kernel with CONFIG_DEBUG_INFO_BTF"
@@ -1384,20 +1359,30 @@ mod tests {
             btf.records.len() - 1,
             start.elapsed()
         );
-        Some(btf)
+        btf
+    }
+
+    /// Every `(struct, member path)` the loader reads (offsets.rs): the one
+    /// list of the kernel fields tinyexec depends on.
+    fn fields_the_loader_reads(btf: &Btf) -> Vec<(&'static str, &'static str)> {
+        let (_, fields) = crate::offsets::resolve_reading(btf)
+            .unwrap_or_else(|e| panic!("the loader cannot resolve this kernel: {e:#}"));
+        assert!(fields.len() > 40, "{fields:?}");
+        fields
     }
 
     #[test]
     fn running_kernel_offsets() {
-        let Some(btf) = load_vmlinux() else { return };
-        for &(s, f) in KERNEL_FIELDS {
+        let btf = load_vmlinux();
+        for (s, f) in fields_the_loader_reads(&btf) {
             let off = btf.member_offset(s, f).unwrap();
             let size = btf.member_size(s, f).unwrap();
             let total = btf.struct_size(s).unwrap();
             eprintln!("{s}.{f}: offset {off} size {size} (struct size {total})");
+            // Size 0 only for a flexible array, which ends the struct.
             assert!(
-                size > 0 && off + size <= total,
-                "{s}.{f}: {off}+{size} > {total}"
+                off + size <= total && (size > 0 || off == total),
+                "{s}.{f}: offset {off} size {size} in a struct of {total}"
             );
         }
         // Layouts that have not changed in many kernel releases.
@@ -1429,15 +1414,77 @@ mod tests {
         members: Vec<(String, u32, u64, u32)>,
     }
 
-    fn parse_bpftool_raw(text: &str) -> HashMap<u32, RawStruct> {
-        let field = |line: &str, key: &str| -> Option<u64> {
+    /// bpftool's decoding: structs and unions by id, and what each typedef
+    /// or qualifier (const, volatile, ...) stands for.
+    struct Raw {
+        composites: HashMap<u32, RawStruct>,
+        aliases: HashMap<u32, u32>,
+    }
+
+    impl Raw {
+        /// `id` with typedefs and qualifiers followed.
+        fn strip(&self, mut id: u32) -> u32 {
+            for _ in 0..32 {
+                match self.aliases.get(&id) {
+                    Some(&next) => id = next,
+                    None => break,
+                }
+            }
+            id
+        }
+
+        /// The struct named `name` with members (the first such id: the
+        /// definition, not a forward declaration).
+        fn named(&self, name: &str) -> u32 {
+            let mut ids: Vec<u32> = self
+                .composites
+                .iter()
+                .filter(|(_, s)| s.name == name && !s.members.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            *ids.first()
+                .unwrap_or_else(|| panic!("bpftool shows no struct {name}"))
+        }
+
+        /// Bit offset and type of member `name` of composite `id`, looking
+        /// into anonymous members the way C (and `member_offset`) does.
+        fn member(&self, id: u32, name: &str) -> Option<(u64, u32)> {
+            for (m, ty, bits, _) in &self.composites.get(&id)?.members {
+                if m == name {
+                    return Some((*bits, *ty));
+                }
+                if m == "(anon)"
+                    && let Some((inner, ty)) = self.member(self.strip(*ty), name)
+                {
+                    return Some((bits + inner, ty));
+                }
+            }
+            None
+        }
+
+        /// Bit offset of the dotted `path` in struct `name`.
+        fn path_bits(&self, name: &str, path: &str) -> Option<u64> {
+            let (mut id, mut bits) = (self.named(name), 0);
+            for part in path.split('.') {
+                let (b, ty) = self.member(id, part)?;
+                bits += b;
+                id = self.strip(ty);
+            }
+            Some(bits)
+        }
+    }
+
+    fn parse_bpftool_raw(text: &str) -> Raw {
+        fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
             let rest = &line[line.find(key)? + key.len()..];
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
                 .ok()
-        };
-        let mut out = HashMap::new();
+        }
+        let mut composites = HashMap::new();
+        let mut aliases = HashMap::new();
         let mut current: Option<u32> = None;
         for line in text.lines() {
             if let Some(member) = line.strip_prefix('\t') {
@@ -1445,46 +1492,53 @@ mod tests {
                     continue;
                 };
                 if let (Some(s), Some(ty), Some(bits)) = (
-                    out.get_mut(&id),
+                    composites.get_mut(&id),
                     field(member, "type_id="),
                     field(member, "bits_offset="),
                 ) {
                     let s: &mut RawStruct = s;
-                    let bf = field(member, "bitfield_size=").unwrap_or(0) as u32;
-                    s.members.push((name.to_owned(), ty as u32, bits, bf));
+                    let bf = field(member, "bitfield_size=").unwrap_or(0);
+                    s.members.push((name.to_owned(), ty, bits, bf));
                 }
                 continue;
             }
             current = None;
+            let is_alias = ["TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"]
+                .iter()
+                .any(|k| line.contains(&format!("] {k} '")));
+            if let (true, Some(id), Some(ty)) =
+                (is_alias, field(line, "["), field(line, "type_id="))
+            {
+                aliases.insert(id, ty);
+                continue;
+            }
             let is_composite = line.contains("] STRUCT '") || line.contains("] UNION '");
             if let (true, Some(id), Some(size)) =
                 (is_composite, field(line, "["), field(line, "size="))
             {
                 let name = line.split('\'').nth(1).unwrap_or_default().to_owned();
-                out.insert(
-                    id as u32,
+                composites.insert(
+                    id,
                     RawStruct {
                         name,
-                        size: size as u32,
+                        size,
                         members: Vec::new(),
                     },
                 );
-                current = Some(id as u32);
+                current = Some(id);
             }
         }
-        out
+        Raw {
+            composites,
+            aliases,
+        }
     }
 
     /// Flattens anonymous members the way C (and `member_offset`) does.
-    fn flatten(
-        raw: &HashMap<u32, RawStruct>,
-        id: u32,
-        base: u64,
-        out: &mut Vec<(String, u64, u32)>,
-    ) {
-        for (name, ty, bits, bf) in &raw[&id].members {
+    fn flatten(raw: &Raw, id: u32, base: u64, out: &mut Vec<(String, u64, u32)>) {
+        for (name, ty, bits, bf) in &raw.composites[&id].members {
             if name == "(anon)" {
-                if raw.contains_key(ty) {
+                if raw.composites.contains_key(ty) {
                     flatten(raw, *ty, base + bits, out);
                 }
             } else {
@@ -1493,11 +1547,14 @@ mod tests {
         }
     }
 
-    /// Cross-checks every named (flattened) member of the structs the sensor
-    /// uses against bpftool's independent decoding, when bpftool is installed.
+    /// Cross-checks our parser against bpftool's independent decoding of the
+    /// same BTF: every member path the loader reads, and every named
+    /// (flattened) member of the structs it reads them from. bpftool is a
+    /// test tool `cargo xtask test` installs; without it this fails, never skips.
     #[test]
     fn running_kernel_matches_bpftool() {
-        let Some(btf) = load_vmlinux() else { return };
+        let btf = load_vmlinux();
+        let fields = fields_the_loader_reads(&btf);
         let output = match std::process::Command::new("bpftool")
             .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
             .output()
@@ -1508,26 +1565,25 @@ mod tests {
             ),
         };
         let raw = parse_bpftool_raw(&String::from_utf8_lossy(&output.stdout));
-        let mut structs: Vec<&str> = KERNEL_FIELDS
-            .iter()
-            .map(|(s, _)| *s)
-            .filter(|s| *s != "kuid_t")
-            .collect();
+        for &(name, path) in &fields {
+            let bits = raw
+                .path_bits(name, path)
+                .unwrap_or_else(|| panic!("bpftool shows no {name}.{path}"));
+            assert_eq!(
+                u64::from(btf.member_offset(name, path).unwrap()) * 8,
+                bits,
+                "{name}.{path}"
+            );
+        }
+        let mut structs: Vec<&str> = fields.iter().map(|(s, _)| *s).collect();
+        structs.sort_unstable();
         structs.dedup();
         let mut checked = 0;
         for name in structs {
-            let mut ids: Vec<u32> = raw
-                .iter()
-                .filter(|(_, s)| s.name == name && !s.members.is_empty())
-                .map(|(id, _)| *id)
-                .collect();
-            ids.sort_unstable();
-            let id = *ids
-                .first()
-                .unwrap_or_else(|| panic!("bpftool shows no struct {name}"));
+            let id = raw.named(name);
             assert_eq!(
                 btf.struct_size(name).unwrap(),
-                raw[&id].size,
+                raw.composites[&id].size,
                 "size of {name}"
             );
             let mut members = Vec::new();
@@ -1546,7 +1602,10 @@ mod tests {
                 }
             }
         }
-        eprintln!("cross-checked {checked} member offsets against bpftool");
+        eprintln!(
+            "cross-checked the loader's {} member paths and {checked} member offsets against bpftool",
+            fields.len()
+        );
         assert!(checked > 100);
     }
 }

@@ -7,8 +7,9 @@
 
 /// Where the single segment is loaded (the conventional non-PIE base).
 const BASE: u64 = 0x40_0000;
-const EHDR_LEN: usize = 64;
-const PHDR_LEN: usize = 56;
+/// The sizes of the ELF and program headers (their own u16 fields).
+const EHDR_LEN: u16 = 64;
+const PHDR_LEN: u16 = 56;
 
 /// `exit_group(0)` in machine code, and the ELF machine number.
 #[cfg(target_arch = "x86_64")]
@@ -33,20 +34,21 @@ const EXIT0: (&[u8], u16) = (
 /// The canary's bytes: ELF header, one R+X `PT_LOAD` of the whole file, code.
 pub fn exit0_elf() -> Vec<u8> {
     let (code, machine) = EXIT0;
-    let entry = BASE + (EHDR_LEN + PHDR_LEN) as u64;
-    let len = (EHDR_LEN + PHDR_LEN + code.len()) as u64;
-    let mut f = Vec::with_capacity(len as usize);
+    let headers = usize::from(EHDR_LEN + PHDR_LEN);
+    let entry = BASE + u64::from(EHDR_LEN + PHDR_LEN);
+    let len = (headers + code.len()) as u64;
+    let mut f = Vec::with_capacity(headers + code.len());
     // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.
     f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     f.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
     f.extend_from_slice(&machine.to_le_bytes());
     f.extend_from_slice(&1u32.to_le_bytes()); // e_version
     f.extend_from_slice(&entry.to_le_bytes());
-    f.extend_from_slice(&(EHDR_LEN as u64).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&u64::from(EHDR_LEN).to_le_bytes()); // e_phoff
     f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
     f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    f.extend_from_slice(&(EHDR_LEN as u16).to_le_bytes());
-    f.extend_from_slice(&(PHDR_LEN as u16).to_le_bytes());
+    f.extend_from_slice(&EHDR_LEN.to_le_bytes());
+    f.extend_from_slice(&PHDR_LEN.to_le_bytes());
     f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
     f.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
     f.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
@@ -70,7 +72,7 @@ mod tests {
         let f = super::exit0_elf();
         assert_eq!(
             f.len(),
-            super::EHDR_LEN + super::PHDR_LEN + super::EXIT0.0.len()
+            usize::from(super::EHDR_LEN + super::PHDR_LEN) + super::EXIT0.0.len()
         );
         assert!(f.starts_with(&rule::MAGIC));
         assert!(rule::size_can_match(f.len() as u64));

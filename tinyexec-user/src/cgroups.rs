@@ -17,7 +17,7 @@ use crate::btf::Btf;
 
 /// Where systemd and every container runtime expect the cgroup file systems.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// `CGROUP2_SUPER_MAGIC` (statfs f_type of a cgroup2 mount).
+/// `CGROUP2_SUPER_MAGIC` (statfs `f_type` of a cgroup2 mount).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// The v1 controllers whose hierarchy is used, in order of preference: every
 /// runtime creates a container's cgroup in each of them.
@@ -133,7 +133,7 @@ fn is_cgroup2(path: &Path) -> bool {
     };
     // SAFETY: a valid C string and a statfs buffer for the call to fill.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    let r = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     r == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
 }
 

@@ -15,7 +15,7 @@ pub struct CheckArgs {
 /// Exit status: 0 when every line parses, 1 when any does not, 2 when the file
 /// cannot be read as the sensor would (missing, not a regular file, over the
 /// size limit, not UTF-8).
-pub fn check(args: CheckArgs) -> ExitCode {
+pub fn check(args: &CheckArgs) -> ExitCode {
     let name = args.file.display().to_string();
     let text = match policy::read(&args.file) {
         Ok(t) => t,

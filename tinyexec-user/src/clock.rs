@@ -8,7 +8,7 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
         tv_nsec: 0,
     };
     // SAFETY: a valid pointer to a local struct; both clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
@@ -36,7 +36,7 @@ impl BootClock {
     }
 }
 
-/// CLOCK_BOOTTIME now, ns: the clock of the kernel's `ktime_ns`.
+/// `CLOCK_BOOTTIME` now, ns: the clock of the kernel's `ktime_ns`.
 pub fn boot_now_ns() -> u64 {
     u64::try_from(now_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
 }

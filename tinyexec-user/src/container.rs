@@ -83,9 +83,8 @@ fn is_container_id(s: &str) -> bool {
 fn pod_uid(part: &str, under_kubepods: bool) -> Option<String> {
     let uid = match part.strip_suffix(".slice") {
         Some(slice) if slice.starts_with("kubepods") => slice.rsplit_once("-pod")?.1,
-        Some(_) => return None,
         None if under_kubepods => part.strip_prefix("pod")?,
-        None => return None,
+        _ => return None,
     };
     let ok = (32..=36).contains(&uid.len())
         && uid
@@ -105,15 +104,12 @@ fn systemd_unescape(s: &str) -> String {
             .get(i..i + 4)
             .filter(|e| e[0] == b'\\' && e[1] == b'x')
             .and_then(|e| u8::from_str_radix(std::str::from_utf8(&e[2..]).ok()?, 16).ok());
-        match hex {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
+        if let Some(byte) = hex {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -148,8 +144,8 @@ fn read_host() -> Option<Namespaces> {
     if kthreadd && let Ok(ns) = namespaces_of("2") {
         return Some(ns);
     }
-    eprintln!(
-        "tinyexec-sensor: warning: cannot read PID 1's namespaces ({init}) nor kthreadd's: \
+    log::warn!(
+        "cannot read PID 1's namespaces ({init}) nor kthreadd's: \
          records will not say whether an exec ran in the host's namespaces"
     );
     None

@@ -1,4 +1,6 @@
 //! Kernel records to owned Rust values.
+// Outside input: an index out of bounds here is a crash an attacker chooses.
+#![warn(clippy::indexing_slicing)]
 
 use anyhow::{Result, bail};
 use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags, rule::HeaderVerdict};
@@ -97,11 +99,11 @@ impl Exec {
 
 /// Text up to the first NUL; invalid UTF-8 is replaced, never dropped.
 fn c_str(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    let text = bytes.split(|&b| b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
-/// The kernel's internal dev_t (12-bit major, 20-bit minor) to the encoding `stat` reports.
+/// The kernel's internal `dev_t` (12-bit major, 20-bit minor) to the encoding `stat` reports.
 pub fn user_dev(kdev: u32) -> u64 {
     let major = u64::from(kdev >> 20);
     let minor = u64::from(kdev & 0xf_ffff);
@@ -152,16 +154,15 @@ fn take<'a>(rest: &mut &'a [u8], len: u32, what: &str) -> Result<&'a [u8]> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Exec> {
-    if bytes.len() < RECORD_FIXED {
+    let Some(mut rest) = bytes.get(RECORD_FIXED..) else {
         bail!(
             "kernel record of {} bytes, shorter than its fixed part ({RECORD_FIXED})",
             bytes.len()
         );
-    }
+    };
     // SAFETY: ExecRecord is Pod (any bit pattern is valid) and the length was
     // checked; read_unaligned makes no assumption about the buffer's alignment.
     let ev: ExecRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let mut rest = &bytes[RECORD_FIXED..];
     let header = take(&mut rest, ev.header_len, "header")?;
     let args = take(&mut rest, ev.args_len, "arguments")?;
     let path = take(&mut rest, ev.path_len, "path")?;
@@ -278,7 +279,7 @@ mod tests {
         rec.path_len = 2;
         rec.cgroup_id = 77;
         rec.cgroup_path_len = 13;
-        (rec.vpid, rec.parent_vpid, rec.ns_net) = (2, 1, 4026532000);
+        (rec.vpid, rec.parent_vpid, rec.ns_net) = (2, 1, 4_026_532_000);
         let exec = decode(&encode(&rec, b"/xinner\0docker\0")).unwrap();
         assert_eq!(exec.path, "/x");
         assert_eq!(
@@ -290,7 +291,7 @@ mod tests {
             })
         );
         assert_eq!((exec.vpid, exec.parent_vpid), (2, 1));
-        assert_eq!(exec.namespaces[2], 4026532000);
+        assert_eq!(exec.namespaces[2], 4_026_532_000);
         // The root cgroup has no name; a walk that read nothing has no path.
         assert_eq!(cgroup_path(b"", false).as_deref(), Some("/"));
         assert_eq!(cgroup_path(b"", true), None);

@@ -319,7 +319,7 @@ fn detect_named(exec: &Exec, name: &str) -> Option<Verdict> {
     if !rule::size_can_match(md.size()) {
         return None;
     }
-    let mut all = Vec::with_capacity(rule::FILESIZE_LT as usize);
+    let mut all = Vec::with_capacity(rule::FILESIZE_LT_LEN);
     f.by_ref()
         .take(rule::FILESIZE_LT)
         .read_to_end(&mut all)

@@ -238,6 +238,8 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         s.extend_from_slice(&rule::S2);
         s
     };
+    #[expect(clippy::cast_possible_wrap, reason = "a stager is < 270 bytes")]
+    let stager_size = stager.len() as i64;
     match name {
         "exclusions" => shipped
             .iter()
@@ -282,7 +284,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
                 "stager".into(),
                 wire(
                     flags::HEADER | flags::CANDIDATE,
-                    stager.len() as i64,
+                    stager_size,
                     &stager,
                     b"/tmp/stager\0-x\0",
                     b"/tmp/stager",
@@ -308,7 +310,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
                 "killed".into(),
                 wire(
                     flags::HEADER | flags::CANDIDATE | flags::KILLED | flags::ARGS_TRUNCATED,
-                    stager.len() as i64,
+                    stager_size,
                     &stager,
                     b"",
                     b"",

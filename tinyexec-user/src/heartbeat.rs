@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     output::OutputCounts,
-    record::{Agent, Event, Host, Record, SCHEMA_VERSION, Sensor},
+    record::{Agent, Event, Host, Record, SCHEMA_VERSION, Tinyexec},
 };
 
 /// The outputs' names in heartbeats (`heartbeat.outputs.NAME`), in the
@@ -143,9 +143,9 @@ pub fn record(s: &Snapshot<'_>, timestamp: String, host: &Host, agent: &Agent) -
         }),
         host: host.clone(),
         agent: agent.clone(),
-        tinyexec: Sensor {
+        tinyexec: Tinyexec {
             schema_version: SCHEMA_VERSION,
-            ..Sensor::default()
+            ..Tinyexec::default()
         },
     }
 }

@@ -38,6 +38,8 @@ enum Entry {
     },
     /// Asked for, no answer yet.
     Pending,
+    /// Asked for ahead of need (root), nobody has waited for it yet.
+    Prefetched,
     /// The name service failed; ask again after this.
     Failed(Instant),
 }
@@ -82,16 +84,29 @@ impl Names {
         let ask = match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
-                eprintln!(
-                    "tinyexec-sensor: warning: no name resolver thread ({e}): records carry uids and gids only"
-                );
+                log::warn!("no name resolver thread ({e}): records carry uids and gids only");
                 None
             }
         };
-        Self {
+        let names = Self {
             shared,
             ask,
             local: HashMap::new(),
+        };
+        // root's names asked for at once: most execs are root's, and the
+        // first record should not be the one that waits (or goes without).
+        for id in [Id::User(0), Id::Group(0)] {
+            names.prefetch(id);
+        }
+        names
+    }
+
+    /// Asks the resolver about `id` without waiting for the answer.
+    fn prefetch(&self, id: Id) {
+        let Some(sender) = &self.ask else { return };
+        let mut entries = lock(&self.shared.entries);
+        if !entries.contains_key(&id) && sender.send(id).is_ok() {
+            entries.insert(id, Entry::Prefetched);
         }
     }
 
@@ -132,21 +147,23 @@ impl Names {
             // Someone waited already: do not pay the wait again for the same id.
             Some(Entry::Pending) => return None,
             Some(Entry::Failed(retry)) if now < *retry => return None,
+            // Asked already: the first to need it waits for it like an asker.
+            Some(Entry::Prefetched) => false,
             _ => true,
         };
         if ask {
             let sender = self.ask.as_ref()?;
-            entries.insert(id, Entry::Pending);
             if sender.send(id).is_err() {
                 entries.insert(id, Entry::Failed(now + FAILED_FOR));
                 return None;
             }
         }
+        entries.insert(id, Entry::Pending);
         let (entries, _) = self
             .shared
             .answered
             .wait_timeout_while(entries, NAME_WAIT, |e| {
-                matches!(e.get(&id), Some(Entry::Pending))
+                matches!(e.get(&id), Some(Entry::Pending | Entry::Prefetched))
             })
             .unwrap_or_else(PoisonError::into_inner);
         match entries.get(&id) {
@@ -173,8 +190,8 @@ fn resolve(id: Id) -> Entry {
             until: Some(now + ABSENT_FOR),
         },
         Err(rc) => {
-            eprintln!(
-                "tinyexec-sensor: warning: looking up the name of {id:?} failed ({}); records carry the number, retried in {FAILED_FOR:?}",
+            log::warn!(
+                "looking up the name of {id:?} failed ({}); records carry the number, retried in {FAILED_FOR:?}",
                 std::io::Error::from_raw_os_error(rc)
             );
             Entry::Failed(now + FAILED_FOR)
@@ -313,7 +330,10 @@ fn host_nss(_database: &str, _id: u32) -> Option<String> {
 }
 
 /// The name in `getent passwd|group` output: `name:x:1000:...`.
-#[cfg_attr(not(any(target_env = "musl", test)), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_env = "musl", test)),
+    expect(dead_code, reason = "only the static (musl) build asks getent")
+)]
 fn getent_name(line: &str) -> Option<String> {
     let name = line.lines().next()?.split(':').next()?;
     (!name.is_empty()).then(|| name.to_owned())

@@ -19,6 +19,7 @@ mod field_names;
 pub mod fuzzing;
 mod heartbeat;
 mod identity;
+mod logging;
 mod offsets;
 mod output;
 mod pipeline;

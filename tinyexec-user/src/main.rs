@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Scan(args) => return scan::scan(args),
-        Command::Check(args) => return check::check(args),
+        Command::Scan(args) => return scan::scan(&args),
+        Command::Check(args) => return check::check(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

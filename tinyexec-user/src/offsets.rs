@@ -1,57 +1,107 @@
 //! The kernel struct offsets the eBPF programs need, read from the running
 //! kernel's BTF at load time (Rust eBPF has no CO-RE relocations here).
 
+use std::cell::RefCell;
+
 use anyhow::{Context as _, Result, bail};
 use tinyexec_ebpf::{ABSENT, COMM_LEN, HEADER_LEN, Offsets, WINDOW};
 
 use crate::btf::Btf;
 
-/// Offset of `strukt.path`, checking that the kernel's field has the width the programs read.
-fn field(btf: &Btf, strukt: &str, path: &str, width: u32) -> Result<u32> {
-    let offset = btf
-        .member_offset(strukt, path)
-        .with_context(|| format!("kernel BTF has no usable `{strukt}.{path}`"))?;
-    let size = btf.member_size(strukt, path)?;
-    if size != width {
-        bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {width}");
-    }
-    Ok(offset)
+/// The kernel's BTF, and every `(struct, member path)` read from it so far:
+/// the list of kernel fields tinyexec depends on comes from [`resolve`]
+/// itself, so the tests that check them (btf.rs) cannot drift from it.
+struct Reader<'a> {
+    btf: &'a Btf,
+    read: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
-/// The first of `paths` the kernel has, for fields renamed across versions.
-fn first_of(btf: &Btf, strukt: &str, paths: &[(&str, &[u32])]) -> Result<u32> {
-    for (path, widths) in paths {
-        if let Ok(offset) = btf.member_offset(strukt, path) {
-            let size = btf.member_size(strukt, path)?;
-            if !widths.contains(&size) {
-                bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {widths:?}");
-            }
-            return Ok(offset);
+impl<'a> Reader<'a> {
+    fn new(btf: &'a Btf) -> Self {
+        Self {
+            btf,
+            read: RefCell::new(Vec::new()),
         }
     }
-    let names: Vec<&str> = paths.iter().map(|(p, _)| *p).collect();
-    bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
+
+    /// Offset of `strukt.path`; recorded as read when the kernel has it.
+    fn offset(&self, strukt: &'static str, path: &'static str) -> Result<u32> {
+        let offset = self
+            .btf
+            .member_offset(strukt, path)
+            .with_context(|| format!("kernel BTF has no usable `{strukt}.{path}`"))?;
+        self.read.borrow_mut().push((strukt, path));
+        Ok(offset)
+    }
+
+    /// Offset of `strukt.path`, checking that the kernel's field has the width the programs read.
+    fn field(&self, strukt: &'static str, path: &'static str, width: u32) -> Result<u32> {
+        let offset = self.offset(strukt, path)?;
+        let size = self.btf.member_size(strukt, path)?;
+        if size != width {
+            bail!("kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {width}");
+        }
+        Ok(offset)
+    }
+
+    /// The first of `paths` the kernel has, for fields renamed across versions.
+    fn first_of(&self, strukt: &'static str, paths: &[(&'static str, &[u32])]) -> Result<u32> {
+        for (path, widths) in paths {
+            if let Ok(offset) = self.offset(strukt, path) {
+                let size = self.btf.member_size(strukt, path)?;
+                if !widths.contains(&size) {
+                    bail!(
+                        "kernel BTF: `{strukt}.{path}` is {size} bytes, tinyexec reads {widths:?}"
+                    );
+                }
+                return Ok(offset);
+            }
+        }
+        let names: Vec<&str> = paths.iter().map(|(p, _)| *p).collect();
+        bail!("kernel BTF has none of `{strukt}.{}`", names.join("`, `"))
+    }
 }
 
-/// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields` starts.
+/// Where a [`WINDOW`]-byte read that holds every `(offset, width)` of `fields`
+/// starts: on an 8-byte boundary of the struct, so that each field (aligned
+/// in the struct) is aligned in the program's 8-byte-aligned buffer and read
+/// with one load.
 fn window(strukt: &str, fields: &[(&str, u32, u32)]) -> Result<u32> {
-    let start = fields.iter().map(|f| f.1).min().unwrap_or(0);
+    let start = fields.iter().map(|f| f.1).min().unwrap_or(0) & !7;
     let end = fields.iter().map(|f| f.1 + f.2).max().unwrap_or(0);
+    let names = || fields.iter().map(|f| f.0).collect::<Vec<_>>().join("`, `");
     if (end - start) as usize > WINDOW {
-        let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
         bail!(
             "kernel BTF: `{strukt}.{}` span {} bytes, more than the {WINDOW} tinyexec reads at once",
-            names.join("`, `"),
+            names(),
             end - start
         );
+    }
+    if let Some((name, offset, width)) =
+        fields.iter().find(|f| f.2 == 0 || (f.1 - start) % f.2 != 0)
+    {
+        bail!("kernel BTF: `{strukt}.{name}` at byte {offset} is not aligned to its {width} bytes");
     }
     Ok(start)
 }
 
 /// Resolves every field in [`Offsets`] from `btf`.
 pub fn resolve(btf: &Btf) -> Result<Offsets> {
+    read_all(&Reader::new(btf))
+}
+
+/// [`resolve`], and every `(struct, member path)` it read from `btf`, in order.
+#[cfg(test)]
+pub fn resolve_reading(btf: &Btf) -> Result<(Offsets, Vec<(&'static str, &'static str)>)> {
+    let r = Reader::new(btf);
+    let offsets = read_all(&r)?;
+    Ok((offsets, r.read.into_inner()))
+}
+
+fn read_all(r: &Reader) -> Result<Offsets> {
     const PTR: u32 = 8;
-    let f = |s, p, w| field(btf, s, p, w);
+    let btf = r.btf;
+    let f = |s, p, w| r.field(s, p, w);
     let (bprm_file, bprm_filename, bprm_interp) = (
         f("linux_binprm", "file", PTR)?,
         f("linux_binprm", "filename", PTR)?,
@@ -97,7 +147,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         task_group_leader: f("task_struct", "group_leader", PTR)?,
         task_cred: f("task_struct", "cred", PTR)?,
         task_mm: f("task_struct", "mm", PTR)?,
-        task_comm: f("task_struct", "comm", COMM_LEN as u32)?,
+        task_comm: f("task_struct", "comm", u32::try_from(COMM_LEN)?)?,
         // Only with CONFIG_AUDIT; its absence is not an error.
         task_loginuid: f("task_struct", "loginuid.val", 4).unwrap_or(ABSENT),
         cred_uid: f("cred", "uid.val", 4)?,
@@ -107,7 +157,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         mm_arg_start: f("mm_struct", "arg_start", PTR)?,
         mm_arg_end: f("mm_struct", "arg_end", PTR)?,
         mm_exe_file: f("mm_struct", "exe_file", PTR)?,
-        bprm_buf: f("linux_binprm", "buf", HEADER_LEN as u32)?,
+        bprm_buf: f("linux_binprm", "buf", u32::try_from(HEADER_LEN)?)?,
         bprm_argc: f("linux_binprm", "argc", 4)?,
         file_path_mnt: f("file", "f_path.mnt", PTR)?,
         file_path_dentry: f("file", "f_path.dentry", PTR)?,
@@ -117,8 +167,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         inode_sb: f("inode", "i_sb", PTR)?,
         inode_writecount: f("inode", "i_writecount.counter", 4)?,
         // The change time's fields were renamed in 6.6 and split in 6.11.
-        inode_ctime_sec: first_of(
-            btf,
+        inode_ctime_sec: r.first_of(
             "inode",
             &[
                 ("i_ctime_sec", &[8]),
@@ -126,8 +175,7 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
                 ("i_ctime.tv_sec", &[8]),
             ],
         )?,
-        inode_ctime_nsec: first_of(
-            btf,
+        inode_ctime_nsec: r.first_of(
             "inode",
             &[
                 ("i_ctime_nsec", &[4]),
@@ -167,20 +215,16 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         user_inum: f("user_namespace", "ns.inum", 4)?,
         pid_ns_inum: f("pid_namespace", "ns.inum", 4)?,
         pid_level: f("pid", "level", 4)?,
-        pid_numbers: btf
-            .member_offset("pid", "numbers")
-            .context("kernel BTF has no usable `pid.numbers`")?,
+        pid_numbers: r.offset("pid", "numbers")?,
         upid_size,
         upid_nr,
         upid_ns,
         css_set_dfl_cgrp: f("css_set", "dfl_cgrp", PTR)?,
-        css_set_subsys: btf
-            .member_offset("css_set", "subsys")
-            .context("kernel BTF has no usable `css_set.subsys`")?,
+        css_set_subsys: r.offset("css_set", "subsys")?,
         css_cgroup: f("cgroup_subsys_state", "cgroup", PTR)?,
         cgroup_kn: f("cgroup", "kn", PTR)?,
         // Renamed when kernfs made the parent RCU-protected (6.15).
-        kernfs_parent: first_of(btf, "kernfs_node", &[("__parent", &[8]), ("parent", &[8])])?,
+        kernfs_parent: r.first_of("kernfs_node", &[("__parent", &[8]), ("parent", &[8])])?,
         kernfs_name: f("kernfs_node", "name", PTR)?,
         kernfs_id: f("kernfs_node", "id", 8)?,
     })

@@ -2,6 +2,7 @@
 //! exclusions → the flood bound (`repeats`) → the outputs' queues.
 
 use anyhow::{Context as _, Result, bail};
+use log::{error, info, warn};
 
 use crate::{
     clock::{BootClock, boot_now_ns, rfc3339},
@@ -10,20 +11,10 @@ use crate::{
     heartbeat::{self, Counters},
     identity::{self, Names},
     output::Outputs,
-    policy::Policy,
+    policy::{Policy, Suppressed},
     record::{self, Agent, ExclusionRef, Host, Record},
     repeats::{Key, Pending, Repeats, Seen, Tracker},
 };
-
-/// What happens to an alert an exclusion covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Suppressed {
-    /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
-    Emit,
-    /// Only count it (per-exclusion counters are logged).
-    Count,
-}
 
 pub struct Pipeline {
     outputs: Outputs,
@@ -85,22 +76,22 @@ impl Pipeline {
         let exec = match decode::decode(bytes) {
             Ok(exec) => exec,
             Err(err) => {
-                eprintln!("tinyexec-sensor: skipping a kernel record: {err:#}");
+                error!("skipping a kernel record: {err:#}");
                 return Ok(());
             }
         };
         if let (Some(kernel), Some(ours)) = (exec.kernel_verdict, detect::header_decision(&exec))
             && kernel != ours
         {
-            eprintln!(
-                "tinyexec-sensor: warning: on the header of pid {} ({}) the kernel decided {kernel:?}, user space {ours:?}",
+            warn!(
+                "on the header of pid {} ({}) the kernel decided {kernel:?}, user space {ours:?}",
                 exec.pid, exec.path
             );
         }
         let verdict = detect::detect(&exec);
         if exec.killed && verdict.is_none() {
-            eprintln!(
-                "tinyexec-sensor: warning: the kernel killed pid {} ({}) but user space finds no match",
+            warn!(
+                "the kernel killed pid {} ({}) but user space finds no match",
                 exec.pid, exec.path
             );
         }
@@ -186,19 +177,18 @@ impl Pipeline {
     /// Re-reads the exclusions when forced (SIGHUP) or changed on disk, between
     /// records: every exec is evaluated once, under one set.
     pub fn reload_exclusions(&mut self, forced: bool) {
-        if let Some(msg) = self.policy.reload(forced) {
-            eprintln!("tinyexec-sensor: {msg}");
+        match self.policy.reload(forced) {
+            Some(Ok(changed)) => info!("{changed}"),
+            Some(Err(failed)) => warn!("{failed}"),
+            None => {}
         }
     }
 
     pub fn log_counters(&self) {
         if !self.policy.is_empty() {
-            eprintln!(
-                "tinyexec-sensor: suppressed per exclusion: {}",
-                self.policy.counters_line()
-            );
+            info!("suppressed per exclusion: {}", self.policy.counters_line());
         }
-        eprintln!("tinyexec-sensor: {}", self.outputs.counters_line());
+        info!("{}", self.outputs.counters_line());
     }
 
     /// Reports records the kernel could not deliver, once per increase of its counter.

@@ -23,6 +23,16 @@ pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
 pub const BUILT_IN: &str = include_str!("../../config/exclusions.txt");
 const BUILT_IN_NAME: &str = "built-in exclusions";
 
+/// What happens to an alert an exclusion covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suppressed {
+    /// Emit it with `event.kind: "suppressed"` and the exclusion's name.
+    Emit,
+    /// Only count it (per-exclusion counters are logged).
+    Count,
+}
+
 /// What identifies a version of the file on disk: a change to any of these
 /// (an editor's rename-over included) triggers a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +138,9 @@ impl Policy {
     }
 
     /// Reloads when forced (SIGHUP) or when the file changed on disk. Returns
-    /// what to log; a file that fails to parse keeps the running exclusions.
-    pub fn reload(&mut self, forced: bool) -> Option<String> {
+    /// what to log: the change, or why the file was refused (a file that fails
+    /// to parse keeps the running exclusions).
+    pub fn reload(&mut self, forced: bool) -> Option<Result<String, String>> {
         let path = self.path.clone()?;
         let st = stamp(&path);
         if !forced && st == self.stamp {
@@ -139,22 +150,22 @@ impl Policy {
         let text = match read(&path) {
             Ok(t) => t,
             Err(e) => {
-                return Some(format!(
+                return Some(Err(format!(
                     "exclusions reload failed, keeping the {} running: {e:#}",
                     self.exclusions.len(),
-                ));
+                )));
             }
         };
         match parse_all(&path.display().to_string(), &text) {
-            Err(e) => Some(format!(
+            Err(e) => Some(Err(format!(
                 "exclusions reload failed, keeping the {} running:\n{e:#}",
                 self.exclusions.len()
-            )),
+            ))),
             Ok(new) => {
                 let msg = describe_change(&self.exclusions, &new, &path);
                 self.exclusions = new;
                 self.track_counters();
-                Some(msg)
+                Some(Ok(msg))
             }
         }
     }

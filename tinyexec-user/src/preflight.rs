@@ -21,7 +21,7 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// Loading tracing programs needs CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN.
+/// Loading tracing programs needs `CAP_BPF` with `CAP_PERFMON`, or `CAP_SYS_ADMIN`.
 pub fn check_privileges() -> Result<()> {
     let caps = effective_caps().unwrap_or(0);
     let has = |cap: u32| caps & (1 << cap) != 0;
@@ -79,7 +79,7 @@ pub fn check_kernel() -> Result<()> {
     Ok(())
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; newer ones to the memory
 /// cgroup. Raising it is best effort: failing is only worth a warning, a
 /// louder one where the limit counts.
 pub fn raise_memlock() -> Option<String> {
@@ -88,7 +88,7 @@ pub fn raise_memlock() -> Option<String> {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: a valid pointer to a local struct.
-    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) };
     if ret == 0 {
         return None;
     }

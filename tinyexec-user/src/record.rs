@@ -108,7 +108,7 @@ pub struct Process {
     pub name: String,
     pub executable: String,
     /// The file named in exec, when the kernel ran an interpreter for it (a
-    /// `#!` script, a binfmt_misc handler): `executable` is the interpreter.
+    /// `#!` script, a `binfmt_misc` handler): `executable` is the interpreter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_path: Option<String>,
     pub command_line: String,
@@ -220,9 +220,10 @@ pub struct Agent {
     pub ephemeral_id: String,
 }
 
-/// Facts about the sensor's own view of the record.
+/// The record's `tinyexec` object: facts about the sensor's own view of it
+/// (schema version, losses, where the verdict's bytes came from).
 #[derive(Debug, Default, Serialize)]
-pub struct Sensor {
+pub struct Tinyexec {
     pub schema_version: &'static str,
     /// Records the kernel could not deliver since the previous record of this run.
     pub lost_since_previous: u64,
@@ -290,7 +291,7 @@ pub struct Record {
     pub heartbeat: Option<Heartbeat>,
     pub host: Host,
     pub agent: Agent,
-    pub tinyexec: Sensor,
+    pub tinyexec: Tinyexec,
 }
 
 /// A kernel (seconds, nanoseconds) time as RFC 3339.
@@ -497,7 +498,7 @@ pub fn exec_record(
         heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
-        tinyexec: Sensor {
+        tinyexec: Tinyexec {
             schema_version: SCHEMA_VERSION,
             lost_since_previous: 0,
             ktime_ns: Some(exec.ktime_ns),
@@ -536,10 +537,10 @@ pub fn lost_record(
         heartbeat: None,
         host: host.clone(),
         agent: agent.clone(),
-        tinyexec: Sensor {
+        tinyexec: Tinyexec {
             schema_version: SCHEMA_VERSION,
             lost_since_previous: count,
-            ..Sensor::default()
+            ..Tinyexec::default()
         },
     }
 }

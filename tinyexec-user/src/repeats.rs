@@ -45,6 +45,9 @@ pub struct Key {
     device: u64,
     inode: u64,
     size: i64,
+    /// The inode's change time: a file deleted and another created with the
+    /// same content, which may get the same inode number, is another file.
+    ctime: (i64, u32),
     /// Hex SHA-256 of the file, or `header:` and that of the header the kernel read.
     content: String,
     /// Device and inode of the file named in exec, when the match is on it
@@ -87,6 +90,7 @@ impl Key {
             device: exec.device,
             inode: exec.inode,
             size: exec.size,
+            ctime: exec.ctime,
             content,
             target,
             verdict,
@@ -202,7 +206,7 @@ impl Tracker {
         );
     }
 
-    /// Windows ended by `now_ns` (CLOCK_BOOTTIME): their aggregates, oldest first.
+    /// Windows ended by `now_ns` (`CLOCK_BOOTTIME`): their aggregates, oldest first.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Pending> {
         let ended: Vec<Key> = self
             .windows
@@ -248,6 +252,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "s a second, t the tracker, the rest its records as the other tests name them"
+    )]
     fn first_at_once_repeats_counted_then_one_aggregate() {
         let s = 1_000_000_000;
         let mut t = Tracker::new(10);

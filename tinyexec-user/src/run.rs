@@ -4,6 +4,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use log::{info, warn};
 use tinyexec_ebpf::{Config, names};
 use tokio::{
     io::unix::AsyncFd,
@@ -12,7 +13,7 @@ use tokio::{
 
 pub use crate::settings::RunArgs;
 use crate::{
-    decode,
+    decode, logging,
     output::{OutputOptions, Outputs},
     pipeline::{self, Pipeline},
     policy::Policy,
@@ -34,11 +35,12 @@ const SELF_TEST_ATTEMPTS: u32 = 3;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
+    logging::init(args.log_level)?;
     if let Some(file) = &args.config_file {
-        eprintln!("tinyexec-sensor: settings from {}", file.display());
+        info!("settings from {}", file.display());
     }
     let (policy, loaded) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
-    eprintln!("tinyexec-sensor: {loaded}");
+    info!("{loaded}");
     let outputs = Outputs::open(&OutputOptions {
         stdout: args.stdout,
         file: args.output_file.as_deref(),
@@ -49,7 +51,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     preflight::check_btf(&args.btf)?;
     preflight::check_privileges()?;
     if let Some(warning) = preflight::raise_memlock() {
-        eprintln!("tinyexec-sensor: warning: {warning}");
+        warn!("{warning}");
     }
     preflight::check_kernel()?;
     let sensor = sensor::load(&LoadOptions {
@@ -98,13 +100,13 @@ struct Every {
 
 /// Says the sensor is ready, on stderr and to systemd.
 fn announce_ready(mode: &str) {
-    eprintln!(
-        "tinyexec-sensor: ready: {} attached to {} ({mode})",
+    info!(
+        "ready: {} attached to {} ({mode})",
         names::PROGRAM,
         names::TRACEPOINT
     );
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-        eprintln!("tinyexec-sensor: warning: could not notify systemd: {err}");
+        warn!("could not notify systemd: {err}");
     }
 }
 
@@ -115,10 +117,7 @@ async fn stream(
     mode: &str,
     btf: &Path,
 ) -> Result<()> {
-    eprintln!(
-        "tinyexec-sensor: verified instructions: {}",
-        sensor.verified_summary()
-    );
+    info!("verified instructions: {}", sensor.verified_summary());
     let Sensor {
         ebpf,
         events,
@@ -188,7 +187,7 @@ async fn stream(
     }
     pipeline.report_lost(sensor::lost_total(&lost)?);
     pipeline.finish(sensor::execs_total(&execs)?, EXIT_GRACE)?;
-    eprintln!("tinyexec-sensor: stopped");
+    info!("stopped");
     Ok(())
 }
 
@@ -210,17 +209,15 @@ async fn self_test(
             let checked = canary.check(&record, btf);
             canary.finish()?;
             checked?;
-            eprintln!(
-                "tinyexec-sensor: self-test passed: the kernel program read the canary exec {what} right"
-            );
+            info!("self-test passed: the kernel program read the canary exec {what} right");
             return Ok(());
         }
         canary.finish()?;
         let lost = sensor::lost_total(lost)? - lost_before;
         if lost > 0 && attempt < SELF_TEST_ATTEMPTS {
-            eprintln!(
-                "tinyexec-sensor: warning: self-test: {lost} records were lost (the ring buffer was \
-                 full) while the canary exec {what} ran; running it again"
+            warn!(
+                "self-test: {lost} records were lost (the ring buffer was full) while the \
+                 canary exec {what} ran; running it again"
             );
             continue;
         }
@@ -255,7 +252,7 @@ async fn canary_record(
                         }
                         _ => {
                             if let Err(err) = pipeline.handle(&item) {
-                                eprintln!("tinyexec-sensor: warning: {err:#}");
+                                warn!("{err:#}");
                             }
                         }
                     }

@@ -37,7 +37,7 @@ struct Scanner<W: Write> {
 }
 
 /// Exit status: 0 no match, 1 a match, 2 an error (errors win: the hunt was incomplete).
-pub fn scan(args: ScanArgs) -> ExitCode {
+pub fn scan(args: &ScanArgs) -> ExitCode {
     let stdout = io::stdout();
     // SAFETY: isatty on a constant fd.
     let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
@@ -117,7 +117,7 @@ impl<W: Write> Scanner<W> {
         if !rule::size_can_match(size) {
             return;
         }
-        let mut content = Vec::with_capacity(rule::FILESIZE_LT as usize);
+        let mut content = Vec::with_capacity(rule::FILESIZE_LT_LEN);
         let read =
             fs::File::open(path).and_then(|f| f.take(rule::FILESIZE_LT).read_to_end(&mut content));
         if let Err(e) = read {

@@ -100,7 +100,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     // Only the offsets and the controller id were needed from the BTF.
     drop(kernel_btf);
     release_heap();
-    eprintln!("tinyexec-sensor: cgroups: {}", hierarchy.describe());
+    log::info!("cgroups: {}", hierarchy.describe());
     let mut config = opts.config;
     (config.cgroup_mode, config.cgroup_subsys) = hierarchy.config();
     cgroups::set_chosen(hierarchy);
@@ -143,7 +143,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         bpf_sys::map_update(
             stages_map.fd().as_fd(),
             &index.to_ne_bytes(),
-            &(fd.as_raw_fd() as u32).to_ne_bytes(),
+            &fd.as_raw_fd().cast_unsigned().to_ne_bytes(),
         )
         .with_context(|| format!("installing stage `{name}`"))?;
         programs.push(fd);

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use tinyexec_ebpf::MAX_PATH_DEPTH;
 
-use crate::{pipeline::Suppressed, textfile};
+use crate::{logging::Level, policy::Suppressed, textfile};
 
 /// Where the default install keeps the configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";
@@ -56,12 +56,12 @@ pub struct RunArgs {
     /// Also append records to this JSON-lines file (mode 0600, reopened on SIGHUP).
     #[arg(long, value_name = "PATH")]
     pub output_file: Option<PathBuf>,
-    /// Also send records as CEF to syslog: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT.
+    /// Also send records as CEF to syslog: `unix:///dev/log`, `udp://HOST:PORT` or `tcp://HOST:PORT`.
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,
     /// Also deliver records to Microsoft Sentinel (Logs Ingestion API) with the
     /// settings in this TOML file (deploy/sentinel/README.md). The client secret comes from a
-    /// file named there or $TINYEXEC_SENTINEL_CLIENT_SECRET, never from the command line.
+    /// file named there or `$TINYEXEC_SENTINEL_CLIENT_SECRET`, never from the command line.
     #[arg(long, value_name = "FILE")]
     pub sentinel: Option<PathBuf>,
     /// Kernel BTF to read struct offsets from [default: /sys/kernel/btf/vmlinux].
@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// counted. From 1 to 1000000 [default: 4096].
     #[arg(long, value_name = "N", value_parser = flag(output_queue))]
     pub output_queue: Option<u32>,
+    /// The least severe messages logged on stderr; `RUST_LOG` (`env_logger`'s
+    /// syntax, e.g. `debug` or `info,aya=debug`) applies over it [default: info].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<Level>,
 }
 
 /// The system's page size: the ring buffer is made of whole pages.
@@ -223,6 +227,7 @@ pub(crate) struct FileSettings {
     repeat_window: Option<u32>,
     #[serde(default, deserialize_with = "output_queue_key")]
     output_queue: Option<u32>,
+    log_level: Option<Level>,
 }
 
 /// Everything `run` needs, resolved.
@@ -244,6 +249,7 @@ pub struct Settings {
     pub heartbeat_interval: u32,
     pub repeat_window: u32,
     pub output_queue: u32,
+    pub log_level: Level,
     /// Which configuration file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -311,6 +317,7 @@ impl Settings {
                 .output_queue
                 .or(f.output_queue)
                 .unwrap_or(DEFAULT_OUTPUT_QUEUE),
+            log_level: args.log_level.or(f.log_level).unwrap_or(Level::Info),
             config_file,
         }
     }

@@ -100,6 +100,10 @@ pub fn utf8(name: &str, bytes: Vec<u8>) -> Result<String> {
             let bytes = e.as_bytes();
             let at = e.utf8_error().valid_up_to();
             let before = &bytes[..at];
+            #[expect(
+                clippy::naive_bytecount,
+                reason = "once, on the error path: not worth a crate"
+            )]
             let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let line_start = before
                 .iter()

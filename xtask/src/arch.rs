@@ -1,6 +1,6 @@
 //! The architectures the sensor ships for, and what each one's build, package
 //! and VM need: one place for the names Rust and Debian give them. Builds are
-//! made on x86_64 (arm64 with Debian's cross compiler).
+//! made on `x86_64` (arm64 with Debian's cross compiler).
 
 use std::fmt;
 
@@ -54,7 +54,7 @@ impl Arch {
     }
 
     /// The binutils objcopy that reads this architecture's ELF files (on an
-    /// x86_64 build machine, the one the builds are made on).
+    /// `x86_64` build machine, the one the builds are made on).
     pub fn objcopy(self) -> &'static str {
         match self {
             Arch::X86_64 => "objcopy",

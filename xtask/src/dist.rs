@@ -119,7 +119,7 @@ pub fn ensure_static(path: &Path, arch: Arch) -> Result<()> {
         if let Some(dynamic) = ph.dynamic(endian, &*data).with_context(what)?
             && dynamic
                 .iter()
-                .any(|d| d.tag32(endian) == Some(DT_NEEDED as i32))
+                .any(|d| d.tag32(endian).is_some_and(|t| i64::from(t) == DT_NEEDED))
         {
             bail!("{} needs shared libraries (DT_NEEDED)", path.display());
         }

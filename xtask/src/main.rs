@@ -1,4 +1,4 @@
-//! `cargo xtask build | run | test | vm | bench | package`: the project's commands, with their
+//! `cargo xtask build | run | lint | test | vm | bench | package`: the project's commands, with their
 //! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod arch;
@@ -8,6 +8,7 @@ mod dist;
 mod files;
 mod fuzz;
 mod install;
+mod lint;
 mod package;
 mod setup;
 mod vm;
@@ -41,7 +42,7 @@ enum Cmd {
         /// The static binary that ships (musl, profile `dist`): runs on any Linux userland.
         #[arg(long = "static")]
         static_: bool,
-        /// The static binary for this architecture (implies --static): x86_64 or aarch64.
+        /// The static binary for this architecture (implies --static): `x86_64` or aarch64.
         #[arg(long, value_enum)]
         arch: Option<arch::Arch>,
     },
@@ -53,7 +54,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build and run every test, as root, against the real kernel, then the kernel
+    /// The lint gate: cargo fmt --check, clippy on the workspace with -D warnings,
+    /// and clippy on the eBPF program for its BPF target.
+    Lint,
+    /// The lint gate, then every test, as root, against the real kernel, then the kernel
     /// matrix (Debian's kernels under QEMU); arguments after `--` go to `cargo test`.
     Test {
         /// Only the host's tests, no kernel matrix.
@@ -93,6 +97,7 @@ fn main() -> Result<()> {
         }
         Cmd::Package(args) => package::run(&root, &args),
         Cmd::Run { args } => run(&root, &args),
+        Cmd::Lint => lint::run(&root),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
         Cmd::Vm(args) => vm::conclude(&vm::run(&root, &args)?),
         Cmd::Bench(args) => bench::run(&root, &args),
@@ -157,6 +162,8 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
 fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let started = Instant::now();
     setup::require_root("the tests load eBPF programs and exec as other users")?;
+    // Before anything is built or run: a red gate fails in a minute, not after the tests.
+    lint::run(root)?;
     let sensor = build(root, false)?;
     setup::test_tools()?;
     let kusto = setup::kusto_language(root)?;

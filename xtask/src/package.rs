@@ -30,7 +30,7 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture (repeatable; default: this machine's): x86_64 (amd64) or aarch64 (arm64).
+    /// Architecture (repeatable; default: this machine's): `x86_64` (amd64) or aarch64 (arm64).
     #[arg(long = "arch", value_enum)]
     pub arches: Vec<Arch>,
 }
@@ -43,7 +43,7 @@ const UNIT: &str = "tinyexec.service";
 /// 20.04 looks (on merged-/usr systems it is /usr/lib).
 const PREFIX: &str = "/usr";
 const UNIT_DIR: &str = "/lib/systemd/system";
-/// What the running service makes (systemd's StateDirectory= and
+/// What the running service makes (systemd's `StateDirectory=` and
 /// LogsDirectory=): removed on purge with the configuration.
 const RUNTIME_STATE: [&str; 2] = ["/var/lib/tinyexec", "/var/log/tinyexec"];
 

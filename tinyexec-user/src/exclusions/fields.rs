@@ -154,19 +154,25 @@ pub fn levenshtein(a: &str, b: &str) -> usize {
 pub fn levenshtein_within(a: &str, b: &str, limit: usize) -> Option<usize> {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    let mut cur = Vec::with_capacity(b.len() + 1);
     for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        // Row i + 1 from row i: each entry from the one left of it (`left`),
+        // above it (`up`) and diagonally above (`diagonal`).
+        cur.clear();
+        let mut left = i + 1;
+        cur.push(left);
+        for ((cb, &diagonal), &up) in b.iter().zip(&prev).zip(prev.iter().skip(1)) {
+            left = (diagonal + usize::from(ca != *cb))
+                .min(up + 1)
+                .min(left + 1);
+            cur.push(left);
         }
         std::mem::swap(&mut prev, &mut cur);
         if prev.iter().all(|&d| d > limit) {
             return None;
         }
     }
-    Some(prev[b.len()]).filter(|&d| d <= limit)
+    prev.last().copied().filter(|&d| d <= limit)
 }
 
 #[cfg(test)]

@@ -38,9 +38,9 @@ fn collect_positive<'a>(e: &'a Expr, positive: bool, out: &mut Vec<&'a Predicate
         Expr::Pred(_) => {}
         Expr::Not(inner) => collect_positive(inner, !positive, out),
         Expr::And(items) | Expr::Or(items) => {
-            items
-                .iter()
-                .for_each(|i| collect_positive(i, positive, out));
+            for i in items {
+                collect_positive(i, positive, out);
+            }
         }
     }
 }
@@ -75,10 +75,10 @@ fn problems(p: &Predicate) -> Vec<Problem> {
         "file.path" | "file.directory" | "process.executable" | "process.parent.executable"
             if p.op != Op::Equals =>
         {
-            out.push(Problem::UnanchoredPath)
+            out.push(Problem::UnanchoredPath);
         }
         "container.id" | "container.runtime" | "kubernetes.pod.uid" | "orchestrator.type" => {
-            out.push(Problem::CgroupNamed)
+            out.push(Problem::CgroupNamed);
         }
         "process.cgroup.path" if p.op != Op::Equals => out.push(Problem::CgroupNamed),
         "process.cgroup.id"
@@ -89,7 +89,7 @@ fn problems(p: &Predicate) -> Vec<Problem> {
         | "process.namespaces.uts"
         | "process.namespaces.cgroup" => out.push(Problem::HostLocal),
         "process.namespaces.host" | "process.vpid" | "process.parent.vpid" => {
-            out.push(Problem::OwnNamespace)
+            out.push(Problem::OwnNamespace);
         }
         _ => {}
     }

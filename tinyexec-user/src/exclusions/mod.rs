@@ -11,6 +11,8 @@
 //! Syntax is in [`syntax`], match semantics (Kusto `has`, `hasprefix`,
 //! `hassuffix`, `contains`, `==`) in [`matching`], fields in [`fields`], and the
 //! warnings about fields an attacker controls in [`lint`].
+// Outside input: an index out of bounds here is a crash an attacker chooses.
+#![warn(clippy::indexing_slicing)]
 
 pub mod fields;
 mod lint;
@@ -125,10 +127,10 @@ impl fmt::Display for ParseError {
         };
         let lead = if start > 0 { "..." } else { "" };
         let tail = if end < chars.len() { "..." } else { "" };
-        let shown: String = chars[start..end].iter().collect();
+        let shown: String = chars.get(start..end).unwrap_or_default().iter().collect();
         let pad: String = lead
             .chars()
-            .chain(chars[start..at].iter().copied())
+            .chain(chars.get(start..at).unwrap_or_default().iter().copied())
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         write!(
@@ -239,6 +241,10 @@ impl<'r> Fields<'r> {
 
     fn get(&mut self, p: &Predicate) -> &FieldTexts {
         let record = self.record;
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "a slot is an index into fields::FIELDS, and `prepared` has one entry for each"
+        )]
         self.prepared[p.slot()].get_or_insert_with(|| FieldTexts::of(record, &p.field))
     }
 }

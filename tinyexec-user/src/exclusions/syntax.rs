@@ -89,6 +89,20 @@ fn is_field_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '.' | '@')
 }
 
+/// The first index from `from` on whose character satisfies `pred`.
+fn find_from(chars: &[char], from: usize, pred: impl Fn(char) -> bool) -> Option<usize> {
+    chars
+        .get(from..)?
+        .iter()
+        .position(|&c| pred(c))
+        .map(|k| from + k)
+}
+
+/// The characters in `range` as a string (empty if it is out of bounds).
+fn text(chars: &[char], range: std::ops::Range<usize>) -> String {
+    chars.get(range).unwrap_or_default().iter().collect()
+}
+
 fn ends_word(c: char) -> bool {
     c.is_whitespace() || matches!(c, '(' | ')') || is_quote(c)
 }
@@ -161,10 +175,8 @@ fn lex(chars: &[char]) -> Vec<Token> {
                 }
             },
             c if is_field_char(c) => {
-                let end = (i..chars.len())
-                    .find(|&k| !is_field_char(chars[k]))
-                    .unwrap_or(chars.len());
-                let word: String = chars[i..end].iter().collect();
+                let end = find_from(chars, i, |c| !is_field_char(c)).unwrap_or(chars.len());
+                let word = text(chars, i..end);
                 (keyword(&word).unwrap_or(Tok::Word(word)), end)
             }
             c => (Tok::Error(unexpected(c)), i + 1),
@@ -207,14 +219,12 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     match open {
         c if c.is_whitespace() || c == '(' || c == ')' => {
             // `field: "x"`: say why, unless what follows is no value anyway.
-            let next = (i..chars.len()).find(|&k| !chars[k].is_whitespace());
+            let next = find_from(chars, i, |c| !c.is_whitespace());
             let spaced_value = c.is_whitespace()
                 && next.is_some_and(|k| {
-                    let end = (k + 1..chars.len())
-                        .find(|&e| ends_word(chars[e]))
-                        .unwrap_or(chars.len());
-                    let word: String = chars[k..end].iter().collect();
-                    !matches!(chars[k], '(' | ')') && keyword(&word).is_none()
+                    let end = find_from(chars, k + 1, ends_word).unwrap_or(chars.len());
+                    let word = text(chars, k..end);
+                    !matches!(chars.get(k), Some('(' | ')')) && keyword(&word).is_none()
                 });
             let hint = if spaced_value {
                 " (the value must follow it directly, without a space)"
@@ -243,8 +253,8 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
         }
         '“' | '”' | '„' => {
             let start = i + 1;
-            match (start..chars.len()).find(|&k| matches!(chars[k], '”' | '“')) {
-                Some(end) => Ok((chars[start..end].iter().collect(), end + 1)),
+            match find_from(chars, start, |c| matches!(c, '”' | '“')) {
+                Some(end) => Ok((text(chars, start..end), end + 1)),
                 None => Err((col, unterminated(open))),
             }
         }
@@ -255,15 +265,13 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
             ),
         )),
         _ => {
-            let end = (i..chars.len())
-                .find(|&k| ends_word(chars[k]))
-                .unwrap_or(chars.len());
+            let end = find_from(chars, i, ends_word).unwrap_or(chars.len());
             match chars.get(end) {
                 Some(&q) if is_quote(q) => Err((
                     end + 1,
                     format!("quote `{q}` inside an unquoted value: quote the whole value"),
                 )),
-                _ => Ok((chars[i..end].iter().collect(), end)),
+                _ => Ok((text(chars, i..end), end)),
             }
         }
     }
@@ -385,7 +393,7 @@ impl Parser {
                     other => error(next.col, expected_operator(other)),
                 }
             }
-            Tok::Word(word) => self.predicate(word, col),
+            Tok::Word(word) => self.predicate(&word, col),
             Tok::Value(value) => error(
                 col,
                 format!(
@@ -419,16 +427,16 @@ impl Parser {
         }
     }
 
-    fn predicate(&mut self, field: String, col: usize) -> Result<Expr, SyntaxError> {
+    fn predicate(&mut self, field: &str, col: usize) -> Result<Expr, SyntaxError> {
         self.bump();
         let next = self.peek()?;
         let exact = match next.tok {
             Tok::Colon => false,
             Tok::EqEq => true,
-            _ if fields::is_known(&field) => {
+            _ if fields::is_known(field) => {
                 return error(
                     next.col,
-                    format!("expected `:` or `==` after the field `{}`", excerpt(&field)),
+                    format!("expected `:` or `==` after the field `{}`", excerpt(field)),
                 );
             }
             _ => {
@@ -436,21 +444,21 @@ impl Parser {
                     col,
                     format!(
                         "expected a predicate (`field:value`), found `{}`",
-                        excerpt(&field)
+                        excerpt(field)
                     ),
                 );
             }
         };
-        if !fields::is_known(&field) {
-            let message = match self.hints.then(|| fields::suggest(&field)).flatten() {
+        if !fields::is_known(field) {
+            let message = match self.hints.then(|| fields::suggest(field)).flatten() {
                 Some(known) => format!(
                     "unknown field `{}`; did you mean `{known}`?",
-                    excerpt(&field)
+                    excerpt(field)
                 ),
                 None => {
                     format!(
                         "unknown field `{}` (the fields are listed in docs/events.md)",
-                        excerpt(&field)
+                        excerpt(field)
                     )
                 }
             };
@@ -460,10 +468,10 @@ impl Parser {
         let Token { tok, col: at } = self.peek()?.clone();
         let Tok::Value(value) = tok else {
             // The lexer always puts a value or an error after an operator.
-            return error(at, format!("missing value after `{}`", excerpt(&field)));
+            return error(at, format!("missing value after `{}`", excerpt(field)));
         };
         self.bump();
-        match Predicate::new(&field, exact, &value) {
+        match Predicate::new(field, exact, &value) {
             Ok(p) => Ok(Expr::Pred(p)),
             Err(message) => error(at, message),
         }

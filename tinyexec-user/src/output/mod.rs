@@ -191,6 +191,7 @@ impl Outputs {
 
     /// `stdout: written N, failed N, dropped N, queued N; ...` for the counters log line.
     pub fn counters_line(&self) -> String {
+        use std::fmt::Write as _;
         let parts: Vec<String> = self
             .counts()
             .iter()
@@ -201,10 +202,8 @@ impl Outputs {
                     o.name, c.written, c.failed, c.dropped, c.queued
                 );
                 if let Some(d) = o.sentinel {
-                    s.push_str(&format!(
-                        ", delivered {}, rejected {}, dropped by the spool bound {}, batches split {}",
-                        d.delivered, d.rejected, d.spool_dropped, d.splits
-                    ));
+                    let _ = write!(s, ", delivered {}, rejected {}, dropped by the spool bound {}, batches split {}",
+                        d.delivered, d.rejected, d.spool_dropped, d.splits);
                 }
                 s
             })
@@ -246,8 +245,8 @@ impl Outputs {
                 } else {
                     "still stuck at exit"
                 };
-                eprintln!(
-                    "tinyexec-sensor: {}: {why} (after {grace:?}): {left} queued records not delivered",
+                log::error!(
+                    "{}: {why} (after {grace:?}): {left} queued records not delivered",
                     o.name
                 );
             }

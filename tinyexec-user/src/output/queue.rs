@@ -94,7 +94,10 @@ impl<T> Queue<T> {
             } else {
                 self.capacity
             };
-            if s.closed || s.items.len() >= limit {
+            // The batch a worker is writing still counts: the bound is on
+            // every record the output holds.
+            let held = s.items.len() + usize::try_from(s.in_flight).unwrap_or(usize::MAX);
+            if s.closed || held >= limit {
                 s.counts.dropped += 1;
             } else {
                 s.items.push_back(item);

@@ -220,7 +220,7 @@ fn bsd_time() -> String {
     let tm = unsafe {
         let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
+        libc::localtime_r(&raw const t, &raw mut tm);
         tm
     };
     let month = MONTHS

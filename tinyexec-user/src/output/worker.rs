@@ -103,9 +103,11 @@ impl Failures {
         self.since_log += 1;
         self.failing = true;
         if self.logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            eprintln!(
-                "tinyexec-sensor: {} failed ({} times so far, {} since the last report): {err:#}",
-                self.what, self.total, self.since_log
+            log::warn!(
+                "{} failed ({} times so far, {} since the last report): {err:#}",
+                self.what,
+                self.total,
+                self.since_log
             );
             self.logged = Some(Instant::now());
             self.since_log = 0;
@@ -114,10 +116,7 @@ impl Failures {
 
     pub fn recovered(&mut self) {
         if std::mem::take(&mut self.failing) {
-            eprintln!(
-                "tinyexec-sensor: {} works again ({} failures in all)",
-                self.what, self.total
-            );
+            log::info!("{} works again ({} failures in all)", self.what, self.total);
         }
     }
 }
@@ -232,7 +231,7 @@ impl Worker<'_> {
                 if f.fatal {
                     (self.fatal)(format!("{:#}", f.error));
                     // Nothing more can be written; the rest is counted dropped at exit.
-                    while !self.queue.pause(Duration::from_secs(3600)) {}
+                    while !self.queue.pause(Duration::from_hours(1)) {}
                     return false;
                 }
                 self.failures.note(&f.error);

@@ -17,7 +17,7 @@ use crate::arch::Arch;
 /// What `/init` prints before each of its own lines.
 pub const MARKER: &str = "TINYEXEC-VM";
 /// How long QEMU may take to power off after `/init`'s end line.
-const POWEROFF_GRACE: Duration = Duration::from_secs(60);
+const POWEROFF_GRACE: Duration = Duration::from_mins(1);
 
 /// What one boot showed.
 #[derive(Default)]

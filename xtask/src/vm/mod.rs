@@ -1,4 +1,4 @@
-//! The kernel matrix: Debian's own kernels, x86_64 and arm64, booted under
+//! The kernel matrix: Debian's own kernels, `x86_64` and arm64, booted under
 //! QEMU with a minimal initramfs of static binaries (the shipped sensor among
 //! them), each running the end-to-end subset in tests/matrix.rs (as aya's
 //! `cargo xtask integration-test vm` does for aya). `cargo xtask test` runs it
@@ -40,7 +40,7 @@ pub struct Args {
 
 /// Generous: one refused load costs up to 5 minutes under emulation (5.10),
 /// a loading sensor 10-20 s per mode (6.12); four VMs at this bound still fit CI's 90.
-const VM_TIMEOUT: Duration = Duration::from_secs(1200);
+const VM_TIMEOUT: Duration = Duration::from_mins(20);
 
 /// Boots each kernel `args` asks for and runs the matrix's checks in it, with
 /// the static sensor and test binary of the kernel's architecture.
@@ -126,7 +126,7 @@ fn progress(kernel: &str, line: &str) {
     let (checks, _) = report::parse([line]);
     for c in checks {
         let how = if c.ok { "ok" } else { "FAILED" };
-        let secs = |ms: u64| ms as f64 / 1000.0;
+        let secs = |ms: u64| Duration::from_millis(ms).as_secs_f64();
         let ready = match (c.ready_ms, c.failed_after_ms) {
             (Some(ms), _) => format!(", ready in {:.1} s", secs(ms)),
             (_, Some(ms)) => format!(", not loaded ({:.1} s)", secs(ms)),
@@ -204,8 +204,7 @@ pub fn host_row(report_file: &Path) -> Result<Row> {
     };
     let (checks, garbled) = report::parse(text.lines());
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
+        .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned());
     let ms: u64 = text
         .lines()
         .filter_map(|l| l.split_once(report::PREFIX))

@@ -141,7 +141,7 @@ pub fn render(rows: &[Row]) -> String {
                 },
                 per_mode(|m| r.verified(m).map_or("-".to_owned(), |n| n.to_string())),
                 per_mode(|m| {
-                    let s = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+                    let s = |ms: u64| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64());
                     match r.ready(m) {
                         Some(Check {
                             ready_ms: Some(ms), ..

@@ -90,8 +90,7 @@ impl Credential {
 fn assertion(thumbprint: &str, key: &RsaKeyPair, client_id: &str, aud: &str) -> Result<String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs());
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": thumbprint});
     let claims = serde_json::json!({
         "aud": aud,

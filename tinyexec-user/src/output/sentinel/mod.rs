@@ -1,6 +1,6 @@
 //! Microsoft Sentinel through the Logs Ingestion API: records are batched (by
 //! count, bytes and delay, within the API's 1 MB per call), spooled to disk, and
-//! POSTed in order by a sender thread that retries with backoff while the service
+//! sent (POST) in order by a sender thread that retries with backoff while the service
 //! is unreachable and splits a batch the service finds too large. Nothing is lost
 //! to an outage or a restart short of the spool's size bound; that loss, and every
 //! record the service refuses for good, is counted and logged.
@@ -39,7 +39,7 @@ use super::{
 };
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_mins(1);
 
 /// How long the sender's last pass may take at exit; the spool keeps the rest.
 const SENDER_GRACE: Duration = Duration::from_secs(2);
@@ -191,8 +191,8 @@ impl Sentinel {
             Ok(0) => Ok(n),
             Ok(dropped) => {
                 Stats::add(&self.stats.dropped, dropped);
-                eprintln!(
-                    "tinyexec-sensor: sentinel: spool over {} bytes: dropped the oldest {dropped} records",
+                log::error!(
+                    "sentinel: spool over {} bytes: dropped the oldest {dropped} records",
                     self.settings.spool_max_bytes
                 );
                 Ok(n)
@@ -222,8 +222,8 @@ impl Sink for Sentinel {
             // Alone over the limit: no call can carry it. Kept, counted, said.
             Stats::add(&self.stats.rejected, 1);
             let kept = self.spool.set_aside(&[r.as_str()]);
-            eprintln!(
-                "tinyexec-sensor: sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
+            log::error!(
+                "sentinel: rejected 1 record of {} bytes, over the {} bytes a call may carry; kept in {}",
                 r.len(),
                 s.batch_max_bytes,
                 kept.map_or_else(|e| format!("nowhere ({e:#})"), |p| p.display().to_string())
@@ -290,8 +290,8 @@ impl Sink for Sentinel {
 fn reject(batch: &spool::Batch, why: &str, stats: &Stats) {
     Stats::add(&stats.rejected, batch.records);
     let kept = spool::reject(batch);
-    eprintln!(
-        "tinyexec-sensor: sentinel: the service rejected {} records ({why}); kept in {}",
+    log::error!(
+        "sentinel: the service rejected {} records ({why}); kept in {}",
         batch.records,
         kept.map_or_else(|e| format!("nowhere ({e:#})"), |p| p.display().to_string())
     );
@@ -317,8 +317,8 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
                         backoff = BACKOFF_MIN;
                     }
                     Outcome::Retry(after, why) => {
-                        eprintln!(
-                            "tinyexec-sensor: sentinel: delivery failed, retrying in {:?}: {why}",
+                        log::warn!(
+                            "sentinel: delivery failed, retrying in {:?}: {why}",
                             after.unwrap_or(backoff)
                         );
                         retry_in = Some(after.unwrap_or(backoff));

@@ -140,7 +140,7 @@ impl Spool {
             if total <= self.max_bytes || b.path == newest {
                 break;
             }
-            let len = fs::metadata(&b.path).map(|m| m.len()).unwrap_or(0);
+            let len = fs::metadata(&b.path).map_or(0, |m| m.len());
             if fs::remove_file(&b.path).is_ok() {
                 total = total.saturating_sub(len);
                 dropped += b.records;

@@ -1,0 +1,89 @@
+//! The barrier that negative checks rest on: after the case, exec a known
+//! matching file and wait for its own record. The kernel program writes each
+//! exec's record before that exec returns, into one ring buffer the sensor
+//! reads in order, so every record of an exec that finished before the
+//! barrier ran has arrived once the barrier's has. "Nothing arrived" is then
+//! asserted on what came before the barrier, never after a sleep.
+
+use std::{path::PathBuf, process::Command};
+
+use serde_json::Value;
+
+use crate::{
+    Sensor, TempDir,
+    elf::{Arch, TinyElf},
+    exec_of, run_or_killed, unique,
+};
+
+/// A barrier: a fresh file, unique in name and content, that matches the rule
+/// within the kernel's header (so it yields a record in every mode: an alert,
+/// a kill under `--prevent`, a record with `--all-execs` too).
+///
+/// Unique content, not only a unique path: the flood bound (`--repeat-window`)
+/// folds an exec into an earlier alert with the same device, inode, size and
+/// content, and a deleted file's inode may be given to the next one. The
+/// file's own name, in its trailer after the rule's strings, makes its hash
+/// one no other file has.
+fn barrier_file(dir: &TempDir) -> PathBuf {
+    let name = unique("barrier");
+    let mut t = TinyElf::new(Arch::native());
+    t.trailer = [
+        &tinyexec_ebpf::rule::S1[..],
+        &tinyexec_ebpf::rule::S2[..],
+        name.as_bytes(),
+    ]
+    .concat();
+    let bytes = t.build().expect("the barrier's tiny ELF");
+    assert!(
+        bytes.len() <= tinyexec_ebpf::HEADER_LEN,
+        "the barrier ({} B) must fit the kernel's {} B header",
+        bytes.len(),
+        tinyexec_ebpf::HEADER_LEN
+    );
+    assert!(
+        tinyexec_ebpf::rule::evaluate(&bytes).is_some(),
+        "the barrier must match"
+    );
+    dir.exe(&name, &bytes)
+}
+
+impl Sensor {
+    /// Runs a barrier and waits for its record; returns that record and every
+    /// record (of any kind, from anyone) that arrived before it, in order.
+    ///
+    /// Execs the caller wants covered must have returned (their process
+    /// waited for, or at least started) before this is called. A barrier
+    /// killed by another sensor's `--prevent` still counts: the kill is recorded.
+    /// It reads the sensor's stdout: not for a sensor run with `--no-stdout`,
+    /// nor one whose exclusions count (`--suppressed count`) an alert on a
+    /// file named `tx-barrier-…` run by the test (it would never arrive).
+    ///
+    /// # Panics
+    ///
+    /// When the barrier's record does not arrive within [`crate::event_timeout`].
+    #[must_use]
+    pub fn barrier(&self) -> (Value, Vec<Value>) {
+        let dir = TempDir::new("barrier");
+        let path = barrier_file(&dir);
+        run_or_killed(&mut Command::new(&path));
+        let rec = self.wait_for("the barrier's record", exec_of(&path));
+        let mut all = self.records(|_| true);
+        let at = all
+            .iter()
+            .position(exec_of(&path))
+            .expect("the barrier's record was read");
+        all.truncate(at);
+        (rec, all)
+    }
+
+    /// Every record that arrived before a barrier run now: what a negative
+    /// check ("no record of X") looks at.
+    ///
+    /// # Panics
+    ///
+    /// As [`Sensor::barrier`].
+    #[must_use]
+    pub fn records_before_barrier(&self) -> Vec<Value> {
+        self.barrier().1
+    }
+}
