@@ -20,7 +20,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir,
-    container::{self, NAMESPACES, TestCgroup},
+    container::{self, NAMESPACES, PodCgroup},
     exec_of, field, field_str, field_u64, sensor_path, spawn, stager, unique,
 };
 
@@ -269,40 +269,15 @@ fn into_cgroup(cmd: &mut Command, procs: &Path) {
 fn a_kubernetes_pod_cgroup_gives_pod_uid_and_container_id() {
     let sensor = Sensor::start(["--no-exclusions"]);
     let dir = TempDir::new("pod");
-    let id = container::container_id(&unique("pod-container"));
-    let uid = {
-        let h = container::container_id(&unique("pod-uid"));
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
-    let cgroup = TestCgroup::new(&format!(
-        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
-         cri-containerd-{id}.scope",
-        uid.replace('-', "_")
-    ));
+    let pod = PodCgroup::new("besteffort", &unique("pod"));
     let path = dir.exe(&unique("stager"), &stager());
     let mut cmd = Command::new(&path);
-    into_cgroup(&mut cmd, &cgroup.procs());
+    into_cgroup(&mut cmd, &pod.cgroup.procs());
     let mut child = spawn(&mut cmd);
     let pid = child.id();
     assert!(child.wait().expect("wait").success());
     let rec = sensor.wait_for("the pod's alert", exec_of(&path));
-    assert_eq!(field_str(&rec, "kubernetes.pod.uid"), uid, "{rec}");
-    assert_eq!(field_str(&rec, "orchestrator.type"), "kubernetes", "{rec}");
-    assert_eq!(field_str(&rec, "container.id"), id, "{rec}");
-    assert_eq!(field_str(&rec, "container.runtime"), "containerd", "{rec}");
-    assert_eq!(
-        field_str(&rec, "process.cgroup.path"),
-        cgroup.path(),
-        "{rec}"
-    );
-    assert_eq!(field_u64(&rec, "process.cgroup.id"), cgroup.id(), "{rec}");
+    pod.assert_in(&rec);
     // Only its cgroup was made to look like a pod's: its namespaces are the host's.
     assert_eq!(namespaces_in(&rec), host_namespaces(), "{rec}");
     assert_eq!(field(&rec, "process.namespaces.host"), true, "{rec}");

@@ -132,11 +132,58 @@ impl Drop for TestCgroup {
 
 /// 64 lower-case hex digits from `seed`: a container id as runtimes make them.
 pub fn container_id(seed: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(seed.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::sha256_hex(seed.as_bytes())
+}
+
+/// A containerd container's cgroup in a Kubernetes pod, named as the
+/// kubelet's systemd driver names it
+/// (`kubepods-QOS-podUID.slice/cri-containerd-ID.scope`, the uid's dashes
+/// written as underscores), made for a test.
+#[derive(Debug)]
+pub struct PodCgroup {
+    pub id: String,
+    pub uid: String,
+    pub cgroup: TestCgroup,
+}
+
+impl PodCgroup {
+    /// `qos`: `besteffort` or `burstable`; ids and uid derived from `seed`.
+    pub fn new(qos: &str, seed: &str) -> Self {
+        let id = container_id(&format!("{seed}-container"));
+        let h = container_id(&format!("{seed}-pod"));
+        let uid = format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+        let cgroup = TestCgroup::new(&format!(
+            "kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        ));
+        Self { id, uid, cgroup }
+    }
+
+    /// Asserts that `rec` carries this container, its pod and its cgroup.
+    pub fn assert_in(&self, rec: &Value) {
+        use crate::{field_str, field_u64};
+        assert_eq!(field_str(rec, "container.id"), self.id, "{rec}");
+        assert_eq!(field_str(rec, "container.runtime"), "containerd", "{rec}");
+        assert_eq!(field_str(rec, "kubernetes.pod.uid"), self.uid, "{rec}");
+        assert_eq!(field_str(rec, "orchestrator.type"), "kubernetes", "{rec}");
+        assert_eq!(
+            field_str(rec, "process.cgroup.path"),
+            self.cgroup.path(),
+            "{rec}"
+        );
+        assert_eq!(
+            field_u64(rec, "process.cgroup.id"),
+            self.cgroup.id(),
+            "{rec}"
+        );
+    }
 }
 
 /// A process started by [`spawn_isolated`].
