@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     output::OutputCounts,
-    record::{Agent, Event, Host, Record, SCHEMA_VERSION, Tinyexec},
+    record::{Agent, Host, Record},
 };
 
 /// The outputs' names in heartbeats (`heartbeat.outputs.NAME`), in the
@@ -113,39 +113,17 @@ pub fn record(s: &Snapshot<'_>, timestamp: String, host: &Host, agent: &Agent) -
             *slot = Some(output(o));
         }
     }
-    Record {
-        timestamp,
-        event: Event {
-            action: "heartbeat",
-            kind: "metric",
-            sequence: 0,
-        },
-        rule: None,
-        exclusion: None,
-        process: None,
-        file: None,
-        user: None,
-        container: None,
-        orchestrator: None,
-        kubernetes: None,
-        lost: None,
-        repeats: None,
-        heartbeat: Some(Heartbeat {
-            interval_secs: s.interval_secs,
-            last: s.last,
-            execs_seen: s.execs_seen,
-            records_read: s.counters.records_read,
-            alerts: s.counters.alerts,
-            suppressed: s.counters.suppressed,
-            repeats: s.counters.repeats,
-            kernel_lost: s.kernel_lost,
-            outputs,
-        }),
-        host: host.clone(),
-        agent: agent.clone(),
-        tinyexec: Tinyexec {
-            schema_version: SCHEMA_VERSION,
-            ..Tinyexec::default()
-        },
-    }
+    let mut rec = Record::metric("heartbeat", timestamp, host, agent);
+    rec.heartbeat = Some(Heartbeat {
+        interval_secs: s.interval_secs,
+        last: s.last,
+        execs_seen: s.execs_seen,
+        records_read: s.counters.records_read,
+        alerts: s.counters.alerts,
+        suppressed: s.counters.suppressed,
+        repeats: s.counters.repeats,
+        kernel_lost: s.kernel_lost,
+        outputs,
+    });
+    rec
 }

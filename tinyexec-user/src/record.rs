@@ -517,31 +517,41 @@ pub fn lost_record(
     host: &Host,
     agent: &Agent,
 ) -> Record {
-    Record {
-        timestamp,
-        event: Event {
-            action: "lost",
-            kind: "metric",
-            sequence: 0,
-        },
-        rule: None,
-        exclusion: None,
-        process: None,
-        file: None,
-        user: None,
-        container: None,
-        orchestrator: None,
-        kubernetes: None,
-        lost: Some(Lost { count, total }),
-        repeats: None,
-        heartbeat: None,
-        host: host.clone(),
-        agent: agent.clone(),
-        tinyexec: Tinyexec {
-            schema_version: SCHEMA_VERSION,
-            lost_since_previous: count,
-            ..Tinyexec::default()
-        },
+    let mut rec = Record::metric("lost", timestamp, host, agent);
+    rec.lost = Some(Lost { count, total });
+    rec.tinyexec.lost_since_previous = count;
+    rec
+}
+
+impl Record {
+    /// A record about the sensor itself (`event.kind: "metric"`) with none of
+    /// an exec's parts: the caller adds its own (`lost`, `heartbeat`).
+    pub fn metric(action: &'static str, timestamp: String, host: &Host, agent: &Agent) -> Self {
+        Self {
+            timestamp,
+            event: Event {
+                action,
+                kind: "metric",
+                sequence: 0,
+            },
+            rule: None,
+            exclusion: None,
+            process: None,
+            file: None,
+            user: None,
+            container: None,
+            orchestrator: None,
+            kubernetes: None,
+            lost: None,
+            repeats: None,
+            heartbeat: None,
+            host: host.clone(),
+            agent: agent.clone(),
+            tinyexec: Tinyexec {
+                schema_version: SCHEMA_VERSION,
+                ..Tinyexec::default()
+            },
+        }
     }
 }
 
