@@ -52,12 +52,13 @@ unsafe fn namespaces(rec: *mut ExecRecord, task: usize, cred: usize, fl: &mut u3
     let nsproxy: usize = read_or_flag(fl, task, off!(task_nsproxy));
     // Its four members in one read.
     let w = Window::read(fl, nsproxy, off!(nsproxy_window));
+    let member = |field: usize| -> usize { w.get(field - off!(nsproxy_window)) };
     let user_ns: usize = read_or_flag(fl, cred, off!(cred_user_ns));
     unsafe {
-        (*rec).ns_uts = inum(fl, w.get(off!(nsproxy_uts)), off!(uts_inum));
-        (*rec).ns_mnt = inum(fl, w.get(off!(nsproxy_mnt)), off!(mnt_inum));
-        (*rec).ns_net = inum(fl, w.get(off!(nsproxy_net)), off!(net_inum));
-        (*rec).ns_cgroup = inum(fl, w.get(off!(nsproxy_cgroup)), off!(cgroup_ns_inum));
+        (*rec).ns_uts = inum(fl, member(off!(nsproxy_uts)), off!(uts_inum));
+        (*rec).ns_mnt = inum(fl, member(off!(nsproxy_mnt)), off!(mnt_inum));
+        (*rec).ns_net = inum(fl, member(off!(nsproxy_net)), off!(net_inum));
+        (*rec).ns_cgroup = inum(fl, member(off!(nsproxy_cgroup)), off!(cgroup_ns_inum));
         (*rec).ns_user = inum(fl, user_ns, off!(user_inum));
     }
 }

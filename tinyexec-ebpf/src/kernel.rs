@@ -46,11 +46,7 @@ pub(crate) fn read_or_flag<T: Copy + Default>(fl: &mut u32, base: usize, offset:
 /// byte, zeroes on failure; a zeroing loop cost more than the read), and
 /// 8-byte aligned, so a field is one load (user space puts the window's start
 /// on an 8-byte boundary of the struct: every field is aligned in it).
-pub(crate) struct Window {
-    bytes: MaybeUninit<[u64; WINDOW / 8]>,
-    /// The struct offset the window starts at.
-    start: usize,
-}
+pub(crate) struct Window(MaybeUninit<[u64; WINDOW / 8]>);
 
 impl Window {
     /// Reads the window at `base + start`, flagging a failure.
@@ -69,23 +65,15 @@ impl Window {
         if r != 0 {
             *fl |= flags::READ_ERROR;
         }
-        Self { bytes: w, start }
+        Self(w)
     }
 
-    /// The field at struct offset `field` (a constant the verifier knows:
-    /// offsets are read-only globals).
+    /// The field at `at` bytes into the window: a constant the verifier knows
+    /// (offsets are read-only globals), a multiple of the field's size.
     #[inline(always)]
-    pub(crate) fn get<T: Copy>(&self, field: usize) -> T {
+    pub(crate) fn get<T: Copy>(&self, at: usize) -> T {
         // SAFETY: the helper wrote all WINDOW bytes; user space checked that
-        // the field lies inside the window and is aligned for `T` in it.
-        unsafe {
-            core::ptr::read(
-                self.bytes
-                    .as_ptr()
-                    .cast::<u8>()
-                    .add(field - self.start)
-                    .cast(),
-            )
-        }
+        // `at` is aligned for `T` and that the field lies inside the window.
+        unsafe { core::ptr::read(self.0.as_ptr().cast::<u8>().add(at).cast()) }
     }
 }

@@ -216,11 +216,13 @@ mod program {
         // The fast path: every exec pays for it. Fields that sit close together
         // are read with one helper call each ([`WINDOW`] bytes).
         let b = Window::read(&mut fl, bprm, off!(bprm_window));
-        let file: usize = b.get(off!(bprm_file));
+        let at_b = |field: usize| field - off!(bprm_window);
+        let file: usize = b.get(at_b(off!(bprm_file)));
         let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
         let i = Window::read(&mut fl, inode, off!(inode_window));
-        let size: i64 = i.get(off!(inode_size));
-        let nlink: u32 = i.get(off!(inode_nlink));
+        let at_i = |field: usize| field - off!(inode_window);
+        let size: i64 = i.get(at_i(off!(inode_size)));
+        let nlink: u32 = i.get(at_i(off!(inode_nlink)));
         let writers: i32 = read_or_flag(&mut fl, inode, off!(inode_writecount));
         // A file that could be written while it runs (writer count not
         // negative; or unlinked, as memfds are, whose writable descriptors the
@@ -231,8 +233,8 @@ mod program {
         // An interpreter ran for the file named in exec (a `#!` script, a
         // binfmt_misc handler): that file is not the one that runs, and user
         // space checks it by name.
-        let filename: usize = b.get(off!(bprm_filename));
-        let interp: usize = b.get(off!(bprm_interp));
+        let filename: usize = b.get(at_b(off!(bprm_filename)));
+        let interp: usize = b.get(at_b(off!(bprm_interp)));
         let interpreted = filename != interp;
         // Alerts-only mode: an ordinary exec costs these reads and nothing more.
         // The self-test's switch is looked at too (an inlined array lookup):
