@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::Value;
 use tinyexec_harness::{
-    Sensor, TempDir, field, run_ok, sensor_path,
+    Sensor, TempDir, field, only_alerts_from, run_ok, sensor_path,
     sentinel::{Ingest, SECRET, STREAM},
     stager, unique, wait_until,
 };
@@ -35,25 +35,10 @@ fn sensor(settings: &Path) -> Sensor {
 /// the outcome (the spool bound pushes out the oldest, whoever's they are), an
 /// exclusion counts, so drops, every alert from outside `dir`.
 fn sensor_for(settings: &Path, dir: &TempDir) -> Sensor {
-    let exclusions = dir.path().join("others.txt");
-    fs::write(
-        &exclusions,
-        format!(
-            "# Other tests' alerts\nNOT file.directory=={}\n",
-            Value::from(dir.path().to_str().expect("UTF-8 path"))
-        ),
-    )
-    .expect("write the exclusions");
     Sensor::start_with(
         Command::new(sensor_path())
-            .args([
-                "run",
-                "--no-stdout",
-                "--suppressed",
-                "count",
-                "--exclusions",
-            ])
-            .arg(&exclusions)
+            .args(["run", "--no-stdout"])
+            .args(only_alerts_from(dir))
             .arg("--sentinel")
             .arg(settings),
     )

@@ -69,6 +69,28 @@ pub fn require_root() {
     );
 }
 
+/// Flags that make a sensor emit only the alerts of files in `dir`: an
+/// exclusions file in `dir` counts every other alert (`--suppressed count`).
+/// Every sensor sees every matching exec on the host; a test whose outcome
+/// depends on what reaches an output (a spool's bound, a queue that must be
+/// empty) sees only its own.
+pub fn only_alerts_from(dir: &TempDir) -> Vec<std::ffi::OsString> {
+    let exclusions = dir.path().join("others.txt");
+    fs::write(
+        &exclusions,
+        format!(
+            "# Other tests' alerts\nNOT file.directory=={}\n",
+            Value::from(dir.path().to_str().expect("UTF-8 path"))
+        ),
+    )
+    .expect("write the exclusions");
+    ["--suppressed", "count", "--exclusions"]
+        .into_iter()
+        .map(Into::into)
+        .chain([exclusions.into_os_string()])
+        .collect()
+}
+
 /// The sensor binary: `$TINYEXEC_SENSOR` (set by `cargo xtask test`), else the one
 /// built next to this test binary.
 pub fn sensor_path() -> PathBuf {
