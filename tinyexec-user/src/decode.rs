@@ -26,7 +26,10 @@ pub struct Exec {
     pub argc: u32,
     pub args_truncated: bool,
     pub args_unreadable: bool,
+    /// The kernel's path as text (invalid UTF-8 replaced), for records.
     pub path: String,
+    /// The same path as the kernel gave it, to open: a replaced byte names another file.
+    pub path_bytes: Vec<u8>,
     pub path_truncated: bool,
     pub path_disconnected: bool,
     /// The parent process's executable, as the kernel resolved it (None for kernel threads).
@@ -57,6 +60,8 @@ pub struct Exec {
     pub ctime: (i64, u32),
     /// The name given to exec, when the kernel ran an interpreter for it.
     pub exec_path: Option<String>,
+    /// The same name as the kernel gave it, to open.
+    pub exec_path_bytes: Option<Vec<u8>>,
     pub exec_path_truncated: bool,
     /// The task's cgroup in the hierarchy the sensor reads (None without one).
     pub cgroup: Option<Cgroup>,
@@ -188,6 +193,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         args_truncated: f & flags::ARGS_TRUNCATED != 0,
         args_unreadable: f & flags::ARGS_UNREADABLE != 0,
         path: String::from_utf8_lossy(path).into_owned(),
+        path_bytes: path.to_vec(),
         path_truncated: f & flags::PATH_TRUNCATED != 0,
         path_disconnected: f & flags::PATH_DISCONNECTED != 0,
         parent_path: (!parent_path.is_empty())
@@ -210,6 +216,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         ctime: (ev.ctime_sec, ev.ctime_nsec & !(1 << 31)),
         exec_path: (f & flags::INTERPRETED != 0)
             .then(|| String::from_utf8_lossy(exec_path).into_owned()),
+        exec_path_bytes: (f & flags::INTERPRETED != 0).then(|| exec_path.to_vec()),
         exec_path_truncated: f & flags::EXEC_PATH_TRUNCATED != 0,
         cgroup: (ev.cgroup_id != 0).then(|| Cgroup {
             id: ev.cgroup_id,

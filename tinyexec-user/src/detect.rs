@@ -4,19 +4,21 @@
 //! candidate. That is the whole file up to 256 bytes; for 257 to 269 bytes the
 //! header decides alone where it can, and otherwise the rest is read from the
 //! very file that ran: `/proc/PID/exe` while the process lives, else the path
-//! the kernel resolved, accepted only if device, inode, size and change time
-//! are those of the exec. A file that could be written while it ran
-//! (`Exec::is_writable`) is judged on the kernel's bytes alone.
+//! the kernel resolved, found where the exec saw it ([`crate::files`]) and
+//! accepted only if device, inode, size and change time are those of the exec.
+//! A file that could be written while it ran (`Exec::is_writable`) is judged
+//! on the kernel's bytes alone.
 //!
 //! When the kernel ran an interpreter for the file named in exec, that file is
 //! checked too, by name: not bound to what ran, and said so.
+//!
+//! Reading a file can block (a FUSE file system that never answers), so the
+//! data path calls [`detect`] with [`Files::Deferred`]: a verdict that needs a
+//! file says so, and the exec is decided again on a reader thread
+//! ([`crate::reads`]) with [`Files::Read`], or with [`Files::Unavailable`] when
+//! that read did not come back in time.
 
-use std::{
-    fs,
-    io::Read,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::{Path, PathBuf},
-};
+use std::{fs, io::Read, os::unix::fs::MetadataExt};
 
 use sha2::{Digest, Sha256};
 use tinyexec_ebpf::{
@@ -24,7 +26,11 @@ use tinyexec_ebpf::{
     rule::{self, HeaderVerdict},
 };
 
-use crate::{clock::BootClock, decode::Exec};
+use crate::{
+    clock::BootClock,
+    decode::Exec,
+    files::{self, Links},
+};
 
 /// Far above the coarse clock that stamps change times (a tick: 1 to 10 ms).
 const CHANGE_TIME_GRAIN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -99,48 +105,89 @@ fn matched_in(content: &[u8], source: Source, complete: bool, target: Option<Tar
     }
 }
 
+/// How [`detect`] may reach the files behind an exec.
+#[derive(Clone, Copy, Debug)]
+pub enum Files<'a> {
+    /// On the data path: no file is touched; a verdict that needs one is
+    /// [`NeedsFile`].
+    Deferred,
+    /// On a reader thread: files are opened and read.
+    Read,
+    /// The read did not come back in time, or could not be started: why.
+    Unavailable(&'a str),
+}
+
+/// The verdict needs a file read: decide again off the data path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NeedsFile;
+
 /// The rule's verdict on this exec: None when it does not match.
-pub fn detect(exec: &Exec) -> Option<Verdict> {
-    detect_executed(exec).or_else(|| {
-        let name = exec.exec_path.as_deref()?;
-        detect_named(exec, name)
-    })
+pub fn detect(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, NeedsFile> {
+    if let Some(verdict) = detect_executed(exec, files)? {
+        return Ok(Some(verdict));
+    }
+    let Some(name) = exec.exec_path_bytes.as_deref() else {
+        return Ok(None);
+    };
+    match files {
+        Files::Deferred => Err(NeedsFile),
+        // Only a match by name is an alert: what cannot be read is not what ran.
+        Files::Unavailable(_) => Ok(None),
+        Files::Read => Ok(detect_named(exec, name)),
+    }
+}
+
+/// The whole file that ran, as `files` allows.
+fn rest(
+    exec: &Exec,
+    size: u64,
+    files: Files<'_>,
+) -> Result<Result<(Vec<u8>, Source), String>, NeedsFile> {
+    match files {
+        Files::Deferred => Err(NeedsFile),
+        Files::Read => Ok(read_rest(exec, size)),
+        Files::Unavailable(why) => Ok(Err(why.to_owned())),
+    }
 }
 
 /// The verdict on the file the kernel ran.
-fn detect_executed(exec: &Exec) -> Option<Verdict> {
+fn detect_executed(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, NeedsFile> {
     if !exec.candidate {
-        return None;
+        return Ok(None);
     }
-    let size = u64::try_from(exec.size).ok()?;
+    let Ok(size) = u64::try_from(exec.size) else {
+        return Ok(None);
+    };
     let head = exec.header.as_deref().unwrap_or_default();
     let writable = exec.is_writable();
-    match header_decision(exec).unwrap_or(HeaderVerdict::NeedRest) {
-        HeaderVerdict::NoMatch => None,
-        // The whole file as the kernel read it at exec (for a writable file,
-        // the bytes at that moment: the hash is theirs).
-        HeaderVerdict::Match if head.len() as u64 == size => {
-            Some(matched(head, Source::Kernel, true))
-        }
-        // Writable, and longer than the header now: the header alone, no hash.
-        HeaderVerdict::Match if writable => Some(matched(head, Source::Kernel, false)),
-        // Decided by the header alone; the rest only adds the hash and offsets.
-        HeaderVerdict::Match => Some(match read_rest(exec, size) {
-            Ok((all, source)) => matched(&all, source, true),
-            Err(_) => matched(head, Source::Kernel, false),
-        }),
-        HeaderVerdict::NeedRest if writable => Some(Verdict::Undetermined {
-            reason: "the file could be written while it ran (its writer count was not \
+    Ok(
+        match header_decision(exec).unwrap_or(HeaderVerdict::NeedRest) {
+            HeaderVerdict::NoMatch => None,
+            // The whole file as the kernel read it at exec (for a writable file,
+            // the bytes at that moment: the hash is theirs).
+            HeaderVerdict::Match if head.len() as u64 == size => {
+                Some(matched(head, Source::Kernel, true))
+            }
+            // Writable, and longer than the header now: the header alone, no hash.
+            HeaderVerdict::Match if writable => Some(matched(head, Source::Kernel, false)),
+            // Decided by the header alone; the rest only adds the hash and offsets.
+            HeaderVerdict::Match => Some(match rest(exec, size, files)? {
+                Ok((all, source)) => matched(&all, source, true),
+                Err(_) => matched(head, Source::Kernel, false),
+            }),
+            HeaderVerdict::NeedRest if writable => Some(Verdict::Undetermined {
+                reason: "the file could be written while it ran (its writer count was not \
                      negative: a memfd with a writable descriptor, say), and the bytes \
                      past the 256 the kernel read at exec decide; bytes read later need \
                      not be the ones that ran"
-                .to_owned(),
-        }),
-        HeaderVerdict::NeedRest => match read_rest(exec, size) {
-            Ok((all, source)) => rule::evaluate(&all).map(|_| matched(&all, source, true)),
-            Err(reason) => Some(Verdict::Undetermined { reason }),
+                    .to_owned(),
+            }),
+            HeaderVerdict::NeedRest => match rest(exec, size, files)? {
+                Ok((all, source)) => rule::evaluate(&all).map(|_| matched(&all, source, true)),
+                Err(reason) => Some(Verdict::Undetermined { reason }),
+            },
         },
-    }
+    )
 }
 
 /// The size the kernel decided for: a writable file may have been smaller
@@ -190,7 +237,7 @@ fn read_rest(exec: &Exec, size: u64) -> Result<(Vec<u8>, Source), String> {
 /// The whole file that ran, through `/proc/PID/exe`, if it is still that file.
 fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     let path = format!("/proc/{}/exe", exec.pid);
-    let mut f = fs::File::open(&path).map_err(|e| {
+    let found = files::find_proc_link(&path).map_err(|e| {
         let deleted = if exec.is_deleted() {
             " and the file was deleted"
         } else {
@@ -198,7 +245,7 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
         };
         format!("cannot open {path} ({e}): the process is gone{deleted}")
     })?;
-    let md = f.metadata().map_err(|e| format!("stat {path}: {e}"))?;
+    let md = &found.meta;
     if md.ino() != exec.inode || md.dev() != exec.device {
         return Err(format!(
             "{path} is no longer the file that ran (inode {} on device {}, expected {} on {}): \
@@ -209,12 +256,14 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
             exec.device
         ));
     }
+    let mut f = found.open().map_err(|e| format!("opening {path}: {e}"))?;
     read_checked(&mut f, &path, exec, size)
 }
 
-/// The file at the path the kernel resolved, if it is the file that ran and
-/// has not changed since: same device, inode, size and change time (any
-/// write or truncation moves the change time).
+/// The file at the path the kernel resolved, found where the exec saw it (its
+/// root, its parent's, PID 1's), if it is the file that ran and has not
+/// changed since: same device, inode, size and change time (any write or
+/// truncation moves the change time).
 fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     let path = &exec.path;
     if exec.path_disconnected || exec.path_truncated || exec.is_deleted() {
@@ -237,8 +286,26 @@ fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
              cannot show a later write"
         ));
     }
-    let mut f = open_regular(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
-    let md = f.metadata().map_err(|e| format!("stat {path}: {e}"))?;
+    let mut tried = Vec::new();
+    for root in files::roots(exec.pid, exec.ppid) {
+        match unchanged_under(exec, size, &root) {
+            Ok(mut f) => return read_checked(&mut f, path, exec, size),
+            Err(why) => tried.push(format!("under the root of pid {}: {why}", root.pid)),
+        }
+    }
+    Err(format!(
+        "{path} is not the unchanged file that ran ({})",
+        tried.join("; ")
+    ))
+}
+
+/// The kernel's path under the root of process `root`, opened if it is the
+/// unchanged file that ran.
+fn unchanged_under(exec: &Exec, size: u64, root: &files::Root) -> Result<fs::File, String> {
+    let found = root
+        .find(&exec.path_bytes, Links::None)
+        .map_err(|e| e.to_string())?;
+    let md = &found.meta;
     let ctime = (
         md.ctime(),
         u32::try_from(md.ctime_nsec()).unwrap_or(u32::MAX),
@@ -246,8 +313,8 @@ fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     if md.dev() != exec.device || md.ino() != exec.inode || md.size() != size || ctime != exec.ctime
     {
         return Err(format!(
-            "{path} is not the unchanged file that ran (device {} inode {} size {} ctime {ctime:?}; \
-             it ran as device {} inode {} size {size} ctime {:?})",
+            "device {} inode {} size {} ctime {ctime:?}; it ran as device {} inode {} size {size} \
+             ctime {:?}",
             md.dev(),
             md.ino(),
             md.size(),
@@ -256,7 +323,7 @@ fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
             exec.ctime
         ));
     }
-    read_checked(&mut f, path, exec, size)
+    found.open().map_err(|e| e.to_string())
 }
 
 /// Reads `size` bytes (one more shows growth) and checks they begin with the
@@ -284,41 +351,35 @@ fn read_checked(f: &mut fs::File, path: &str, exec: &Exec, size: u64) -> Result<
     Ok(all)
 }
 
-/// Opens `path` for reading only if it is a regular file, without blocking
-/// on a FIFO or device put in its place.
-fn open_regular(path: &Path) -> std::io::Result<fs::File> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+/// The file named in exec, found where the exec saw it: `/dev/fd/N` is the
+/// process's descriptor N; other names are resolved from the working
+/// directory and root of the first of the exec, its parent and PID 1 that is
+/// still there.
+fn find_named(exec: &Exec, name: &[u8]) -> Option<files::Found> {
+    if let Some(fd) = name.strip_prefix(b"/dev/fd/") {
+        let fd = std::str::from_utf8(fd).ok()?;
+        return files::find_proc_link(&format!("/proc/{}/fd/{fd}", exec.pid)).ok();
     }
-    Ok(f)
-}
-
-/// Where the name given to exec points, seen from here: relative names are
-/// relative to the process's working directory, `/dev/fd/N` is its fd N.
-fn resolve_name(pid: u32, name: &str) -> PathBuf {
-    if let Some(rest) = name.strip_prefix("/dev/fd/") {
-        return PathBuf::from(format!("/proc/{pid}/fd/{rest}"));
-    }
-    if name.starts_with('/') {
-        PathBuf::from(name)
+    // The first root still there decides: a name missing from a live
+    // process's root is missing, not to be looked for elsewhere.
+    let root = files::roots(exec.pid, exec.ppid).next()?;
+    let cwd = if name.starts_with(b"/") {
+        Vec::new()
     } else {
-        PathBuf::from(format!("/proc/{pid}/cwd")).join(name)
-    }
+        root.cwd().ok()?
+    };
+    root.find(&files::join(&cwd, name), Links::InRoot).ok()
 }
 
 /// The rule on the file named in exec, read by name. Only a match is an
 /// alert: what cannot be read is not what ran, and every script exec comes here.
-fn detect_named(exec: &Exec, name: &str) -> Option<Verdict> {
-    let path = resolve_name(exec.pid, name);
-    let mut f = open_regular(&path).ok()?;
-    let md = f.metadata().ok()?;
-    if !rule::size_can_match(md.size()) {
+fn detect_named(exec: &Exec, name: &[u8]) -> Option<Verdict> {
+    let found = find_named(exec, name)?;
+    if !rule::size_can_match(found.meta.size()) {
         return None;
     }
+    // Only a regular file is opened: a name swapped for a device is not.
+    let mut f = found.open().ok()?;
     let mut all = Vec::with_capacity(rule::FILESIZE_LT_LEN);
     f.by_ref()
         .take(rule::FILESIZE_LT)
@@ -326,22 +387,10 @@ fn detect_named(exec: &Exec, name: &str) -> Option<Verdict> {
         .ok()?;
     rule::evaluate(&all)?;
     let target = Target {
-        path: name.to_owned(),
+        path: files::show(name),
         size: all.len() as u64,
-        inode: md.ino(),
-        device: md.dev(),
+        inode: found.meta.ino(),
+        device: found.meta.dev(),
     };
     Some(matched_in(&all, Source::Path, true, Some(target)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resolve_name;
-
-    #[test]
-    fn names_given_to_exec_resolve_from_the_process() {
-        assert_eq!(resolve_name(7, "/tmp/x").to_str(), Some("/tmp/x"));
-        assert_eq!(resolve_name(7, "./x").to_str(), Some("/proc/7/cwd/./x"));
-        assert_eq!(resolve_name(7, "/dev/fd/3").to_str(), Some("/proc/7/fd/3"));
-    }
 }

@@ -16,6 +16,7 @@ mod detect;
 pub mod exclusions;
 #[cfg(test)]
 mod field_names;
+mod files;
 pub mod fuzzing;
 mod heartbeat;
 mod identity;
@@ -25,6 +26,7 @@ mod output;
 mod pipeline;
 mod policy;
 mod preflight;
+mod reads;
 mod record;
 mod repeats;
 pub mod run;

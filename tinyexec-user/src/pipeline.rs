@@ -1,5 +1,7 @@
 //! The data path, top to bottom: kernel record → decode → detect → record →
-//! exclusions → the flood bound (`repeats`) → the outputs' queues.
+//! exclusions → the flood bound (`repeats`) → the outputs' queues. An exec
+//! whose verdict needs its file is decided by a reader thread (`reads`) and
+//! rejoins the path here when its answer, or its deadline, comes.
 
 use anyhow::{Context as _, Result, bail};
 use log::{error, info, warn};
@@ -7,11 +9,12 @@ use log::{error, info, warn};
 use crate::{
     clock::{BootClock, boot_now_ns, rfc3339},
     decode::{self, Exec},
-    detect::{self, Verdict},
+    detect::{self, Files, NeedsFile, Verdict},
     heartbeat::{self, Counters},
     identity::{self, Names},
     output::Outputs,
     policy::{Policy, Suppressed},
+    reads::{self, Reads},
     record::{self, Agent, ExclusionRef, Host, Record},
     repeats::{Key, Pending, Repeats, Seen, Tracker},
 };
@@ -21,6 +24,7 @@ pub struct Pipeline {
     policy: Policy,
     suppressed: Suppressed,
     names: Names,
+    reads: Reads,
     clock: BootClock,
     host: Host,
     agent: Agent,
@@ -44,12 +48,19 @@ pub struct Options {
 }
 
 impl Pipeline {
-    pub fn new(outputs: Outputs, policy: Policy, opts: &Options) -> Self {
+    /// Execs decided by the readers come back through `read_done`, for [`Pipeline::read_done`].
+    pub fn new(
+        outputs: Outputs,
+        policy: Policy,
+        opts: &Options,
+        read_done: tokio::sync::mpsc::UnboundedSender<reads::Done>,
+    ) -> Self {
         Self {
             outputs,
             policy,
             suppressed: opts.suppressed,
             names: Names::new(),
+            reads: Reads::new(read_done),
             clock: BootClock::new(),
             host: Host {
                 hostname: identity::hostname(),
@@ -88,7 +99,42 @@ impl Pipeline {
                 exec.pid, exec.path
             );
         }
-        let verdict = detect::detect(&exec);
+        match detect::detect(&exec, Files::Deferred) {
+            Ok(verdict) => self.decided(&exec, verdict),
+            Err(NeedsFile) => match self.reads.submit(exec) {
+                Ok(()) => Ok(()),
+                Err(exec) => {
+                    let why = "too many execs already wait for their files to be read";
+                    self.decided(&exec, reads::unavailable(&exec, why))
+                }
+            },
+        }
+    }
+
+    /// A reader's answer, unless the exec's deadline already decided it.
+    pub fn read_done(&mut self, done: reads::Done) -> Result<()> {
+        match self.reads.take(done) {
+            Some((exec, verdict)) => self.decided(&exec, verdict),
+            None => Ok(()),
+        }
+    }
+
+    /// When the next exec waiting for its file must be decided without it.
+    pub fn read_deadline(&self) -> Option<std::time::Instant> {
+        self.reads.next_deadline()
+    }
+
+    /// Decides, without their files, the execs whose deadline has passed.
+    pub fn expire_reads(&mut self, now: std::time::Instant) -> Result<()> {
+        for (exec, verdict) in self.reads.expire(now) {
+            self.decided(&exec, verdict)?;
+        }
+        Ok(())
+    }
+
+    /// An exec with its verdict: on to the record when it alerts, was killed,
+    /// or every exec is recorded.
+    fn decided(&mut self, exec: &Exec, verdict: Option<Verdict>) -> Result<()> {
         if exec.killed && verdict.is_none() {
             warn!(
                 "the kernel killed pid {} ({}) but user space finds no match",
@@ -96,7 +142,7 @@ impl Pipeline {
             );
         }
         if verdict.is_some() || exec.killed || self.all_execs {
-            self.emit_exec(&exec, verdict.as_ref())?;
+            self.emit_exec(exec, verdict.as_ref())?;
         }
         Ok(())
     }
@@ -142,9 +188,14 @@ impl Pipeline {
         match seen {
             Seen::First => {
                 let seq = self.write(rec);
-                self.repeats.opened(key, seq, exec.ktime_ns);
+                self.repeats.opened(key, seq, exec);
             }
             Seen::Untracked => {
+                self.write(rec);
+            }
+            Seen::NewCommandLine { of_sequence } => {
+                // Another payload: an alert, said to repeat the file's first.
+                rec.tinyexec.repeat_of = Some(of_sequence);
                 self.write(rec);
             }
             Seen::Repeat { of_sequence } => {

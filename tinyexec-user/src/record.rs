@@ -240,8 +240,9 @@ pub struct Tinyexec {
     /// Prevent mode asked the kernel to kill it but no signal could be sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kill_failed: bool,
-    /// `--all-execs`: this exec repeats the alert with this `event.sequence`
-    /// within the repeat window, so it is not another alert (see `repeats`).
+    /// This exec repeats the alert with this `event.sequence` within the
+    /// repeat window (see `repeats`): with a command line new to the window it
+    /// is an alert still; otherwise (`--all-execs` only) it is not another alert.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat_of: Option<u64>,
 }
@@ -577,6 +578,7 @@ pub fn samples() -> Vec<Record> {
         args_truncated: false,
         args_unreadable: false,
         path: "/tmp/stager".into(),
+        path_bytes: b"/tmp/stager".to_vec(),
         path_truncated: false,
         path_disconnected: false,
         parent_path: Some("/bin/sh".into()),
@@ -595,6 +597,7 @@ pub fn samples() -> Vec<Record> {
         writers: -1,
         ctime: (0, 0),
         exec_path: Some("./stager".into()),
+        exec_path_bytes: Some(b"./stager".to_vec()),
         exec_path_truncated: false,
         cgroup: Some(crate::decode::Cgroup {
             id: 9,

@@ -12,8 +12,17 @@
 //! occurrence again. So a file in a loop costs at most two records per window.
 //! With `--all-execs` each repeat is still its own record, with
 //! `event.kind: "event"` and `tinyexec.repeat_of`, but not another alert.
+//!
+//! A repeat with a command line not seen in its window is alerted, with
+//! `tinyexec.repeat_of`: the stager's arguments name the program it launches
+//! under a fake name, so each payload must reach the SOC, not a count. At most
+//! [`MAX_COMMAND_LINES`] command lines a window are alerted so; the rest are
+//! repeats, and a loop of identical runs is still two records a window.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasher as _, RandomState},
+};
 
 use serde::Serialize;
 
@@ -25,6 +34,8 @@ use crate::{
 /// Files followed at once. Past it a new file is not followed: its repeats are
 /// alerts again (more alerts, never a missed one) until windows close.
 const MAX_FOLLOWED: usize = 4096;
+/// Distinct command lines alerted per window (the first exec's included).
+pub const MAX_COMMAND_LINES: usize = 16;
 
 /// What an aggregate record says about the repeats it stands for.
 #[derive(Debug, Serialize)]
@@ -118,6 +129,8 @@ struct Window {
     end_ns: u64,
     of_sequence: u64,
     pending: Option<Pending>,
+    /// Hashes of the command lines alerted in this window.
+    command_lines: HashSet<u64>,
 }
 
 /// What an exec is, given what came before.
@@ -127,6 +140,8 @@ pub enum Seen {
     First,
     /// Counted into the window opened by this alert.
     Repeat { of_sequence: u64 },
+    /// A repeat with a command line new to the window: alert it, as a repeat of this one.
+    NewCommandLine { of_sequence: u64 },
     /// Not followed (the bound is off, or too many files at once): emit it.
     Untracked,
 }
@@ -135,6 +150,9 @@ pub struct Tracker {
     window_ns: u64,
     window_secs: u64,
     windows: HashMap<Key, Window>,
+    /// Keyed per run: command lines an attacker crafts to collide with a
+    /// payload already alerted cannot be computed in advance.
+    hasher: RandomState,
 }
 
 impl Tracker {
@@ -144,6 +162,7 @@ impl Tracker {
             window_ns: window_secs.saturating_mul(1_000_000_000),
             window_secs,
             windows: HashMap::new(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -164,8 +183,17 @@ impl Tracker {
             return (None, Seen::Untracked);
         }
         let mut ended = None;
+        let line = self.hasher.hash_one(&exec.args);
         if let Some(w) = self.windows.get_mut(key) {
             if exec.ktime_ns < w.end_ns {
+                if w.command_lines.len() < MAX_COMMAND_LINES && w.command_lines.insert(line) {
+                    return (
+                        None,
+                        Seen::NewCommandLine {
+                            of_sequence: w.of_sequence,
+                        },
+                    );
+                }
                 let p = w.pending.get_or_insert_with(|| Pending {
                     count: 0,
                     first_ktime_ns: exec.ktime_ns,
@@ -194,14 +222,16 @@ impl Tracker {
         (ended, Seen::First)
     }
 
-    /// The first occurrence went out as record `sequence`: its window opens.
-    pub fn opened(&mut self, key: Key, sequence: u64, ktime_ns: u64) {
+    /// The first occurrence, `exec`, went out as record `sequence`: its window opens.
+    pub fn opened(&mut self, key: Key, sequence: u64, exec: &Exec) {
+        let line = self.hasher.hash_one(&exec.args);
         self.windows.insert(
             key,
             Window {
-                end_ns: ktime_ns.saturating_add(self.window_ns),
+                end_ns: exec.ktime_ns.saturating_add(self.window_ns),
                 of_sequence: sequence,
                 pending: None,
+                command_lines: HashSet::from([line]),
             },
         );
     }
@@ -263,7 +293,7 @@ mod tests {
         let a = exec(s, 7);
         let key = Key::of(&a, Some(&v), "alert", None);
         assert_eq!(t.observe(&key, &a, Some(&v), None).1, Seen::First);
-        t.opened(key.clone(), 5, a.ktime_ns);
+        t.opened(key.clone(), 5, &a);
         for i in 1..=299 {
             let r = exec(s + i * 1_000_000, 7);
             assert_eq!(
@@ -294,7 +324,7 @@ mod tests {
         let a = exec(s, 7);
         let key = Key::of(&a, Some(&v), "alert", None);
         t.observe(&key, &a, Some(&v), None);
-        t.opened(key.clone(), 1, a.ktime_ns);
+        t.opened(key.clone(), 1, &a);
         t.observe(&key, &exec(s + 10, 7), Some(&v), None);
         let (ended, seen) = t.observe(&key, &exec(3 * s, 7), Some(&v), None);
         assert_eq!(ended.map(|p| p.count), Some(1));
@@ -302,6 +332,52 @@ mod tests {
         assert_eq!(
             Tracker::new(0).observe(&key, &a, Some(&v), None).1,
             Seen::Untracked
+        );
+    }
+
+    #[test]
+    fn a_new_command_line_in_the_window_is_alerted_up_to_the_bound() {
+        let s = 1_000_000_000;
+        let mut t = Tracker::new(10);
+        let v = matched();
+        let with_args = |i: u64, args: &[&str]| {
+            let mut e = exec(s + i, 7);
+            e.args = args.iter().map(|&a| a.to_owned()).collect();
+            e
+        };
+        let a = with_args(0, &["/tmp/x", "payload-0"]);
+        let key = Key::of(&a, Some(&v), "alert", None);
+        assert_eq!(t.observe(&key, &a, Some(&v), None).1, Seen::First);
+        t.opened(key.clone(), 3, &a);
+        // The same command line again: a repeat.
+        assert_eq!(
+            t.observe(
+                &key,
+                &with_args(1, &["/tmp/x", "payload-0"]),
+                Some(&v),
+                None
+            )
+            .1,
+            Seen::Repeat { of_sequence: 3 }
+        );
+        // Each new one is alerted, up to the bound (the first counts).
+        for i in 1..MAX_COMMAND_LINES {
+            let e = with_args(10 + i as u64, &["/tmp/x", &format!("payload-{i}")]);
+            assert_eq!(
+                t.observe(&key, &e, Some(&v), None).1,
+                Seen::NewCommandLine { of_sequence: 3 },
+                "{i}"
+            );
+            // ... once.
+            assert_eq!(
+                t.observe(&key, &e, Some(&v), None).1,
+                Seen::Repeat { of_sequence: 3 }
+            );
+        }
+        let past = with_args(100, &["/tmp/x", "one-too-many"]);
+        assert_eq!(
+            t.observe(&key, &past, Some(&v), None).1,
+            Seen::Repeat { of_sequence: 3 }
         );
     }
 }

@@ -9,6 +9,8 @@ use tinyexec_ebpf::{Config, names};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::mpsc::{UnboundedReceiver, unbounded_channel},
+    time::sleep_until,
 };
 
 pub use crate::settings::RunArgs;
@@ -17,7 +19,7 @@ use crate::{
     output::{OutputOptions, Outputs},
     pipeline::{self, Pipeline},
     policy::Policy,
-    preflight,
+    preflight, reads,
     selftest::Canary,
     sensor::{self, LoadOptions, Sensor},
     settings::Settings,
@@ -71,6 +73,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         (false, true) => "alerts only, prevent",
         (true, true) => "every exec, prevent",
     };
+    let (read_done, decided) = unbounded_channel();
     let pipeline = Pipeline::new(
         outputs,
         policy,
@@ -80,6 +83,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             repeat_window_secs: u64::from(args.repeat_window),
             heartbeat_secs: u64::from(args.heartbeat_interval),
         },
+        read_done,
     );
     let every = Every {
         stats: Duration::from_secs(args.stats_interval.max(1)),
@@ -89,7 +93,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, every, mode, &args.btf))
+        .block_on(stream(sensor, pipeline, decided, every, mode, &args.btf))
 }
 
 /// The periodic work's intervals.
@@ -113,6 +117,7 @@ fn announce_ready(mode: &str) {
 async fn stream(
     sensor: Sensor,
     mut pipeline: Pipeline,
+    mut decided: UnboundedReceiver<reads::Done>,
     every: Every,
     mode: &str,
     btf: &Path,
@@ -146,7 +151,12 @@ async fn stream(
     let mut heartbeat = tokio::time::interval(every.heartbeat);
     heartbeat.tick().await;
     loop {
+        let deadline = pipeline.read_deadline();
         tokio::select! {
+            Some(done) = decided.recv() => pipeline.read_done(done)?,
+            () = sleep_until(far_or(deadline)), if deadline.is_some() => {
+                expire_reads(&mut pipeline, &mut decided)?;
+            }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
                 let ring = guard.get_inner_mut();
@@ -185,10 +195,37 @@ async fn stream(
     while let Some(item) = ring.next() {
         pipeline.handle(&item)?;
     }
+    // The execs still waiting for their files: each within its deadline.
+    while let Some(at) = pipeline.read_deadline() {
+        tokio::select! {
+            Some(done) = decided.recv() => pipeline.read_done(done)?,
+            () = sleep_until(at.into()) => expire_reads(&mut pipeline, &mut decided)?,
+        }
+    }
     pipeline.report_lost(sensor::lost_total(&lost)?);
     pipeline.finish(sensor::execs_total(&execs)?, EXIT_GRACE)?;
     info!("stopped");
     Ok(())
+}
+
+/// A read deadline to sleep until (a day away when none waits: that branch is off then).
+fn far_or(deadline: Option<std::time::Instant>) -> tokio::time::Instant {
+    deadline.map_or_else(
+        || tokio::time::Instant::now() + Duration::from_secs(86_400),
+        Into::into,
+    )
+}
+
+/// A deadline has come: answers already in (they were in time) first, then
+/// the execs still without one are decided without their files.
+fn expire_reads(
+    pipeline: &mut Pipeline,
+    decided: &mut UnboundedReceiver<reads::Done>,
+) -> Result<()> {
+    while let Ok(done) = decided.try_recv() {
+        pipeline.read_done(done)?;
+    }
+    pipeline.expire_reads(std::time::Instant::now())
 }
 
 /// Runs the canary exec and checks the kernel's record of it; other execs

@@ -1,0 +1,243 @@
+//! Opening an exec's files where the exec saw them, and nothing but regular files.
+//!
+//! The kernel's path is walked from the root of the exec's mount namespace,
+//! and the name given to exec from its root and working directory: the sensor
+//! may live in another namespace (the unit's `PrivateTmp` and `ProtectHome`, a
+//! container, a Kubernetes pod) or see another file at the same name (a bind
+//! mount in the exec's namespace). So a name is resolved under the exec's own
+//! `/proc/PID/root`, else its parent's, else PID 1's (an exec that has exited
+//! leaves its parent), with `openat2(RESOLVE_IN_ROOT)`: symlinks stay inside
+//! that root, as they did for the exec. The caller checks that what it finds
+//! is the file that ran (device, inode, size, change time); a root of another
+//! namespace finds another file or none, and the next root is tried.
+//!
+//! Nothing is opened for reading before `fstat` has said it is a regular file:
+//! a name is first opened `O_PATH`, which has no effect on what it names (no
+//! device's open, no FIFO's wait), and only a regular file is then reopened
+//! through `/proc/self/fd`, the very inode found. A name swapped for a link to
+//! a device, or a FIFO, is never opened.
+//!
+//! Opening a regular file can still block (a FUSE file system that never
+//! answers): callers run on the reader threads of [`crate::reads`], never on
+//! the data path.
+
+use std::{
+    ffi::{CString, OsStr},
+    fs::{File, Metadata},
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::{OsStrExt as _, OsStringExt as _},
+    },
+    path::Path,
+};
+
+/// A file found by name and not opened yet: an `O_PATH` descriptor and what
+/// `fstat` says of it.
+pub struct Found {
+    fd: OwnedFd,
+    pub meta: Metadata,
+}
+
+impl Found {
+    /// Opens the inode found for reading, if it is a regular file.
+    pub fn open(&self) -> io::Result<File> {
+        if !self.meta.is_file() {
+            return Err(io::Error::other(format!(
+                "not a regular file ({})",
+                kind(&self.meta)
+            )));
+        }
+        // The descriptor's magic link reopens the inode itself, whatever its
+        // name points to now.
+        let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        open_at(
+            libc::AT_FDCWD,
+            link.as_bytes(),
+            libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+            0,
+        )
+        .map(File::from)
+    }
+}
+
+/// What a non-regular file is, for the reason a record gives.
+fn kind(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// `struct open_how` of `openat2(2)` (libc's cannot be built: it is non-exhaustive).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(2)`; the descriptor is close-on-exec.
+fn open_at(dir: libc::c_int, name: &[u8], flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::other("a NUL byte in the name"))?;
+    let how = OpenHow {
+        flags: u64::try_from(flags | libc::O_CLOEXEC).unwrap_or_default(),
+        mode: 0,
+        resolve,
+    };
+    loop {
+        // SAFETY: `name` is a C string and `how` an `open_how` of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir,
+                name.as_ptr(),
+                &raw const how,
+                size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            let fd = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+            // SAFETY: the kernel just returned this descriptor to us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Opens `name` (`O_PATH`: no effect on what it names) and stats it.
+fn find_at(dir: libc::c_int, name: &[u8], resolve: u64) -> io::Result<Found> {
+    let fd = open_at(dir, name, libc::O_PATH, resolve)?;
+    let meta = File::from(fd.try_clone()?).metadata()?;
+    Ok(Found { fd, meta })
+}
+
+/// A magic link of `/proc` (`/proc/PID/exe`, `/proc/PID/fd/N`): the file the
+/// process holds, found without opening it.
+pub fn find_proc_link(link: &str) -> io::Result<Found> {
+    find_at(libc::AT_FDCWD, link.as_bytes(), 0)
+}
+
+/// How a name is resolved under a root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// The kernel's own path of a file: no component can be a link, so one
+    /// that is says the name no longer leads to the file that ran.
+    None,
+    /// A name given to exec: links are followed, as exec followed them, but
+    /// inside the root.
+    InRoot,
+}
+
+/// The processes whose roots are tried, in order.
+fn root_pids(pid: u32, ppid: u32) -> Vec<u32> {
+    let mut v = vec![pid];
+    for p in [ppid, 1] {
+        if p != 0 && !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    v
+}
+
+/// The root directory of a process, held (`O_PATH`) while names are resolved under it.
+pub struct Root {
+    fd: OwnedFd,
+    pub pid: u32,
+}
+
+impl Root {
+    /// Fails when the process is gone (or a zombie, whose root is gone with it).
+    pub fn of(pid: u32) -> io::Result<Self> {
+        let fd = open_at(
+            libc::AT_FDCWD,
+            format!("/proc/{pid}/root").as_bytes(),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )?;
+        Ok(Self { fd, pid })
+    }
+
+    /// `name` (absolute, as seen from this root) resolved under it.
+    pub fn find(&self, name: &[u8], links: Links) -> io::Result<Found> {
+        let resolve = libc::RESOLVE_IN_ROOT
+            | libc::RESOLVE_NO_MAGICLINKS
+            | match links {
+                Links::None => libc::RESOLVE_NO_SYMLINKS,
+                Links::InRoot => 0,
+            };
+        find_at(self.fd.as_raw_fd(), name, resolve)
+    }
+
+    /// The process's working directory, as a path from this root.
+    pub fn cwd(&self) -> io::Result<Vec<u8>> {
+        Ok(std::fs::read_link(format!("/proc/{}/cwd", self.pid))?
+            .into_os_string()
+            .into_vec())
+    }
+}
+
+/// The roots of the processes that can show where an exec found its files:
+/// the exec's own, its parent's, PID 1's (the host's, or the sensor's
+/// container's when it has its own pid namespace), those still there, once each.
+pub fn roots(pid: u32, ppid: u32) -> impl Iterator<Item = Root> {
+    root_pids(pid, ppid)
+        .into_iter()
+        .filter_map(|p| Root::of(p).ok())
+}
+
+/// `name` made absolute from directory `dir` (both as bytes: a name need not
+/// be UTF-8).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if name.starts_with(b"/") {
+        return name.to_vec();
+    }
+    let mut v = dir.to_vec();
+    if !v.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+/// A name as text for a reason or a log line (invalid UTF-8 replaced).
+pub fn show(name: &[u8]) -> String {
+    Path::new(OsStr::from_bytes(name)).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join, root_pids};
+
+    #[test]
+    fn roots_are_the_exec_its_parent_and_pid_1_once_each() {
+        assert_eq!(root_pids(10, 9), [10, 9, 1]);
+        assert_eq!(root_pids(10, 1), [10, 1]);
+        assert_eq!(root_pids(10, 0), [10, 1]);
+        assert_eq!(root_pids(1, 0), [1]);
+    }
+
+    #[test]
+    fn relative_names_join_the_working_directory() {
+        assert_eq!(join(b"/tmp", b"x"), b"/tmp/x");
+        assert_eq!(join(b"/", b"./x"), b"/./x");
+        assert_eq!(join(b"/tmp", b"/bin/x"), b"/bin/x");
+        assert_eq!(join(b"/t\xff", b"x"), b"/t\xff/x");
+    }
+}
