@@ -121,3 +121,44 @@ fn suppressed_repeats_are_aggregated_too() {
     assert!(all.iter().all(|v| field(v, "exclusion.name") == "Storms"));
     assert!(field_u64(&last, "heartbeat.suppressed") >= STORM, "{last}");
 }
+
+/// The same stager run again within the window with other arguments: each
+/// new command line is an alert of its own (the payload the stager launches
+/// is in its arguments), said to repeat the first; the same command line
+/// again is a repeat, counted in the aggregate. (Before: one alert, the
+/// later arguments lost.)
+#[test]
+fn a_repeat_with_a_new_command_line_is_alerted() {
+    let dir = TempDir::new("payloads");
+    let path = dir.exe(&unique("stager"), &stager());
+    let s =
+        Sensor::start_with(Command::new(sensor_path()).args(["run", "--repeat-window", WINDOW]));
+    let payloads: Vec<String> = (0..4).map(|i| format!("/usr/bin/payload-{i}")).collect();
+    for p in &payloads {
+        run_or_killed(Command::new(&path).arg(p));
+    }
+    // The same ones again: repeats, not alerts.
+    for p in &payloads {
+        run_or_killed(Command::new(&path).arg(p));
+    }
+    let before: Vec<Value> = s
+        .records_before_barrier()
+        .into_iter()
+        .filter(exec_of(&path))
+        .collect();
+    let alerts: Vec<&Value> = before.iter().filter(|v| kind(v) == "alert").collect();
+    let args: Vec<&str> = alerts
+        .iter()
+        .map(|v| field_str(v, "process.args.1"))
+        .collect();
+    assert_eq!(args, payloads, "one alert per command line: {alerts:#?}");
+    let first = field_u64(alerts[0], "event.sequence");
+    assert!(field(alerts[0], "tinyexec.repeat_of").is_null());
+    for a in &alerts[1..] {
+        assert_eq!(field_u64(a, "tinyexec.repeat_of"), first, "{a}");
+    }
+    let agg = s.wait_for("the aggregate", |v| {
+        exec_of(&path)(v) && v.get("repeats").is_some()
+    });
+    assert_eq!(field_u64(&agg, "repeats.count"), 4, "{agg}");
+}

@@ -36,7 +36,7 @@ use crate::{
 const CHANGE_TIME_GRAIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where the bytes behind a verdict came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// The kernel's header buffer held the whole file, or decided alone.
     Kernel,
@@ -61,7 +61,7 @@ impl Source {
 }
 
 /// The file named in exec, when it (not what the kernel ran) matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub path: String,
     pub size: u64,
@@ -69,7 +69,8 @@ pub struct Target {
     pub device: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (Serialised only between the sensor and its file readers, `reads`.)
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     Match {
         source: Source,

@@ -25,6 +25,9 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Parse an exclusions file: each exclusion normalized, warnings, errors.
     Check(check::CheckArgs),
+    /// The sensor's own helper that reads exec's files (`run` starts it).
+    #[command(name = run::READ_FILES, hide = true)]
+    ReadFiles { parent: u32 },
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Scan(args) => return scan::scan(&args),
         Command::Check(args) => return check::check(&args),
+        Command::ReadFiles { parent } => run::read_files(parent),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,7 +101,7 @@ impl Pipeline {
         }
         match detect::detect(&exec, Files::Deferred) {
             Ok(verdict) => self.decided(&exec, verdict),
-            Err(NeedsFile) => match self.reads.submit(exec) {
+            Err(NeedsFile) => match self.reads.submit(exec, bytes) {
                 Ok(()) => Ok(()),
                 Err(exec) => {
                     let why = "too many execs already wait for their files to be read";

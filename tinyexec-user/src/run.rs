@@ -96,6 +96,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         .block_on(stream(sensor, pipeline, decided, every, mode, &args.btf))
 }
 
+/// The helper's subcommand.
+pub use crate::reads::SUBCOMMAND as READ_FILES;
+
+/// `tinyexec-sensor read-files PARENT`: a helper that reads exec's files for
+/// the sensor `PARENT` (see `reads`); not for people.
+pub fn read_files(parent: u32) -> Result<()> {
+    reads::serve(parent)
+}
+
 /// The periodic work's intervals.
 struct Every {
     stats: Duration,

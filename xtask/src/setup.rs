@@ -39,6 +39,11 @@ const TEST_PACKAGES: &[(Probe, &str)] = &[
     (Probe::Command("systemd-analyze"), "systemd"),
     (Probe::Command("strace"), "strace"),
     (Probe::Command("runc"), "runc"),
+    // tests/hostile.rs: a FUSE file system that never answers (Debian's interpreter's module).
+    (
+        Probe::Shell("/usr/bin/python3 -c 'import fusepy'"),
+        "python3-fusepy",
+    ),
     (
         Probe::Shell("dpkg-query -W -f '${Status}' busybox-static | grep -q 'ok installed'"),
         "busybox-static",
