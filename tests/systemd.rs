@@ -15,7 +15,9 @@ use std::{
     process::Command,
 };
 
-use tinyexec_harness::{Sensor, TempDir, exec_of, run_ok, sensor_path, stager, unique};
+use tinyexec_harness::{
+    Sensor, TempDir, exec_of, run_ok, sensor_path, sentinel::write_private, stager, unique,
+};
 
 /// `systemd-analyze security` rates the shipped unit 2.1 (the unit before it: 3.9).
 const MAX_EXPOSURE: f64 = 2.1;
@@ -178,7 +180,7 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
         .expect("addr")
         .port();
     let secret = dir.path().join("secret");
-    fs::write(&secret, "s").expect("secret");
+    write_private(&secret, b"s");
     let settings = dir.path().join("sentinel.toml");
     fs::write(
         &settings,
