@@ -19,7 +19,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir, field, only_alerts_from, run_ok, sensor_path,
-    sentinel::{Ingest, SECRET, STREAM, write_private},
+    sentinel::{Ingest, SECRET, STREAM, TENANT, write_private},
     stager, unique, wait_until,
 };
 
@@ -424,6 +424,42 @@ fn credential_files_open_to_others_or_reached_through_a_link_are_refused() {
         });
         drop(s);
     }
+}
+
+#[test]
+fn a_token_response_over_the_limit_is_reported_as_too_large() {
+    let dir = TempDir::new("huge-token");
+    let ingest = Ingest::start(dir.path());
+    // Over the sensor's limit, and over ureq's own 10 MiB default too (which
+    // the body used to be read with, to nothing: "not JSON: EOF").
+    ingest.mode(&format!("token-bytes:{}", 11 << 20));
+    let s = sensor(&ingest.settings(dir.path(), &dir.path().join("spool"), ""));
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    let line = s.wait_stderr("too large", 0) - 1;
+    let said = s.stderr().lines().nth(line).unwrap_or_default().to_owned();
+    let token_url = format!(
+        "https://127.0.0.1:{}/{TENANT}/oauth2/v2.0/token",
+        ingest.port
+    );
+    assert!(
+        said.contains("delivery failed, retrying")
+            && said.contains(&format!(
+                "the response from {token_url} is too large (over 1048576 bytes)"
+            )),
+        "{said}"
+    );
+    assert!(!s.stderr().contains("not JSON"), "{}", s.stderr());
+    assert!(
+        ingest.entries().iter().any(|e| e["kind"] == "huge-token"),
+        "{:#?}",
+        ingest.entries()
+    );
+    // Retried: a token of the usual size is taken and the alert delivered.
+    ingest.mode("ok");
+    ingest.wait_delivered("after a token response of the usual size", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
 }
 
 /// A stager with a command line of about 1 KB: `path` and one long argument.

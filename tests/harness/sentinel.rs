@@ -170,7 +170,7 @@ impl Ingest {
         }
     }
 
-    /// ok | refuse | timeout | hang | max:N, from the next request on.
+    /// ok | refuse | timeout | hang | max:N | token-bytes:N, from the next request on.
     ///
     /// Written aside and renamed into place: the stand-in reads the file at
     /// each request, and a write in place (truncate, then write) would let a
