@@ -13,6 +13,7 @@ pub mod cef;
 pub mod container;
 pub mod corpus;
 pub mod elf;
+pub mod port;
 pub mod process;
 pub mod rsyslog;
 pub mod schema;
