@@ -11,7 +11,7 @@
 )]
 
 use std::{
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     path::PathBuf,
     process::Command,
     sync::{
@@ -25,7 +25,11 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     OutputCounts, Sensor, TempDir, exec_of, field, field_u64, is_heartbeat, only_alerts_from,
-    output_counts, run_or_killed, sensor_path, sentinel::Ingest, stager, tiny_exit0, unique,
+    output_counts,
+    port::{ClosedTcpPort, ClosedUdpPort},
+    run_or_killed, sensor_path,
+    sentinel::Ingest,
+    stager, tiny_exit0, unique,
 };
 
 /// Alerts-only unless `args` say otherwise: the records are then the test's
@@ -330,17 +334,13 @@ fn a_syslog_listener_that_never_reads_stalls_only_syslog() {
     stops_cleanly(s);
 }
 
-/// A port nothing listens on (bound, then closed).
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    l.local_addr().expect("the listener's address").port()
-}
-
 #[test]
 fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
     let dir = TempDir::new("closed");
-    let port = closed_port();
-    let url = format!("tcp://127.0.0.1:{port}");
+    // Held closed, not bound and let go: no other socket (nor the worker's
+    // own connect, as its source port) can take the port while it is closed.
+    let closed = ClosedTcpPort::new();
+    let url = format!("tcp://127.0.0.1:{}", closed.port);
     let s = sensor(&["--output-queue", "32", "--syslog", &url]);
     for _ in 0..60 {
         alert(&dir);
@@ -355,11 +355,16 @@ fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
         |c| c.dropped > 0,
     );
     // Nothing could be sent: all of it waits in the queue or was dropped.
-    assert_eq!((c.written, c.failed), (0, 0), "{c:?}");
+    assert_eq!(
+        (c.written, c.failed),
+        (0, 0),
+        "{c:?}\nstderr:\n{}",
+        s.stderr()
+    );
     assert!(c.queued <= 32 + 8, "{c:?}");
     s.wait_stderr("Connection refused", 0);
-    // The server comes up: the worker connects and delivers what it queued.
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // The server comes up, on the same socket: the worker connects and delivers what it queued.
+    let listener = closed.listen();
     listener
         .set_nonblocking(false)
         .expect("a blocking listener");
@@ -399,11 +404,9 @@ fn a_closed_tcp_port_at_start_is_retried_not_fatal() {
 #[test]
 fn a_udp_port_nobody_listens_on_counts_the_refused_datagrams() {
     let dir = TempDir::new("udp");
-    let port = {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
-    let url = format!("udp://127.0.0.1:{port}");
+    // Held, so that no socket that would take the datagrams can bind it.
+    let nobody = ClosedUdpPort::new();
+    let url = format!("udp://127.0.0.1:{}", nobody.port);
     let s = sensor(&["--syslog", &url]);
     for _ in 0..30 {
         alert(&dir);

@@ -9,6 +9,7 @@
 use std::{
     fs,
     net::TcpStream,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
     thread,
@@ -18,7 +19,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir, field, only_alerts_from, run_ok, sensor_path,
-    sentinel::{Ingest, SECRET, STREAM},
+    sentinel::{Ingest, SECRET, STREAM, TENANT, write_private},
     stager, unique, wait_until,
 };
 
@@ -292,6 +293,173 @@ fn certificate_and_environment_credentials() {
         "{}",
         bad.stderr()
     );
+}
+
+/// Starts a sensor with these Sentinel settings, which must refuse to start:
+/// returns what it said.
+fn refused(settings: &Path) -> String {
+    let mut s = Sensor::spawn(
+        Command::new(sensor_path())
+            .args(["run", "--no-exclusions", "--sentinel"])
+            .arg(settings),
+    );
+    assert!(!s.wait_exit().success(), "started: {}", s.stderr());
+    s.stderr()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The settings line naming a credential file.
+fn credential(key: &str, path: &Path) -> String {
+    format!("{key} = {:?}", path.to_str().expect("a UTF-8 path"))
+}
+
+#[test]
+fn credential_files_open_to_others_or_reached_through_a_link_are_refused() {
+    let dir = TempDir::new("exposed");
+    let ingest = Ingest::start(dir.path());
+    let spool = dir.path().join("spool");
+    let secret = dir.path().join("exposed-secret");
+    write_private(&secret, format!("{SECRET}\n").as_bytes());
+    let secret_settings = ingest.settings_with(
+        dir.path(),
+        &spool,
+        &credential("client_secret_file", &secret),
+        "",
+    );
+    let shown = secret.to_str().expect("a UTF-8 path");
+    // Open to group or others, in any way: refused, naming the setting, the
+    // file, its mode and the fix.
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o601] {
+        chmod(&secret, mode);
+        let err = refused(&secret_settings);
+        for want in [
+            format!("{}: client_secret_file", secret_settings.display()),
+            format!("client secret file {shown} has mode {mode:04o}"),
+            "refused".to_owned(),
+            format!("chmod 600 {shown}"),
+        ] {
+            assert!(err.contains(&want), "mode {mode:o}: no {want:?} in: {err}");
+        }
+    }
+    chmod(&secret, 0o600);
+
+    // Owned by someone else, who could open it up at any time.
+    let other = dir.path().join("others-secret");
+    write_private(&other, format!("{SECRET}\n").as_bytes());
+    std::os::unix::fs::chown(&other, Some(4321), Some(4321)).expect("chown 4321");
+    let err = refused(&ingest.settings_with(
+        dir.path(),
+        &spool,
+        &credential("client_secret_file", &other),
+        "",
+    ));
+    assert!(
+        err.contains(&format!("{} is owned by uid 4321", other.display()))
+            && err.contains("only root or the sensor's own user")
+            && err.contains(&format!("chown root {}", other.display())),
+        "{err}"
+    );
+
+    // A symbolic link, even to a protected file: whoever controls the link
+    // would choose the credential.
+    let link = dir.path().join("secret-link");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    let err = refused(&ingest.settings_with(
+        dir.path(),
+        &spool,
+        &credential("client_secret_file", &link),
+        "",
+    ));
+    assert!(
+        err.contains(&format!("{} is a symbolic link", link.display())) && err.contains("refused"),
+        "{err}"
+    );
+
+    // The certificate's file holds its private key: the same rules.
+    let pem = dir.path().join("exposed.pem");
+    fs::copy(&ingest.client_pem, &pem).expect("copying the client PEM");
+    chmod(&pem, 0o644);
+    let pem_settings = ingest.settings_with(
+        dir.path(),
+        &spool,
+        &credential("client_certificate_file", &pem),
+        "",
+    );
+    let err = refused(&pem_settings);
+    assert!(
+        err.contains(&format!(
+            "{}: client_certificate_file",
+            pem_settings.display()
+        )) && err.contains(&format!(
+            "client certificate file {} has mode 0644",
+            pem.display()
+        )) && err.contains(&format!("chmod 600 {}", pem.display())),
+        "{err}"
+    );
+    let pem_link = dir.path().join("pem-link");
+    std::os::unix::fs::symlink(&ingest.client_pem, &pem_link).expect("symlink");
+    let err = refused(&ingest.settings_with(
+        dir.path(),
+        &spool,
+        &credential("client_certificate_file", &pem_link),
+        "",
+    ));
+    assert!(
+        err.contains(&format!("{} is a symbolic link", pem_link.display())),
+        "{err}"
+    );
+
+    // The fix the message gives is enough: both are taken once chmod 600.
+    chmod(&pem, 0o600);
+    for settings in [&secret_settings, &pem_settings] {
+        let s = sensor(settings);
+        let path = dir.exe(&unique("after-chmod"), &stager());
+        run_ok(&mut Command::new(&path));
+        ingest.wait_delivered("with the file made private", |d| {
+            d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+        });
+        drop(s);
+    }
+}
+
+#[test]
+fn a_token_response_over_the_limit_is_reported_as_too_large() {
+    let dir = TempDir::new("huge-token");
+    let ingest = Ingest::start(dir.path());
+    // Over the sensor's limit, and over ureq's own 10 MiB default too (which
+    // the body used to be read with, to nothing: "not JSON: EOF").
+    ingest.mode(&format!("token-bytes:{}", 11 << 20));
+    let s = sensor(&ingest.settings(dir.path(), &dir.path().join("spool"), ""));
+    let path = dir.exe(&unique("stager"), &stager());
+    run_ok(&mut Command::new(&path));
+    let line = s.wait_stderr("too large", 0) - 1;
+    let said = s.stderr().lines().nth(line).unwrap_or_default().to_owned();
+    let token_url = format!(
+        "https://127.0.0.1:{}/{TENANT}/oauth2/v2.0/token",
+        ingest.port
+    );
+    assert!(
+        said.contains("delivery failed, retrying")
+            && said.contains(&format!(
+                "the response from {token_url} is too large (over 1048576 bytes)"
+            )),
+        "{said}"
+    );
+    assert!(!s.stderr().contains("not JSON"), "{}", s.stderr());
+    assert!(
+        ingest.entries().iter().any(|e| e["kind"] == "huge-token"),
+        "{:#?}",
+        ingest.entries()
+    );
+    // Retried: a token of the usual size is taken and the alert delivered.
+    ingest.mode("ok");
+    ingest.wait_delivered("after a token response of the usual size", |d| {
+        d.iter().any(|r| path_of(r) == path.to_str().unwrap())
+    });
 }
 
 /// A stager with a command line of about 1 KB: `path` and one long argument.

@@ -15,7 +15,10 @@ use std::{
     process::Command,
 };
 
-use tinyexec_harness::{Sensor, TempDir, exec_of, run_ok, sensor_path, stager, unique};
+use tinyexec_harness::{
+    Sensor, TempDir, exec_of, port::ClosedTcpPort, run_ok, sensor_path, sentinel::write_private,
+    stager, unique,
+};
 
 /// `systemd-analyze security` rates the shipped unit 2.1 (the unit before it: 3.9).
 const MAX_EXPOSURE: f64 = 2.1;
@@ -172,13 +175,10 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
     let trace = dir.path().join("trace");
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
     // Sentinel towards a closed port: the sender's connect-and-retry path.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let closed_port = ClosedTcpPort::new();
+    let closed = closed_port.port;
     let secret = dir.path().join("secret");
-    fs::write(&secret, "s").expect("secret");
+    write_private(&secret, b"s");
     let settings = dir.path().join("sentinel.toml");
     fs::write(
         &settings,

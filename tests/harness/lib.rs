@@ -14,6 +14,7 @@ pub mod container;
 pub mod corpus;
 pub mod elf;
 pub mod fuse;
+pub mod port;
 pub mod process;
 pub mod rsyslog;
 pub mod schema;

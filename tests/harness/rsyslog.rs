@@ -3,34 +3,37 @@
 
 use std::{
     fs,
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
+use crate::port::ClosedUdpPort;
+
 #[derive(Debug)]
 pub struct Rsyslog {
     child: Child,
     pub udp_port: u16,
+    /// Keeps the UDP port from anyone else while rsyslogd binds it and after.
+    _udp_hold: ClosedUdpPort,
+    /// The port rsyslogd chose itself (port 0) and wrote to `tcp_port_file`.
     pub tcp_port: u16,
+    tcp_port_file: PathBuf,
     pub socket: PathBuf,
     pub out: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    // The same number is free for UDP too, almost always; a clash fails loudly below.
-    drop(l);
-    port
 }
 
 impl Rsyslog {
     /// Starts rsyslogd with its files under `dir`; panics with its output if it does not come up.
     pub fn start(dir: &Path) -> Self {
-        let (udp_port, tcp_port) = (free_port(), free_port());
+        // No port number is taken and given back for rsyslogd to bind later
+        // (anyone may take it meanwhile): imtcp binds port 0 and writes the
+        // port it got; imudp, which cannot, binds one this keeps held for it.
+        let udp_hold = ClosedUdpPort::for_a_server();
+        let udp_port = udp_hold.port;
+        let tcp_port_file = dir.join("rsyslog-tcp-port");
         let socket = dir.join("log.sock");
         let out = dir.join("received.log");
         let work = dir.join("rsyslog-work");
@@ -43,13 +46,14 @@ impl Rsyslog {
 module(load="imudp")
 input(type="imudp" address="127.0.0.1" port="{udp_port}")
 module(load="imtcp")
-input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
+input(type="imtcp" address="127.0.0.1" port="0" listenPortFileName="{tcp_port_file}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{socket}")
 template(name="raw" type="string" string="%rawmsg%\n")
 *.* action(type="omfile" file="{out}" template="raw")
 "#,
                 work = work.display(),
+                tcp_port_file = tcp_port_file.display(),
                 socket = socket.display(),
                 out = out.display(),
             ),
@@ -70,7 +74,9 @@ template(name="raw" type="string" string="%rawmsg%\n")
         let mut r = Self {
             child,
             udp_port,
-            tcp_port,
+            _udp_hold: udp_hold,
+            tcp_port: 0,
+            tcp_port_file,
             socket,
             out,
         };
@@ -94,7 +100,13 @@ template(name="raw" type="string" string="%rawmsg%\n")
                 format!("<13>1 - - probe - - - {probe}").as_bytes(),
                 ("127.0.0.1", self.udp_port),
             );
-            let tcp_up = TcpStream::connect(("127.0.0.1", self.tcp_port)).is_ok();
+            // Written once the listener is up: read until a connect to it succeeds.
+            self.tcp_port = fs::read_to_string(&self.tcp_port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0);
+            let tcp_up =
+                self.tcp_port != 0 && TcpStream::connect(("127.0.0.1", self.tcp_port)).is_ok();
             if tcp_up && self.socket.exists() && self.received().contains(probe) {
                 return;
             }

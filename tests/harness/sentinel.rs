@@ -4,6 +4,7 @@
 use std::{
     fs,
     io::Write,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -111,15 +112,14 @@ impl Ingest {
         let (client_cert, client_key) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
         self_signed("/CN=tinyexec-sensor", &client_key, &client_cert);
         let client_pem = dir.join("client.pem");
-        fs::write(
+        write_private(
             &client_pem,
-            [
+            &[
                 fs::read(&client_cert).expect("reading the client certificate"),
                 fs::read(&client_key).expect("reading the client key"),
             ]
             .concat(),
-        )
-        .expect("writing the client's PEM");
+        );
         let (log, port_file) = (dir.join("ingest.log"), dir.join("port"));
         let mode_file = dir.join("mode");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sentinel_server.py");
@@ -170,7 +170,7 @@ impl Ingest {
         }
     }
 
-    /// ok | refuse | timeout | hang | max:N, from the next request on.
+    /// ok | refuse | timeout | hang | max:N | token-bytes:N, from the next request on.
     ///
     /// Written aside and renamed into place: the stand-in reads the file at
     /// each request, and a write in place (truncate, then write) would let a
@@ -234,7 +234,7 @@ impl Ingest {
     /// Settings with the secret in a file; `credential` replaces that line when given.
     pub fn settings(&self, dir: &Path, spool: &Path, extra: &str) -> PathBuf {
         let secret = dir.join("secret");
-        fs::write(&secret, format!("{SECRET}\n")).expect("writing the client secret");
+        write_private(&secret, format!("{SECRET}\n").as_bytes());
         let cred = format!(
             "client_secret_file = {:?}",
             secret.to_str().expect("a UTF-8 secret path")
@@ -269,6 +269,26 @@ impl Ingest {
         .expect("writing the Sentinel configuration");
         path
     }
+}
+
+/// Writes a credential file as the sensor requires it: mode 0600, whatever
+/// the umask or a previous mode.
+///
+/// # Panics
+///
+/// When the file cannot be written.
+pub fn write_private(path: &Path, bytes: &[u8]) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+    f.write_all(bytes)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 impl Drop for Ingest {

@@ -8,7 +8,8 @@ Bearer token), and logs what it accepted as JSON lines. The file named by
 --mode-file says, at each request, whether to accept ("ok"), answer 503
 ("refuse"), hang past the client's time-out ("timeout"), never answer ("hang":
 an hour), or answer 413 to a body over N bytes, compressed or not ("max:N", as
-the real service does past 1 MB).
+the real service does past 1 MB); "token-bytes:N" answers a valid token request
+with a JSON token response of N bytes.
 """
 import argparse, base64, gzip, hashlib, json, os, ssl, subprocess, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +95,17 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def huge_token(self, n):
+        """A token response of n bytes (JSON, the token padding it out)."""
+        head, tail = b'{"token_type": "Bearer", "expires_in": 3599, "access_token": "', b'"}'
+        log({"kind": "huge-token", "bytes": n})
+        body = head + b"x" * max(0, n - len(head) - len(tail)) + tail
+        try:
+            self.reply(200, body)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client stopped reading at its limit, as it should
+        self.close_connection = True
+
     def problem(self, code, why):
         log({"kind": "bad-request", "path": self.path, "why": why})
         self.reply(code, json.dumps({"error": why}).encode())
@@ -125,6 +137,9 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 state["tokens"] += 1
                 token = f"token-{state['tokens']}"
+            m = mode()
+            if m.startswith("token-bytes:"):
+                return self.huge_token(int(m[len("token-bytes:"):]))
             log({"kind": "token", "client_id": form["client_id"],
                  "credential": "certificate" if jwt else "secret"})
             return self.reply(200, json.dumps(

@@ -32,6 +32,26 @@ pub struct Client {
     token: Option<(String, Instant)>,
 }
 
+/// Most bytes read of a response's body: a token response is a few KiB, the
+/// ingestion API answers with a short JSON error or nothing. A body past it is
+/// refused as too large, not read on (ureq's own default would read 10 MiB).
+const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// The response's body as text, at most [`MAX_RESPONSE_BYTES`]; errors name `url`.
+fn body_text(resp: &mut ureq::http::Response<ureq::Body>, url: &str) -> Result<String> {
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(n) => {
+                anyhow!("the response from {url} is too large (over {n} bytes)")
+            }
+            e => anyhow!("reading the response from {url}: {e}"),
+        })
+}
+
 fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
     resp.headers()
         .get("retry-after")?
@@ -86,21 +106,23 @@ impl Client {
             ("scope", s.scope.clone()),
         ];
         form.extend(s.credential.form_fields(&s.client_id, &s.token_url)?);
+        let url = &s.token_url;
         let mut resp = self
             .agent
-            .post(&s.token_url)
+            .post(url)
             .send_form(form)
-            .map_err(|e| anyhow!("token request to {}: {e}", s.token_url))?;
+            .map_err(|e| anyhow!("token request to {url}: {e}"))?;
         let status = resp.status();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = body_text(&mut resp, url);
         if !status.is_success() {
-            return Err(anyhow!("token request: HTTP {status}: {body}"));
+            let body = body.unwrap_or_else(|e| format!("{e:#}"));
+            return Err(anyhow!("token request to {url}: HTTP {status}: {body}"));
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).context("token response is not JSON")?;
+        let v: serde_json::Value = serde_json::from_str(&body?)
+            .with_context(|| format!("the token response from {url} is not JSON"))?;
         let token = v["access_token"]
             .as_str()
-            .context("token response has no access_token")?
+            .with_context(|| format!("the token response from {url} has no access_token"))?
             .to_owned();
         let lifetime = v["expires_in"].as_u64().unwrap_or(3600);
         let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(300).max(30));
@@ -129,7 +151,9 @@ impl Client {
         };
         let status = resp.status().as_u16();
         let after = retry_after(&resp);
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        // Only quoted in messages: one too large is quoted as such.
+        let body =
+            body_text(&mut resp, &self.settings.ingest_url).unwrap_or_else(|e| format!("{e:#}"));
         match status {
             200..=299 => Outcome::Delivered,
             401 | 403 => {

@@ -1,13 +1,19 @@
 //! How the sensor proves who it is to Entra ID: a client secret, or a
 //! certificate whose key signs a JWT client assertion (RS256, `x5t` thumbprint).
+//!
+//! The files holding either are refused unless they are protected as OpenSSH
+//! wants a private key: not reached through a symbolic link, owned by root or
+//! by the sensor's own user, and no access for group or others.
 
 use std::{
-    fs,
+    fs::{File, OpenOptions},
+    io::{self, Read as _},
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::{
     digest,
@@ -35,10 +41,118 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// Most bytes a credential file may hold: a secret is a line, a PEM file with
+/// a certificate chain and a 4096-bit key a few KiB.
+const MAX_CREDENTIAL_BYTES: u64 = 64 << 10;
+
+/// What kind of file the file type is, for the refusal of one that is not regular.
+fn kind(md: &std::fs::Metadata) -> &'static str {
+    let t = md.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The bytes of a credential file (`what` names it in messages), refused when
+/// it is a symbolic link, not a regular file, owned by anyone but root or the
+/// sensor's user, readable or writable by group or others, or over
+/// [`MAX_CREDENTIAL_BYTES`]. The checks are made on the file opened (fstat of
+/// its descriptor), so the path cannot be swapped between check and read.
+fn read_protected(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let p = path.display();
+    // Seen before opening, so a device is never opened (opening some has effects).
+    let md = std::fs::symlink_metadata(path).map_err(|e| anyhow!("cannot read {what} {p}: {e}"))?;
+    let symlink = || {
+        anyhow!(
+            "{what} {p} is a symbolic link: refused (whoever can re-point the link chooses \
+             the credential); name the file itself in the settings"
+        )
+    };
+    if md.file_type().is_symlink() {
+        return Err(symlink());
+    }
+    if !md.is_file() {
+        bail!("{what} {p} is {}, not a regular file: refused", kind(&md));
+    }
+    // O_NOFOLLOW: a link put in its place meanwhile fails with ELOOP.
+    // O_NONBLOCK: so does a FIFO, at once, instead of waiting for a writer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => symlink(),
+            _ => anyhow!("cannot read {what} {p}: {e}"),
+        })?;
+    let md = file
+        .metadata()
+        .map_err(|e| anyhow!("cannot read {what} {p}: {e}"))?;
+    check_protected(&md, path, what)?;
+    let bytes = read_at_most(file, MAX_CREDENTIAL_BYTES)
+        .map_err(|e| anyhow!("cannot read {what} {p}: {e}"))?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_BYTES {
+        bail!(
+            "{what} {p} is too large: more than the limit of {}",
+            crate::textfile::human_bytes(MAX_CREDENTIAL_BYTES)
+        );
+    }
+    Ok(bytes)
+}
+
+/// Refuses the opened file unless it is a regular file that only root or the
+/// sensor's own user owns and that group and others cannot access at all.
+fn check_protected(md: &std::fs::Metadata, path: &Path, what: &str) -> Result<()> {
+    let p = path.display();
+    if !md.is_file() {
+        bail!("{what} {p} is {}, not a regular file: refused", kind(md));
+    }
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    // Its owner could make it readable to anyone at any time.
+    if md.uid() != 0 && md.uid() != euid {
+        bail!(
+            "{what} {p} is owned by uid {}: refused, only root or the sensor's own user \
+             (uid {euid}) may own it; fix: chown root {p}",
+            md.uid()
+        );
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} {p} has mode {mode:04o}, open to group or others: refused, as OpenSSH \
+             refuses an unprotected private key; fix: chmod 600 {p}"
+        );
+    }
+    Ok(())
+}
+
+/// Reads up to `limit + 1` bytes: one more than allowed tells "too large"
+/// without reading the rest.
+fn read_at_most(file: File, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 impl Credential {
+    /// A file holding the client secret (surrounding white space trimmed).
+    pub fn secret_file(path: &Path) -> Result<Self> {
+        let bytes = read_protected(path, "client secret file")?;
+        let text = crate::textfile::utf8(&path.display().to_string(), bytes)?;
+        Ok(Self::Secret(text.trim().to_owned()))
+    }
+
     /// A PEM file holding the certificate registered for the app and its RSA key.
     pub fn certificate(path: &Path) -> Result<Self> {
-        let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let pem = read_protected(path, "client certificate file")?;
         let (mut cert, mut key) = (None, None);
         for item in ureq::tls::parse_pem(&pem) {
             match item.with_context(|| format!("{}: bad PEM", path.display()))? {

@@ -103,12 +103,10 @@ impl Settings {
                 "{}: set client_secret_file or client_certificate_file, not both",
                 path.display()
             ),
-            (None, Some(cert)) => Credential::certificate(cert)?,
-            (Some(p), None) => Credential::Secret(
-                textfile::read(p, "client secret", crate::settings::MAX_CONFIG_BYTES)?
-                    .trim()
-                    .to_owned(),
-            ),
+            (None, Some(cert)) => Credential::certificate(cert)
+                .with_context(|| format!("{}: client_certificate_file", path.display()))?,
+            (Some(p), None) => Credential::secret_file(p)
+                .with_context(|| format!("{}: client_secret_file", path.display()))?,
             (None, None) => Credential::Secret(std::env::var(SECRET_ENV).with_context(|| {
                 format!(
                     "{}: no credential: set client_secret_file or client_certificate_file, \
