@@ -1,6 +1,7 @@
 //! Where records go: a versioned record shape, a JSON-lines file that
-//! logrotate can move, and CEF to a real rsyslog over UDP, TCP and the local
-//! socket, with crafted paths that must not forge a field or a record.
+//! logrotate can move (or copy and truncate), and CEF to a real rsyslog over
+//! UDP, TCP and the local socket, with crafted paths that must not forge a
+//! field or a record.
 #![expect(
     clippy::expect_used,
     reason = "a test's helpers panic with a message: that is the failure report"
@@ -28,12 +29,41 @@ fn sensor(args: &[&str]) -> Sensor {
     )
 }
 
+/// The whole lines of a JSON-lines file (none if it is missing): those that
+/// are JSON, parsed, and how many are not. A last line without its newline
+/// may be a write still under way: it is left out.
+fn file_lines(path: &Path) -> (Vec<Value>, usize) {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut bad = 0;
+    let good = text
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .filter_map(|l| {
+            let v = serde_json::from_str(l).ok();
+            bad += usize::from(v.is_none());
+            v
+        })
+        .collect();
+    (good, bad)
+}
+
+/// [`file_lines`], every one of which must be JSON.
 fn json_lines(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    let (good, bad) = file_lines(path);
+    assert_eq!(
+        bad,
+        0,
+        "{}: {bad} lines that are not JSON:\n{}",
+        path.display(),
+        fs::read_to_string(path).unwrap_or_default()
+    );
+    good
+}
+
+/// SIGHUP to the sensor, as logrotate's `postrotate` sends it.
+fn hup(s: &Sensor) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
 }
 
 #[test]
@@ -80,7 +110,7 @@ fn schema_1_1_only_adds_optional_fields_to_1_0() {
 }
 
 #[test]
-fn file_output_is_private_flushed_and_reopened_on_sighup() {
+fn file_output_is_private_flushed_and_reopened_on_sighup_before_the_next_record() {
     let dir = TempDir::new("file-out");
     let out = dir.path().join("alerts.json");
     let mut s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
@@ -95,25 +125,76 @@ fn file_output_is_private_flushed_and_reopened_on_sighup() {
         0o600
     );
 
-    // logrotate: move the file away, then SIGHUP.
-    let rotated = dir.path().join("alerts.json.1");
-    fs::rename(&out, &rotated).unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(s.pid().cast_signed(), libc::SIGHUP) };
-    wait_until("not reopened", || out.exists());
-    let second = dir.exe(&unique("second"), &stager());
-    run_ok(&mut Command::new(&second));
-    wait_until("no alert in the new file", || {
-        json_lines(&out).iter().any(exec_of(&second))
-    });
-    assert!(json_lines(&rotated).iter().any(exec_of(&first)));
-    assert!(!json_lines(&rotated).iter().any(exec_of(&second)));
+    // logrotate, round after round: move the file away, SIGHUP, and an alert
+    // at once. Each alert belongs in the new file (before the worker served
+    // the SIGHUP before its next record, each went to the file just moved).
+    let rounds = 8;
+    let mut misplaced = Vec::new();
+    for round in 1..=rounds {
+        let rotated = dir.path().join(format!("alerts.json.{round}"));
+        fs::rename(&out, &rotated).unwrap();
+        hup(&s);
+        let after = dir.exe(&unique("after-hup"), &stager());
+        run_ok(&mut Command::new(&after));
+        wait_until("the alert in the new or the rotated file", || {
+            json_lines(&out).iter().any(exec_of(&after))
+                || json_lines(&rotated).iter().any(exec_of(&after))
+        });
+        if !json_lines(&out).iter().any(exec_of(&after)) {
+            misplaced.push(round);
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "rounds whose alert went to the rotated file: {misplaced:?} of {rounds}"
+    );
+    assert!(
+        json_lines(&dir.path().join("alerts.json.1"))
+            .iter()
+            .any(exec_of(&first))
+    );
     // Once it has exited, all it ever wrote to stdout has been read: nothing.
     assert!(s.stop_with(libc::SIGTERM).success());
     assert!(
         s.records(|_| true).is_empty(),
         "nothing on stdout with --no-stdout"
     );
+}
+
+#[test]
+fn copytruncate_leaves_whole_lines_from_the_start_of_the_file() {
+    let dir = TempDir::new("copytruncate");
+    let out = dir.path().join("alerts.json");
+    let mut s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
+    let first = dir.exe(&unique("first"), &stager());
+    run_ok(&mut Command::new(&first));
+    wait_until("the first alert in the file", || {
+        json_lines(&out).iter().any(exec_of(&first))
+    });
+    // logrotate's copytruncate: copy, then truncate in place; no SIGHUP.
+    let rotated = dir.path().join("alerts.json.1");
+    fs::copy(&out, &rotated).unwrap();
+    let before = fs::metadata(&out).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&out)
+        .and_then(|f| f.set_len(0))
+        .unwrap();
+    let second = dir.exe(&unique("second"), &stager());
+    run_ok(&mut Command::new(&second));
+    wait_until("the second alert in the truncated file", || {
+        json_lines(&out).iter().any(exec_of(&second))
+    });
+    assert!(s.stop_with(libc::SIGTERM).success());
+    // Appended at the new end (O_APPEND), not at the old offset after a hole.
+    let bytes = fs::read(&out).unwrap();
+    assert!(
+        !bytes.contains(&0),
+        "a hole of NULs: written at the offset before the truncation ({before} bytes)"
+    );
+    assert!(bytes.ends_with(b"\n"));
+    assert!(!json_lines(&out).iter().any(exec_of(&first)));
+    assert!(json_lines(&rotated).iter().any(exec_of(&first)));
 }
 
 #[test]

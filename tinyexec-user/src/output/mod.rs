@@ -211,7 +211,8 @@ impl Outputs {
         parts.join("; ")
     }
 
-    /// SIGHUP: logrotate moved the file away.
+    /// SIGHUP: logrotate moved the file away. Each worker reopens before it
+    /// takes another record, so every record queued after this goes to the new file.
     pub fn reopen(&self) {
         for o in &self.outputs {
             o.queue.request_reopen();

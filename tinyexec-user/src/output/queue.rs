@@ -34,7 +34,7 @@ struct State<T> {
     in_flight: u64,
     counts: Counts,
     closed: bool,
-    /// SIGHUP: the worker reopens its destination before the next record.
+    /// SIGHUP: the worker reopens its destination before it takes another record.
     reopen: bool,
     /// Workers waiting for a record: only then does a push pay for a wake-up.
     waiting: usize,
@@ -57,6 +57,9 @@ pub enum Take<T> {
     Items(Vec<T>),
     /// Nothing arrived within the wait.
     Idle,
+    /// A reopen was requested (SIGHUP): reopen before taking another record,
+    /// so that every record queued after the request goes to the new file.
+    Reopen,
     /// Closed and empty: the worker is done.
     Closed,
 }
@@ -111,11 +114,15 @@ impl<T> Queue<T> {
     }
 
     /// The oldest records (now in flight), waiting up to `wait` for one (None:
-    /// until one comes or the queue closes).
+    /// until one comes or the queue closes); first [`Take::Reopen`] when a
+    /// reopen was requested.
     pub fn take(&self, wait: Option<Duration>) -> Take<T> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut s = self.lock();
         loop {
+            if std::mem::take(&mut s.reopen) {
+                return Take::Reopen;
+            }
             if !s.items.is_empty() {
                 let n = s.items.len().min(BATCH);
                 let items: Vec<T> = s.items.drain(..n).collect();
@@ -204,14 +211,11 @@ impl<T> Queue<T> {
         n
     }
 
+    /// SIGHUP: the worker's next [`Queue::take`] says [`Take::Reopen`], also
+    /// when it is waiting in one now.
     pub fn request_reopen(&self) {
         self.lock().reopen = true;
         self.ready.notify_all();
-    }
-
-    /// Whether a reopen was requested since the last call.
-    pub fn take_reopen(&self) -> bool {
-        std::mem::take(&mut self.lock().reopen)
     }
 }
 
@@ -262,5 +266,18 @@ mod tests {
             Queue::<u8>::new(1).take(Some(Duration::from_millis(1))),
             Take::Idle
         ));
+    }
+
+    #[test]
+    fn a_reopen_is_taken_before_any_record() {
+        let q = Queue::new(4);
+        q.push_all([(1, false)]);
+        q.request_reopen();
+        q.push_all([(2, false)]);
+        assert!(matches!(q.take(None), Take::Reopen));
+        let Take::Items(batch) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(batch, [1, 2]);
     }
 }

@@ -143,11 +143,6 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         backoff: BACKOFF_MIN,
     };
     loop {
-        if queue.take_reopen()
-            && let Err(e) = sink.reopen()
-        {
-            w.failures.note(&e.context("reopening"));
-        }
         if !w.connected {
             match sink.connect() {
                 Ok(()) => {
@@ -167,6 +162,10 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         }
         let items = match queue.take(Some(Duration::ZERO)) {
             Take::Items(items) => items,
+            Take::Reopen => {
+                reopen(name, sink);
+                continue;
+            }
             Take::Closed => return w.finish(sink),
             Take::Idle => {
                 let flushed = sink.idle();
@@ -175,6 +174,10 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
                 }
                 match queue.take(sink.wait()) {
                     Take::Items(items) => items,
+                    Take::Reopen => {
+                        reopen(name, sink);
+                        continue;
+                    }
                     Take::Idle => continue,
                     Take::Closed => return w.finish(sink),
                 }
@@ -204,6 +207,15 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         if written > 0 {
             w.settled(Ok(written));
         }
+    }
+}
+
+/// SIGHUP, served before the next record. A failure is an error on stderr
+/// at once (it comes from an operator's action, not a flood); the sink is then
+/// away: its next record fails, and it is opened again with backoff.
+fn reopen(name: &str, sink: &mut dyn Sink) {
+    if let Err(e) = sink.reopen() {
+        log::error!("{name}: reopening failed: {e:#}");
     }
 }
 
