@@ -1,6 +1,6 @@
 //! Detection never waits for delivery. Against real parts: a TCP syslog
 //! listener that accepts and never reads, a closed TCP port, a UDP port nobody
-//! listens on, `/dev/full` as the output file, a Sentinel stand-in that never
+//! listens on, an output file on a full disk, a Sentinel stand-in that never
 //! answers. In each case a matching exec still gives its alert on stdout at
 //! once, the sensor keeps running, and every heartbeat accounts for every
 //! record offered to that output. And with `--all-execs`, an alert does not
@@ -25,7 +25,8 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     OutputCounts, Sensor, TempDir, exec_of, field, field_u64, is_heartbeat, only_alerts_from,
-    output_counts, run_or_killed, sensor_path, sentinel::Ingest, stager, tiny_exit0, unique,
+    output_counts, run_or_killed, sensor_path, sentinel::Ingest, stager, tiny_exit0, tmpfs::Tmpfs,
+    unique,
 };
 
 /// Alerts-only unless `args` say otherwise: the records are then the test's
@@ -423,9 +424,13 @@ fn a_udp_port_nobody_listens_on_counts_the_refused_datagrams() {
 }
 
 #[test]
-fn dev_full_as_the_output_file_fails_every_record_and_says_so() {
+fn an_output_file_on_a_full_disk_fails_every_record_and_says_so() {
     let dir = TempDir::new("full");
-    let s = sensor(&["--output-file", "/dev/full"]);
+    // A real full disk (a device such as /dev/full is refused as an output file).
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 16 * 1024);
+    disk.fill("filler");
+    let out = disk.path().join("alerts.json");
+    let s = sensor(&["--output-file", out.to_str().expect("UTF-8 path")]);
     let (alert, latency) = alert_now(&s, &dir);
     assert!(latency < PROMPT, "the alert took {latency:?}");
     alert_now(&s, &dir);
