@@ -184,8 +184,11 @@ fn file_output_is_private_flushed_and_reopened_on_sighup_before_the_next_record(
     );
 
     // logrotate, round after round: move the file away, SIGHUP, and an alert
-    // at once. Each alert belongs in the new file (before the worker served
-    // the SIGHUP before its next record, each went to the file just moved).
+    // at once. Each alert belongs in the new file. Before, the worker took
+    // its next record before the SIGHUP: the alert went to the file just
+    // moved; then, when the sensor's loop read the alert before the signal
+    // (6 of 64 rounds with the other tests running), until the worker also
+    // checked before each batch that the path still names its file.
     let rounds = 8;
     let mut misplaced = Vec::new();
     for round in 1..=rounds {
@@ -253,6 +256,36 @@ fn copytruncate_leaves_whole_lines_from_the_start_of_the_file() {
     assert!(bytes.ends_with(b"\n"));
     assert!(!json_lines(&out).iter().any(exec_of(&first)));
     assert!(json_lines(&rotated).iter().any(exec_of(&first)));
+}
+
+#[test]
+fn an_output_file_removed_or_replaced_is_followed_without_a_signal() {
+    let dir = TempDir::new("follow");
+    let out = dir.path().join("alerts.json");
+    let mut s = sensor(&["--no-stdout", "--output-file", out.to_str().unwrap()]);
+    let first = dir.exe(&unique("first"), &stager());
+    run_ok(&mut Command::new(&first));
+    wait_until("the first alert in the file", || {
+        json_lines(&out).iter().any(exec_of(&first))
+    });
+    // Removed: the next record creates it again (not written to the unlinked file).
+    fs::remove_file(&out).unwrap();
+    let second = dir.exe(&unique("second"), &stager());
+    run_ok(&mut Command::new(&second));
+    wait_until("the second alert in a new file", || {
+        json_lines(&out).iter().any(exec_of(&second))
+    });
+    // Replaced by another file (logrotate's `create` before its signal).
+    let moved = dir.path().join("alerts.json.1");
+    fs::rename(&out, &moved).unwrap();
+    fs::write(&out, "").unwrap();
+    let third = dir.exe(&unique("third"), &stager());
+    run_ok(&mut Command::new(&third));
+    wait_until("the third alert in the new file", || {
+        json_lines(&out).iter().any(exec_of(&third))
+    });
+    assert!(!json_lines(&moved).iter().any(exec_of(&third)));
+    assert!(s.stop_with(libc::SIGTERM).success());
 }
 
 /// Starts a sensor that must refuse its settings: it exits non-zero without

@@ -1,5 +1,8 @@
 //! An append-only JSON-lines file: one write(2) per record, mode 0600,
-//! reopened on SIGHUP so logrotate can move it away.
+//! reopened on SIGHUP so logrotate can move it away, and before a batch of
+//! records when the path no longer names the file open: the records read
+//! after logrotate's rename go to the new file even when its SIGHUP is
+//! served after them (the main loop may read the ring before the signal).
 //!
 //! Only a regular file is written. The path is opened without following a
 //! symbolic link (`O_NOFOLLOW`): a link there, dangling or not, is refused and
@@ -18,7 +21,7 @@
 use std::{
     fs::{self, File, FileType, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -32,6 +35,8 @@ use super::{
 pub struct JsonFile {
     path: PathBuf,
     file: Option<File>,
+    /// The open file's device and inode.
+    id: (u64, u64),
     /// Why `file` is None: the last (re)open's error.
     closed: String,
     line: Vec<u8>,
@@ -73,8 +78,8 @@ fn refused(path: &Path, t: FileType) -> anyhow::Error {
 }
 
 /// Opens `path` for appending (creating it, mode 0600): a regular file, never
-/// through a link. Returns it with its length.
-fn open(path: &Path) -> Result<(File, u64)> {
+/// through a link. Returns it with its metadata.
+fn open(path: &Path) -> Result<(File, fs::Metadata)> {
     let opened = OpenOptions::new()
         .append(true)
         .create(true)
@@ -103,7 +108,7 @@ fn open(path: &Path) -> Result<(File, u64)> {
     if !meta.file_type().is_file() {
         return Err(refused(path, meta.file_type()));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
 }
 
 /// Cuts off the `n` bytes a failed write appended (`O_APPEND`: they are the
@@ -119,10 +124,11 @@ impl JsonFile {
     /// permission, a link, not a regular file) stops the sensor at start
     /// with the reason.
     pub fn open(path: &Path) -> Result<Self> {
-        let (file, _) = open(path)?;
+        let (file, meta) = open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file: Some(file),
+            id: (meta.dev(), meta.ino()),
             closed: String::new(),
             line: Vec::new(),
             torn: false,
@@ -132,10 +138,11 @@ impl JsonFile {
     fn open_again(&mut self) -> Result<()> {
         self.file = None;
         match open(&self.path) {
-            Ok((file, len)) => {
+            Ok((file, meta)) => {
                 self.file = Some(file);
+                self.id = (meta.dev(), meta.ino());
                 // A new file (logrotate's) has no torn line; the same one still has.
-                self.torn &= len > 0;
+                self.torn &= meta.len() > 0;
                 Ok(())
             }
             Err(e) => {
@@ -207,5 +214,19 @@ impl Sink for JsonFile {
     /// After logrotate moved the file: start a new one at the same path.
     fn reopen(&mut self) -> Result<()> {
         self.open_again()
+    }
+
+    /// One lstat(2) per batch: renamed, removed or replaced (by a new file,
+    /// a link), the path is opened again, as on SIGHUP.
+    fn follow(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(()); // connect() opens it, with backoff
+        }
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => Ok(()),
+            _ => self
+                .open_again()
+                .with_context(|| format!("{} no longer names the file open", self.path.display())),
+        }
     }
 }

@@ -45,6 +45,11 @@ pub trait Sink: Send + 'static {
     fn reopen(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Before each batch of records: reopen if the destination was replaced
+    /// (the file: its path no longer names the file open). Err: reopening failed.
+    fn follow(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The queue closed and is empty: the last flush.
     fn finish(&mut self) -> Result<u64, Failed> {
         self.idle()
@@ -183,6 +188,9 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
                 }
             }
         };
+        if let Err(e) = sink.follow() {
+            log::error!("{name}: reopening failed: {e:#}");
+        }
         let mut written = 0;
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
