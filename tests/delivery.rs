@@ -521,20 +521,21 @@ fn a_stdout_nobody_reads_for_a_while_still_gets_every_kernel_loss() {
     .expect("starting the sensor");
     let out = p.take_stdout().expect("the sensor's stdout");
     p.wait_ready(ready_timeout()).expect("the sensor ready");
+    // Execs a few hundred a second: the ring, read every 200 ms, overflows
+    // (a gentle flood: other tests measure latencies meanwhile).
     let stop = Arc::new(AtomicBool::new(false));
-    let flood: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, quiet) = (Arc::clone(&stop), quiet.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    run_or_killed(&mut Command::new(&quiet));
-                }
-            })
+    let flood = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                run_or_killed(&mut Command::new(&quiet));
+                thread::sleep(Duration::from_millis(2));
+            }
         })
-        .collect();
+    };
     // Nobody reads: the pipe fills, then the queue and its reserve, while
     // loss records come every 200 ms.
-    thread::sleep(Duration::from_secs(4));
+    thread::sleep(Duration::from_secs(6));
     let reader = thread::spawn(move || {
         BufReader::new(out)
             .lines()
@@ -547,9 +548,7 @@ fn a_stdout_nobody_reads_for_a_while_still_gets_every_kernel_loss() {
     });
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    for t in flood {
-        t.join().expect("a flood thread");
-    }
+    flood.join().expect("the flood thread");
     assert!(
         p.stop(libc::SIGTERM, Duration::from_secs(30))
             .expect("the sensor stopped")
