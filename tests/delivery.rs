@@ -1,19 +1,21 @@
 //! Detection never waits for delivery. Against real parts: a TCP syslog
 //! listener that accepts and never reads, a closed TCP port, a UDP port nobody
-//! listens on, `/dev/full` as the output file, a Sentinel stand-in that never
+//! listens on, an output file on a full disk, a Sentinel stand-in that never
 //! answers. In each case a matching exec still gives its alert on stdout at
 //! once, the sensor keeps running, and every heartbeat accounts for every
-//! record offered to that output. And with `--all-execs`, an alert does not
-//! wait for the 200 ms tick behind the records queued without a wake-up.
+//! record offered to that output. With `--all-execs`, an alert does not
+//! wait for the 200 ms tick behind the records queued without a wake-up, and
+//! a stdout nobody reads for a while loses none of the kernel's loss counts.
 #![expect(
     clippy::expect_used,
     reason = "a test's helpers panic with a message: that is the failure report"
 )]
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    process::Command,
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -27,9 +29,12 @@ use tinyexec_harness::{
     OutputCounts, Sensor, TempDir, exec_of, field, field_u64, is_heartbeat, only_alerts_from,
     output_counts,
     port::{ClosedTcpPort, ClosedUdpPort},
-    run_or_killed, sensor_path,
+    process::Proc,
+    ready_timeout, run_or_killed, sensor_path,
     sentinel::Ingest,
-    stager, tiny_exit0, unique,
+    stager, tiny_exit0,
+    tmpfs::Tmpfs,
+    unique,
 };
 
 /// Alerts-only unless `args` say otherwise: the records are then the test's
@@ -426,9 +431,13 @@ fn a_udp_port_nobody_listens_on_counts_the_refused_datagrams() {
 }
 
 #[test]
-fn dev_full_as_the_output_file_fails_every_record_and_says_so() {
+fn an_output_file_on_a_full_disk_fails_every_record_and_says_so() {
     let dir = TempDir::new("full");
-    let s = sensor(&["--output-file", "/dev/full"]);
+    // A real full disk (a device such as /dev/full is refused as an output file).
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 16 * 1024);
+    disk.fill("filler");
+    let out = disk.path().join("alerts.json");
+    let s = sensor(&["--output-file", out.to_str().expect("UTF-8 path")]);
     let (alert, latency) = alert_now(&s, &dir);
     assert!(latency < PROMPT, "the alert took {latency:?}");
     alert_now(&s, &dir);
@@ -492,4 +501,100 @@ fn a_sentinel_service_that_never_answers_delays_nothing_else() {
     assert!(ingest.delivered().is_empty());
     assert!(field_u64(&alert, "event.sequence") < field_u64(&second, "event.sequence"));
     stops_cleanly(s);
+}
+
+#[test]
+fn a_stdout_nobody_reads_for_a_while_still_gets_every_kernel_loss() {
+    let dir = TempDir::new("lost");
+    let quiet = dir.exe(&unique("quiet"), &tiny_exit0());
+    // The smallest ring, so the kernel loses records; a queue of 16 (a
+    // reserve of 4), so it overflows; stdout on a pipe of our own, which the
+    // harness's reader would read at once.
+    let mut p = Proc::spawn(
+        "the sensor",
+        Command::new(sensor_path())
+            .args([
+                "run",
+                "--no-exclusions",
+                "--all-execs",
+                "--output-queue",
+                "16",
+            ])
+            .args(["--ring-buffer-size", "4096", "--heartbeat-interval", "1"])
+            .stdout(Stdio::piped()),
+    )
+    .expect("starting the sensor");
+    let out = p.take_stdout().expect("the sensor's stdout");
+    p.wait_ready(ready_timeout()).expect("the sensor ready");
+    // Execs a few hundred a second: the ring, read every 200 ms, overflows
+    // (a gentle flood: other tests measure latencies meanwhile).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                run_or_killed(&mut Command::new(&quiet));
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Nobody reads: the pipe fills, then the queue and its reserve, while
+    // loss records come every 200 ms.
+    thread::sleep(Duration::from_secs(6));
+    let reader = thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map(|l| {
+                let l = l.expect("reading the sensor's stdout");
+                serde_json::from_str::<Value>(&l)
+                    .unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {l}"))
+            })
+            .collect::<Vec<Value>>()
+    });
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("the flood thread");
+    assert!(
+        p.stop(libc::SIGTERM, Duration::from_secs(30))
+            .expect("the sensor stopped")
+            .success(),
+        "{}",
+        p.stderr_tail()
+    );
+    let recs = reader.join().expect("the reader");
+    let last = recs
+        .iter()
+        .rfind(|r| is_heartbeat(r))
+        .expect("a heartbeat at exit");
+    assert_eq!(field(last, "heartbeat.final"), true, "{last}");
+    let kernel_lost = field_u64(last, "heartbeat.kernel_lost");
+    let c = output_counts(last, "stdout");
+    assert!(kernel_lost > 0, "the kernel lost nothing: {last}");
+    assert!(c.dropped > 0, "stdout's queue never overflowed: {c:?}");
+    let lost: Vec<&Value> = recs
+        .iter()
+        .filter(|r| field(r, "event.action") == "lost")
+        .collect();
+    let in_lost: u64 = lost
+        .iter()
+        .map(|r| field_u64(r, "tinyexec.lost_since_previous"))
+        .sum();
+    let in_all: u64 = recs
+        .iter()
+        .map(|r| field_u64(r, "tinyexec.lost_since_previous"))
+        .sum();
+    eprintln!(
+        "kernel_lost {kernel_lost}, {} loss records, stdout {c:?}",
+        lost.len()
+    );
+    assert_eq!(
+        (in_lost, in_all),
+        (kernel_lost, kernel_lost),
+        "sum(lost_since_previous) over the loss records, over all records"
+    );
+    let counted: u64 = lost.iter().map(|r| field_u64(r, "lost.count")).sum();
+    assert_eq!(
+        counted, kernel_lost,
+        "the lost.count values add up to the total"
+    );
 }

@@ -19,6 +19,7 @@ pub mod process;
 pub mod rsyslog;
 pub mod schema;
 pub mod sentinel;
+pub mod tmpfs;
 
 use std::{
     ffi::OsStr,

@@ -23,8 +23,8 @@ use anyhow::Result;
 
 pub use queue::Counts;
 
-use crate::record::Record;
-use queue::Queue;
+use crate::record::{self, Record};
+use queue::{Entry, Queue};
 
 /// A record on its way to the outputs, shared by all of them; its JSON is
 /// made once, by the first output that needs it, on that output's thread.
@@ -51,10 +51,46 @@ impl Item {
         })
     }
 
-    /// Alerts and heartbeats may use the queues' reserve: a queue full of
-    /// ordinary records still takes them (heartbeats are a few a minute).
+    /// Alerts, heartbeats and loss records may use the queues' reserve: a
+    /// queue full of ordinary records still takes them (heartbeats are a few a
+    /// minute, loss records at most one per 200 ms tick and heartbeat).
     pub fn priority(&self) -> bool {
-        self.record.event.kind == "alert" || self.record.event.action == "heartbeat"
+        self.record.event.kind == "alert"
+            || self.record.event.action == "heartbeat"
+            || self.is_loss()
+    }
+
+    fn is_loss(&self) -> bool {
+        self.record.lost.is_some()
+    }
+}
+
+impl Entry for Arc<Item> {
+    fn priority(&self) -> bool {
+        Item::priority(self)
+    }
+
+    fn is_loss(&self) -> bool {
+        Item::is_loss(self)
+    }
+
+    /// The same loss record, its count and `lost_since_previous` raised by
+    /// `older`'s: the queue's copy only (other outputs keep theirs).
+    fn merged_with(&self, older: &Self) -> Self {
+        let (new, old) = (&self.record, &older.record);
+        let count = |r: &Record| r.lost.as_ref().map_or(0, |l| l.count);
+        let total = new.lost.as_ref().map_or(0, |l| l.total);
+        let mut rec = record::lost_record(
+            count(old) + count(new),
+            total,
+            new.timestamp.clone(),
+            &new.host,
+            &new.agent,
+        );
+        rec.event.sequence = new.event.sequence;
+        rec.tinyexec.lost_since_previous =
+            old.tinyexec.lost_since_previous + new.tinyexec.lost_since_previous;
+        Arc::new(Item::new(rec))
     }
 }
 
@@ -86,7 +122,8 @@ pub struct OutputOptions<'a> {
     pub file: Option<&'a Path>,
     pub syslog: Option<&'a str>,
     pub sentinel: Option<&'a Path>,
-    /// Records each output's queue holds (alerts have a reserve on top).
+    /// Records each output's queue holds (alerts, heartbeats and loss records
+    /// have a reserve on top).
     pub queue: usize,
 }
 
@@ -142,8 +179,8 @@ impl Outputs {
 
     /// Takes the record for every output. Records are handed over per batch
     /// (one lock and one wake-up per output for a ring's worth, see
-    /// [`Outputs::commit`]); an alert or a heartbeat at once, with what is
-    /// pending before it. Never waits for an output.
+    /// [`Outputs::commit`]); an alert, a heartbeat or a loss record at once,
+    /// with what is pending before it. Never waits for an output.
     pub fn write(&mut self, rec: Record) {
         let item = Arc::new(Item::new(rec));
         let now = item.priority();
@@ -159,11 +196,7 @@ impl Outputs {
             return;
         }
         for o in &self.outputs {
-            o.queue.push_all(
-                self.pending
-                    .iter()
-                    .map(|item| (Arc::clone(item), item.priority())),
-            );
+            o.queue.push_all(self.pending.iter().map(Arc::clone));
         }
         self.pending.clear();
     }
@@ -211,7 +244,8 @@ impl Outputs {
         parts.join("; ")
     }
 
-    /// SIGHUP: logrotate moved the file away.
+    /// SIGHUP: logrotate moved the file away. Each worker reopens before it
+    /// takes another record, so every record queued after this goes to the new file.
     pub fn reopen(&self) {
         for o in &self.outputs {
             o.queue.request_reopen();

@@ -5,14 +5,27 @@
 //! oldest: what the output delivers stays in order with one gap per outage,
 //! whose size the heartbeat states, and the records kept are the earliest of
 //! the outage: the start of an incident, the first alert of a file (its
-//! repeats are aggregated anyway). Alerts and heartbeats have a reserve beyond
-//! the bound, so a queue full of ordinary `--all-execs` records still takes them.
+//! repeats are aggregated anyway). Alerts, heartbeats and loss records have a
+//! reserve beyond the bound, so a queue full of ordinary `--all-execs` records
+//! still takes them. A loss record is never dropped: the kernel's losses it
+//! counts would be missing from `sum(tinyexec.lost_since_previous)`.
 
 use std::{
     collections::VecDeque,
     sync::{Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
+
+/// What the queue needs to know of a record.
+pub trait Entry: Sized {
+    /// May use the reserve: alerts, heartbeats, loss records.
+    fn priority(&self) -> bool;
+    /// A loss record: never dropped (see [`Queue::push_all`]).
+    fn is_loss(&self) -> bool;
+    /// This loss record, also counting the losses of `older`, which it replaces.
+    #[must_use]
+    fn merged_with(&self, older: &Self) -> Self;
+}
 
 /// Counters of one output, as the heartbeat reports them. At any moment,
 /// records offered = written + failed + dropped + queued.
@@ -34,7 +47,7 @@ struct State<T> {
     in_flight: u64,
     counts: Counts,
     closed: bool,
-    /// SIGHUP: the worker reopens its destination before the next record.
+    /// SIGHUP: the worker reopens its destination before it takes another record.
     reopen: bool,
     /// Workers waiting for a record: only then does a push pay for a wake-up.
     waiting: usize,
@@ -43,7 +56,8 @@ struct State<T> {
 pub struct Queue<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
-    /// Records queued at most; priority records (alerts, heartbeats) may use `reserve` more.
+    /// Records queued at most; priority records (alerts, heartbeats, loss
+    /// records) may use `reserve` more.
     capacity: usize,
     reserve: usize,
 }
@@ -57,11 +71,14 @@ pub enum Take<T> {
     Items(Vec<T>),
     /// Nothing arrived within the wait.
     Idle,
+    /// A reopen was requested (SIGHUP): reopen before taking another record,
+    /// so that every record queued after the request goes to the new file.
+    Reopen,
     /// Closed and empty: the worker is done.
     Closed,
 }
 
-impl<T> Queue<T> {
+impl<T: Entry> Queue<T> {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
@@ -84,12 +101,16 @@ impl<T> Queue<T> {
     }
 
     /// Queues each record, or counts it dropped when the queue is full
-    /// (priority records: when the reserve is full too). One lock and at
+    /// (priority records: when the reserve is full too). A loss record that
+    /// finds the reserve full is not dropped: it replaces the loss record still
+    /// waiting in the queue, counting that one's losses too (the older one's
+    /// sequence number is counted dropped), or, when none waits, it is queued
+    /// beyond the bound (so at most one record waits beyond it). One lock and at
     /// most one wake-up for them all; never blocks beyond the lock.
-    pub fn push_all(&self, items: impl IntoIterator<Item = (T, bool)>) {
+    pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
         let mut s = self.lock();
-        for (item, priority) in items {
-            let limit = if priority {
+        for item in items {
+            let limit = if item.priority() {
                 self.capacity + self.reserve
             } else {
                 self.capacity
@@ -97,10 +118,26 @@ impl<T> Queue<T> {
             // The batch a worker is writing still counts: the bound is on
             // every record the output holds.
             let held = s.items.len() + usize::try_from(s.in_flight).unwrap_or(usize::MAX);
-            if s.closed || held >= limit {
+            if s.closed {
                 s.counts.dropped += 1;
-            } else {
+            } else if held < limit {
                 s.items.push_back(item);
+            } else if item.is_loss() {
+                let older = s
+                    .items
+                    .iter()
+                    .rposition(Entry::is_loss)
+                    .and_then(|i| s.items.remove(i));
+                let item = match older {
+                    Some(older) => {
+                        s.counts.dropped += 1;
+                        item.merged_with(&older)
+                    }
+                    None => item,
+                };
+                s.items.push_back(item);
+            } else {
+                s.counts.dropped += 1;
             }
         }
         let wake = s.waiting > 0 && !s.items.is_empty();
@@ -111,11 +148,15 @@ impl<T> Queue<T> {
     }
 
     /// The oldest records (now in flight), waiting up to `wait` for one (None:
-    /// until one comes or the queue closes).
+    /// until one comes or the queue closes); first [`Take::Reopen`] when a
+    /// reopen was requested.
     pub fn take(&self, wait: Option<Duration>) -> Take<T> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut s = self.lock();
         loop {
+            if std::mem::take(&mut s.reopen) {
+                return Take::Reopen;
+            }
             if !s.items.is_empty() {
                 let n = s.items.len().min(BATCH);
                 let items: Vec<T> = s.items.drain(..n).collect();
@@ -204,14 +245,11 @@ impl<T> Queue<T> {
         n
     }
 
+    /// SIGHUP: the worker's next [`Queue::take`] says [`Take::Reopen`], also
+    /// when it is waiting in one now.
     pub fn request_reopen(&self) {
         self.lock().reopen = true;
         self.ready.notify_all();
-    }
-
-    /// Whether a reopen was requested since the last call.
-    pub fn take_reopen(&self) -> bool {
-        std::mem::take(&mut self.lock().reopen)
     }
 }
 
@@ -219,12 +257,41 @@ impl<T> Queue<T> {
 mod tests {
     use super::*;
 
+    /// A record as the queue sees it: its sequence number, whether it is an
+    /// alert, and the losses it counts if it is a loss record.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct R(u64, bool, Option<u64>);
+
+    impl Entry for R {
+        fn priority(&self) -> bool {
+            self.1 || self.2.is_some()
+        }
+        fn is_loss(&self) -> bool {
+            self.2.is_some()
+        }
+        fn merged_with(&self, older: &Self) -> Self {
+            R(
+                self.0,
+                false,
+                Some(self.2.unwrap_or(0) + older.2.unwrap_or(0)),
+            )
+        }
+    }
+
+    fn plain(seq: u64) -> R {
+        R(seq, false, None)
+    }
+
+    fn seqs(rs: &[R]) -> Vec<u64> {
+        rs.iter().map(|r| r.0).collect()
+    }
+
     #[test]
     fn every_record_is_accounted_for() {
         let q = Queue::new(4);
-        q.push_all((0..6).map(|i| (i, false)));
+        q.push_all((0..6).map(plain));
         // Priority records have a reserve of capacity / 4.
-        q.push_all([(100, true), (101, true)]);
+        q.push_all([R(100, true, None), R(101, true, None)]);
         assert_eq!(
             q.counts(),
             Counts {
@@ -238,7 +305,7 @@ mod tests {
             panic!("items")
         };
         assert_eq!(
-            batch,
+            seqs(&batch),
             [0, 1, 2, 3, 100],
             "oldest first; the newest were dropped"
         );
@@ -249,7 +316,7 @@ mod tests {
         let Take::Items(again) = q.take(None) else {
             panic!("items")
         };
-        assert_eq!(again, [2, 3, 100]);
+        assert_eq!(seqs(&again), [2, 3, 100]);
         q.settle(1, 0);
         let c = q.counts();
         assert_eq!((c.written, c.failed, c.dropped, c.queued), (2, 1, 3, 2));
@@ -259,8 +326,44 @@ mod tests {
         assert_eq!(q.abandon(), 2);
         assert!(matches!(q.take(None), Take::Closed));
         assert!(matches!(
-            Queue::<u8>::new(1).take(Some(Duration::from_millis(1))),
+            Queue::<R>::new(1).take(Some(Duration::from_millis(1))),
             Take::Idle
         ));
+    }
+
+    #[test]
+    fn a_loss_record_is_never_dropped() {
+        let q = Queue::new(4);
+        q.push_all((0..4).map(plain));
+        // The reserve (1) taken by an alert: full even for priority records.
+        q.push_all([R(4, true, None), R(5, true, None)]);
+        // No loss record waits: this one goes beyond the bound.
+        q.push_all([R(6, false, Some(3)), plain(7)]);
+        // The next ones replace it, carrying its losses.
+        q.push_all([R(8, false, Some(5)), R(9, false, Some(1))]);
+        let c = q.counts();
+        assert_eq!((c.dropped, c.queued), (4, 6), "5, 7, then 6 and 8 merged");
+        let Take::Items(batch) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(
+            batch.last(),
+            Some(&R(9, false, Some(9))),
+            "the last loss record counts every loss: {batch:?}"
+        );
+        assert_eq!(seqs(&batch), [0, 1, 2, 3, 4, 9]);
+    }
+
+    #[test]
+    fn a_reopen_is_taken_before_any_record() {
+        let q = Queue::new(4);
+        q.push_all([plain(1)]);
+        q.request_reopen();
+        q.push_all([plain(2)]);
+        assert!(matches!(q.take(None), Take::Reopen));
+        let Take::Items(batch) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(seqs(&batch), [1, 2]);
     }
 }

@@ -45,6 +45,11 @@ pub trait Sink: Send + 'static {
     fn reopen(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Before each batch of records: reopen if the destination was replaced
+    /// (the file: its path no longer names the file open). Err: reopening failed.
+    fn follow(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The queue closed and is empty: the last flush.
     fn finish(&mut self) -> Result<u64, Failed> {
         self.idle()
@@ -143,11 +148,6 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         backoff: BACKOFF_MIN,
     };
     loop {
-        if queue.take_reopen()
-            && let Err(e) = sink.reopen()
-        {
-            w.failures.note(&e.context("reopening"));
-        }
         if !w.connected {
             match sink.connect() {
                 Ok(()) => {
@@ -167,6 +167,10 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         }
         let items = match queue.take(Some(Duration::ZERO)) {
             Take::Items(items) => items,
+            Take::Reopen => {
+                reopen(name, sink);
+                continue;
+            }
             Take::Closed => return w.finish(sink),
             Take::Idle => {
                 let flushed = sink.idle();
@@ -175,11 +179,18 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
                 }
                 match queue.take(sink.wait()) {
                     Take::Items(items) => items,
+                    Take::Reopen => {
+                        reopen(name, sink);
+                        continue;
+                    }
                     Take::Idle => continue,
                     Take::Closed => return w.finish(sink),
                 }
             }
         };
+        if let Err(e) = sink.follow() {
+            log::error!("{name}: reopening failed: {e:#}");
+        }
         let mut written = 0;
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
@@ -204,6 +215,15 @@ fn run(name: &'static str, sink: &mut dyn Sink, queue: &Queue<Arc<Item>>, fatal:
         if written > 0 {
             w.settled(Ok(written));
         }
+    }
+}
+
+/// SIGHUP, served before the next record. A failure is an error on stderr
+/// at once (it comes from an operator's action, not a flood); the sink is then
+/// away: its next record fails, and it is opened again with backoff.
+fn reopen(name: &str, sink: &mut dyn Sink) {
+    if let Err(e) = sink.reopen() {
+        log::error!("{name}: reopening failed: {e:#}");
     }
 }
 
