@@ -100,12 +100,12 @@ impl Pipeline {
             );
         }
         match detect::detect(&exec, Files::Deferred) {
-            Ok(verdict) => self.decided(&exec, verdict),
+            Ok(verdict) => self.decided(&exec, verdict.as_ref()),
             Err(NeedsFile) => match self.reads.submit(exec, bytes) {
                 Ok(()) => Ok(()),
                 Err(exec) => {
                     let why = "too many execs already wait for their files to be read";
-                    self.decided(&exec, reads::unavailable(&exec, why))
+                    self.decided(&exec, reads::unavailable(&exec, why).as_ref())
                 }
             },
         }
@@ -114,7 +114,7 @@ impl Pipeline {
     /// A reader's answer, unless the exec's deadline already decided it.
     pub fn read_done(&mut self, done: reads::Done) -> Result<()> {
         match self.reads.take(done) {
-            Some((exec, verdict)) => self.decided(&exec, verdict),
+            Some((exec, verdict)) => self.decided(&exec, verdict.as_ref()),
             None => Ok(()),
         }
     }
@@ -127,14 +127,14 @@ impl Pipeline {
     /// Decides, without their files, the execs whose deadline has passed.
     pub fn expire_reads(&mut self, now: std::time::Instant) -> Result<()> {
         for (exec, verdict) in self.reads.expire(now) {
-            self.decided(&exec, verdict)?;
+            self.decided(&exec, verdict.as_ref())?;
         }
         Ok(())
     }
 
     /// An exec with its verdict: on to the record when it alerts, was killed,
     /// or every exec is recorded.
-    fn decided(&mut self, exec: &Exec, verdict: Option<Verdict>) -> Result<()> {
+    fn decided(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
         if exec.killed && verdict.is_none() {
             warn!(
                 "the kernel killed pid {} ({}) but user space finds no match",
@@ -142,7 +142,7 @@ impl Pipeline {
             );
         }
         if verdict.is_some() || exec.killed || self.all_execs {
-            self.emit_exec(exec, verdict.as_ref())?;
+            self.emit_exec(exec, verdict)?;
         }
         Ok(())
     }

@@ -105,9 +105,9 @@ impl Reads {
 
     /// Hands `exec`, decoded from the kernel's `record`, to a reader; gives
     /// it back when too many already wait.
-    pub fn submit(&mut self, exec: Exec, record: &[u8]) -> Result<(), Exec> {
+    pub fn submit(&mut self, exec: Exec, record: &[u8]) -> Result<(), Box<Exec>> {
         if self.waiting.len() >= MAX_WAITING {
-            return Err(exec);
+            return Err(Box::new(exec));
         }
         let id = self.next_id;
         self.next_id += 1;

@@ -337,11 +337,11 @@ mod tests {
 
     #[test]
     fn a_new_command_line_in_the_window_is_alerted_up_to_the_bound() {
-        let s = 1_000_000_000;
+        let second = 1_000_000_000;
         let mut t = Tracker::new(10);
         let v = matched();
         let with_args = |i: u64, args: &[&str]| {
-            let mut e = exec(s + i, 7);
+            let mut e = exec(second + i, 7);
             e.args = args.iter().map(|&a| a.to_owned()).collect();
             e
         };

@@ -220,7 +220,7 @@ async fn stream(
 /// A read deadline to sleep until (a day away when none waits: that branch is off then).
 fn far_or(deadline: Option<std::time::Instant>) -> tokio::time::Instant {
     deadline.map_or_else(
-        || tokio::time::Instant::now() + Duration::from_secs(86_400),
+        || tokio::time::Instant::now() + Duration::from_hours(24),
         Into::into,
     )
 }
