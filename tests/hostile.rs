@@ -36,17 +36,13 @@ use tinyexec_harness::{
     elf::{Action, Arch, TinyElf},
     exec_of, execveat_fd, field, field_str, field_u64,
     fuse::StallingFs,
-    is_heartbeat, memfd_with, run_ok, sensor_path, sha256_hex, stager, tiny_exit0, unique,
-    write_exe,
+    is_heartbeat, matching_elf, memfd_with, run_ok, sensor_path, sha256_hex, stager, tiny_exit0,
+    unique, write_exe,
 };
 
 /// A 269-byte match whose `$s2` lies past the kernel's 256-byte header.
 fn late_match(actions: Vec<Action>) -> Vec<u8> {
-    let mut t = TinyElf::new(Arch::X86_64);
-    t.actions = actions;
-    t.trailer = [&S1[..], &S2[..]].concat();
-    t.total_len = Some(269);
-    t.build().expect("tiny ELF")
+    matching_elf(Arch::X86_64, actions, Some(269))
 }
 
 /// The same, but not a match: its last byte is not `$s2`'s, and only the

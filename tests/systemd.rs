@@ -11,13 +11,14 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::UdpSocket,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use tinyexec_harness::{
-    Sensor, TempDir, exec_of, port::ClosedTcpPort, run_ok, sensor_path, sentinel::write_private,
-    stager, unique,
+    Sensor, TempDir, elf::Arch, exec_of, matching_elf, port::ClosedTcpPort, run_ok, sensor_path,
+    sentinel::write_private, stager, unique,
 };
 
 /// `systemd-analyze security` rates the shipped unit 2.1 (the unit before it: 3.9).
@@ -214,6 +215,21 @@ fn the_system_call_filter_allows_every_call_the_sensor_makes() {
     let after = dir.exe(&unique("after-hup"), &stager());
     run_ok(&mut Command::new(&after));
     s.wait_for("the alert after SIGHUP", exec_of(&after));
+    // A match whose `$s2` lies past the kernel's header, and a script: their
+    // files are read by the sensor's helper processes (reads.rs).
+    let late = dir.exe(
+        &unique("late"),
+        &matching_elf(Arch::native(), Vec::new(), Some(269)),
+    );
+    run_ok(&mut Command::new(&late));
+    s.wait_for("the late match's alert", exec_of(&late));
+    let script = dir.path().join(unique("script"));
+    fs::write(&script, format!("#!{}\n", late.display())).expect("script");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    run_ok(&mut Command::new(&script));
+    s.wait_for("the script's record", |v| {
+        v["process"]["exec_path"] == script.to_str().expect("UTF-8")
+    });
     s.wait_stderr("sentinel: written", 0);
     assert!(s.stop_with(libc::SIGTERM).success(), "{}", s.stderr());
 
