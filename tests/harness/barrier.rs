@@ -1,8 +1,11 @@
 //! The barrier that negative checks rest on: after the case, exec a known
 //! matching file and wait for its own record. The kernel program writes each
 //! exec's record before that exec returns, into one ring buffer the sensor
-//! reads in order, so every record of an exec that finished before the
-//! barrier ran has arrived once the barrier's has. "Nothing arrived" is then
+//! reads in order; the barrier's verdict needs the bytes past the kernel's
+//! 256-byte header, so the sensor decides it through its file readers, which
+//! release what they decide in the order the execs came. So every record of
+//! an exec that finished before the barrier ran, decided on the data path or
+//! by a reader, has arrived once the barrier's has. "Nothing arrived" is then
 //! asserted on what came before the barrier, never after a sleep.
 
 use std::{path::PathBuf, process::Command};
@@ -16,28 +19,29 @@ use crate::{
 };
 
 /// A barrier: a fresh file, unique in name and content, that matches the rule
-/// within the kernel's header (so it yields a record in every mode: an alert,
-/// a kill under `--prevent`, a record with `--all-execs` too).
+/// with `$s2` past the kernel's 256-byte header: the kernel cannot decide it
+/// (no kill under `--prevent`), user space reads it, and it yields an alert in
+/// every mode (`match`, or `undetermined` should its file not be read in time).
 ///
 /// Unique content, not only a unique path: the flood bound (`--repeat-window`)
 /// folds an exec into an earlier alert with the same device, inode, size and
 /// content, and a deleted file's inode may be given to the next one. The
-/// file's own name, in its trailer after the rule's strings, makes its hash
+/// file's own name, in its trailer between the rule's strings, makes its hash
 /// one no other file has.
 fn barrier_file(dir: &TempDir) -> PathBuf {
     let name = unique("barrier");
     let mut t = TinyElf::new(Arch::native());
     t.trailer = [
         &tinyexec_ebpf::rule::S1[..],
-        &tinyexec_ebpf::rule::S2[..],
         name.as_bytes(),
+        &tinyexec_ebpf::rule::S2[..],
     ]
     .concat();
+    t.total_len = Some(tinyexec_ebpf::rule::FILESIZE_LT_LEN - 1);
     let bytes = t.build().expect("the barrier's tiny ELF");
     assert!(
-        bytes.len() <= tinyexec_ebpf::HEADER_LEN,
-        "the barrier ({} B) must fit the kernel's {} B header",
-        bytes.len(),
+        bytes.len() - tinyexec_ebpf::rule::S2.len() >= tinyexec_ebpf::HEADER_LEN,
+        "the barrier's $s2 must lie past the kernel's {} B header",
         tinyexec_ebpf::HEADER_LEN
     );
     assert!(
@@ -52,8 +56,7 @@ impl Sensor {
     /// record (of any kind, from anyone) that arrived before it, in order.
     ///
     /// Execs the caller wants covered must have returned (their process
-    /// waited for, or at least started) before this is called. A barrier
-    /// killed by another sensor's `--prevent` still counts: the kill is recorded.
+    /// waited for, or at least started) before this is called.
     /// It reads the sensor's stdout: not for a sensor run with `--no-stdout`,
     /// nor one whose exclusions count (`--suppressed count`) an alert on a
     /// file named `tx-barrier-…` run by the test (it would never arrive).

@@ -111,12 +111,12 @@ impl Pipeline {
         }
     }
 
-    /// A reader's answer, unless the exec's deadline already decided it.
+    /// A reader's answer: on with the execs it releases (see `reads`).
     pub fn read_done(&mut self, done: reads::Done) -> Result<()> {
-        match self.reads.take(done) {
-            Some((exec, verdict)) => self.decided(&exec, verdict.as_ref()),
-            None => Ok(()),
+        for (exec, verdict) in self.reads.take(done) {
+            self.decided(&exec, verdict.as_ref())?;
         }
+        Ok(())
     }
 
     /// When the next exec waiting for its file must be decided without it.

@@ -11,7 +11,11 @@
 //! read-files`, the same binary), which decides it with [`Files::Read`] and
 //! answers. The answer comes back through the run loop's channel. One that is
 //! not back by [`DEADLINE`] is decided without the file ([`Files::Unavailable`]:
-//! `undetermined`, with the reason) and its late answer is dropped. A stuck
+//! `undetermined`, with the reason) and its late answer is dropped. Decided
+//! execs leave in the order they came: an answer waits for the earlier ones
+//! (at most until their deadline), so an exec decided by a reader has every
+//! earlier exec decided before it, as on the data path (the tests' barrier
+//! rests on that). A stuck
 //! helper is left to its file system (it dies with the sensor, or once
 //! answered, by `PR_SET_PDEATHSIG`), its reader with it, and another reader
 //! starts, up to [`MAX_READERS`]: past that, execs wait for a free reader and
@@ -81,18 +85,28 @@ impl Shared {
     }
 }
 
-/// The execs handed to readers and not decided yet, by id (in deadline order).
+/// An exec handed to a reader, its deadline, and its verdict once answered.
+struct Waiting {
+    exec: Exec,
+    deadline: Instant,
+    answer: Option<Option<Verdict>>,
+}
+
+/// The execs handed to readers and not released yet, by id (in the order
+/// they came, which is their deadlines' order).
 pub struct Reads {
     shared: Arc<Shared>,
     done: UnboundedSender<Done>,
-    waiting: BTreeMap<u64, (Exec, Instant)>,
+    waiting: BTreeMap<u64, Waiting>,
     next_id: u64,
 }
 
 impl Reads {
-    /// Decided execs are sent to `done`, for [`Reads::take`].
+    /// Decided execs are sent to `done`, for [`Reads::take`]. One reader
+    /// starts now, its helper with it: the first exec to need a file does
+    /// not wait for a process to start.
     pub fn new(done: UnboundedSender<Done>) -> Self {
-        Self {
+        let reads = Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 ready: Condvar::new(),
@@ -100,7 +114,12 @@ impl Reads {
             done,
             waiting: BTreeMap::new(),
             next_id: 0,
+        };
+        match reads.spawn_reader() {
+            Ok(()) => reads.shared.lock().threads += 1,
+            Err(err) => warn!("starting a file reader: {err}"),
         }
+        reads
     }
 
     /// Hands `exec`, decoded from the kernel's `record`, to a reader; gives
@@ -126,7 +145,14 @@ impl Reads {
         }
         drop(q);
         self.shared.ready.notify_one();
-        self.waiting.insert(id, (exec, Instant::now() + DEADLINE));
+        self.waiting.insert(
+            id,
+            Waiting {
+                exec,
+                deadline: Instant::now() + DEADLINE,
+                answer: None,
+            },
+        );
         Ok(())
     }
 
@@ -139,35 +165,54 @@ impl Reads {
             .map(drop)
     }
 
-    /// A reader's answer: the exec and its verdict, unless its deadline
-    /// already decided it.
-    pub fn take(&mut self, done: Done) -> Option<(Exec, Option<Verdict>)> {
-        let (exec, _) = self.waiting.remove(&done.id)?;
-        Some((exec, done.verdict))
+    /// A reader's answer (dropped when its deadline already decided it); the
+    /// execs it releases, in the order they came.
+    pub fn take(&mut self, done: Done) -> Vec<(Exec, Option<Verdict>)> {
+        if let Some(w) = self.waiting.get_mut(&done.id) {
+            w.answer = Some(done.verdict);
+        }
+        let mut out = Vec::new();
+        self.release(&mut out);
+        out
     }
 
     /// When the next deadline falls, if any exec waits.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.waiting.first_key_value().map(|(_, (_, at))| *at)
+        self.waiting.first_key_value().map(|(_, w)| w.deadline)
     }
 
-    /// The execs whose deadline has passed at `now`, decided without their file.
+    /// The execs whose deadline has passed at `now`, those without an answer
+    /// decided without their file, and the answered ones behind them.
     pub fn expire(&mut self, now: Instant) -> Vec<(Exec, Option<Verdict>)> {
         let mut out = Vec::new();
         while let Some(entry) = self.waiting.first_entry() {
-            if entry.get().1 > now {
+            if entry.get().deadline > now {
                 break;
             }
-            let (exec, _) = entry.remove();
-            let why = format!(
-                "reading the file did not finish within {DEADLINE:?} (a file system that does \
-                 not answer?; {} of at most {MAX_READERS} readers started)",
-                self.shared.lock().threads
-            );
-            let verdict = unavailable(&exec, &why);
-            out.push((exec, verdict));
+            let w = entry.remove();
+            let verdict = w.answer.unwrap_or_else(|| {
+                let why = format!(
+                    "reading the file did not finish within {DEADLINE:?} (a file system that \
+                     does not answer?; {} of at most {MAX_READERS} readers started)",
+                    self.shared.lock().threads
+                );
+                unavailable(&w.exec, &why)
+            });
+            out.push((w.exec, verdict));
         }
+        self.release(&mut out);
         out
+    }
+
+    /// Moves the answered execs at the front, in order, to `out`.
+    fn release(&mut self, out: &mut Vec<(Exec, Option<Verdict>)>) {
+        while let Some(entry) = self.waiting.first_entry() {
+            if entry.get().answer.is_none() {
+                break;
+            }
+            let w = entry.remove();
+            out.push((w.exec, w.answer.unwrap_or_default()));
+        }
     }
 }
 
@@ -178,7 +223,8 @@ pub fn unavailable(exec: &Exec, why: &str) -> Option<Verdict> {
 
 /// A reader thread: hands execs to its helper until the sensor stops.
 fn reader(shared: &Shared, done: &UnboundedSender<Done>) {
-    let mut helper = None;
+    // Started before its first job (a failure is retried then).
+    let mut helper = spawn_helper().ok();
     loop {
         let mut q = shared.lock();
         let job = loop {
