@@ -300,6 +300,10 @@ fn a_file_system_that_never_answers_stalls_nothing() {
     sensor.wait_for_n("a heartbeat after the stall", seen + 1, is_heartbeat);
     let asked = Instant::now();
     let st = sensor.stop_with(libc::SIGTERM);
+    eprintln!(
+        "other stager's alert after {latency_ms} ms; stopped {:?} after SIGTERM",
+        asked.elapsed()
+    );
     assert!(st.success(), "{st}: {}", sensor.stderr());
     assert!(
         asked.elapsed() < Duration::from_secs(10),
