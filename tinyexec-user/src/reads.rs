@@ -89,7 +89,13 @@ impl Shared {
 struct Waiting {
     exec: Exec,
     deadline: Instant,
-    answer: Option<Option<Verdict>>,
+    answer: Answer,
+}
+
+/// Whether a reader has answered, and with which verdict.
+enum Answer {
+    Pending,
+    Decided(Option<Verdict>),
 }
 
 /// The execs handed to readers and not released yet, by id (in the order
@@ -150,7 +156,7 @@ impl Reads {
             Waiting {
                 exec,
                 deadline: Instant::now() + DEADLINE,
-                answer: None,
+                answer: Answer::Pending,
             },
         );
         Ok(())
@@ -169,7 +175,7 @@ impl Reads {
     /// execs it releases, in the order they came.
     pub fn take(&mut self, done: Done) -> Vec<(Exec, Option<Verdict>)> {
         if let Some(w) = self.waiting.get_mut(&done.id) {
-            w.answer = Some(done.verdict);
+            w.answer = Answer::Decided(done.verdict);
         }
         let mut out = Vec::new();
         self.release(&mut out);
@@ -190,14 +196,17 @@ impl Reads {
                 break;
             }
             let w = entry.remove();
-            let verdict = w.answer.unwrap_or_else(|| {
-                let why = format!(
-                    "reading the file did not finish within {DEADLINE:?} (a file system that \
-                     does not answer?; {} of at most {MAX_READERS} readers started)",
-                    self.shared.lock().threads
-                );
-                unavailable(&w.exec, &why)
-            });
+            let verdict = match w.answer {
+                Answer::Decided(verdict) => verdict,
+                Answer::Pending => {
+                    let why = format!(
+                        "reading the file did not finish within {DEADLINE:?} (a file system \
+                         that does not answer?; {} of at most {MAX_READERS} readers started)",
+                        self.shared.lock().threads
+                    );
+                    unavailable(&w.exec, &why)
+                }
+            };
             out.push((w.exec, verdict));
         }
         self.release(&mut out);
@@ -207,11 +216,13 @@ impl Reads {
     /// Moves the answered execs at the front, in order, to `out`.
     fn release(&mut self, out: &mut Vec<(Exec, Option<Verdict>)>) {
         while let Some(entry) = self.waiting.first_entry() {
-            if entry.get().answer.is_none() {
+            if matches!(entry.get().answer, Answer::Pending) {
                 break;
             }
             let w = entry.remove();
-            out.push((w.exec, w.answer.unwrap_or_default()));
+            if let Answer::Decided(verdict) = w.answer {
+                out.push((w.exec, verdict));
+            }
         }
     }
 }
