@@ -22,6 +22,7 @@
 //! 2's 219 included).
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     fs,
     os::unix::fs::PermissionsExt as _,
@@ -152,7 +153,7 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
 
 /// The RPM's file name for `arch`, as rpmbuild names them.
 pub fn rpm_file_name(arch: Arch) -> String {
-    format!("{NAME}-{}-{RELEASE}.{arch}.rpm", env!("CARGO_PKG_VERSION"),)
+    format!("{NAME}-{}-{RELEASE}.{arch}.rpm", env!("CARGO_PKG_VERSION"))
 }
 
 /// Builds the static sensor and the RPM for `arch` with rpmbuild; returns the .rpm's path.
@@ -185,7 +186,7 @@ pub fn build_rpm(root: &Path, arch: Arch) -> Result<PathBuf> {
     write(&spec, &spec_text(&layout, &items, &stage), 0o644)?;
     run_cmd(
         Command::new("rpmbuild")
-            .arg("-bb")
+            .args(["-bb", "--quiet"])
             .arg("--target")
             .arg(format!("{arch}-linux"))
             .arg("--define")
@@ -220,13 +221,20 @@ fn spec_text(layout: &Layout, items: &[install::Item], stage: &Path) -> String {
         "%license %attr(0644,root,root) {}/copyright",
         doc.display()
     );
-    for dir in [
-        doc.display().to_string(),
-        format!("{}/sentinel", doc.display()),
-        format!("{}/sentinel/hunting", doc.display()),
-        install::ETC.to_owned(),
-    ] {
-        let _ = writeln!(files, "%dir %attr(0755,root,root) {dir}");
+    // The directories the package owns: the docs' (each, so that erasing it
+    // leaves none behind), the configuration's, and DIRS.
+    let mut dirs = BTreeSet::from([PathBuf::from(install::ETC)]);
+    for item in items.iter().filter(|i| i.kind == Kind::Doc) {
+        dirs.extend(
+            item.path
+                .ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(&doc))
+                .map(Path::to_path_buf),
+        );
+    }
+    for dir in dirs {
+        let _ = writeln!(files, "%dir %attr(0755,root,root) {}", dir.display());
     }
     for dir in DIRS {
         let ghost = if dir.starts_with("/run/") {
