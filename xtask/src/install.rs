@@ -11,6 +11,7 @@
 //! read, and it makes `/run/tinyexec` (a tmpfs) again at every boot.
 
 use std::{
+    fmt::Write as _,
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -70,7 +71,7 @@ pub fn tmpfiles() -> String {
          # by systemd. Made at installation and at every boot (/run is a tmpfs).\n",
     );
     for dir in DIRS {
-        text.push_str(&format!("d {dir} 0700 root root -\n"));
+        let _ = writeln!(text, "d {dir} 0700 root root -");
     }
     text
 }
@@ -260,8 +261,8 @@ pub fn run(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
-/// Makes [`DIRS`] as the tmpfiles.d snippet says, with systemd-tmpfiles
-/// where there is one (it also labels them for SELinux), else by hand.
+/// Makes [`DIRS`] as the tmpfiles.d snippet says, with `systemd-tmpfiles`
+/// where there is one (it also applies the security labels the system wants), else by hand.
 fn make_dirs() -> Result<()> {
     if crate::cmd::find_cmd("systemd-tmpfiles").is_some() {
         step(&format!("systemd-tmpfiles --create {TMPFILES}"));

@@ -245,7 +245,7 @@ fn spec_text(layout: &Layout, items: &[install::Item], stage: &Path) -> String {
         let _ = writeln!(files, "{ghost}%dir %attr(0700,root,root) {dir}");
     }
     format!(
-        r#"# tinyexec's RPM spec (written by xtask/src/package.rs).
+        r"# tinyexec's RPM spec (written by xtask/src/package.rs).
 Name: {NAME}
 Version: {version}
 Release: {RELEASE}
@@ -285,7 +285,7 @@ cp -a {stage}/. %{{buildroot}}/
 %files
 {files}
 %changelog
-{CHANGELOG}"#,
+{CHANGELOG}",
         version = env!("CARGO_PKG_VERSION"),
         stage = stage.display(),
         scriptlets = rpm_scriptlets(),
@@ -299,7 +299,7 @@ cp -a {stage}/. %{{buildroot}}/
 /// `%tmpfiles_create` does, with a fallback).
 fn rpm_scriptlets() -> String {
     format!(
-        r#"%post
+        r"%post
 {dirs}
 if [ $1 -eq 1 ]; then
     # %systemd_post: on the first installation, enabled or not as the
@@ -329,7 +329,7 @@ if [ -d /run/systemd/system ]; then
         systemctl try-restart {UNIT} >/dev/null 2>&1 || :
     fi
 fi
-"#,
+",
         dirs = make_dirs_sh(":")
             .lines()
             .map(|l| l.strip_prefix("    ").unwrap_or(l))
