@@ -1,10 +1,17 @@
 //! The Debian package (`cargo xtask package`, `$TINYEXEC_DEB`), installed for
 //! real on this machine with dpkg, as an administrator would: what it holds,
 //! that the installed sensor runs (`--version`, `check` of the installed
-//! exclusions, the service's own command line to `ready` and an alert in its
-//! log), that the service is enabled but nothing is started where systemd is
-//! not running, that an upgrade keeps a changed conffile, and what removal
-//! and purge leave behind.
+//! exclusions, run by hand with the installed configuration to `ready` and an
+//! alert in its log, in the directories the package made), that the service
+//! is enabled but nothing is started where systemd is not running, that an
+//! upgrade keeps a changed conffile, and what removal and purge leave behind.
+//!
+//! The RPM (`$TINYEXEC_RPM`): no RHEL userland can be had here, so it is
+//! checked with the family's own tools from Debian: `rpmlint` without
+//! errors (its filter is deploy/rpm/tinyexec.rpmlintrc), `rpm --root` into
+//! an empty root holding only busybox (the scriptlets run there, without
+//! systemd), and its scriptlets as text against what systemd's RPM macros
+//! expand to.
 //!
 //! While it runs, `/etc/tinyexec/config.toml` exists: a sensor started
 //! meanwhile without `--config` on this machine reads it (cargo runs the
@@ -34,9 +41,12 @@ const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/tinyexec.servic
 const MASK: &str = "/etc/systemd/system/tinyexec.service";
 const ETC: &str = "/etc/tinyexec";
 const DOC: &str = "/usr/share/doc/tinyexec";
-/// What the service makes at run time (systemd's `StateDirectory=`, `LogsDirectory=`).
+/// The unit's `StateDirectory=`, `LogsDirectory=` and `RuntimeDirectory=`,
+/// which the package makes too (its tmpfiles.d snippet), all 0700.
 const STATE: &str = "/var/lib/tinyexec";
 const LOGS: &str = "/var/log/tinyexec";
+const RUNTIME: &str = "/run/tinyexec";
+const TMPFILES: &str = "/usr/lib/tmpfiles.d/tinyexec.conf";
 /// Where a package leaves traces, and how deep to look.
 const TRACE_ROOTS: [(&str, usize); 9] = [
     ("/etc", 4),
@@ -234,6 +244,7 @@ fn check_archive(deb: &Path) {
     for (path, perms) in [
         (BIN, "-rwxr-xr-x"),
         (UNIT, "-rw-r--r--"),
+        (TMPFILES, "-rw-r--r--"),
         ("/etc/tinyexec/config.toml", "-rw-------"),
         ("/etc/tinyexec/exclusions.txt", "-rw-r--r--"),
         ("/usr/share/doc/tinyexec/README.md", "-rw-r--r--"),
@@ -267,6 +278,7 @@ fn check_installed(dpkg_said: &str) {
     let docs = unit_values("Documentation");
     assert_eq!(docs, [format!("file:{DOC}/README.md")], "{UNIT}");
     assert!(Path::new(&format!("{DOC}/README.md")).is_file());
+    assert!(Path::new(TMPFILES).is_file(), "{TMPFILES}");
     // systemd reads it as valid, its ExecStart binary there.
     let verify = Command::new("systemd-analyze")
         .args(["verify", UNIT])
@@ -330,12 +342,12 @@ fn check_binary() {
     );
 }
 
-/// The service's own command line, with the directories systemd would make
-/// for it, to `ready`; a stager's alert lands in the configured log file.
+/// The service's own command line run by hand, as installed (no systemd to
+/// make its directories), to `ready`; a stager's alert lands in the
+/// configured log file.
 fn check_service_command() {
-    for dir in [STATE, LOGS] {
-        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+    for dir in [STATE, LOGS, RUNTIME] {
+        assert_eq!(mode(dir), 0o700, "{dir}: made by the package, root's alone");
     }
     let exec = unit_values("ExecStart").remove(0);
     let argv: Vec<&str> = exec.split_whitespace().collect();
@@ -420,10 +432,285 @@ fn the_package_installs_runs_and_leaves_nothing_behind() {
     assert_eq!(status(), "not-installed");
     let after = traces();
     assert_eq!(after, before, "left behind after purge");
-    for gone in [ETC, STATE, LOGS, WANTS, MASK] {
+    for gone in [ETC, STATE, LOGS, RUNTIME, TMPFILES, WANTS, MASK] {
         assert!(
             fs::symlink_metadata(gone).is_err(),
             "{gone} left behind after purge"
+        );
+    }
+}
+
+/// `$TINYEXEC_RPM` (set by `cargo xtask test`), else what `cargo xtask
+/// package` wrote for this machine.
+fn rpm_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("TINYEXEC_RPM") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "$TINYEXEC_RPM: no file {}", p.display());
+        return p;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../target/package/{PKG}-{}-1.{}.rpm",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    ));
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo xtask package` (or `cargo xtask test`), or set TINYEXEC_RPM",
+        p.display()
+    );
+    p
+}
+
+/// `rpm` with a database under `root` (Debian's rpm keeps it in ~/.rpmdb otherwise).
+fn rpm_in(root: &Path, args: &[&str]) -> Output {
+    Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(["--dbpath", "/var/lib/rpm"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("rpm {args:?}: {e}"))
+}
+
+/// What rpm says but for Debian's warning that rpm is not its package manager.
+fn rpm_complaints(out: &Output) -> String {
+    text(out)
+        .lines()
+        .filter(|l| {
+            !l.contains("RPM should not be used directly")
+                && !l.contains("assuming you know what you are doing")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The lines of scriptlet `name` in `rpm --scripts` output.
+fn scriptlet(scripts: &str, name: &str) -> String {
+    let start = scripts
+        .find(&format!("{name} scriptlet (using /bin/sh):\n"))
+        .unwrap_or_else(|| panic!("no {name} scriptlet in:\n{scripts}"));
+    let body = &scripts[start..];
+    let body = &body[body.find('\n').map_or(0, |i| i + 1)..];
+    let end = body
+        .find(" scriptlet (using ")
+        .map_or(body.len(), |i| body[..i].rfind('\n').map_or(0, |n| n + 1));
+    body[..end].to_owned()
+}
+
+/// `line` is in `script`, and after `condition` (the test it runs under).
+fn under_condition(script: &str, condition: &str, line: &str) {
+    let at = script
+        .find(line)
+        .unwrap_or_else(|| panic!("`{line}` not in:\n{script}"));
+    assert!(
+        script[..at].contains(condition),
+        "`{line}` not under `{condition}` in:\n{script}"
+    );
+}
+
+#[test]
+fn the_rpm_lints_clean_and_installs_into_an_empty_root() {
+    require_root();
+    let rpm = rpm_path();
+    let rpm_str = rpm.to_str().expect("UTF-8 path");
+
+    // rpmlint: no error, with the repository's filter of deliberate choices.
+    let rc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rpm/tinyexec.rpmlintrc");
+    let lint = Command::new("rpmlint")
+        .arg("-r")
+        .arg(&rc)
+        .arg(&rpm)
+        .output()
+        .expect("rpmlint (cargo xtask package installs it)");
+    let said = text(&lint);
+    assert!(
+        lint.status.success() && said.contains(" 0 errors,"),
+        "rpmlint {rpm_str}: {}\n{said}",
+        lint.status
+    );
+
+    // The header: static (no library among the requirements), the configuration noreplace.
+    let query = |args: &[&str]| -> String {
+        let out = Command::new("rpm")
+            .args(args)
+            .arg(&rpm)
+            .output()
+            .expect("rpm -qp");
+        assert!(out.status.success(), "rpm {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let requires = query(&["-qp", "--requires"]);
+    for req in requires.lines() {
+        assert!(
+            req == "/bin/sh" || req.starts_with("rpmlib(") || req.starts_with("config(tinyexec)"),
+            "{req}: a static binary needs no library:\n{requires}"
+        );
+    }
+    let configs = query(&[
+        "-qp",
+        "--qf",
+        "[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]",
+    ]);
+    for (path, perms) in [
+        ("/etc/tinyexec/config.toml", "-rw-------"),
+        ("/etc/tinyexec/exclusions.txt", "-rw-r--r--"),
+    ] {
+        // c: %config, n: noreplace.
+        assert!(
+            configs.contains(&format!("{path} cn {perms}\n")),
+            "{path} not %config(noreplace) {perms}:\n{configs}"
+        );
+    }
+
+    // The scriptlets, as systemd's macros.systemd expands %systemd_post,
+    // %systemd_preun and %systemd_postun_with_restart (for tinyexec.service),
+    // with the calls that need a running systemd guarded.
+    let scripts = query(&["-qp", "--scripts"]);
+    let post = scriptlet(&scripts, "postinstall");
+    under_condition(
+        &post,
+        "if [ $1 -eq 1 ]",
+        "systemctl --no-reload preset tinyexec.service",
+    );
+    under_condition(
+        &post,
+        "command -v systemd-tmpfiles",
+        "systemd-tmpfiles --create tinyexec.conf",
+    );
+    let preun = scriptlet(&scripts, "preuninstall");
+    under_condition(
+        &preun,
+        "if [ $1 -eq 0 ]",
+        "systemctl --no-reload disable tinyexec.service",
+    );
+    under_condition(
+        &preun,
+        "[ -d /run/systemd/system ]",
+        "systemctl stop tinyexec.service",
+    );
+    let postun = scriptlet(&scripts, "postuninstall");
+    under_condition(
+        &postun,
+        "[ -d /run/systemd/system ]",
+        "systemctl daemon-reload",
+    );
+    under_condition(
+        &postun,
+        "if [ $1 -ge 1 ]",
+        "systemctl try-restart tinyexec.service",
+    );
+    for (name, script) in [("post", &post), ("preun", &preun), ("postun", &postun)] {
+        for line in script
+            .lines()
+            .filter(|l| l.trim_start().starts_with("systemctl"))
+        {
+            assert!(
+                line.ends_with("|| :"),
+                "%{name}: `{line}` may fail the transaction"
+            );
+        }
+        let sh = Command::new("sh")
+            .args(["-n", "-c", script])
+            .output()
+            .expect("sh -n");
+        assert!(sh.status.success(), "%{name}: {}", text(&sh));
+    }
+
+    // Into an empty root: busybox as /bin/sh for the scriptlets (which find
+    // no systemd there), /dev/null, nothing else.
+    let root = TempDir::new("rpm-root");
+    let bin = root.path().join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (busybox-static)");
+    let chroot = Command::new("chroot")
+        .arg(root.path())
+        .args(["/bin/busybox", "--install", "-s", "/bin"])
+        .output()
+        .expect("chroot");
+    assert!(
+        chroot.status.success(),
+        "busybox --install: {}",
+        text(&chroot)
+    );
+    fs::create_dir_all(root.path().join("dev")).expect("dev");
+    let null = root.path().join("dev/null");
+    let c_null = std::ffi::CString::new(null.to_str().expect("UTF-8")).expect("path");
+    // SAFETY: a valid C string; makes the character device 1:3.
+    let made = unsafe { libc::mknod(c_null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(
+        made,
+        0,
+        "mknod {}: {}",
+        null.display(),
+        std::io::Error::last_os_error()
+    );
+
+    let init = rpm_in(root.path(), &["--initdb"]);
+    assert!(init.status.success(), "rpm --initdb: {}", text(&init));
+    // --nodeps: this root's busybox is no package providing /bin/sh.
+    let install = rpm_in(root.path(), &["-i", "--nodeps", rpm_str]);
+    let complaints = rpm_complaints(&install);
+    assert!(
+        install.status.success() && complaints.is_empty(),
+        "rpm -i {rpm_str}: {}\n{complaints}",
+        install.status
+    );
+    let at = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let mode_at = |p: &str| {
+        fs::metadata(at(p))
+            .unwrap_or_else(|e| panic!("{p} in the root: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode_at(BIN), 0o755);
+    assert_eq!(mode_at("/etc/tinyexec/config.toml"), 0o600);
+    assert_eq!(mode_at("/etc/tinyexec/exclusions.txt"), 0o644);
+    for dir in [STATE, LOGS, RUNTIME] {
+        assert_eq!(mode_at(dir), 0o700, "{dir}: the package's directory");
+    }
+    let unit = fs::read_to_string(at("/usr/lib/systemd/system/tinyexec.service")).expect("unit");
+    assert!(
+        unit.contains(&format!(
+            "\nExecStart={BIN} run --config {ETC}/config.toml\n"
+        )),
+        "{unit}"
+    );
+    assert!(at(TMPFILES).is_file());
+    assert!(at(&format!("{DOC}/README.md")).is_file());
+    // The installed binary is the one that runs here.
+    let version = Command::new(at(BIN))
+        .arg("--version")
+        .output()
+        .expect("installed binary");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("tinyexec-sensor {}", env!("CARGO_PKG_VERSION"))
+    );
+    let verify = rpm_in(root.path(), &["-V", "--nodeps", PKG]);
+    assert!(verify.status.success(), "rpm -V: {}", text(&verify));
+
+    // Erase: the scriptlets run again; nothing of the package is left (its
+    // directories were empty).
+    let erase = rpm_in(root.path(), &["-e", "--nodeps", PKG]);
+    let complaints = rpm_complaints(&erase);
+    assert!(
+        erase.status.success() && complaints.is_empty(),
+        "rpm -e: {}\n{complaints}",
+        erase.status
+    );
+    for gone in [
+        BIN,
+        ETC,
+        STATE,
+        LOGS,
+        TMPFILES,
+        DOC,
+        "/usr/lib/systemd/system/tinyexec.service",
+    ] {
+        assert!(
+            fs::symlink_metadata(at(gone)).is_err(),
+            "{gone} left after rpm -e"
         );
     }
 }

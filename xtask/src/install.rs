@@ -2,8 +2,16 @@
 //! configuration in /etc/tinyexec, docs and Sentinel content), for both ways
 //! of installing it: `cargo xtask install` here, and the Debian package
 //! (package.rs). Existing configuration is never overwritten.
+//!
+//! The directories the configuration names (the alert log's, the Sentinel
+//! spool's) are made by a `tmpfiles.d` snippet with the unit's modes, not
+//! only by the unit's `LogsDirectory=`/`StateDirectory=`: a sensor run by
+//! hand after installing must find them too. tmpfiles.d, not the sensor
+//! itself, because it is the one place systemd, dpkg and rpm scriptlets all
+//! read, and it makes `/run/tinyexec` (a tmpfs) again at every boot.
 
 use std::{
+    fmt::Write as _,
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -36,6 +44,11 @@ const CONFIG: [(&str, &str, u32); 2] = [
     ("deploy/config.toml", "config.toml", 0o600),
     ("config/exclusions.txt", "exclusions.txt", 0o644),
 ];
+/// The directories the unit's `StateDirectory=`, `LogsDirectory=` and
+/// `RuntimeDirectory=` make, each root's alone (their `...Mode=0700`).
+pub const DIRS: [&str; 3] = ["/var/lib/tinyexec", "/var/log/tinyexec", "/run/tinyexec"];
+/// The tmpfiles.d snippet's name (`systemd-tmpfiles --create NAME`).
+pub const TMPFILES: &str = "tinyexec.conf";
 /// Docs: README.md and every `docs/*.md`, then the Sentinel content as a directory.
 const DOCS_DIR: &str = "docs";
 const SENTINEL_DIR: &str = "deploy/sentinel";
@@ -46,6 +59,21 @@ pub struct Layout {
     pub prefix: PathBuf,
     /// The systemd unit's directory.
     pub unit_dir: PathBuf,
+    /// The tmpfiles.d directory.
+    pub tmpfiles_dir: PathBuf,
+}
+
+/// The tmpfiles.d snippet that makes [`DIRS`].
+pub fn tmpfiles() -> String {
+    let mut text = String::from(
+        "# tinyexec-sensor's directories, with the modes of its unit's StateDirectory=,\n\
+         # LogsDirectory= and RuntimeDirectory=, for the sensor run by hand as well as\n\
+         # by systemd. Made at installation and at every boot (/run is a tmpfs).\n",
+    );
+    for dir in DIRS {
+        let _ = writeln!(text, "d {dir} 0700 root root -");
+    }
+    text
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +136,12 @@ impl Layout {
             mode: 0o644,
             kind: Kind::Unit,
             content: Content::Text(unit),
+        });
+        items.push(Item {
+            path: self.tmpfiles_dir.join(TMPFILES),
+            mode: 0o644,
+            kind: Kind::Unit,
+            content: Content::Text(tmpfiles()),
         });
         let doc = self.doc();
         let mut docs = vec![root.join("README.md")];
@@ -196,6 +230,7 @@ pub fn install_files(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<(
         prefix: args.prefix.clone(),
         // Local units: where an administrator's own go.
         unit_dir: PathBuf::from("/etc/systemd/system"),
+        tmpfiles_dir: PathBuf::from("/etc/tmpfiles.d"),
     };
     for item in layout.items(root, sensor)? {
         let dst = under(&args.destdir, &item.path);
@@ -211,6 +246,9 @@ pub fn install_files(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<(
 
 pub fn run(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<()> {
     install_files(root, sensor, args)?;
+    if args.destdir == Path::new("/") {
+        make_dirs()?;
+    }
     if args.destdir == Path::new("/") && Path::new("/run/systemd/system").is_dir() {
         step("systemctl daemon-reload");
         crate::run_cmd(Command::new("systemctl").arg("daemon-reload"))?;
@@ -219,6 +257,22 @@ pub fn run(root: &Path, sensor: &Path, args: &InstallArgs) -> Result<()> {
         step(
             "no systemd running here: start it with `systemctl enable --now tinyexec` where there is one",
         );
+    }
+    Ok(())
+}
+
+/// Makes [`DIRS`] as the tmpfiles.d snippet says, with `systemd-tmpfiles`
+/// where there is one (it also applies the security labels the system wants), else by hand.
+fn make_dirs() -> Result<()> {
+    if crate::cmd::find_cmd("systemd-tmpfiles").is_some() {
+        step(&format!("systemd-tmpfiles --create {TMPFILES}"));
+        return crate::run_cmd(Command::new("systemd-tmpfiles").args(["--create", TMPFILES]));
+    }
+    for dir in DIRS {
+        fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {dir}"))?;
+        step(&format!("made {dir}"));
     }
     Ok(())
 }
@@ -261,6 +315,10 @@ mod tests {
         assert!(unit.contains("Type=notify"));
         assert!(dest.join("opt/tx/bin/tinyexec-sensor").exists());
         assert!(dest.join("etc/tinyexec/exclusions.txt").exists());
+        assert_eq!(
+            fs::read_to_string(dest.join("etc/tmpfiles.d/tinyexec.conf")).unwrap(),
+            tmpfiles()
+        );
         let doc = dest.join("opt/tx/share/doc/tinyexec");
         for f in [
             "README.md",
@@ -273,5 +331,31 @@ mod tests {
             assert!(doc.join(f).is_file(), "{f}");
         }
         fs::remove_dir_all(&dest).unwrap();
+    }
+
+    /// The tmpfiles.d snippet makes what the unit's directory settings make, with their modes.
+    #[test]
+    fn tmpfiles_makes_the_units_directories() {
+        let unit = fs::read_to_string(crate::workspace_root().join(UNIT)).unwrap();
+        let value = |key: &str| {
+            unit.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key}= in {UNIT}"))
+                .to_owned()
+        };
+        let text = tmpfiles();
+        for (setting, base) in [
+            ("State", "/var/lib"),
+            ("Logs", "/var/log"),
+            ("Runtime", "/run"),
+        ] {
+            let dir = format!("{base}/{}", value(&format!("{setting}Directory")));
+            assert_eq!(value(&format!("{setting}DirectoryMode")), "0700");
+            assert!(DIRS.contains(&dir.as_str()), "{dir}");
+            assert!(
+                text.contains(&format!("\nd {dir} 0700 root root -\n")),
+                "{text}"
+            );
+        }
     }
 }

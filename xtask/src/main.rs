@@ -46,8 +46,8 @@ enum Cmd {
         #[arg(long, value_enum)]
         arch: Option<arch::Arch>,
     },
-    /// Build the Debian package (static sensor, systemd unit, configuration, docs)
-    /// into target/package/.
+    /// Build the Debian package and the RPM (static sensor, systemd unit,
+    /// configuration, docs) into target/package/.
     Package(package::Args),
     /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
     Run {
@@ -167,8 +167,9 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
     let sensor = build(root, false)?;
     setup::test_tools()?;
     let kusto = setup::kusto_language(root)?;
-    // tests/package.rs installs it with dpkg.
+    // tests/package.rs installs it with dpkg, and the RPM into an empty root.
     let deb = package::build(root, arch::Arch::host())?;
+    let rpm = package::build_rpm(root, arch::Arch::host())?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
     // tests/matrix.rs appends its checks' reports here: the host's row of the table.
     let report = root.join("target/vm/host-matrix.jsonl");
@@ -181,6 +182,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
             .args(args)
             .env("TINYEXEC_SENSOR", &sensor)
             .env("TINYEXEC_DEB", &deb)
+            .env("TINYEXEC_RPM", &rpm)
             .env("KUSTO_LANGUAGE_DIR", &kusto)
             .env("TINYEXEC_MATRIX_REPORT", &report),
     );

@@ -1,6 +1,7 @@
-//! `cargo xtask package`: the Debian package a fleet installs, one per
-//! architecture, holding the static sensor (dist.rs) and what install.rs
-//! lists: `/usr/bin/tinyexec-sensor`, the systemd unit, the configuration in
+//! `cargo xtask package`: the Debian package and the RPM a fleet installs,
+//! one of each per architecture, holding the static sensor (dist.rs) and
+//! what install.rs lists: `/usr/bin/tinyexec-sensor`, the systemd unit, the
+//! tmpfiles.d snippet making its directories, the configuration in
 //! `/etc/tinyexec` as conffiles, the docs and Sentinel content in
 //! `/usr/share/doc/tinyexec`.
 //!
@@ -10,8 +11,18 @@
 //! are the point and are written out below, and cargo-deb would be one more
 //! tool to install and build (minutes on a 2-core CI machine) for the same
 //! `dpkg-deb --build` at the end.
+//!
+//! The RPM is built with `rpmbuild` from Debian's `rpm` package, the RHEL
+//! family's own builder, from a spec written below over the same staged
+//! files (cargo-generate-rpm would be a crate build of minutes and no
+//! scriptlet it does not take from us verbatim). The scriptlets are what
+//! `%systemd_post`, `%systemd_preun` and `%systemd_postun_with_restart`
+//! expand to (written out: the builder here has no systemd RPM macros, and
+//! the classic expansion works on every systemd of the family, Amazon Linux
+//! 2's 219 included).
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     fs,
     os::unix::fs::PermissionsExt as _,
@@ -24,8 +35,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     arch::Arch,
     dist,
-    install::{self, Kind, Layout},
-    run_cmd, step,
+    install::{self, DIRS, Kind, Layout, TMPFILES},
+    run_cmd, setup, step,
 };
 
 #[derive(Debug, clap::Args)]
@@ -43,9 +54,18 @@ const UNIT: &str = "tinyexec.service";
 /// 20.04 looks (on merged-/usr systems it is /usr/lib).
 const PREFIX: &str = "/usr";
 const UNIT_DIR: &str = "/lib/systemd/system";
-/// What the running service makes (systemd's `StateDirectory=` and
-/// LogsDirectory=): removed on purge with the configuration.
-const RUNTIME_STATE: [&str; 2] = ["/var/lib/tinyexec", "/var/log/tinyexec"];
+/// The RPM's unit directory (`%{_unitdir}`).
+const RPM_UNIT_DIR: &str = "/usr/lib/systemd/system";
+/// Both packages' tmpfiles.d directory (`%{_tmpfilesdir}`).
+const TMPFILES_DIR: &str = "/usr/lib/tmpfiles.d";
+/// The RPM's release.
+const RELEASE: &str = "1";
+
+/// The RPM's %changelog: one entry per release.
+const CHANGELOG: &str = "\
+* Mon Dec 07 2026 tinyexec maintainers <tinyexec@localhost> - 0.1.0-1
+- The first RPM: the static sensor, its systemd unit and configuration.
+";
 
 const MAINTAINER: &str = "tinyexec maintainers <tinyexec@localhost>";
 
@@ -58,6 +78,8 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     for arch in arches {
         let deb = build(root, arch)?;
         step(&format!("built {}", deb.display()));
+        let rpm = build_rpm(root, arch)?;
+        step(&format!("built {}", rpm.display()));
     }
     Ok(())
 }
@@ -83,6 +105,7 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
     let layout = Layout {
         prefix: PathBuf::from(PREFIX),
         unit_dir: PathBuf::from(UNIT_DIR),
+        tmpfiles_dir: PathBuf::from(TMPFILES_DIR),
     };
     let items = layout.items(root, &sensor)?;
     for item in &items {
@@ -128,6 +151,193 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
     Ok(deb)
 }
 
+/// The RPM's file name for `arch`, as rpmbuild names them.
+pub fn rpm_file_name(arch: Arch) -> String {
+    format!("{NAME}-{}-{RELEASE}.{arch}.rpm", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the static sensor and the RPM for `arch` with rpmbuild; returns the .rpm's path.
+pub fn build_rpm(root: &Path, arch: Arch) -> Result<PathBuf> {
+    setup::rpm_tools()?;
+    let sensor = dist::sensor(root, arch)?;
+    let out_dir = root.join("target/package");
+    let top = out_dir.join(format!("rpm-{arch}"));
+    step(&format!("assembling the {arch} RPM in {}", top.display()));
+    if top.exists() {
+        fs::remove_dir_all(&top).with_context(|| format!("removing {}", top.display()))?;
+    }
+    let stage = top.join("stage");
+    let layout = Layout {
+        prefix: PathBuf::from(PREFIX),
+        unit_dir: PathBuf::from(RPM_UNIT_DIR),
+        tmpfiles_dir: PathBuf::from(TMPFILES_DIR),
+    };
+    let items = layout.items(root, &sensor)?;
+    for item in &items {
+        install::place(item, &install::under(&stage, &item.path))?;
+    }
+    let copyright = install::under(&stage, &layout.doc().join("copyright"));
+    fs::write(&copyright, COPYRIGHT).with_context(|| format!("writing {}", copyright.display()))?;
+    // The package owns its directories (the runtime one as %ghost: a tmpfs).
+    for dir in DIRS {
+        fs::create_dir_all(install::under(&stage, Path::new(dir)))?;
+    }
+    let spec = top.join(format!("{NAME}.spec"));
+    write(&spec, &spec_text(&layout, &items, &stage), 0o644)?;
+    run_cmd(
+        Command::new("rpmbuild")
+            .args(["-bb", "--quiet"])
+            .arg("--target")
+            .arg(format!("{arch}-linux"))
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            // Where rpmbuild writes it: target/package/NAME-V-R.ARCH.rpm.
+            .arg("--define")
+            .arg(format!("_rpmdir {}", out_dir.display()))
+            .arg("--define")
+            .arg("_build_name_fmt %{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm")
+            .arg(&spec),
+    )
+    .context("rpmbuild")?;
+    Ok(out_dir.join(rpm_file_name(arch)))
+}
+
+/// The spec: the staged files copied as they are, and the scriptlets.
+fn spec_text(layout: &Layout, items: &[install::Item], stage: &Path) -> String {
+    let mut files = String::new();
+    let attr = |mode: u32| format!("%attr({mode:04o},root,root)");
+    for item in items {
+        let path = item.path.display();
+        let line = match item.kind {
+            Kind::Config => format!("%config(noreplace) {} {path}", attr(item.mode)),
+            Kind::Doc => format!("%doc {} {path}", attr(item.mode)),
+            Kind::Binary | Kind::Unit => format!("{} {path}", attr(item.mode)),
+        };
+        let _ = writeln!(files, "{line}");
+    }
+    let doc = layout.doc();
+    let _ = writeln!(
+        files,
+        "%license %attr(0644,root,root) {}/copyright",
+        doc.display()
+    );
+    // The directories the package owns: the docs' (each, so that erasing it
+    // leaves none behind), the configuration's, and DIRS.
+    let mut dirs = BTreeSet::from([PathBuf::from(install::ETC)]);
+    for item in items.iter().filter(|i| i.kind == Kind::Doc) {
+        dirs.extend(
+            item.path
+                .ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(&doc))
+                .map(Path::to_path_buf),
+        );
+    }
+    for dir in dirs {
+        let _ = writeln!(files, "%dir %attr(0755,root,root) {}", dir.display());
+    }
+    for dir in DIRS {
+        let ghost = if dir.starts_with("/run/") {
+            "%ghost "
+        } else {
+            ""
+        };
+        let _ = writeln!(files, "{ghost}%dir %attr(0700,root,root) {dir}");
+    }
+    format!(
+        r"# tinyexec's RPM spec (written by xtask/src/package.rs).
+Name: {NAME}
+Version: {version}
+Release: {RELEASE}
+Summary: Exec-time sensor for the Equation Group tinyexec stager
+Group: System Environment/Daemons
+License: MIT OR Apache-2.0
+URL: https://github.com/tinyexec/tinyexec
+Packager: {MAINTAINER}
+
+# One static binary, built before: nothing to strip, compile or extract here.
+%global debug_package %{{nil}}
+%global __os_install_post %{{nil}}
+%global _build_id_links none
+# xz, not zstd: rpm 4.11 (Amazon Linux 2, RHEL 7) reads it.
+%global _binary_payload w6.xzdio
+# A static PIE has the .gnu.hash of a dynamic object, for its own start-up
+# relocation: it needs no dynamic linker.
+%global __requires_exclude ^rtld\\(GNU_HASH\\)$
+
+%description
+An eBPF program on the kernel's sched_process_exec tracepoint sees every
+exec; the daemon evaluates the YARA rule EQGRP_tinyexec on the bytes the
+kernel read and writes JSON alerts for Microsoft Sentinel (or CEF to
+syslog), with analysts' exclusions and an optional prevent mode.
+
+One static binary: it needs no library of the system. Linux 5.8 or later
+with BTF.
+
+%prep
+
+%build
+
+%install
+cp -a {stage}/. %{{buildroot}}/
+
+{scriptlets}
+%files
+{files}
+%changelog
+{CHANGELOG}",
+        version = env!("CARGO_PKG_VERSION"),
+        stage = stage.display(),
+        scriptlets = rpm_scriptlets(),
+    )
+}
+
+/// `%post`, `%preun`, `%postun`: what `%systemd_post`, `%systemd_preun` and
+/// `%systemd_postun_with_restart` expand to (systemd's classic
+/// `macros.systemd`), with the calls that need a running systemd guarded by
+/// `/run/systemd/system`; `%post` also makes the directories (what
+/// `%tmpfiles_create` does, with a fallback).
+fn rpm_scriptlets() -> String {
+    format!(
+        r"%post
+{dirs}
+if [ $1 -eq 1 ]; then
+    # %systemd_post: on the first installation, enabled or not as the
+    # system's preset policy says.
+    systemctl --no-reload preset {UNIT} >/dev/null 2>&1 || :
+fi
+if [ -d /run/systemd/system ]; then
+    # Where systemd has no file trigger for new units (systemd 219).
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+
+%preun
+if [ $1 -eq 0 ]; then
+    # %systemd_preun: removal, not upgrade: disabled, and stopped where
+    # systemd runs.
+    systemctl --no-reload disable {UNIT} >/dev/null 2>&1 || :
+    if [ -d /run/systemd/system ]; then
+        systemctl stop {UNIT} >/dev/null 2>&1 || :
+    fi
+fi
+
+%postun
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+    if [ $1 -ge 1 ]; then
+        # %systemd_postun_with_restart: an upgrade restarts a running service.
+        systemctl try-restart {UNIT} >/dev/null 2>&1 || :
+    fi
+fi
+",
+        dirs = make_dirs_sh(":")
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -171,6 +381,7 @@ fn postinst() -> String {
 set -e
 case "$1" in
 configure|abort-upgrade|abort-deconfigure|abort-remove)
+{dirs}
     # The mask that removal left.
     deb-systemd-helper unmask {UNIT} >/dev/null || true
     # True on the first installation; afterwards, whether it is enabled now.
@@ -187,7 +398,24 @@ configure|abort-upgrade|abort-deconfigure|abort-remove)
     ;;
 esac
 exit 0
-"#
+"#,
+        dirs = make_dirs_sh("true"),
+    )
+}
+
+/// Shell lines making [`DIRS`] as the tmpfiles.d snippet says (at boot
+/// systemd makes them again); `nop` is the shell's no-op (`true` or `:`).
+fn make_dirs_sh(nop: &str) -> String {
+    format!(
+        r#"    # The directories the configuration names, for the sensor by hand too.
+    if command -v systemd-tmpfiles >/dev/null 2>&1; then
+        systemd-tmpfiles --create {TMPFILES} >/dev/null 2>&1 || {nop}
+    fi
+    # Without systemd-tmpfiles (a container), or where it failed: by hand.
+    for d in {dirs}; do
+        [ -d "$d" ] || mkdir -p -m 0700 "$d"
+    done"#,
+        dirs = DIRS.join(" ")
     )
 }
 
@@ -208,10 +436,10 @@ exit 0
 /// After removal: the unit masked while its conffiles stay (so nothing
 /// starts a half-removed service); on purge, every trace: the enablement
 /// symlinks and deb-systemd-helper's memory of them, the mask, and what the
-/// service made at run time (its state and logs). dpkg itself removes the
-/// conffiles on purge.
+/// package's directories with what the service wrote there (its state and
+/// logs). dpkg itself removes the conffiles on purge.
 fn postrm() -> String {
-    let state = RUNTIME_STATE.join(" ");
+    let state = DIRS.join(" ");
     format!(
         r#"#!/bin/sh
 # tinyexec's postrm (written by xtask/src/package.rs).
@@ -352,7 +580,8 @@ mod tests {
                 assert!(guard.is_some(), "{name}: {line} without the systemd check");
             }
         }
-        assert!(postrm().contains("rm -rf /var/lib/tinyexec /var/log/tinyexec"));
+        assert!(postrm().contains("rm -rf /var/lib/tinyexec /var/log/tinyexec /run/tinyexec"));
+        assert!(postinst().contains("systemd-tmpfiles --create tinyexec.conf"));
     }
 
     #[test]

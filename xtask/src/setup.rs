@@ -63,6 +63,13 @@ const VM_PACKAGES: &[(Probe, &str)] = &[
     ),
 ];
 
+/// What `cargo xtask package` builds the RPM with, and tests/package.rs
+/// lints it with: Debian's packages of the RHEL family's own tools.
+const RPM_PACKAGES: &[(Probe, &str)] = &[
+    (Probe::Command("rpmbuild"), "rpm"),
+    (Probe::Command("rpmlint"), "rpmlint"),
+];
+
 /// Microsoft's Kusto.Language for JavaScript, which the Sentinel content test runs
 /// under node (tests/kusto.rs); pinned so every machine analyses with the same parser.
 const KUSTO_LANGUAGE: &str = "@kusto/language-service-next";
@@ -247,6 +254,11 @@ pub fn static_target(root: &Path, arch: Arch) -> Result<()> {
 /// Debian packages the tests (host and kernel matrix) need, installed when missing.
 pub fn test_tools() -> Result<()> {
     install_missing(&[TEST_PACKAGES, VM_PACKAGES].concat(), "the tests use")
+}
+
+/// rpmbuild and rpmlint, installed when missing.
+pub fn rpm_tools() -> Result<()> {
+    install_missing(RPM_PACKAGES, "the RPM is built and checked with")
 }
 
 /// Debian packages the kernel matrix needs, installed when missing.
