@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 use tinyexec_ebpf::{ExecRecord, flags, rule};
 
-use crate::{btf, decode, exclusions, settings, textfile};
+use crate::{exclusions, exec::decode, kernel::btf, run::settings, textfile};
 
 /// A target's check of one input.
 pub type Check = fn(&[u8]);
@@ -152,7 +152,7 @@ pub fn decode(data: &[u8]) {
         return;
     };
     // The kernel's header decision, taken again by the daemon on these bytes.
-    let Some(verdict) = crate::detect::header_decision(&exec) else {
+    let Some(verdict) = crate::exec::detect::header_decision(&exec) else {
         return;
     };
     if head.len() as u64 == size {
@@ -220,7 +220,7 @@ fn wire(f: u32, size: i64, header: &[u8], args: &[u8], path: &[u8], parent: &[u8
 /// Starting inputs for target `name`, named for the files they are written to.
 pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
     let shipped: &[(&str, &str)] = &[
-        ("built-in", crate::policy::BUILT_IN),
+        ("built-in", crate::exclusions::policy::BUILT_IN),
         ("spec", include_str!("../../spec/exclusions.txt")),
         (
             "syntax",

@@ -17,6 +17,7 @@
 pub mod fields;
 mod lint;
 pub mod matching;
+pub(crate) mod policy;
 mod syntax;
 
 use std::fmt;

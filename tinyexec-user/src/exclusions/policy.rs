@@ -20,7 +20,7 @@ use crate::{
 /// Where the default install keeps its exclusions.
 pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
 /// The analysts' four complete scenarios, used when no file is installed.
-pub const BUILT_IN: &str = include_str!("../../config/exclusions.txt");
+pub const BUILT_IN: &str = include_str!("../../../config/exclusions.txt");
 const BUILT_IN_NAME: &str = "built-in exclusions";
 
 /// What happens to an alert an exclusion covers.

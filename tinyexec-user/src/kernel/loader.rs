@@ -22,8 +22,11 @@ use aya_obj::{EbpfSectionKind, Object};
 use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
 use crate::{
-    bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
-    btf, cgroups, container, offsets,
+    exec::container,
+    kernel::{
+        bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
+        btf, cgroups, offsets,
+    },
 };
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.

@@ -19,7 +19,7 @@ use super::{
     Item, cef,
     worker::{Failed, Sink, Written},
 };
-use crate::{identity, record::Record};
+use crate::{exec::identity, record::Record};
 
 /// `local4`: the facility a Sentinel data collection rule selects for tinyexec.
 const FACILITY: u8 = 20;

@@ -8,7 +8,10 @@ use std::{collections::BTreeSet, fs, path::PathBuf};
 
 use serde_json::Value;
 
-use crate::{exclusions::fields::FIELDS, heartbeat::OUTPUT_NAMES, record};
+use crate::{
+    exclusions::fields::FIELDS,
+    record::{self, heartbeat::OUTPUT_NAMES},
+};
 
 /// Fields exclusions do not offer, and why (a name ending in `.`: every
 /// field under it).

@@ -1,18 +1,24 @@
 //! The JSON records tinyexec emits, one object per line. Field names are the
 //! dotted names analysts query (ECS-style); docs/events.md documents each one.
 
+#[cfg(test)]
+mod field_names;
+pub mod heartbeat;
+
 use serde::Serialize;
 
 use tinyexec_ebpf::rule;
 
 use crate::{
-    clock::rfc3339,
-    container::{self, Workload},
-    decode::Exec,
-    detect::{Source, Target, Verdict},
-    heartbeat::Heartbeat,
-    identity::Names,
-    repeats::Repeats,
+    exec::{
+        clock::rfc3339,
+        container::{self, Workload},
+        decode::Exec,
+        detect::{Source, Target, Verdict},
+        identity::Names,
+    },
+    record::heartbeat::Heartbeat,
+    run::repeats::Repeats,
 };
 
 /// What every record carries about where it comes from.
@@ -560,7 +566,7 @@ impl Record {
 /// them: what `field_names.rs` checks the schema against.
 #[cfg(test)]
 pub fn samples() -> Vec<Record> {
-    use crate::detect::{Source, Target, Verdict};
+    use crate::exec::detect::{Source, Target, Verdict};
     let exec = Exec {
         ktime_ns: 1,
         pid: 2,
@@ -599,7 +605,7 @@ pub fn samples() -> Vec<Record> {
         exec_path: Some("./stager".into()),
         exec_path_bytes: Some(b"./stager".to_vec()),
         exec_path_truncated: false,
-        cgroup: Some(crate::decode::Cgroup {
+        cgroup: Some(crate::exec::decode::Cgroup {
             id: 9,
             path: Some(format!(
                 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
@@ -681,7 +687,7 @@ pub fn samples() -> Vec<Record> {
 /// A heartbeat naming every output, Sentinel's own counters too.
 #[cfg(test)]
 fn heartbeat_sample(host: &Host, agent: &Agent) -> Record {
-    use crate::heartbeat::{self, OutputHeartbeat, Snapshot};
+    use crate::record::heartbeat::{self, OutputHeartbeat, Snapshot};
     let mut rec = heartbeat::record(
         &Snapshot {
             interval_secs: 60,

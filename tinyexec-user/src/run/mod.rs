@@ -1,5 +1,11 @@
 //! `tinyexec-sensor run`: load, attach, then stream records until SIGINT/SIGTERM.
 
+mod logging;
+mod pipeline;
+pub(crate) mod repeats;
+mod selftest;
+pub mod settings;
+
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
@@ -13,16 +19,16 @@ use tokio::{
     time::sleep_until,
 };
 
-pub use crate::settings::RunArgs;
+pub use self::settings::RunArgs;
+use self::{pipeline::Pipeline, selftest::canary::Canary, settings::Settings};
 use crate::{
-    decode, logging,
+    exclusions::policy::Policy,
+    exec::{decode, reads},
+    kernel::{
+        loader::{self, LoadOptions, Sensor},
+        preflight,
+    },
     output::{OutputOptions, Outputs},
-    pipeline::{self, Pipeline},
-    policy::Policy,
-    preflight, reads,
-    selftest::Canary,
-    sensor::{self, LoadOptions, Sensor},
-    settings::Settings,
 };
 
 /// How often the ring is drained without a wake-up and the lost-records counter read.
@@ -56,7 +62,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         warn!("{warning}");
     }
     preflight::check_kernel()?;
-    let sensor = sensor::load(&LoadOptions {
+    let sensor = loader::load(&LoadOptions {
         btf_path: &args.btf,
         config: Config {
             all_execs: u32::from(args.all_execs),
@@ -97,7 +103,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The helper's subcommand.
-pub use crate::reads::SUBCOMMAND as READ_FILES;
+pub use crate::exec::reads::SUBCOMMAND as READ_FILES;
 
 /// `tinyexec-sensor read-files PARENT`: a helper that reads exec's files for
 /// the sensor `PARENT` (see `reads`); not for people.
@@ -148,9 +154,9 @@ async fn stream(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    sensor::set_self_test(&mut control, true)?;
+    loader::set_self_test(&mut control, true)?;
     let tested = self_test(&mut events, &lost, &mut pipeline, btf).await;
-    sensor::set_self_test(&mut control, false)?;
+    loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(mode);
@@ -182,13 +188,13 @@ async fn stream(
                     pipeline.handle(&item)?;
                 }
                 pipeline.tick();
-                pipeline.report_lost(sensor::lost_total(&lost)?);
+                pipeline.report_lost(loader::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
                 pipeline.fatal()?;
             }
             _ = heartbeat.tick() => {
-                pipeline.report_lost(sensor::lost_total(&lost)?);
-                pipeline.heartbeat(sensor::execs_total(&execs)?, false);
+                pipeline.report_lost(loader::lost_total(&lost)?);
+                pipeline.heartbeat(loader::execs_total(&execs)?, false);
             }
             _ = sighup.recv() => pipeline.hangup(),
             _ = stats.tick() => pipeline.log_counters(),
@@ -211,8 +217,8 @@ async fn stream(
             () = sleep_until(at.into()) => expire_reads(&mut pipeline, &mut decided)?,
         }
     }
-    pipeline.report_lost(sensor::lost_total(&lost)?);
-    pipeline.finish(sensor::execs_total(&execs)?, EXIT_GRACE)?;
+    pipeline.report_lost(loader::lost_total(&lost)?);
+    pipeline.finish(loader::execs_total(&execs)?, EXIT_GRACE)?;
     info!("stopped");
     Ok(())
 }
@@ -248,7 +254,7 @@ async fn self_test(
     btf: &Path,
 ) -> Result<()> {
     for attempt in 1..=SELF_TEST_ATTEMPTS {
-        let lost_before = sensor::lost_total(lost)?;
+        let lost_before = loader::lost_total(lost)?;
         let canary = Canary::start()?;
         let what = canary.describe();
         if let Some(record) = canary_record(events, pipeline, canary.pid()).await {
@@ -259,7 +265,7 @@ async fn self_test(
             return Ok(());
         }
         canary.finish()?;
-        let lost = sensor::lost_total(lost)? - lost_before;
+        let lost = loader::lost_total(lost)? - lost_before;
         if lost > 0 && attempt < SELF_TEST_ATTEMPTS {
             warn!(
                 "self-test: {lost} records were lost (the ring buffer was full) while the \

@@ -7,16 +7,20 @@ use anyhow::{Context as _, Result, bail};
 use log::{error, info, warn};
 
 use crate::{
-    clock::{BootClock, boot_now_ns, rfc3339},
-    decode::{self, Exec},
-    detect::{self, Files, NeedsFile, Verdict},
-    heartbeat::{self, Counters},
-    identity::{self, Names},
+    exclusions::policy::{Policy, Suppressed},
+    exec::{
+        clock::{BootClock, boot_now_ns, rfc3339},
+        decode::{self, Exec},
+        detect::{self, Files, NeedsFile, Verdict},
+        identity::{self, Names},
+        reads::{self, Reads},
+    },
     output::Outputs,
-    policy::{Policy, Suppressed},
-    reads::{self, Reads},
-    record::{self, Agent, ExclusionRef, Host, Record},
-    repeats::{Key, Pending, Repeats, Seen, Tracker},
+    record::{
+        self, Agent, ExclusionRef, Host, Record,
+        heartbeat::{self, Counters},
+    },
+    run::repeats::{Key, Pending, Repeats, Seen, Tracker},
 };
 
 pub struct Pipeline {

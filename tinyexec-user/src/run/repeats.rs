@@ -26,7 +26,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{
+use crate::exec::{
     decode::Exec,
     detect::{Verdict, sha256_hex},
 };
@@ -268,12 +268,12 @@ mod tests {
         let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
         rec.ktime_ns = ktime_ns;
         rec.ino = inode;
-        crate::decode::decode(&crate::decode::encode(&rec, &[])).unwrap()
+        crate::exec::decode::decode(&crate::exec::decode::encode(&rec, &[])).unwrap()
     }
 
     fn matched() -> Verdict {
         Verdict::Match {
-            source: crate::detect::Source::Kernel,
+            source: crate::exec::detect::Source::Kernel,
             sha256: Some("ab".repeat(32)),
             s1_offsets: vec![1],
             s2_offsets: vec![2],

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use tinyexec_ebpf::MAX_PATH_DEPTH;
 
-use crate::{logging::Level, policy::Suppressed, textfile};
+use crate::{exclusions::policy::Suppressed, run::logging::Level, textfile};
 
 /// Where the default install keeps the configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";

@@ -1365,7 +1365,7 @@ mod tests {
     /// Every `(struct, member path)` the loader reads (offsets.rs): the one
     /// list of the kernel fields tinyexec depends on.
     fn fields_the_loader_reads(btf: &Btf) -> Vec<(&'static str, &'static str)> {
-        let (_, fields) = crate::offsets::resolve_reading(btf)
+        let (_, fields) = crate::kernel::offsets::resolve_reading(btf)
             .unwrap_or_else(|e| panic!("the loader cannot resolve this kernel: {e:#}"));
         assert!(fields.len() > 40, "{fields:?}");
         fields

@@ -17,10 +17,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::elf;
 use crate::{
-    canary, cgroups,
-    container::{self, NAMES},
-    decode::Exec,
+    exec::{
+        container::{self, NAMES},
+        decode::Exec,
+    },
+    kernel::cgroups,
 };
 
 /// The canary's file name; also its `comm` (15 bytes, what `TASK_COMM_LEN` keeps).
@@ -86,7 +89,7 @@ impl Canary {
 
     fn write_and_spawn(dir: &Path, nonce: &str) -> Result<Self> {
         let path = dir.join(NAME);
-        let bytes = canary::exit0_elf();
+        let bytes = elf::exit0_elf();
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

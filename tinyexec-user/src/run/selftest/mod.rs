@@ -1,0 +1,4 @@
+//! The start-up self-test.
+
+pub mod canary;
+mod elf;
