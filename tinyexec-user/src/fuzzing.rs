@@ -9,7 +9,9 @@
 //! synthetic BTF (no real kernel's BTF is in the repository).
 
 use serde_json::{Value, json};
-use tinyexec_ebpf::{ExecRecord, flags, rule};
+use tinyexec_ebpf::rule;
+#[cfg(any(test, feature = "fuzz-seeds"))]
+use tinyexec_ebpf::{ExecRecord, flags};
 
 use crate::{exclusions, exec::decode, kernel::btf, run::settings, textfile};
 
@@ -199,6 +201,7 @@ pub fn btf(data: &[u8]) {
 }
 
 /// A kernel record with `flags`, a header, arguments, a path and a parent's path.
+#[cfg(any(test, feature = "fuzz-seeds"))]
 fn wire(f: u32, size: i64, header: &[u8], args: &[u8], path: &[u8], parent: &[u8]) -> Vec<u8> {
     // SAFETY: all-zero is a valid ExecRecord (plain integers and byte arrays).
     let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
@@ -217,7 +220,9 @@ fn wire(f: u32, size: i64, header: &[u8], args: &[u8], path: &[u8], parent: &[u8
     decode::encode(&rec, &[header, args, path, parent].concat())
 }
 
-/// Starting inputs for target `name`, named for the files they are written to.
+/// Starting inputs for target `name`, named for the files they are written to
+/// (the `fuzz_seeds` example writes them; only it and the tests build this).
+#[cfg(any(test, feature = "fuzz-seeds"))]
 pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
     let shipped: &[(&str, &str)] = &[
         ("built-in", crate::exclusions::policy::BUILT_IN),
