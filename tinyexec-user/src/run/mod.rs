@@ -23,9 +23,9 @@ pub use self::settings::RunArgs;
 use self::{pipeline::Pipeline, selftest::canary::Canary, settings::Settings};
 use crate::{
     exclusions::policy::Policy,
-    exec::{decode, reads},
+    exec::{container, decode, reads},
     kernel::{
-        loader::{self, LoadOptions, Sensor},
+        loader::{self, LoadOptions, Loaded},
         preflight,
     },
     output::{OutputOptions, Outputs},
@@ -56,13 +56,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         sentinel: args.sentinel.as_deref(),
         queue: args.output_queue as usize,
     })?;
-    preflight::check_btf(&args.btf)?;
-    preflight::check_privileges()?;
+    preflight::require_btf(&args.btf)?;
+    preflight::require_privileges()?;
     if let Some(warning) = preflight::raise_memlock() {
         warn!("{warning}");
     }
-    preflight::check_kernel()?;
-    let sensor = loader::load(&LoadOptions {
+    preflight::require_kernel()?;
+    let loaded = loader::load(&LoadOptions {
         btf_path: &args.btf,
         config: Config {
             all_execs: u32::from(args.all_execs),
@@ -73,6 +73,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         ring_buffer_bytes: args.ring_buffer_size,
     })?;
+    // Read now rather than at the first record: a warning belongs to the start.
+    container::init_host();
     let mode = match (args.all_execs, args.prevent) {
         (false, false) => "alerts only",
         (true, false) => "every exec",
@@ -99,7 +101,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, decided, every, mode, &args.btf))
+        .block_on(stream(loaded, pipeline, decided, every, mode, &args.btf))
 }
 
 /// The helper's subcommand.
@@ -130,23 +132,23 @@ fn announce_ready(mode: &str) {
 }
 
 async fn stream(
-    sensor: Sensor,
+    loaded: Loaded,
     mut pipeline: Pipeline,
     mut decided: UnboundedReceiver<reads::Done>,
     every: Every,
     mode: &str,
     btf: &Path,
 ) -> Result<()> {
-    info!("verified instructions: {}", sensor.verified_summary());
-    let Sensor {
-        ebpf,
+    info!("verified instructions: {}", loaded.verified_summary());
+    let Loaded {
+        programs,
         events,
         lost,
         execs,
         stages: _stages,
         mut control,
         ..
-    } = sensor;
+    } = loaded;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.
     let mut events = unsafe { AsyncFd::register(events) }
@@ -205,7 +207,7 @@ async fn stream(
         pipeline.flush();
     }
     // Detach first (no new records), then deliver what is already in the ring.
-    drop(ebpf);
+    drop(programs);
     let ring = events.get_mut();
     while let Some(item) = ring.next() {
         pipeline.handle(&item)?;
