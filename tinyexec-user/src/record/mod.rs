@@ -1,25 +1,19 @@
-//! The JSON records tinyexec emits, one object per line. Field names are the
-//! dotted names analysts query (ECS-style); docs/events.md documents each one.
+//! The JSON records tinyexec emits, one object per line: what they hold
+//! (here; field names are the dotted names analysts query, ECS-style, and
+//! docs/events.md documents each one), the heartbeat's part (`heartbeat`), and
+//! how each record is made from an exec, a loss or the counters (`builder`).
+//! Uses `exec/` (what an exec is), nothing above it.
 
+pub mod builder;
 #[cfg(test)]
-mod field_names;
+pub mod field_names;
 pub mod heartbeat;
+#[cfg(test)]
+mod samples;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use tinyexec_ebpf::rule;
-
-use crate::{
-    exec::{
-        clock::rfc3339,
-        container::{self, Workload},
-        decode::Exec,
-        detect::{Source, Target, Verdict},
-        identity::Names,
-    },
-    record::heartbeat::Heartbeat,
-    run::repeats::Repeats,
-};
+use heartbeat::Heartbeat;
 
 /// What every record carries about where it comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -30,13 +24,68 @@ pub struct Host {
 
 #[derive(Debug, Serialize)]
 pub struct Event {
-    /// `exec`, `killed` (prevent mode stopped it), `lost`, `heartbeat`.
-    pub action: &'static str,
-    /// `alert` for rule matches, `suppressed` for matches an exclusion covers,
-    /// `event` for other execs, `metric` for counters.
-    pub kind: &'static str,
+    pub action: Action,
+    pub kind: Kind,
     /// Per-run sequence number of emitted records, from 1 (set at emission).
     pub sequence: u64,
+}
+
+/// `event.action`: what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Exec,
+    /// Prevent mode stopped it.
+    Killed,
+    Lost,
+    Heartbeat,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Killed => "killed",
+            Self::Lost => "lost",
+            Self::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// `event.kind`: what the record is to the SOC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The rule matched, or its verdict could not be reached (`rule.verdict`).
+    Alert,
+    /// A match an exclusion covers.
+    Suppressed,
+    /// Another exec.
+    Event,
+    /// Counters.
+    Metric,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::Suppressed => "suppressed",
+            Self::Event => "event",
+            Self::Metric => "metric",
+        }
+    }
+}
+
+// Each name is spelled once, in `as_str`.
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +302,20 @@ pub struct Tinyexec {
     pub repeat_of: Option<u64>,
 }
 
+/// What an aggregate record says about the repeats it stands for (see the
+/// flood bound, `run/repeats.rs`).
+#[derive(Debug, Serialize)]
+pub struct Repeats {
+    /// Execs folded into this record (the alert emitted at once not included).
+    pub count: u64,
+    /// When the first of them ran; the record's `@timestamp` and details are the last one's.
+    pub first_timestamp: String,
+    /// `event.sequence` of the alert they repeat.
+    pub of_sequence: u64,
+    /// The window, seconds.
+    pub window_secs: u64,
+}
+
 /// The exclusion that suppressed an alert.
 #[derive(Debug, Serialize)]
 pub struct ExclusionRef {
@@ -299,453 +362,4 @@ pub struct Record {
     pub host: Host,
     pub agent: Agent,
     pub tinyexec: Tinyexec,
-}
-
-/// A kernel (seconds, nanoseconds) time as RFC 3339.
-fn ctime((sec, nsec): (i64, u32)) -> String {
-    let since = std::time::Duration::new(u64::try_from(sec).unwrap_or(0), nsec.min(999_999_999));
-    rfc3339(std::time::UNIX_EPOCH + since)
-}
-
-fn name_or_id(name: Option<&str>, id: u32) -> String {
-    name.map_or_else(|| id.to_string(), str::to_owned)
-}
-
-/// Splits at the last '/': ("/usr/bin", "ls"); ("/", "") for the root.
-fn split_path(path: &str) -> (String, String) {
-    match path.rfind('/') {
-        Some(0) => ("/".to_owned(), path[1..].to_owned()),
-        Some(i) => (path[..i].to_owned(), path[i + 1..].to_owned()),
-        None => (String::new(), path.to_owned()),
-    }
-}
-
-/// The rule's part of a record, the hash of the bytes it judged, where they
-/// came from, and the file named in exec when that (not what ran) matched.
-fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str, Option<&Target>) {
-    match verdict {
-        Verdict::Match {
-            source,
-            sha256,
-            s1_offsets,
-            s2_offsets,
-            target,
-        } => (
-            Rule {
-                name: rule::NAME,
-                verdict: "match",
-                reason: None,
-                strings: vec![
-                    RuleString {
-                        identifier: "$s1",
-                        offsets: s1_offsets.clone(),
-                    },
-                    RuleString {
-                        identifier: "$s2",
-                        offsets: s2_offsets.clone(),
-                    },
-                ],
-            },
-            sha256.clone().map(|sha256| Hash { sha256 }),
-            Source::as_str(*source),
-            target.as_ref(),
-        ),
-        Verdict::Undetermined { reason } => (
-            Rule {
-                name: rule::NAME,
-                verdict: "undetermined",
-                reason: Some(reason.clone()),
-                strings: Vec::new(),
-            },
-            None,
-            "none",
-            None,
-        ),
-    }
-}
-
-/// The namespaces part: each number the kernel read, and whether all are
-/// the host's when all were read and the host's are known.
-fn namespaces(
-    ns: &container::Namespaces,
-    host: Option<container::Namespaces>,
-) -> Option<Namespaces> {
-    if ns.iter().all(|&n| n == 0) {
-        return None;
-    }
-    let get = |i: usize| (ns[i] != 0).then_some(ns[i]);
-    Some(Namespaces {
-        mnt: get(0),
-        pid: get(1),
-        net: get(2),
-        user: get(3),
-        uts: get(4),
-        cgroup: get(5),
-        host: host
-            .filter(|_| ns.iter().all(|&n| n != 0))
-            .map(|h| h == *ns),
-    })
-}
-
-pub fn exec_record(
-    exec: &Exec,
-    verdict: Option<&Verdict>,
-    names: &mut Names,
-    timestamp: String,
-    host: &Host,
-    agent: &Agent,
-) -> Record {
-    let (rule, hash, content_source, target) = match verdict.map(rule_of) {
-        Some((r, h, c, t)) => (Some(r), h, Some(c), t),
-        None => (None, None, None, None),
-    };
-    // A match on the file named in exec: its hash is that file's, not the interpreter's.
-    let (hash, target) = match target {
-        Some(t) => (
-            None,
-            Some(TargetFile {
-                path: t.path.clone(),
-                size: t.size,
-                inode: t.inode,
-                device: t.device,
-                hash,
-            }),
-        ),
-        None => (hash, None),
-    };
-    let user = name_or_id(names.user(exec.uid), exec.uid);
-    let group = name_or_id(names.group(exec.gid), exec.gid);
-    let effective_user = name_or_id(names.user(exec.euid), exec.euid);
-    let login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
-    let (directory, name) = split_path(&exec.path);
-    let workload = exec
-        .cgroup
-        .as_ref()
-        .and_then(|c| c.path.as_deref())
-        .map(container::parse)
-        .unwrap_or_default();
-    let Workload {
-        container_id,
-        runtime,
-        pod_uid,
-    } = workload;
-    let vpid = (exec.vpid != 0).then_some(exec.vpid);
-    Record {
-        timestamp,
-        event: Event {
-            action: if exec.killed { "killed" } else { "exec" },
-            kind: if rule.is_some() { "alert" } else { "event" },
-            sequence: 0,
-        },
-        rule,
-        exclusion: None,
-        process: Some(Process {
-            pid: exec.pid,
-            exec_tid: exec.exec_tid,
-            name: exec.comm.clone(),
-            executable: exec.path.clone(),
-            exec_path: exec.exec_path.clone(),
-            command_line: exec.args.join(" "),
-            args: exec.args.clone(),
-            args_count: exec.argc,
-            args_truncated: exec.args_truncated,
-            uid: exec.uid,
-            gid: exec.gid,
-            euid: exec.euid,
-            egid: exec.egid,
-            user: user.clone(),
-            group,
-            effective_user,
-            login_uid: exec.login_uid,
-            login_user,
-            parent: Parent {
-                pid: exec.ppid,
-                name: exec.parent_comm.clone(),
-                executable: exec.parent_path.clone(),
-                vpid: vpid.map(|_| exec.parent_vpid),
-            },
-            parent_process_name: exec.parent_comm.clone(),
-            vpid,
-            cgroup: exec.cgroup.as_ref().map(|c| Cgroup {
-                id: c.id,
-                path: c.path.clone(),
-                path_truncated: c.truncated,
-            }),
-            namespaces: namespaces(&exec.namespaces, container::host_namespaces()),
-        }),
-        file: Some(File {
-            path: exec.path.clone(),
-            name,
-            directory,
-            size: exec.size,
-            inode: exec.inode,
-            device: exec.device,
-            nlink: exec.nlink,
-            mode: format!("{:o}", exec.mode & 0o7777),
-            deleted: exec.is_deleted(),
-            memfd: exec.is_memfd(),
-            writable: exec.is_writable(),
-            ctime: ctime(exec.ctime),
-            path_truncated: exec.path_truncated,
-            path_disconnected: exec.path_disconnected,
-            hash,
-            target,
-        }),
-        user: Some(User {
-            id: exec.uid,
-            name: user,
-        }),
-        container: container_id.map(|id| Container { id, runtime }),
-        orchestrator: pod_uid
-            .is_some()
-            .then_some(Orchestrator { kind: "kubernetes" }),
-        kubernetes: pod_uid.map(|uid| Kubernetes { pod: Pod { uid } }),
-        lost: None,
-        repeats: None,
-        heartbeat: None,
-        host: host.clone(),
-        agent: agent.clone(),
-        tinyexec: Tinyexec {
-            schema_version: SCHEMA_VERSION,
-            lost_since_previous: 0,
-            ktime_ns: Some(exec.ktime_ns),
-            read_error: Some(exec.read_error || exec.args_unreadable),
-            content_source,
-            kill_failed: exec.kill_failed,
-            repeat_of: None,
-        },
-    }
-}
-
-pub fn lost_record(
-    count: u64,
-    total: u64,
-    timestamp: String,
-    host: &Host,
-    agent: &Agent,
-) -> Record {
-    let mut rec = Record::metric("lost", timestamp, host, agent);
-    rec.lost = Some(Lost { count, total });
-    rec.tinyexec.lost_since_previous = count;
-    rec
-}
-
-impl Record {
-    /// A record about the sensor itself (`event.kind: "metric"`) with none of
-    /// an exec's parts: the caller adds its own (`lost`, `heartbeat`).
-    pub fn metric(action: &'static str, timestamp: String, host: &Host, agent: &Agent) -> Self {
-        Self {
-            timestamp,
-            event: Event {
-                action,
-                kind: "metric",
-                sequence: 0,
-            },
-            rule: None,
-            exclusion: None,
-            process: None,
-            file: None,
-            user: None,
-            container: None,
-            orchestrator: None,
-            kubernetes: None,
-            lost: None,
-            repeats: None,
-            heartbeat: None,
-            host: host.clone(),
-            agent: agent.clone(),
-            tinyexec: Tinyexec {
-                schema_version: SCHEMA_VERSION,
-                ..Tinyexec::default()
-            },
-        }
-    }
-}
-
-/// One record of every kind, with every optional field present in one of
-/// them: what `field_names.rs` checks the schema against.
-#[cfg(test)]
-pub fn samples() -> Vec<Record> {
-    use crate::exec::detect::{Source, Target, Verdict};
-    let exec = Exec {
-        ktime_ns: 1,
-        pid: 2,
-        exec_tid: 2,
-        ppid: 1,
-        uid: 0,
-        gid: 0,
-        euid: 0,
-        egid: 0,
-        login_uid: Some(1000),
-        comm: "stager".into(),
-        parent_comm: "sh".into(),
-        args: vec!["/tmp/stager".into()],
-        argc: 1,
-        args_truncated: false,
-        args_unreadable: false,
-        path: "/tmp/stager".into(),
-        path_bytes: b"/tmp/stager".to_vec(),
-        path_truncated: false,
-        path_disconnected: false,
-        parent_path: Some("/bin/sh".into()),
-        size: 153,
-        inode: 7,
-        device: 8,
-        nlink: 1,
-        mode: 0o100_755,
-        candidate: true,
-        header: None,
-        read_error: false,
-        killed: false,
-        kill_failed: true,
-        self_test_tgid: None,
-        kernel_verdict: None,
-        writers: -1,
-        ctime: (0, 0),
-        exec_path: Some("./stager".into()),
-        exec_path_bytes: Some(b"./stager".to_vec()),
-        exec_path_truncated: false,
-        cgroup: Some(crate::exec::decode::Cgroup {
-            id: 9,
-            path: Some(format!(
-                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
-                "a".repeat(64)
-            )),
-            truncated: false,
-        }),
-        namespaces: [1; 6],
-        vpid: 1,
-        parent_vpid: 0,
-    };
-    let host = Host {
-        hostname: "h".into(),
-        boot_id: "b".into(),
-    };
-    let agent = Agent {
-        name: "tinyexec",
-        version: "0",
-        ephemeral_id: "e".into(),
-    };
-    let matched = |target| Verdict::Match {
-        source: Source::Kernel,
-        sha256: Some("0".repeat(64)),
-        s1_offsets: vec![1],
-        s2_offsets: vec![2],
-        target,
-    };
-    let target = Target {
-        path: "./stager".into(),
-        size: 153,
-        inode: 7,
-        device: 8,
-    };
-    let verdicts = [
-        matched(None),
-        matched(Some(target)),
-        Verdict::Undetermined { reason: "r".into() },
-    ];
-    let mut names = Names::default();
-    let mut out: Vec<Record> = verdicts
-        .iter()
-        .map(|v| exec_record(&exec, Some(v), &mut names, "t".into(), &host, &agent))
-        .collect();
-    out[0].exclusion = Some(ExclusionRef {
-        name: "x".into(),
-        line: 1,
-    });
-    out.push(lost_record(1, 1, "t".into(), &host, &agent));
-    // An aggregate of repeats, and a repeat as --all-execs records it.
-    let mut aggregate = exec_record(
-        &exec,
-        Some(&verdicts[0]),
-        &mut names,
-        "t".into(),
-        &host,
-        &agent,
-    );
-    aggregate.repeats = Some(Repeats {
-        count: 2,
-        first_timestamp: "t".into(),
-        of_sequence: 1,
-        window_secs: 60,
-    });
-    out.push(aggregate);
-    let mut repeat = exec_record(
-        &exec,
-        Some(&verdicts[0]),
-        &mut names,
-        "t".into(),
-        &host,
-        &agent,
-    );
-    repeat.tinyexec.repeat_of = Some(1);
-    out.push(repeat);
-    out.push(heartbeat_sample(&host, &agent));
-    out
-}
-
-/// A heartbeat naming every output, Sentinel's own counters too.
-#[cfg(test)]
-fn heartbeat_sample(host: &Host, agent: &Agent) -> Record {
-    use crate::record::heartbeat::{self, OutputHeartbeat, Snapshot};
-    let mut rec = heartbeat::record(
-        &Snapshot {
-            interval_secs: 60,
-            last: false,
-            execs_seen: 1,
-            kernel_lost: 0,
-            counters: heartbeat::Counters::default(),
-            outputs: &[],
-        },
-        "t".into(),
-        host,
-        agent,
-    );
-    let counts = |sentinel: bool| {
-        Some(OutputHeartbeat {
-            written: 1,
-            failed: 0,
-            dropped: 0,
-            queued: 0,
-            delivered: sentinel.then_some(1),
-            rejected: sentinel.then_some(0),
-            spool_dropped: sentinel.then_some(0),
-        })
-    };
-    if let Some(h) = &mut rec.heartbeat {
-        h.outputs = heartbeat::Outputs {
-            stdout: counts(false),
-            file: counts(false),
-            syslog: counts(false),
-            sentinel: counts(true),
-        };
-    }
-    rec
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespaces_say_host_only_when_all_are_known() {
-        let host = [1, 2, 3, 4, 5, 6];
-        let ns = namespaces(&host, Some(host)).unwrap();
-        assert_eq!((ns.mnt, ns.cgroup, ns.host), (Some(1), Some(6), Some(true)));
-        let mut other = host;
-        other[2] = 9;
-        assert_eq!(namespaces(&other, Some(host)).unwrap().host, Some(false));
-        assert_eq!(namespaces(&host, None).unwrap().host, None);
-        other[0] = 0;
-        let partial = namespaces(&other, Some(host)).unwrap();
-        assert_eq!((partial.mnt, partial.host), (None, None));
-        assert!(namespaces(&[0; 6], Some(host)).is_none());
-    }
-
-    #[test]
-    fn path_split() {
-        assert_eq!(split_path("/usr/bin/ls"), ("/usr/bin".into(), "ls".into()));
-        assert_eq!(split_path("/ls"), ("/".into(), "ls".into()));
-        assert_eq!(split_path("/memfd:x"), ("/".into(), "memfd:x".into()));
-    }
 }

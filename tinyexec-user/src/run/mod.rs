@@ -2,7 +2,7 @@
 
 mod logging;
 mod pipeline;
-pub(crate) mod repeats;
+mod repeats;
 mod selftest;
 pub mod settings;
 

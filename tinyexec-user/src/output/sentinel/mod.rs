@@ -363,14 +363,14 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
 mod tests {
     #[test]
     fn the_payload_renames_the_timestamp() {
-        let rec = crate::record::heartbeat::record(
-            &crate::record::heartbeat::Snapshot {
+        let rec = crate::record::builder::heartbeat_record(
+            crate::record::heartbeat::Snapshot {
                 interval_secs: 60,
                 last: false,
                 execs_seen: 1,
                 kernel_lost: 0,
                 counters: crate::record::heartbeat::Counters::default(),
-                outputs: &[],
+                outputs: crate::record::heartbeat::Outputs::default(),
             },
             "2026-01-01T00:00:00Z".into(),
             &crate::record::Host {
