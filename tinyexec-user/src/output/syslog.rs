@@ -16,7 +16,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Item, cef,
+    cef,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
 use crate::{exec::identity, record::Record};

@@ -34,7 +34,7 @@ use settings::Settings;
 use spool::Spool;
 
 use super::{
-    Item,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
 
