@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use log::{error, info, warn};
 
 use crate::{
-    exclusions::policy::{Policy, Suppressed},
+    exclusions::policy::{Policy, Reload, Suppressed},
     exec::{
         clock::{BootClock, boot_now_ns, rfc3339},
         decode::{self, Exec},
@@ -234,9 +234,9 @@ impl Pipeline {
     /// records: every exec is evaluated once, under one set.
     pub fn reload_exclusions(&mut self, forced: bool) {
         match self.policy.reload(forced) {
-            Some(Ok(changed)) => info!("{changed}"),
-            Some(Err(failed)) => warn!("{failed}"),
-            None => {}
+            Reload::Reloaded(changed) => info!("{changed}"),
+            Reload::Refused(why) => warn!("{why}"),
+            Reload::Unchanged => {}
         }
     }
 
