@@ -1,4 +1,9 @@
-//! `tinyexec-sensor run`: load, attach, then stream records until SIGINT/SIGTERM.
+//! `tinyexec-sensor run`, the daemon: settings (`settings`) and the log
+//! (`logging`); load and attach (`kernel/`), the self-test (`selftest`), then
+//! the run loop below, which hands each kernel record to the data path
+//! (`pipeline`: `exec/` → `record/` → exclusions → the flood bound,
+//! `repeats` → `output/`) until SIGINT/SIGTERM. The top layer: it uses every
+//! folder, and none uses it.
 
 mod logging;
 mod pipeline;
@@ -8,8 +13,8 @@ pub mod settings;
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
 use tinyexec_ebpf::{Config, names};
 use tokio::{
@@ -20,10 +25,10 @@ use tokio::{
 };
 
 pub use self::settings::RunArgs;
-use self::{pipeline::Pipeline, selftest::canary::Canary, settings::Settings};
+use self::{pipeline::Pipeline, settings::Settings};
 use crate::{
     exclusions::policy::Policy,
-    exec::{container, decode, reads},
+    exec::{container, reads},
     kernel::{
         loader::{self, LoadOptions, Loaded},
         preflight,
@@ -35,12 +40,6 @@ use crate::{
 const TICK: Duration = Duration::from_millis(200);
 /// How long the outputs may take at exit to deliver what they hold.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
-/// How long the canary's record may take to arrive (an exec takes milliseconds,
-/// even in an emulated VM).
-const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Canary runs before the self-test gives up, when records were lost meanwhile.
-const SELF_TEST_ATTEMPTS: u32 = 3;
-
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
     logging::init(args.log_level)?;
@@ -157,7 +156,7 @@ async fn stream(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     loader::set_self_test(&mut control, true)?;
-    let tested = self_test(&mut events, &lost, &mut pipeline, btf).await;
+    let tested = selftest::run(&mut events, &lost, &mut pipeline, btf).await;
     loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
@@ -176,19 +175,13 @@ async fn stream(
             }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    pipeline.handle(&item)?;
-                }
+                drain(guard.get_inner_mut(), &mut pipeline)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
                 // Records of ordinary execs are queued without a wake-up (see the
                 // kernel's `wakeup`): deliver them at least this often.
-                let ring = events.get_mut();
-                while let Some(item) = ring.next() {
-                    pipeline.handle(&item)?;
-                }
+                drain(events.get_mut(), &mut pipeline)?;
                 pipeline.tick();
                 pipeline.report_lost(loader::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
@@ -208,10 +201,7 @@ async fn stream(
     }
     // Detach first (no new records), then deliver what is already in the ring.
     drop(programs);
-    let ring = events.get_mut();
-    while let Some(item) = ring.next() {
-        pipeline.handle(&item)?;
-    }
+    drain(events.get_mut(), &mut pipeline)?;
     // The execs still waiting for their files: each within its deadline.
     while let Some(at) = pipeline.read_deadline() {
         tokio::select! {
@@ -222,6 +212,14 @@ async fn stream(
     pipeline.report_lost(loader::lost_total(&lost)?);
     pipeline.finish(loader::execs_total(&execs)?, EXIT_GRACE)?;
     info!("stopped");
+    Ok(())
+}
+
+/// Hands every record waiting in the ring to the pipeline, oldest first.
+fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
+    while let Some(record) = ring.next() {
+        pipeline.handle(&record)?;
+    }
     Ok(())
 }
 
@@ -243,81 +241,4 @@ fn expire_reads(
         pipeline.read_done(done)?;
     }
     pipeline.expire_reads(std::time::Instant::now())
-}
-
-/// Runs the canary exec and checks the kernel's record of it; other execs
-/// seen meanwhile go through the pipeline as usual. The canary's own record
-/// never reaches an output. On a busy host the ring buffer may be full when
-/// the canary runs: its record is then lost (and counted), and it runs again.
-async fn self_test(
-    events: &mut AsyncFd<RingBuf<MapData>>,
-    lost: &PerCpuArray<MapData, u64>,
-    pipeline: &mut Pipeline,
-    btf: &Path,
-) -> Result<()> {
-    for attempt in 1..=SELF_TEST_ATTEMPTS {
-        let lost_before = loader::lost_total(lost)?;
-        let canary = Canary::start()?;
-        let what = canary.describe();
-        if let Some(record) = canary_record(events, pipeline, canary.pid()).await {
-            let checked = canary.check(&record, btf);
-            canary.finish()?;
-            checked?;
-            info!("self-test passed: the kernel program read the canary exec {what} right");
-            return Ok(());
-        }
-        canary.finish()?;
-        let lost = loader::lost_total(lost)? - lost_before;
-        if lost > 0 && attempt < SELF_TEST_ATTEMPTS {
-            warn!(
-                "self-test: {lost} records were lost (the ring buffer was full) while the \
-                 canary exec {what} ran; running it again"
-            );
-            continue;
-        }
-        bail!(
-            "self-test failed: no kernel record of the canary exec {what} arrived within \
-             {SELF_TEST_TIMEOUT:?} ({lost} records lost meanwhile): the kernel program does not \
-             report execs on this kernel"
-        );
-    }
-    unreachable!("the last attempt returns")
-}
-
-/// Reads the ring until the record of the exec by `pid` arrives (None after
-/// `SELF_TEST_TIMEOUT`), handing every other record to the pipeline.
-async fn canary_record(
-    events: &mut AsyncFd<RingBuf<MapData>>,
-    pipeline: &mut Pipeline,
-    pid: u32,
-) -> Option<decode::Exec> {
-    let deadline = tokio::time::sleep(SELF_TEST_TIMEOUT);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            guard = events.readable_mut() => {
-                let mut guard = guard.ok()?;
-                let ring = guard.get_inner_mut();
-                let mut found = None;
-                while let Some(item) = ring.next() {
-                    match decode::decode(&item) {
-                        Ok(exec) if found.is_none() && exec.self_test_tgid == Some(pid) => {
-                            found = Some(exec);
-                        }
-                        _ => {
-                            if let Err(err) = pipeline.handle(&item) {
-                                warn!("{err:#}");
-                            }
-                        }
-                    }
-                }
-                guard.clear_ready();
-                pipeline.flush();
-                if found.is_some() {
-                    return found;
-                }
-            }
-            () = &mut deadline => return None,
-        }
-    }
 }

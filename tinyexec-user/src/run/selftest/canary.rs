@@ -1,7 +1,5 @@
-//! The start-up self-test. Offsets read from a BTF that does not describe the
-//! running kernel make the sensor blind without any error: before it says
-//! `ready`, the sensor runs a canary exec of its own and checks that the kernel
-//! record carries what it really is, field by field.
+//! The canary exec: written, started, compared field by field with the
+//! kernel's record of it, cleaned up.
 
 use std::{
     fs,
@@ -129,7 +127,7 @@ impl Canary {
 
     /// Compares the kernel's record of the canary with the truth. Every field
     /// that differs is named with the kernel struct members it is read from.
-    pub fn check(&self, exec: &Exec, btf: &Path) -> Result<()> {
+    pub fn verify(&self, exec: &Exec, btf: &Path) -> Result<()> {
         let mut wrong = Vec::new();
         let mut expect = |what: &str, got: String, want: String| {
             if got != want {
