@@ -4,9 +4,10 @@
 //! broken invariant; whatever the input, it must not overflow the stack,
 //! hang or grow without bound (libFuzzer's timeout and memory limit catch those).
 //!
-//! [`seeds`] makes each target's starting corpus in code: the shipped
-//! exclusions and configuration, records in the kernel's wire layout, and
-//! synthetic BTF (no real kernel's BTF is in the repository).
+//! `seeds` (built for the tests and with the feature `fuzz-seeds` only) makes
+//! each target's starting corpus in code: the shipped exclusions and
+//! configuration, records in the kernel's wire layout, and synthetic BTF (no
+//! real kernel's BTF is in the repository).
 
 use serde_json::{Value, json};
 use tinyexec_ebpf::rule;
