@@ -40,14 +40,15 @@ use crate::{
 const TICK: Duration = Duration::from_millis(200);
 /// How long the outputs may take at exit to deliver what they hold.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
+
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
     logging::init(args.log_level)?;
     if let Some(file) = &args.config_file {
         info!("settings from {}", file.display());
     }
-    let (policy, loaded) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
-    info!("{loaded}");
+    let (policy, which) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
+    info!("{which}");
     let outputs = Outputs::open(&OutputOptions {
         stdout: args.stdout,
         file: args.output_file.as_deref(),
