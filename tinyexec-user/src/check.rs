@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use crate::{exclusions, policy};
+use crate::exclusions::{self, policy};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

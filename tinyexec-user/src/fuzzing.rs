@@ -4,14 +4,17 @@
 //! broken invariant; whatever the input, it must not overflow the stack,
 //! hang or grow without bound (libFuzzer's timeout and memory limit catch those).
 //!
-//! [`seeds`] makes each target's starting corpus in code: the shipped
-//! exclusions and configuration, records in the kernel's wire layout, and
-//! synthetic BTF (no real kernel's BTF is in the repository).
+//! `seeds` (built for the tests and with the feature `fuzz-seeds` only) makes
+//! each target's starting corpus in code: the shipped exclusions and
+//! configuration, records in the kernel's wire layout, and synthetic BTF (no
+//! real kernel's BTF is in the repository).
 
 use serde_json::{Value, json};
-use tinyexec_ebpf::{ExecRecord, flags, rule};
+use tinyexec_ebpf::rule;
+#[cfg(any(test, feature = "fuzz-seeds"))]
+use tinyexec_ebpf::{ExecRecord, flags};
 
-use crate::{btf, decode, exclusions, settings, textfile};
+use crate::{exclusions, exec::decode, kernel::btf, run::settings, textfile};
 
 /// A target's check of one input.
 pub type Check = fn(&[u8]);
@@ -152,7 +155,7 @@ pub fn decode(data: &[u8]) {
         return;
     };
     // The kernel's header decision, taken again by the daemon on these bytes.
-    let Some(verdict) = crate::detect::header_decision(&exec) else {
+    let Some(verdict) = crate::exec::detect::header_decision(&exec) else {
         return;
     };
     if head.len() as u64 == size {
@@ -199,6 +202,7 @@ pub fn btf(data: &[u8]) {
 }
 
 /// A kernel record with `flags`, a header, arguments, a path and a parent's path.
+#[cfg(any(test, feature = "fuzz-seeds"))]
 fn wire(f: u32, size: i64, header: &[u8], args: &[u8], path: &[u8], parent: &[u8]) -> Vec<u8> {
     // SAFETY: all-zero is a valid ExecRecord (plain integers and byte arrays).
     let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
@@ -217,10 +221,12 @@ fn wire(f: u32, size: i64, header: &[u8], args: &[u8], path: &[u8], parent: &[u8
     decode::encode(&rec, &[header, args, path, parent].concat())
 }
 
-/// Starting inputs for target `name`, named for the files they are written to.
+/// Starting inputs for target `name`, named for the files they are written to
+/// (the `fuzz_seeds` example writes them; only it and the tests build this).
+#[cfg(any(test, feature = "fuzz-seeds"))]
 pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
     let shipped: &[(&str, &str)] = &[
-        ("built-in", crate::policy::BUILT_IN),
+        ("built-in", crate::exclusions::policy::BUILT_IN),
         ("spec", include_str!("../../spec/exclusions.txt")),
         (
             "syntax",

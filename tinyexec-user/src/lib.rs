@@ -4,34 +4,13 @@
 //!
 //! Modules the binary or the fuzz targets call are `pub`; the rest stay private.
 
-mod bpf_sys;
-pub mod btf;
-mod canary;
-mod cgroups;
 pub mod check;
-mod clock;
-mod container;
-pub mod decode;
-mod detect;
 pub mod exclusions;
-#[cfg(test)]
-mod field_names;
-mod files;
+pub mod exec;
 pub mod fuzzing;
-mod heartbeat;
-mod identity;
-mod logging;
-mod offsets;
+pub mod kernel;
 mod output;
-mod pipeline;
-mod policy;
-mod preflight;
-mod reads;
 mod record;
-mod repeats;
 pub mod run;
 pub mod scan;
-mod selftest;
-mod sensor;
-pub mod settings;
 mod textfile;

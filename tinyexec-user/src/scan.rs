@@ -135,7 +135,7 @@ impl<W: Write> Scanner<W> {
         if !self.json {
             return writeln!(self.out, "{} {}", rule::NAME, path.display());
         }
-        let sha256 = crate::detect::sha256_hex(content);
+        let sha256 = crate::exec::detect::sha256_hex(content);
         let rec = serde_json::json!({
             "event": {"kind": "alert", "action": "scan"},
             "rule": {

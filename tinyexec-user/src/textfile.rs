@@ -15,6 +15,10 @@ use std::{
 
 use anyhow::{Result, bail};
 
+/// Largest configuration file read (`config.toml`, Sentinel's settings): a
+/// complete one is under 1 KiB.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
 /// `1 MiB`, `64 KiB` or `N bytes`, for messages about limits.
 pub fn human_bytes(n: u64) -> String {
     match n {

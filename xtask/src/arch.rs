@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::setup::Probe;
+use crate::cmd::Probe;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {

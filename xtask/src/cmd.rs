@@ -24,3 +24,21 @@ pub fn find_cmd(name: &str) -> Option<PathBuf> {
     let dirs = std::env::join_paths(dirs).ok()?;
     which::which_in_global(name, Some(dirs)).ok()?.next()
 }
+
+/// How to tell that a Debian package is installed.
+#[derive(Clone, Copy, Debug)]
+pub enum Probe {
+    /// A command it provides is on PATH (or in the sbin directories).
+    Command(&'static str),
+    /// A shell test that succeeds.
+    Shell(&'static str),
+}
+
+impl Probe {
+    pub fn holds(self) -> bool {
+        match self {
+            Probe::Command(name) => find_cmd(name).is_some(),
+            Probe::Shell(test) => output_of(Command::new("sh").args(["-c", test])).is_some(),
+        }
+    }
+}

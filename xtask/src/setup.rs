@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     arch::Arch,
     cargo,
-    cmd::{find_cmd, output_of},
+    cmd::{Probe, output_of},
     files::find_in,
     run_cmd, step,
 };
@@ -74,24 +74,6 @@ const RPM_PACKAGES: &[(Probe, &str)] = &[
 /// under node (tests/kusto.rs); pinned so every machine analyses with the same parser.
 const KUSTO_LANGUAGE: &str = "@kusto/language-service-next";
 const KUSTO_LANGUAGE_VERSION: &str = "12.4.1";
-
-/// How to tell that a Debian package is installed.
-#[derive(Clone, Copy, Debug)]
-pub enum Probe {
-    /// A command it provides is on PATH (or in the sbin directories).
-    Command(&'static str),
-    /// A shell test that succeeds.
-    Shell(&'static str),
-}
-
-impl Probe {
-    fn holds(self) -> bool {
-        match self {
-            Probe::Command(name) => find_cmd(name).is_some(),
-            Probe::Shell(test) => output_of(Command::new("sh").args(["-c", test])).is_some(),
-        }
-    }
-}
 
 pub fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid cannot fail.

@@ -177,7 +177,44 @@ pub fn levenshtein_within(a: &str, b: &str, limit: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::record::field_names::{same, schema};
+
+    /// Fields exclusions do not offer, and why (a name ending in `.`: every
+    /// field under it).
+    const NOT_FOR_EXCLUSIONS: &[(&str, &str)] = &[
+        ("exclusion.name", "set by the exclusion that matched"),
+        ("exclusion.line", "set by the exclusion that matched"),
+        (
+            "heartbeat.",
+            "heartbeats are not execs: exclusions judge alerts",
+        ),
+        (
+            "repeats.",
+            "set on the aggregate after exclusions judged each of its execs",
+        ),
+        (
+            "tinyexec.repeat_of",
+            "set after exclusions judged the exec (an alert again otherwise)",
+        ),
+    ];
+
+    #[test]
+    fn exclusions_accept_every_field() {
+        let mut fields: BTreeSet<String> = FIELDS.iter().map(|f| (*f).to_owned()).collect();
+        let schema = schema();
+        for (name, _) in NOT_FOR_EXCLUSIONS {
+            fields.extend(
+                schema
+                    .iter()
+                    .filter(|f| *f == name || (name.ends_with('.') && f.starts_with(name)))
+                    .cloned(),
+            );
+        }
+        same("exclusions/fields.rs FIELDS", &fields, &schema);
+    }
 
     #[test]
     fn fields_are_unique_and_include_the_additions() {

@@ -7,8 +7,18 @@
 //! only narrow an exclusion, so even when an attacker dodges it they are no
 //! better off than without it.
 
-use super::matching::{Op, Predicate};
-use super::{Exclusion, Expr, Warning};
+use super::{
+    expr::{Exclusion, Expr},
+    matching::{Op, Predicate},
+};
+
+/// A field an attacker can use to satisfy an exclusion on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub field: String,
+    /// Why, and a sturdier field to use instead.
+    pub message: String,
+}
 
 /// Warnings for `exclusion` (see [`super::lint`]), at most one per field and
 /// kind of problem, in order of first use.

@@ -72,7 +72,7 @@ impl Predicate {
                     return Err(format!(
                         "value \"{}\" has nothing between its `*`s, so it would match every value; \
                          drop the predicate instead",
-                        super::syntax::excerpt(value)
+                        excerpt(value)
                     ));
                 }
                 (Op::Contains, Pattern::Needle(inner.to_lowercase()))
@@ -82,7 +82,7 @@ impl Predicate {
                     return Err(format!(
                         "value \"{}\" has no letters or digits, so `:` (term match) can never match it; \
                          use `==` to compare the exact text",
-                        super::syntax::excerpt(value)
+                        excerpt(value)
                     ));
                 }
                 let op = match (leading, trailing) {
@@ -196,6 +196,16 @@ fn has_terms(have: &[String], wanted: &[String], op: Op) -> bool {
                 _ => h == w,
             })
     })
+}
+
+/// Text from the line for a message, cut to a readable length: a message
+/// quotes the line's words, and a word may be a megabyte long.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]

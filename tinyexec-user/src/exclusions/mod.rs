@@ -8,22 +8,27 @@
 //! empty). Parsing keeps every good line and reports every bad one, so one typo
 //! neither drops the whole file nor gets guessed into something else.
 //!
-//! Syntax is in [`syntax`], match semantics (Kusto `has`, `hasprefix`,
-//! `hassuffix`, `contains`, `==`) in [`matching`], fields in [`fields`], and the
-//! warnings about fields an attacker controls in [`lint`].
+//! Syntax is in [`syntax`] (and back to canonical text in [`printer`]), the
+//! parsed form and how it matches a record in [`expr`], match semantics (Kusto
+//! `has`, `hasprefix`, `hassuffix`, `contains`, `==`) in [`matching`], fields
+//! in [`fields`], the warnings about fields an attacker controls in [`lint`],
+//! and the exclusions in force (loaded, reloaded, counted) in [`policy`].
+//! Records reach them as JSON: this folder uses no other of the daemon's.
 // Outside input: an index out of bounds here is a crash an attacker chooses.
 #![warn(clippy::indexing_slicing)]
 
+mod expr;
 pub mod fields;
 mod lint;
 pub mod matching;
+pub(crate) mod policy;
+mod printer;
 mod syntax;
 
 use std::fmt;
 
-use serde_json::Value;
-
-use matching::{FieldTexts, Predicate};
+pub use expr::{Exclusion, Expr, MAX_NESTING, first_match};
+pub use lint::Warning;
 
 /// Largest exclusions file read (docs/exclusions.md): far above any real list
 /// (the analysts' is 1 KiB), and small enough that parsing it and checking
@@ -32,70 +37,6 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Errors per file that suggest the nearest known field for an unknown one.
 const HINTED_ERRORS: usize = 100;
-
-/// Deepest nesting of parentheses and `NOT`s in one exclusion. The parser, the
-/// printer, the linter and matching all recurse along it: bounding it here
-/// bounds their stack use, whatever the file holds.
-pub const MAX_NESTING: usize = 64;
-
-/// One exclusion line.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Exclusion {
-    pub name: String,
-    /// 1-based line number in the file.
-    pub line: usize,
-    /// The line as written.
-    pub source: String,
-    pub expr: Expr,
-}
-
-/// A parsed exclusion expression. The parser builds `And`/`Or` with at least
-/// two items and never nests an `And` directly in an `And` (nor `Or` in `Or`).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Expr {
-    Pred(Predicate),
-    Not(Box<Expr>),
-    /// All items match (an empty list matches everything).
-    And(Vec<Expr>),
-    /// Some item matches (an empty list matches nothing).
-    Or(Vec<Expr>),
-}
-
-impl Expr {
-    pub fn matches(&self, record: &Value) -> bool {
-        self.matches_in(&mut Fields::new(record))
-    }
-
-    fn matches_in(&self, fields: &mut Fields<'_>) -> bool {
-        match self {
-            Expr::Pred(p) => p.matches_texts(fields.get(p)),
-            Expr::Not(inner) => !inner.matches_in(fields),
-            Expr::And(items) => items.iter().all(|e| e.matches_in(fields)),
-            Expr::Or(items) => items.iter().any(|e| e.matches_in(fields)),
-        }
-    }
-
-    /// The fields used, each once, in order of first use.
-    #[cfg(test)]
-    pub fn fields(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.visit(&mut |p| {
-            if !out.contains(&p.field.as_str()) {
-                out.push(p.field.as_str());
-            }
-        });
-        out
-    }
-
-    #[cfg(test)]
-    fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Predicate)) {
-        match self {
-            Expr::Pred(p) => f(p),
-            Expr::Not(inner) => inner.visit(f),
-            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|e| e.visit(f)),
-        }
-    }
-}
 
 /// A bad line: where, why, and the line itself to show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,14 +133,6 @@ pub fn parse(file: &str, text: &str) -> Parsed {
     parsed
 }
 
-/// A field an attacker can use to satisfy an exclusion on purpose.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Warning {
-    pub field: String,
-    /// Why, and a sturdier field to use instead.
-    pub message: String,
-}
-
 /// Warns about fields whose value the person who runs a binary controls:
 /// `process.name` and `file.name` (rename the file), `process.command_line`
 /// and `process.args` (any argument), `process.parent.name` and
@@ -215,44 +148,10 @@ pub fn lint(exclusion: &Exclusion) -> Vec<Warning> {
     lint::warnings(exclusion)
 }
 
-/// The first exclusion that matches, if any. Each field of the record is
-/// prepared once for all of them.
-pub fn first_match<'a>(exclusions: &'a [Exclusion], record: &Value) -> Option<&'a Exclusion> {
-    let mut fields = Fields::new(record);
-    exclusions.iter().find(|e| e.expr.matches_in(&mut fields))
-}
-
-/// A record's fields, each prepared for matching when first asked for.
-struct Fields<'r> {
-    record: &'r Value,
-    /// By [`Predicate::slot`].
-    prepared: Vec<Option<FieldTexts>>,
-}
-
-impl<'r> Fields<'r> {
-    fn new(record: &'r Value) -> Self {
-        Self {
-            record,
-            prepared: std::iter::repeat_with(|| None)
-                .take(fields::FIELDS.len())
-                .collect(),
-        }
-    }
-
-    fn get(&mut self, p: &Predicate) -> &FieldTexts {
-        let record = self.record;
-        #[expect(
-            clippy::indexing_slicing,
-            reason = "a slot is an index into fields::FIELDS, and `prepared` has one entry for each"
-        )]
-        self.prepared[p.slot()].get_or_insert_with(|| FieldTexts::of(record, &p.field))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// The exclusions as the analysts shipped them (`spec/` in the repository).
     const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/exclusions.txt");

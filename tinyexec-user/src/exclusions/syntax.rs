@@ -1,5 +1,5 @@
-//! Lexer and recursive-descent parser for one exclusion line, and the printer
-//! back to canonical text.
+//! Lexer and recursive-descent parser for one exclusion line (the printer
+//! back to canonical text is `printer.rs`).
 //!
 //! Grammar (keywords case-insensitive; NOT binds tighter than AND, AND than OR):
 //! ```text
@@ -13,9 +13,11 @@
 //! unquoted word. Columns are 1-based and count characters, not bytes, so a
 //! caret lines up under text with typographic quotes before it.
 
-use super::fields;
-use super::matching::{Op, Predicate};
-use super::{Expr, MAX_NESTING};
+use super::{
+    expr::{Expr, MAX_NESTING},
+    fields,
+    matching::{Predicate, excerpt},
+};
 
 /// A problem on one line; the caller adds file, line and the text.
 #[derive(Debug, PartialEq, Eq)]
@@ -277,16 +279,6 @@ fn lex_value(chars: &[char], i: usize, after: &str) -> Result<(String, usize), (
     }
 }
 
-/// Text from the line for a message, cut to a readable length: a message
-/// quotes the line's words, and a word may be a megabyte long.
-pub(crate) fn excerpt(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 fn unterminated(open: char) -> String {
     format!("unterminated value: the quote {open} opened here is never closed")
 }
@@ -527,67 +519,6 @@ impl Expr {
             1 => out.remove(0),
             _ if and => Expr::And(out),
             _ => Expr::Or(out),
-        }
-    }
-
-    /// Canonical text: keywords upper-case, straight quotes, `field:"value"` /
-    /// `field=="value"`, only the parentheses precedence needs. Parses back to
-    /// the same expression, so it is what to show and compare.
-    pub fn normalized(&self) -> String {
-        let mut out = String::new();
-        write_expr(self, &mut out);
-        out
-    }
-}
-
-/// Binding strength: a child weaker than its parent needs parentheses.
-fn strength(e: &Expr) -> u8 {
-    match e {
-        Expr::Or(_) => 1,
-        Expr::And(_) => 2,
-        Expr::Not(_) | Expr::Pred(_) => 3,
-    }
-}
-
-fn write_child(e: &Expr, parent: u8, out: &mut String) {
-    if strength(e) < parent {
-        out.push('(');
-        write_expr(e, out);
-        out.push(')');
-    } else {
-        write_expr(e, out);
-    }
-}
-
-fn write_expr(e: &Expr, out: &mut String) {
-    match e {
-        Expr::Pred(p) => {
-            out.push_str(&p.field);
-            out.push_str(if p.op == Op::Equals { "==" } else { ":" });
-            out.push('"');
-            for c in p.value.chars() {
-                if matches!(c, '"' | '\\') {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('"');
-        }
-        Expr::Not(inner) => {
-            out.push_str("NOT ");
-            write_child(inner, 3, out);
-        }
-        Expr::And(items) | Expr::Or(items) => {
-            let (parent, sep) = match e {
-                Expr::And(_) => (2, " AND "),
-                _ => (1, " OR "),
-            };
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(sep);
-                }
-                write_child(item, parent, out);
-            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::record::Record;
+use crate::record::{Action, Kind, Record};
 
 /// Header fields escape `\` and `|`; a header never holds a line break.
 fn header(s: &str) -> String {
@@ -43,16 +43,16 @@ pub fn value(s: &str) -> String {
 /// CEF severity (0-10) and the syslog severity that carries it.
 pub fn severities(rec: &Record) -> (u8, u8) {
     match (rec.event.kind, rec.event.action) {
-        (_, "killed") => (10, 2),
-        ("alert", _) => match rec.rule.as_ref().map(|r| r.verdict) {
+        (_, Action::Killed) => (10, 2),
+        (Kind::Alert, _) => match rec.rule.as_ref().map(|r| r.verdict) {
             Some("undetermined") => (7, 4),
             _ => (10, 2),
         },
-        ("suppressed", _) => (3, 5),
+        (Kind::Suppressed, _) => (3, 5),
         // Notice: the CEF connector's collection (Notice and above) takes it.
-        (_, "heartbeat") => (1, 5),
-        ("metric", _) => (5, 4),
-        _ => (1, 6),
+        (_, Action::Heartbeat) => (1, 5),
+        (Kind::Metric, _) => (5, 4),
+        (Kind::Event, _) => (1, 6),
     }
 }
 
@@ -66,18 +66,15 @@ pub fn severities(rec: &Record) -> (u8, u8) {
 /// the column of every key.
 pub fn format(rec: &Record) -> String {
     let rule = rec.rule.as_ref().map(|r| r.name);
+    let (kind, action) = (rec.event.kind.as_str(), rec.event.action.as_str());
     let (class, name) = match (rec.event.kind, rule) {
-        ("alert" | "suppressed", Some(rule)) => (
-            rule.to_owned(),
-            format!("{rule} {} ({})", rec.event.kind, rec.event.action),
-        ),
-        _ => (rec.event.action.to_owned(), rec.event.action.to_owned()),
+        (Kind::Alert | Kind::Suppressed, Some(rule)) => {
+            (rule.to_owned(), format!("{rule} {kind} ({action})"))
+        }
+        _ => (action.to_owned(), action.to_owned()),
     };
     let (severity, _) = severities(rec);
-    let mut ext: Vec<(&str, String)> = vec![
-        ("act", rec.event.action.to_owned()),
-        ("cat", rec.event.kind.to_owned()),
-    ];
+    let mut ext: Vec<(&str, String)> = vec![("act", action.to_owned()), ("cat", kind.to_owned())];
     if let Some(r) = &rec.rule {
         ext.extend([
             ("cs3Label", "ruleVerdict".into()),

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 
 use super::{
-    Item,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
 

@@ -6,6 +6,7 @@
 
 mod cef;
 mod file;
+mod item;
 mod queue;
 mod sentinel;
 mod stdout;
@@ -14,103 +15,53 @@ mod worker;
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
 
-pub use queue::Counts;
-
-use crate::record::{self, Record};
-use queue::{Entry, Queue};
-
-/// A record on its way to the outputs, shared by all of them; its JSON is
-/// made once, by the first output that needs it, on that output's thread.
-pub struct Item {
-    pub record: Record,
-    json: OnceLock<String>,
-}
-
-impl Item {
-    pub fn new(record: Record) -> Self {
-        Self {
-            record,
-            json: OnceLock::new(),
-        }
-    }
-
-    /// The record as one line of JSON (without the newline).
-    pub fn json(&self) -> &str {
-        self.json.get_or_init(|| {
-            // Our records hold only strings, numbers, booleans and arrays of
-            // them: serde_json cannot fail on them.
-            serde_json::to_string(&self.record)
-                .unwrap_or_else(|e| format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()))
-        })
-    }
-
-    /// Alerts, heartbeats and loss records may use the queues' reserve: a
-    /// queue full of ordinary records still takes them (heartbeats are a few a
-    /// minute, loss records at most one per 200 ms tick and heartbeat).
-    pub fn priority(&self) -> bool {
-        self.record.event.kind == "alert"
-            || self.record.event.action == "heartbeat"
-            || self.is_loss()
-    }
-
-    fn is_loss(&self) -> bool {
-        self.record.lost.is_some()
-    }
-}
-
-impl Entry for Arc<Item> {
-    fn priority(&self) -> bool {
-        Item::priority(self)
-    }
-
-    fn is_loss(&self) -> bool {
-        Item::is_loss(self)
-    }
-
-    /// The same loss record, its count and `lost_since_previous` raised by
-    /// `older`'s: the queue's copy only (other outputs keep theirs).
-    fn merged_with(&self, older: &Self) -> Self {
-        let (new, old) = (&self.record, &older.record);
-        let count = |r: &Record| r.lost.as_ref().map_or(0, |l| l.count);
-        let total = new.lost.as_ref().map_or(0, |l| l.total);
-        let mut rec = record::lost_record(
-            count(old) + count(new),
-            total,
-            new.timestamp.clone(),
-            &new.host,
-            &new.agent,
-        );
-        rec.event.sequence = new.event.sequence;
-        rec.tinyexec.lost_since_previous =
-            old.tinyexec.lost_since_previous + new.tinyexec.lost_since_previous;
-        Arc::new(Item::new(rec))
-    }
-}
+use crate::record::{
+    Record,
+    heartbeat::{self, Output, OutputHeartbeat},
+};
+use item::Item;
+use queue::{Counts, Queue};
 
 /// One output's counters, and Sentinel's delivery counters.
 #[derive(Clone, Copy, Debug)]
-pub struct OutputCounts {
-    pub name: &'static str,
-    pub counts: Counts,
-    pub sentinel: Option<sentinel::Delivery>,
+struct OutputCounts {
+    output: Output,
+    counts: Counts,
+    sentinel: Option<sentinel::Delivery>,
 }
 
-struct Output {
-    name: &'static str,
+impl OutputCounts {
+    /// As the heartbeat reports them.
+    fn heartbeat(&self) -> OutputHeartbeat {
+        OutputHeartbeat {
+            written: self.counts.written,
+            failed: self.counts.failed,
+            dropped: self.counts.dropped,
+            queued: self.counts.queued,
+            delivered: self.sentinel.map(|d| d.delivered),
+            rejected: self.sentinel.map(|d| d.rejected),
+            spool_dropped: self.sentinel.map(|d| d.spool_dropped),
+        }
+    }
+}
+
+/// An output at work: its queue and its worker's thread.
+struct Running {
+    output: Output,
     queue: Arc<Queue<Arc<Item>>>,
     thread: Option<thread::JoinHandle<()>>,
     sentinel: Option<Arc<sentinel::Stats>>,
 }
 
 pub struct Outputs {
-    outputs: Vec<Output>,
+    outputs: Vec<Running>,
     /// Records of the batch being handled, handed to the queues at once.
     pending: Vec<Arc<Item>>,
     /// Set by an output that makes the sensor stop (stdout nobody reads).
@@ -132,29 +83,26 @@ impl Outputs {
     /// that is down (a syslog server, the Sentinel endpoint) is not an error:
     /// its worker connects when it can. Settings that cannot work are.
     pub fn open(opts: &OutputOptions<'_>) -> Result<Self> {
-        type Opened = (
-            &'static str,
-            Box<dyn worker::Sink>,
-            Option<Arc<sentinel::Stats>>,
-        );
+        type Opened = (Output, Box<dyn worker::Sink>, Option<Arc<sentinel::Stats>>);
         let mut sinks: Vec<Opened> = Vec::new();
         if opts.stdout {
-            sinks.push(("stdout", Box::new(stdout::Stdout::new()), None));
+            sinks.push((Output::Stdout, Box::new(stdout::Stdout::new()), None));
         }
         if let Some(p) = opts.file {
-            sinks.push(("output file", Box::new(file::JsonFile::open(p)?), None));
+            sinks.push((Output::File, Box::new(file::JsonFile::open(p)?), None));
         }
         if let Some(url) = opts.syslog {
-            sinks.push(("syslog", Box::new(syslog::Syslog::new(url)?), None));
+            sinks.push((Output::Syslog, Box::new(syslog::Syslog::new(url)?), None));
         }
         if let Some(p) = opts.sentinel {
             let s = sentinel::Sentinel::open(p)?;
             let stats = s.stats();
-            sinks.push(("Sentinel", Box::new(s), Some(stats)));
+            sinks.push((Output::Sentinel, Box::new(s), Some(stats)));
         }
         let fatal: Arc<Mutex<Option<String>>> = Arc::default();
         let mut outputs = Vec::new();
-        for (name, sink, stats) in sinks {
+        for (output, sink, stats) in sinks {
+            let name = output.label();
             let queue = Arc::new(Queue::new(opts.queue));
             let slot = Arc::clone(&fatal);
             let on_fatal = Box::new(move |why: String| {
@@ -163,8 +111,8 @@ impl Outputs {
                     .get_or_insert(format!("{name}: {why}"));
             });
             let thread = worker::spawn(name, sink, Arc::clone(&queue), on_fatal)?;
-            outputs.push(Output {
-                name,
+            outputs.push(Running {
+                output,
                 queue,
                 thread: Some(thread),
                 sentinel: stats,
@@ -211,14 +159,22 @@ impl Outputs {
 
     /// Every output's counters, in the order of [`OutputOptions`] (commit
     /// first: pending records are in no queue's counts yet).
-    pub fn counts(&self) -> Vec<OutputCounts> {
+    fn counts(&self) -> Vec<OutputCounts> {
         self.outputs
             .iter()
             .map(|o| OutputCounts {
-                name: key(o.name),
+                output: o.output,
                 counts: o.queue.counts(),
                 sentinel: o.sentinel.as_ref().map(|s| s.delivery()),
             })
+            .collect()
+    }
+
+    /// Every output's counters, as the heartbeat reports them.
+    pub fn heartbeat(&self) -> heartbeat::Outputs {
+        self.counts()
+            .iter()
+            .map(|c| (c.output, c.heartbeat()))
             .collect()
     }
 
@@ -232,7 +188,11 @@ impl Outputs {
                 let c = o.counts;
                 let mut s = format!(
                     "{}: written {}, failed {}, dropped {}, queued {}",
-                    o.name, c.written, c.failed, c.dropped, c.queued
+                    o.output.key(),
+                    c.written,
+                    c.failed,
+                    c.dropped,
+                    c.queued
                 );
                 if let Some(d) = o.sentinel {
                     let _ = write!(s, ", delivered {}, rejected {}, dropped by the spool bound {}, batches split {}",
@@ -281,18 +241,9 @@ impl Outputs {
                 };
                 log::error!(
                     "{}: {why} (after {grace:?}): {left} queued records not delivered",
-                    o.name
+                    o.output.label()
                 );
             }
         }
-    }
-}
-
-/// The heartbeat's key for an output.
-fn key(name: &'static str) -> &'static str {
-    match name {
-        "output file" => "file",
-        "Sentinel" => "sentinel",
-        other => other,
     }
 }

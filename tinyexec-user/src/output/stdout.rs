@@ -6,7 +6,7 @@
 use std::io::{self, BufWriter, Write};
 
 use super::{
-    Item,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
 

@@ -16,10 +16,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Item, cef,
+    cef,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
-use crate::{identity, record::Record};
+use crate::{exec::identity, record::Record};
 
 /// `local4`: the facility a Sentinel data collection rule selects for tinyexec.
 const FACILITY: u8 = 20;

@@ -12,7 +12,7 @@ use std::{
 use anyhow::Result;
 
 use super::{
-    Item,
+    item::Item,
     queue::{Queue, Take},
 };
 

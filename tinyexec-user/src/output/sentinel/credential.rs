@@ -210,7 +210,7 @@ fn assertion(thumbprint: &str, key: &RsaKeyPair, client_id: &str, aud: &str) -> 
         "aud": aud,
         "iss": client_id,
         "sub": client_id,
-        "jti": crate::identity::new_uuid(),
+        "jti": crate::exec::identity::new_uuid(),
         "iat": now,
         "nbf": now,
         "exp": now + 600,

@@ -34,7 +34,7 @@ use settings::Settings;
 use spool::Spool;
 
 use super::{
-    Item,
+    item::Item,
     worker::{Failed, Sink, Written},
 };
 
@@ -363,14 +363,14 @@ fn send_loop(mut client: Client, s: &Settings, signal: &Signal, stats: &Stats) {
 mod tests {
     #[test]
     fn the_payload_renames_the_timestamp() {
-        let rec = crate::heartbeat::record(
-            &crate::heartbeat::Snapshot {
+        let rec = crate::record::builder::heartbeat_record(
+            crate::record::heartbeat::Snapshot {
                 interval_secs: 60,
                 last: false,
                 execs_seen: 1,
                 kernel_lost: 0,
-                counters: crate::heartbeat::Counters::default(),
-                outputs: &[],
+                counters: crate::record::heartbeat::Counters::default(),
+                outputs: crate::record::heartbeat::Outputs::default(),
             },
             "2026-01-01T00:00:00Z".into(),
             &crate::record::Host {

@@ -96,7 +96,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = textfile::read(path, "Sentinel settings", crate::settings::MAX_CONFIG_BYTES)?;
+        let text = textfile::read(path, "Sentinel settings", textfile::MAX_CONFIG_BYTES)?;
         let f: File = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
         let credential = match (&f.client_secret_file, &f.client_certificate_file) {
             (Some(_), Some(_)) => bail!(

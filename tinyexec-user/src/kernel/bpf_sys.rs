@@ -1,5 +1,5 @@
 //! The few bpf(2) commands the loader issues itself (aya's own loader is not
-//! used: see `sensor.rs`). Each attribute struct is the leading part of
+//! used: see `loader.rs`). Each attribute struct is the leading part of
 //! `union bpf_attr` for its command; the kernel reads the fields a shorter
 //! attribute omits as zero.
 

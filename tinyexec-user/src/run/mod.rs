@@ -1,9 +1,20 @@
-//! `tinyexec-sensor run`: load, attach, then stream records until SIGINT/SIGTERM.
+//! `tinyexec-sensor run`, the daemon: settings (`settings`) and the log
+//! (`logging`); load and attach (`kernel/`), the self-test (`selftest`), then
+//! the run loop below, which hands each kernel record to the data path
+//! (`pipeline`: `exec/` → `record/` → exclusions → the flood bound,
+//! `repeats` → `output/`) until SIGINT/SIGTERM. The top layer: it uses every
+//! folder, and none uses it.
+
+mod logging;
+mod pipeline;
+mod repeats;
+mod selftest;
+pub mod settings;
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
 use log::{info, warn};
 use tinyexec_ebpf::{Config, names};
 use tokio::{
@@ -13,27 +24,22 @@ use tokio::{
     time::sleep_until,
 };
 
-pub use crate::settings::RunArgs;
+pub use self::settings::RunArgs;
+use self::{pipeline::Pipeline, settings::Settings};
 use crate::{
-    decode, logging,
+    exclusions::policy::Policy,
+    exec::{container, reads},
+    kernel::{
+        loader::{self, LoadOptions, Loaded},
+        preflight,
+    },
     output::{OutputOptions, Outputs},
-    pipeline::{self, Pipeline},
-    policy::Policy,
-    preflight, reads,
-    selftest::Canary,
-    sensor::{self, LoadOptions, Sensor},
-    settings::Settings,
 };
 
 /// How often the ring is drained without a wake-up and the lost-records counter read.
 const TICK: Duration = Duration::from_millis(200);
 /// How long the outputs may take at exit to deliver what they hold.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
-/// How long the canary's record may take to arrive (an exec takes milliseconds,
-/// even in an emulated VM).
-const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Canary runs before the self-test gives up, when records were lost meanwhile.
-const SELF_TEST_ATTEMPTS: u32 = 3;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let args = Settings::resolve(args)?;
@@ -41,8 +47,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(file) = &args.config_file {
         info!("settings from {}", file.display());
     }
-    let (policy, loaded) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
-    info!("{loaded}");
+    let (policy, which) = Policy::load(args.exclusions.as_deref(), args.no_exclusions)?;
+    info!("{which}");
     let outputs = Outputs::open(&OutputOptions {
         stdout: args.stdout,
         file: args.output_file.as_deref(),
@@ -50,13 +56,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         sentinel: args.sentinel.as_deref(),
         queue: args.output_queue as usize,
     })?;
-    preflight::check_btf(&args.btf)?;
-    preflight::check_privileges()?;
+    preflight::require_btf(&args.btf)?;
+    preflight::require_privileges()?;
     if let Some(warning) = preflight::raise_memlock() {
         warn!("{warning}");
     }
-    preflight::check_kernel()?;
-    let sensor = sensor::load(&LoadOptions {
+    preflight::require_kernel()?;
+    let loaded = loader::load(&LoadOptions {
         btf_path: &args.btf,
         config: Config {
             all_execs: u32::from(args.all_execs),
@@ -67,6 +73,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
         ring_buffer_bytes: args.ring_buffer_size,
     })?;
+    // Read now rather than at the first record: a warning belongs to the start.
+    container::init_host();
     let mode = match (args.all_execs, args.prevent) {
         (false, false) => "alerts only",
         (true, false) => "every exec",
@@ -93,11 +101,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(sensor, pipeline, decided, every, mode, &args.btf))
+        .block_on(stream(loaded, pipeline, decided, every, mode, &args.btf))
 }
 
 /// The helper's subcommand.
-pub use crate::reads::SUBCOMMAND as READ_FILES;
+pub use crate::exec::reads::SUBCOMMAND as READ_FILES;
 
 /// `tinyexec-sensor read-files PARENT`: a helper that reads exec's files for
 /// the sensor `PARENT` (see `reads`); not for people.
@@ -124,23 +132,23 @@ fn announce_ready(mode: &str) {
 }
 
 async fn stream(
-    sensor: Sensor,
+    loaded: Loaded,
     mut pipeline: Pipeline,
     mut decided: UnboundedReceiver<reads::Done>,
     every: Every,
     mode: &str,
     btf: &Path,
 ) -> Result<()> {
-    info!("verified instructions: {}", sensor.verified_summary());
-    let Sensor {
-        ebpf,
+    info!("verified instructions: {}", loaded.verified_summary());
+    let Loaded {
+        programs,
         events,
         lost,
         execs,
         stages: _stages,
         mut control,
         ..
-    } = sensor;
+    } = loaded;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
     // deregisters it before dropping it.
     let mut events = unsafe { AsyncFd::register(events) }
@@ -148,9 +156,9 @@ async fn stream(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    sensor::set_self_test(&mut control, true)?;
-    let tested = self_test(&mut events, &lost, &mut pipeline, btf).await;
-    sensor::set_self_test(&mut control, false)?;
+    loader::set_self_test(&mut control, true)?;
+    let tested = selftest::run(&mut events, &lost, &mut pipeline, btf).await;
+    loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(mode);
@@ -168,27 +176,21 @@ async fn stream(
             }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    pipeline.handle(&item)?;
-                }
+                drain(guard.get_inner_mut(), &mut pipeline)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
                 // Records of ordinary execs are queued without a wake-up (see the
                 // kernel's `wakeup`): deliver them at least this often.
-                let ring = events.get_mut();
-                while let Some(item) = ring.next() {
-                    pipeline.handle(&item)?;
-                }
+                drain(events.get_mut(), &mut pipeline)?;
                 pipeline.tick();
-                pipeline.report_lost(sensor::lost_total(&lost)?);
+                pipeline.report_lost(loader::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
                 pipeline.fatal()?;
             }
             _ = heartbeat.tick() => {
-                pipeline.report_lost(sensor::lost_total(&lost)?);
-                pipeline.heartbeat(sensor::execs_total(&execs)?, false);
+                pipeline.report_lost(loader::lost_total(&lost)?);
+                pipeline.heartbeat(loader::execs_total(&execs)?, false);
             }
             _ = sighup.recv() => pipeline.hangup(),
             _ = stats.tick() => pipeline.log_counters(),
@@ -199,11 +201,8 @@ async fn stream(
         pipeline.flush();
     }
     // Detach first (no new records), then deliver what is already in the ring.
-    drop(ebpf);
-    let ring = events.get_mut();
-    while let Some(item) = ring.next() {
-        pipeline.handle(&item)?;
-    }
+    drop(programs);
+    drain(events.get_mut(), &mut pipeline)?;
     // The execs still waiting for their files: each within its deadline.
     while let Some(at) = pipeline.read_deadline() {
         tokio::select! {
@@ -211,9 +210,17 @@ async fn stream(
             () = sleep_until(at.into()) => expire_reads(&mut pipeline, &mut decided)?,
         }
     }
-    pipeline.report_lost(sensor::lost_total(&lost)?);
-    pipeline.finish(sensor::execs_total(&execs)?, EXIT_GRACE)?;
+    pipeline.report_lost(loader::lost_total(&lost)?);
+    pipeline.finish(loader::execs_total(&execs)?, EXIT_GRACE)?;
     info!("stopped");
+    Ok(())
+}
+
+/// Hands every record waiting in the ring to the pipeline, oldest first.
+fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
+    while let Some(record) = ring.next() {
+        pipeline.handle(&record)?;
+    }
     Ok(())
 }
 
@@ -235,81 +242,4 @@ fn expire_reads(
         pipeline.read_done(done)?;
     }
     pipeline.expire_reads(std::time::Instant::now())
-}
-
-/// Runs the canary exec and checks the kernel's record of it; other execs
-/// seen meanwhile go through the pipeline as usual. The canary's own record
-/// never reaches an output. On a busy host the ring buffer may be full when
-/// the canary runs: its record is then lost (and counted), and it runs again.
-async fn self_test(
-    events: &mut AsyncFd<RingBuf<MapData>>,
-    lost: &PerCpuArray<MapData, u64>,
-    pipeline: &mut Pipeline,
-    btf: &Path,
-) -> Result<()> {
-    for attempt in 1..=SELF_TEST_ATTEMPTS {
-        let lost_before = sensor::lost_total(lost)?;
-        let canary = Canary::start()?;
-        let what = canary.describe();
-        if let Some(record) = canary_record(events, pipeline, canary.pid()).await {
-            let checked = canary.check(&record, btf);
-            canary.finish()?;
-            checked?;
-            info!("self-test passed: the kernel program read the canary exec {what} right");
-            return Ok(());
-        }
-        canary.finish()?;
-        let lost = sensor::lost_total(lost)? - lost_before;
-        if lost > 0 && attempt < SELF_TEST_ATTEMPTS {
-            warn!(
-                "self-test: {lost} records were lost (the ring buffer was full) while the \
-                 canary exec {what} ran; running it again"
-            );
-            continue;
-        }
-        bail!(
-            "self-test failed: no kernel record of the canary exec {what} arrived within \
-             {SELF_TEST_TIMEOUT:?} ({lost} records lost meanwhile): the kernel program does not \
-             report execs on this kernel"
-        );
-    }
-    unreachable!("the last attempt returns")
-}
-
-/// Reads the ring until the record of the exec by `pid` arrives (None after
-/// `SELF_TEST_TIMEOUT`), handing every other record to the pipeline.
-async fn canary_record(
-    events: &mut AsyncFd<RingBuf<MapData>>,
-    pipeline: &mut Pipeline,
-    pid: u32,
-) -> Option<decode::Exec> {
-    let deadline = tokio::time::sleep(SELF_TEST_TIMEOUT);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            guard = events.readable_mut() => {
-                let mut guard = guard.ok()?;
-                let ring = guard.get_inner_mut();
-                let mut found = None;
-                while let Some(item) = ring.next() {
-                    match decode::decode(&item) {
-                        Ok(exec) if found.is_none() && exec.self_test_tgid == Some(pid) => {
-                            found = Some(exec);
-                        }
-                        _ => {
-                            if let Err(err) = pipeline.handle(&item) {
-                                warn!("{err:#}");
-                            }
-                        }
-                    }
-                }
-                guard.clear_ready();
-                pipeline.flush();
-                if found.is_some() {
-                    return found;
-                }
-            }
-            () = &mut deadline => return None,
-        }
-    }
 }

@@ -1,7 +1,5 @@
-//! The start-up self-test. Offsets read from a BTF that does not describe the
-//! running kernel make the sensor blind without any error: before it says
-//! `ready`, the sensor runs a canary exec of its own and checks that the kernel
-//! record carries what it really is, field by field.
+//! The canary exec: written, started, compared field by field with the
+//! kernel's record of it, cleaned up.
 
 use std::{
     fs,
@@ -17,10 +15,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::elf;
 use crate::{
-    canary, cgroups,
-    container::{self, NAMES},
-    decode::Exec,
+    exec::{
+        container::{self, NAMES},
+        decode::Exec,
+    },
+    kernel::cgroups,
 };
 
 /// The canary's file name; also its `comm` (15 bytes, what `TASK_COMM_LEN` keeps).
@@ -86,7 +87,7 @@ impl Canary {
 
     fn write_and_spawn(dir: &Path, nonce: &str) -> Result<Self> {
         let path = dir.join(NAME);
-        let bytes = canary::exit0_elf();
+        let bytes = elf::exit0_elf();
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -126,7 +127,7 @@ impl Canary {
 
     /// Compares the kernel's record of the canary with the truth. Every field
     /// that differs is named with the kernel struct members it is read from.
-    pub fn check(&self, exec: &Exec, btf: &Path) -> Result<()> {
+    pub fn verify(&self, exec: &Exec, btf: &Path) -> Result<()> {
         let mut wrong = Vec::new();
         let mut expect = |what: &str, got: String, want: String| {
             if got != want {

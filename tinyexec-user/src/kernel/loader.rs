@@ -21,9 +21,9 @@ use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya_obj::{EbpfSectionKind, Object};
 use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
-use crate::{
+use super::{
     bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
-    btf, cgroups, container, offsets,
+    btf, cgroups, offsets,
 };
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
@@ -46,9 +46,9 @@ pub struct Programs {
 }
 
 /// Loaded and attached programs and the maps user space reads.
-pub struct Sensor {
+pub struct Loaded {
     /// Owns the programs and their link: dropping it detaches.
-    pub ebpf: Programs,
+    pub programs: Programs,
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
     /// Execs the entry program saw, per CPU.
@@ -83,7 +83,7 @@ fn bytes_of<T: aya::Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast(), size_of::<T>()) }
 }
 
-pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
+pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
     let offsets: Offsets = offsets::resolve(&kernel_btf).with_context(|| {
         format!(
@@ -104,7 +104,6 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     let mut config = opts.config;
     (config.cgroup_mode, config.cgroup_subsys) = hierarchy.config();
     cgroups::set_chosen(hierarchy);
-    container::init_host();
 
     let mut obj = Object::parse(OBJECT).context("parsing the eBPF object")?;
     obj.patch_map_data(HashMap::from([
@@ -164,8 +163,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
     programs.push(entry);
     let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
-    Ok(Sensor {
-        ebpf: Programs {
+    Ok(Loaded {
+        programs: Programs {
             _link: link,
             _programs: programs,
             _maps: maps.into_values().collect(),
@@ -261,7 +260,7 @@ pub fn set_self_test(control: &mut Array<MapData, u32>, on: bool) -> Result<()> 
         .context("writing the self-test switch")
 }
 
-impl Sensor {
+impl Loaded {
     /// `total=T name=n ...`, for the log line before `ready`.
     pub fn verified_summary(&self) -> String {
         let known: Vec<u32> = self.verified.iter().filter_map(|(_, n)| *n).collect();

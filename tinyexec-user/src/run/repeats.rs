@@ -24,11 +24,12 @@ use std::{
     hash::{BuildHasher as _, RandomState},
 };
 
-use serde::Serialize;
-
 use crate::{
-    decode::Exec,
-    detect::{Verdict, sha256_hex},
+    exec::{
+        decode::Exec,
+        detect::{Verdict, sha256_hex},
+    },
+    record::Kind,
 };
 
 /// Files followed at once. Past it a new file is not followed: its repeats are
@@ -36,19 +37,6 @@ use crate::{
 const MAX_FOLLOWED: usize = 4096;
 /// Distinct command lines alerted per window (the first exec's included).
 pub const MAX_COMMAND_LINES: usize = 16;
-
-/// What an aggregate record says about the repeats it stands for.
-#[derive(Debug, Serialize)]
-pub struct Repeats {
-    /// Execs folded into this record (the alert emitted at once not included).
-    pub count: u64,
-    /// When the first of them ran; the record's `@timestamp` and details are the last one's.
-    pub first_timestamp: String,
-    /// `event.sequence` of the alert they repeat.
-    pub of_sequence: u64,
-    /// The window, seconds.
-    pub window_secs: u64,
-}
 
 /// What makes two alerts the same alert.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -66,17 +54,12 @@ pub struct Key {
     target: Option<(u64, u64)>,
     verdict: &'static str,
     killed: bool,
-    kind: &'static str,
+    kind: Kind,
     exclusion: Option<String>,
 }
 
 impl Key {
-    pub fn of(
-        exec: &Exec,
-        verdict: Option<&Verdict>,
-        kind: &'static str,
-        exclusion: Option<&str>,
-    ) -> Self {
+    pub fn of(exec: &Exec, verdict: Option<&Verdict>, kind: Kind, exclusion: Option<&str>) -> Self {
         let target = match verdict {
             Some(Verdict::Match {
                 target: Some(t), ..
@@ -120,7 +103,7 @@ pub struct Pending {
     /// The last repeat, whose details the aggregate carries.
     pub last: Exec,
     pub verdict: Option<Verdict>,
-    pub kind: &'static str,
+    pub kind: Kind,
     /// The exclusion (name, line) of suppressed repeats.
     pub exclusion: Option<(String, usize)>,
 }
@@ -268,12 +251,12 @@ mod tests {
         let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
         rec.ktime_ns = ktime_ns;
         rec.ino = inode;
-        crate::decode::decode(&crate::decode::encode(&rec, &[])).unwrap()
+        crate::exec::decode::decode(&crate::exec::decode::encode(&rec, &[])).unwrap()
     }
 
     fn matched() -> Verdict {
         Verdict::Match {
-            source: crate::detect::Source::Kernel,
+            source: crate::exec::detect::Source::Kernel,
             sha256: Some("ab".repeat(32)),
             s1_offsets: vec![1],
             s2_offsets: vec![2],
@@ -291,7 +274,7 @@ mod tests {
         let mut t = Tracker::new(10);
         let v = matched();
         let a = exec(s, 7);
-        let key = Key::of(&a, Some(&v), "alert", None);
+        let key = Key::of(&a, Some(&v), Kind::Alert, None);
         assert_eq!(t.observe(&key, &a, Some(&v), None).1, Seen::First);
         t.opened(key.clone(), 5, &a);
         for i in 1..=299 {
@@ -303,7 +286,7 @@ mod tests {
         }
         // Another file is another alert.
         let b = exec(2 * s, 8);
-        let other = Key::of(&b, Some(&v), "alert", None);
+        let other = Key::of(&b, Some(&v), Kind::Alert, None);
         assert_ne!(key, other);
         assert_eq!(t.observe(&other, &b, Some(&v), None).1, Seen::First);
         assert!(t.expire(5 * s).is_empty(), "the window is still open");
@@ -322,7 +305,7 @@ mod tests {
         let mut t = Tracker::new(1);
         let v = matched();
         let a = exec(s, 7);
-        let key = Key::of(&a, Some(&v), "alert", None);
+        let key = Key::of(&a, Some(&v), Kind::Alert, None);
         t.observe(&key, &a, Some(&v), None);
         t.opened(key.clone(), 1, &a);
         t.observe(&key, &exec(s + 10, 7), Some(&v), None);
@@ -346,7 +329,7 @@ mod tests {
             e
         };
         let a = with_args(0, &["/tmp/x", "payload-0"]);
-        let key = Key::of(&a, Some(&v), "alert", None);
+        let key = Key::of(&a, Some(&v), Kind::Alert, None);
         assert_eq!(t.observe(&key, &a, Some(&v), None).1, Seen::First);
         t.opened(key.clone(), 3, &a);
         // The same command line again: a repeat.

@@ -7,17 +7,22 @@ use anyhow::{Context as _, Result, bail};
 use log::{error, info, warn};
 
 use crate::{
-    clock::{BootClock, boot_now_ns, rfc3339},
-    decode::{self, Exec},
-    detect::{self, Files, NeedsFile, Verdict},
-    heartbeat::{self, Counters},
-    identity::{self, Names},
+    exclusions::policy::{Policy, Reload, Suppressed},
+    exec::{
+        clock::{BootClock, boot_now_ns, rfc3339},
+        decode::{self, Exec},
+        detect::{self, Files, NeedsFile, Verdict},
+        identity::{self, Names},
+        reads::{self, Reads},
+    },
     output::Outputs,
-    policy::{Policy, Suppressed},
-    reads::{self, Reads},
-    record::{self, Agent, ExclusionRef, Host, Record},
-    repeats::{Key, Pending, Repeats, Seen, Tracker},
+    record::{
+        Agent, ExclusionRef, Host, Kind, Record, Repeats, builder,
+        heartbeat::{Counters, Snapshot},
+    },
 };
+
+use super::repeats::{Key, Pending, Seen, Tracker};
 
 pub struct Pipeline {
     outputs: Outputs,
@@ -149,7 +154,7 @@ impl Pipeline {
 
     fn exec_record(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Record {
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        record::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent)
+        builder::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent)
     }
 
     fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
@@ -162,7 +167,7 @@ impl Pipeline {
                 if self.suppressed == Suppressed::Count {
                     return Ok(());
                 }
-                rec.event.kind = "suppressed";
+                rec.event.kind = Kind::Suppressed;
                 rec.exclusion = Some(ExclusionRef {
                     name: hit.name.clone(),
                     line: hit.line,
@@ -202,7 +207,7 @@ impl Pipeline {
                 self.counters.repeats += 1;
                 if self.all_execs {
                     // Still one record per exec, but not another alert.
-                    rec.event.kind = "event";
+                    rec.event.kind = Kind::Event;
                     rec.tinyexec.repeat_of = Some(of_sequence);
                     self.write(rec);
                 }
@@ -229,9 +234,9 @@ impl Pipeline {
     /// records: every exec is evaluated once, under one set.
     pub fn reload_exclusions(&mut self, forced: bool) {
         match self.policy.reload(forced) {
-            Some(Ok(changed)) => info!("{changed}"),
-            Some(Err(failed)) => warn!("{failed}"),
-            None => {}
+            Reload::Reloaded(changed) => info!("{changed}"),
+            Reload::Refused(why) => warn!("{why}"),
+            Reload::Unchanged => {}
         }
     }
 
@@ -250,7 +255,7 @@ impl Pipeline {
         let count = total - self.lost_reported;
         self.lost_reported = total;
         let ts = rfc3339(std::time::SystemTime::now());
-        let rec = record::lost_record(count, total, ts, &self.host, &self.agent);
+        let rec = builder::lost_record(count, total, ts, &self.host, &self.agent);
         self.write(rec);
     }
 
@@ -258,17 +263,16 @@ impl Pipeline {
     pub fn heartbeat(&mut self, execs_seen: u64, last: bool) {
         // Every record before it in the queues' counts, so that they add up.
         self.outputs.commit();
-        let outputs = self.outputs.counts();
-        let snapshot = heartbeat::Snapshot {
+        let snapshot = Snapshot {
             interval_secs: self.heartbeat_secs,
             last,
             execs_seen,
             kernel_lost: self.lost_reported,
             counters: self.counters,
-            outputs: &outputs,
+            outputs: self.outputs.heartbeat(),
         };
         let ts = rfc3339(std::time::SystemTime::now());
-        let rec = heartbeat::record(&snapshot, ts, &self.host, &self.agent);
+        let rec = builder::heartbeat_record(snapshot, ts, &self.host, &self.agent);
         self.write(rec);
     }
 
@@ -279,7 +283,7 @@ impl Pipeline {
         rec.event.sequence = self.sequence;
         rec.tinyexec.lost_since_previous = self.lost_reported - self.lost_in_records;
         self.lost_in_records = self.lost_reported;
-        if rec.event.kind == "alert" {
+        if rec.event.kind == Kind::Alert {
             self.counters.alerts += 1;
         }
         self.outputs.write(rec);

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use tinyexec_ebpf::cgroup_mode;
 
-use crate::btf::Btf;
+use crate::kernel::btf::Btf;
 
 /// Where systemd and every container runtime expect the cgroup file systems.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";

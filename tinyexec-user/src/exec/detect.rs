@@ -4,7 +4,7 @@
 //! candidate. That is the whole file up to 256 bytes; for 257 to 269 bytes the
 //! header decides alone where it can, and otherwise the rest is read from the
 //! very file that ran: `/proc/PID/exe` while the process lives, else the path
-//! the kernel resolved, found where the exec saw it ([`crate::files`]) and
+//! the kernel resolved, found where the exec saw it ([`crate::exec::files`]) and
 //! accepted only if device, inode, size and change time are those of the exec.
 //! A file that could be written while it ran (`Exec::is_writable`) is judged
 //! on the kernel's bytes alone.
@@ -15,7 +15,7 @@
 //! Reading a file can block (a FUSE file system that never answers), so the
 //! data path calls [`detect`] with [`Files::Deferred`]: a verdict that needs a
 //! file says so, and the exec is decided again on a reader thread
-//! ([`crate::reads`]) with [`Files::Read`], or with [`Files::Unavailable`] when
+//! ([`crate::exec::reads`]) with [`Files::Read`], or with [`Files::Unavailable`] when
 //! that read did not come back in time.
 
 use std::{fs, io::Read, os::unix::fs::MetadataExt};
@@ -26,7 +26,7 @@ use tinyexec_ebpf::{
     rule::{self, HeaderVerdict},
 };
 
-use crate::{
+use crate::exec::{
     clock::BootClock,
     decode::Exec,
     files::{self, Links},

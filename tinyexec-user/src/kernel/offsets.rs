@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use anyhow::{Context as _, Result, bail};
 use tinyexec_ebpf::{ABSENT, COMM_LEN, HEADER_LEN, Offsets, WINDOW};
 
-use crate::btf::Btf;
+use crate::kernel::btf::Btf;
 
 /// The kernel's BTF, and every `(struct, member path)` read from it so far:
 /// the list of kernel fields tinyexec depends on comes from [`resolve`]

@@ -6,12 +6,10 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use tinyexec_ebpf::MAX_PATH_DEPTH;
 
-use crate::{logging::Level, policy::Suppressed, textfile};
+use crate::{exclusions::policy::Suppressed, run::logging::Level, textfile};
 
 /// Where the default install keeps the configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/tinyexec/config.toml";
-/// Largest configuration file read: a complete one is under 1 KiB.
-pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 /// Largest ring buffer: the largest power of two a `u32` holds.
 pub const MAX_RING_BUFFER: u32 = 1 << 31;
 /// Default seconds between heartbeats, and the most allowed (a day).
@@ -255,7 +253,7 @@ pub struct Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
-    let text = textfile::read(path, "configuration", MAX_CONFIG_BYTES)?;
+    let text = textfile::read(path, "configuration", textfile::MAX_CONFIG_BYTES)?;
     parse_file(&path.display().to_string(), &text)
 }
 

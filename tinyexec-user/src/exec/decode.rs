@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags, rule::HeaderVerdict};
 
-use crate::container::Namespaces;
+use crate::exec::container::Namespaces;
 
 /// One exec as the kernel reported it, decoded.
 #[derive(Clone, Debug)]
@@ -65,7 +65,7 @@ pub struct Exec {
     pub exec_path_truncated: bool,
     /// The task's cgroup in the hierarchy the sensor reads (None without one).
     pub cgroup: Option<Cgroup>,
-    /// Inode numbers of its namespaces ([`crate::container::NAMES`]); 0 when unread.
+    /// Inode numbers of its namespaces ([`crate::exec::container::NAMES`]); 0 when unread.
     pub namespaces: Namespaces,
     /// Its pid and its parent's in its own pid namespace (0 for a parent outside it).
     pub vpid: u32,

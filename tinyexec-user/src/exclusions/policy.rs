@@ -20,7 +20,7 @@ use crate::{
 /// Where the default install keeps its exclusions.
 pub const DEFAULT_PATH: &str = "/etc/tinyexec/exclusions.txt";
 /// The analysts' four complete scenarios, used when no file is installed.
-pub const BUILT_IN: &str = include_str!("../../config/exclusions.txt");
+pub const BUILT_IN: &str = include_str!("../../../config/exclusions.txt");
 const BUILT_IN_NAME: &str = "built-in exclusions";
 
 /// What happens to an alert an exclusion covers.
@@ -88,6 +88,18 @@ pub fn parse_all(name: &str, text: &str) -> Result<Vec<Exclusion>> {
     Ok(parsed.exclusions)
 }
 
+/// What [`Policy::reload`] did, and what to log about it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// Not forced, and the file has not changed (or none is watched).
+    Unchanged,
+    /// The file's exclusions are in force now: what changed.
+    Reloaded(String),
+    /// The file was refused (unreadable, or a line does not parse) and the
+    /// running exclusions stay: why.
+    Refused(String),
+}
+
 pub struct Policy {
     /// The file watched, if any.
     path: Option<PathBuf>,
@@ -137,35 +149,36 @@ impl Policy {
         }
     }
 
-    /// Reloads when forced (SIGHUP) or when the file changed on disk. Returns
-    /// what to log: the change, or why the file was refused (a file that fails
-    /// to parse keeps the running exclusions).
-    pub fn reload(&mut self, forced: bool) -> Option<Result<String, String>> {
-        let path = self.path.clone()?;
+    /// Reloads when forced (SIGHUP) or when the file changed on disk (a file
+    /// that fails to parse keeps the running exclusions).
+    pub fn reload(&mut self, forced: bool) -> Reload {
+        let Some(path) = self.path.clone() else {
+            return Reload::Unchanged;
+        };
         let st = stamp(&path);
         if !forced && st == self.stamp {
-            return None;
+            return Reload::Unchanged;
         }
         self.stamp = st;
         let text = match read(&path) {
             Ok(t) => t,
             Err(e) => {
-                return Some(Err(format!(
+                return Reload::Refused(format!(
                     "exclusions reload failed, keeping the {} running: {e:#}",
                     self.exclusions.len(),
-                )));
+                ));
             }
         };
         match parse_all(&path.display().to_string(), &text) {
-            Err(e) => Some(Err(format!(
+            Err(e) => Reload::Refused(format!(
                 "exclusions reload failed, keeping the {} running:\n{e:#}",
                 self.exclusions.len()
-            ))),
+            )),
             Ok(new) => {
                 let msg = describe_change(&self.exclusions, &new, &path);
                 self.exclusions = new;
                 self.track_counters();
-                Some(Ok(msg))
+                Reload::Reloaded(msg)
             }
         }
     }

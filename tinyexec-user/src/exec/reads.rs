@@ -34,7 +34,7 @@ use anyhow::{Context as _, Result, bail};
 use log::warn;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{
+use crate::exec::{
     decode::{self, Exec},
     detect::{self, Files, Verdict},
 };

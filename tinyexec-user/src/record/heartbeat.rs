@@ -4,16 +4,49 @@
 //! heartbeats stop, or whose counters show records lost anywhere on the way:
 //! in the kernel, in an output's queue, or at its destination.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
 
-use crate::{
-    output::OutputCounts,
-    record::{Agent, Host, Record},
-};
+use serde::{Serialize, Serializer};
 
-/// The outputs' names in heartbeats (`heartbeat.outputs.NAME`), in the
-/// order of [`Outputs`].
-pub const OUTPUT_NAMES: [&str; 4] = ["stdout", "file", "syslog", "sentinel"];
+/// The outputs, each named once: `heartbeat.outputs.NAME` in records,
+/// a label in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Output {
+    Stdout,
+    File,
+    Syslog,
+    Sentinel,
+}
+
+impl Output {
+    #[cfg(test)]
+    pub const ALL: [Self; 4] = [Self::Stdout, Self::File, Self::Syslog, Self::Sentinel];
+
+    /// Its name in records.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::File => "file",
+            Self::Syslog => "syslog",
+            Self::Sentinel => "sentinel",
+        }
+    }
+
+    /// Its name in log lines and its worker thread's name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::File => "output file",
+            Self::Sentinel => "Sentinel",
+            other => other.key(),
+        }
+    }
+}
+
+impl Serialize for Output {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
 
 /// What the data path counted since the sensor started.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,18 +75,8 @@ pub struct OutputHeartbeat {
     pub spool_dropped: Option<u64>,
 }
 
-/// The outputs in use; the others are absent.
-#[derive(Debug, Default, Serialize)]
-pub struct Outputs {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stdout: Option<OutputHeartbeat>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<OutputHeartbeat>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub syslog: Option<OutputHeartbeat>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel: Option<OutputHeartbeat>,
-}
+/// The outputs in use, in the order of [`Output`]; the others are absent.
+pub type Outputs = BTreeMap<Output, OutputHeartbeat>;
 
 /// Counters since the sensor started (this `agent.ephemeral_id`).
 #[derive(Debug, Serialize)]
@@ -78,52 +101,13 @@ pub struct Heartbeat {
     pub outputs: Outputs,
 }
 
-fn output(c: &OutputCounts) -> OutputHeartbeat {
-    OutputHeartbeat {
-        written: c.counts.written,
-        failed: c.counts.failed,
-        dropped: c.counts.dropped,
-        queued: c.counts.queued,
-        delivered: c.sentinel.map(|d| d.delivered),
-        rejected: c.sentinel.map(|d| d.rejected),
-        spool_dropped: c.sentinel.map(|d| d.spool_dropped),
-    }
-}
-
 /// What the heartbeat says, from the counters at one moment.
-pub struct Snapshot<'a> {
+#[derive(Debug)]
+pub struct Snapshot {
     pub interval_secs: u64,
     pub last: bool,
     pub execs_seen: u64,
     pub kernel_lost: u64,
     pub counters: Counters,
-    pub outputs: &'a [OutputCounts],
-}
-
-pub fn record(s: &Snapshot<'_>, timestamp: String, host: &Host, agent: &Agent) -> Record {
-    let mut outputs = Outputs::default();
-    for o in s.outputs {
-        let slots = [
-            &mut outputs.stdout,
-            &mut outputs.file,
-            &mut outputs.syslog,
-            &mut outputs.sentinel,
-        ];
-        if let Some((_, slot)) = OUTPUT_NAMES.iter().zip(slots).find(|(n, _)| **n == o.name) {
-            *slot = Some(output(o));
-        }
-    }
-    let mut rec = Record::metric("heartbeat", timestamp, host, agent);
-    rec.heartbeat = Some(Heartbeat {
-        interval_secs: s.interval_secs,
-        last: s.last,
-        execs_seen: s.execs_seen,
-        records_read: s.counters.records_read,
-        alerts: s.counters.alerts,
-        suppressed: s.counters.suppressed,
-        repeats: s.counters.repeats,
-        kernel_lost: s.kernel_lost,
-        outputs,
-    });
-    rec
+    pub outputs: Outputs,
 }

@@ -22,7 +22,7 @@ fn effective_caps() -> Option<u64> {
 }
 
 /// Loading tracing programs needs `CAP_BPF` with `CAP_PERFMON`, or `CAP_SYS_ADMIN`.
-pub fn check_privileges() -> Result<()> {
+pub fn require_privileges() -> Result<()> {
     let caps = effective_caps().unwrap_or(0);
     let has = |cap: u32| caps & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
@@ -37,7 +37,7 @@ pub fn check_privileges() -> Result<()> {
 }
 
 /// The kernel's BTF must exist: the programs' struct offsets come from it.
-pub fn check_btf(path: &Path) -> Result<()> {
+pub fn require_btf(path: &Path) -> Result<()> {
     if let Err(err) = fs::metadata(path) {
         bail!(
             "cannot read kernel BTF at {}: {err}. tinyexec needs a kernel built with \
@@ -57,7 +57,7 @@ fn release() -> String {
 /// Refuses a kernel that lacks what the programs need, naming what is missing,
 /// before anything is loaded. A probe that cannot run says nothing: the load
 /// itself then gives the kernel's words.
-pub fn check_kernel() -> Result<()> {
+pub fn require_kernel() -> Result<()> {
     let missing = [
         (
             is_map_supported(MapType::RingBuf).ok(),

@@ -1,33 +1,15 @@
 //! One set of field names, four places that spell them: the records the
-//! sensor serialises (`record.rs`), the fields exclusions accept
-//! (`exclusions/fields.rs`), the published JSON schema (`docs/schema/`), the
-//! field tables of `docs/events.md`, and the Sentinel column table of
-//! `docs/schema.md`. This test fails on any difference, naming it.
+//! sensor serialises (`record/`), the fields exclusions accept
+//! (`exclusions/fields.rs`, whose tests check them against [`schema`]), the
+//! published JSON schema (`docs/schema/`), the field tables of
+//! `docs/events.md`, and the Sentinel column table of `docs/schema.md`. These
+//! tests fail on any difference, naming it.
 
 use std::{collections::BTreeSet, fs, path::PathBuf};
 
 use serde_json::Value;
 
-use crate::{exclusions::fields::FIELDS, heartbeat::OUTPUT_NAMES, record};
-
-/// Fields exclusions do not offer, and why (a name ending in `.`: every
-/// field under it).
-const NOT_FOR_EXCLUSIONS: &[(&str, &str)] = &[
-    ("exclusion.name", "set by the exclusion that matched"),
-    ("exclusion.line", "set by the exclusion that matched"),
-    (
-        "heartbeat.",
-        "heartbeats are not execs: exclusions judge alerts",
-    ),
-    (
-        "repeats.",
-        "set on the aggregate after exclusions judged each of its execs",
-    ),
-    (
-        "tinyexec.repeat_of",
-        "set after exclusions judged the exec (an alert again otherwise)",
-    ),
-];
+use super::{SCHEMA_VERSION, heartbeat::Output, samples::samples};
 
 /// Record fields without a column of their own in the Sentinel custom table.
 const NO_COLUMN: &[(&str, &str)] = &[
@@ -96,9 +78,9 @@ fn table_names(text: &str, section: Option<&str>) -> BTreeSet<String> {
             // `heartbeat.outputs.NAME.x` stands for each output's.
             if name.contains(".NAME.") {
                 names.extend(
-                    OUTPUT_NAMES
+                    Output::ALL
                         .iter()
-                        .map(|o| name.replace(".NAME.", &format!(".{o}."))),
+                        .map(|o| name.replace(".NAME.", &format!(".{}.", o.key()))),
                 );
             } else {
                 names.insert(name.to_owned());
@@ -108,7 +90,7 @@ fn table_names(text: &str, section: Option<&str>) -> BTreeSet<String> {
     names
 }
 
-fn same(what: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
+pub fn same(what: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
     let missing: Vec<_> = want.difference(got).collect();
     let extra: Vec<_> = got.difference(want).collect();
     assert!(
@@ -117,10 +99,10 @@ fn same(what: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
     );
 }
 
-fn schema() -> BTreeSet<String> {
+/// The dotted names of every field the published JSON schema describes.
+pub fn schema() -> BTreeSet<String> {
     let text = repo(&format!(
-        "docs/schema/tinyexec-record-{}.schema.json",
-        record::SCHEMA_VERSION
+        "docs/schema/tinyexec-record-{SCHEMA_VERSION}.schema.json"
     ));
     let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
     let mut leaves = BTreeSet::new();
@@ -131,26 +113,11 @@ fn schema() -> BTreeSet<String> {
 #[test]
 fn the_schema_describes_exactly_what_records_hold() {
     let mut seen = BTreeSet::new();
-    for rec in record::samples() {
+    for rec in samples() {
         let v = serde_json::to_value(&rec).expect("a record serialises");
         value_leaves(&v, "", &mut seen);
     }
     same("the fields the sensor's records hold", &seen, &schema());
-}
-
-#[test]
-fn exclusions_accept_every_field() {
-    let mut fields: BTreeSet<String> = FIELDS.iter().map(|f| (*f).to_owned()).collect();
-    let schema = schema();
-    for (name, _) in NOT_FOR_EXCLUSIONS {
-        fields.extend(
-            schema
-                .iter()
-                .filter(|f| *f == name || (name.ends_with('.') && f.starts_with(name)))
-                .cloned(),
-        );
-    }
-    same("exclusions/fields.rs FIELDS", &fields, &schema);
 }
 
 #[test]

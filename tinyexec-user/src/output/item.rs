@@ -1,0 +1,75 @@
+//! A record on its way to the outputs: what every output's queue and worker
+//! hold, its JSON made once for all of them.
+
+use std::sync::{Arc, OnceLock};
+
+use super::queue::Entry;
+use crate::record::{Action, Kind, Record, builder};
+
+/// A record on its way to the outputs, shared by all of them; its JSON is
+/// made once, by the first output that needs it, on that output's thread.
+pub struct Item {
+    pub record: Record,
+    json: OnceLock<String>,
+}
+
+impl Item {
+    pub fn new(record: Record) -> Self {
+        Self {
+            record,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The record as one line of JSON (without the newline).
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            // Our records hold only strings, numbers, booleans and arrays of
+            // them: serde_json cannot fail on them.
+            serde_json::to_string(&self.record)
+                .unwrap_or_else(|e| format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()))
+        })
+    }
+
+    /// Alerts, heartbeats and loss records may use the queues' reserve: a
+    /// queue full of ordinary records still takes them (heartbeats are a few a
+    /// minute, loss records at most one per 200 ms tick and heartbeat).
+    pub fn priority(&self) -> bool {
+        self.record.event.kind == Kind::Alert
+            || self.record.event.action == Action::Heartbeat
+            || self.is_loss()
+    }
+
+    fn is_loss(&self) -> bool {
+        self.record.lost.is_some()
+    }
+}
+
+impl Entry for Arc<Item> {
+    fn priority(&self) -> bool {
+        Item::priority(self)
+    }
+
+    fn is_loss(&self) -> bool {
+        Item::is_loss(self)
+    }
+
+    /// The same loss record, its count and `lost_since_previous` raised by
+    /// `older`'s: the queue's copy only (other outputs keep theirs).
+    fn merged_with(&self, older: &Self) -> Self {
+        let (new, old) = (&self.record, &older.record);
+        let count = |r: &Record| r.lost.as_ref().map_or(0, |l| l.count);
+        let total = new.lost.as_ref().map_or(0, |l| l.total);
+        let mut rec = builder::lost_record(
+            count(old) + count(new),
+            total,
+            new.timestamp.clone(),
+            &new.host,
+            &new.agent,
+        );
+        rec.event.sequence = new.event.sequence;
+        rec.tinyexec.lost_since_previous =
+            old.tinyexec.lost_since_previous + new.tinyexec.lost_since_previous;
+        Arc::new(Item::new(rec))
+    }
+}

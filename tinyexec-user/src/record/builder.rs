@@ -1,0 +1,330 @@
+//! Records made: an exec's (with the names and the container its ids and
+//! cgroup stand for), a loss's, a heartbeat's.
+
+use tinyexec_ebpf::rule;
+
+use super::{
+    Action, Agent, Cgroup, Container, Event, File, Hash, Host, Kind, Kubernetes, Lost, Namespaces,
+    Orchestrator, Parent, Pod, Process, Record, Rule, RuleString, SCHEMA_VERSION, TargetFile,
+    Tinyexec, User,
+    heartbeat::{Heartbeat, Snapshot},
+};
+use crate::exec::{
+    clock::rfc3339,
+    container::{self, Workload},
+    decode::Exec,
+    detect::{Source, Target, Verdict},
+    identity::Names,
+};
+
+/// A kernel (seconds, nanoseconds) time as RFC 3339.
+fn ctime((sec, nsec): (i64, u32)) -> String {
+    let since = std::time::Duration::new(u64::try_from(sec).unwrap_or(0), nsec.min(999_999_999));
+    rfc3339(std::time::UNIX_EPOCH + since)
+}
+
+fn name_or_id(name: Option<&str>, id: u32) -> String {
+    name.map_or_else(|| id.to_string(), str::to_owned)
+}
+
+/// Splits at the last '/': ("/usr/bin", "ls"); ("/", "") for the root.
+fn split_path(path: &str) -> (String, String) {
+    match path.rfind('/') {
+        Some(0) => ("/".to_owned(), path[1..].to_owned()),
+        Some(i) => (path[..i].to_owned(), path[i + 1..].to_owned()),
+        None => (String::new(), path.to_owned()),
+    }
+}
+
+/// The rule's part of a record, the hash of the bytes it judged, where they
+/// came from, and the file named in exec when that (not what ran) matched.
+fn rule_of(verdict: &Verdict) -> (Rule, Option<Hash>, &'static str, Option<&Target>) {
+    match verdict {
+        Verdict::Match {
+            source,
+            sha256,
+            s1_offsets,
+            s2_offsets,
+            target,
+        } => (
+            Rule {
+                name: rule::NAME,
+                verdict: "match",
+                reason: None,
+                strings: vec![
+                    RuleString {
+                        identifier: "$s1",
+                        offsets: s1_offsets.clone(),
+                    },
+                    RuleString {
+                        identifier: "$s2",
+                        offsets: s2_offsets.clone(),
+                    },
+                ],
+            },
+            sha256.clone().map(|sha256| Hash { sha256 }),
+            Source::as_str(*source),
+            target.as_ref(),
+        ),
+        Verdict::Undetermined { reason } => (
+            Rule {
+                name: rule::NAME,
+                verdict: "undetermined",
+                reason: Some(reason.clone()),
+                strings: Vec::new(),
+            },
+            None,
+            "none",
+            None,
+        ),
+    }
+}
+
+/// The namespaces part: each number the kernel read, and whether all are
+/// the host's when all were read and the host's are known.
+fn namespaces(
+    ns: &container::Namespaces,
+    host: Option<container::Namespaces>,
+) -> Option<Namespaces> {
+    if ns.iter().all(|&n| n == 0) {
+        return None;
+    }
+    let get = |i: usize| (ns[i] != 0).then_some(ns[i]);
+    Some(Namespaces {
+        mnt: get(0),
+        pid: get(1),
+        net: get(2),
+        user: get(3),
+        uts: get(4),
+        cgroup: get(5),
+        host: host
+            .filter(|_| ns.iter().all(|&n| n != 0))
+            .map(|h| h == *ns),
+    })
+}
+
+pub fn exec_record(
+    exec: &Exec,
+    verdict: Option<&Verdict>,
+    names: &mut Names,
+    timestamp: String,
+    host: &Host,
+    agent: &Agent,
+) -> Record {
+    let (rule, hash, content_source, target) = match verdict.map(rule_of) {
+        Some((r, h, c, t)) => (Some(r), h, Some(c), t),
+        None => (None, None, None, None),
+    };
+    // A match on the file named in exec: its hash is that file's, not the interpreter's.
+    let (hash, target) = match target {
+        Some(t) => (
+            None,
+            Some(TargetFile {
+                path: t.path.clone(),
+                size: t.size,
+                inode: t.inode,
+                device: t.device,
+                hash,
+            }),
+        ),
+        None => (hash, None),
+    };
+    let user = name_or_id(names.user(exec.uid), exec.uid);
+    let group = name_or_id(names.group(exec.gid), exec.gid);
+    let effective_user = name_or_id(names.user(exec.euid), exec.euid);
+    let login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
+    let (directory, name) = split_path(&exec.path);
+    let workload = exec
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.path.as_deref())
+        .map(container::parse)
+        .unwrap_or_default();
+    let Workload {
+        container_id,
+        runtime,
+        pod_uid,
+    } = workload;
+    let vpid = (exec.vpid != 0).then_some(exec.vpid);
+    Record {
+        timestamp,
+        event: Event {
+            action: if exec.killed {
+                Action::Killed
+            } else {
+                Action::Exec
+            },
+            kind: if rule.is_some() {
+                Kind::Alert
+            } else {
+                Kind::Event
+            },
+            sequence: 0,
+        },
+        rule,
+        exclusion: None,
+        process: Some(Process {
+            pid: exec.pid,
+            exec_tid: exec.exec_tid,
+            name: exec.comm.clone(),
+            executable: exec.path.clone(),
+            exec_path: exec.exec_path.clone(),
+            command_line: exec.args.join(" "),
+            args: exec.args.clone(),
+            args_count: exec.argc,
+            args_truncated: exec.args_truncated,
+            uid: exec.uid,
+            gid: exec.gid,
+            euid: exec.euid,
+            egid: exec.egid,
+            user: user.clone(),
+            group,
+            effective_user,
+            login_uid: exec.login_uid,
+            login_user,
+            parent: Parent {
+                pid: exec.ppid,
+                name: exec.parent_comm.clone(),
+                executable: exec.parent_path.clone(),
+                vpid: vpid.map(|_| exec.parent_vpid),
+            },
+            parent_process_name: exec.parent_comm.clone(),
+            vpid,
+            cgroup: exec.cgroup.as_ref().map(|c| Cgroup {
+                id: c.id,
+                path: c.path.clone(),
+                path_truncated: c.truncated,
+            }),
+            namespaces: namespaces(&exec.namespaces, container::host_namespaces()),
+        }),
+        file: Some(File {
+            path: exec.path.clone(),
+            name,
+            directory,
+            size: exec.size,
+            inode: exec.inode,
+            device: exec.device,
+            nlink: exec.nlink,
+            mode: format!("{:o}", exec.mode & 0o7777),
+            deleted: exec.is_deleted(),
+            memfd: exec.is_memfd(),
+            writable: exec.is_writable(),
+            ctime: ctime(exec.ctime),
+            path_truncated: exec.path_truncated,
+            path_disconnected: exec.path_disconnected,
+            hash,
+            target,
+        }),
+        user: Some(User {
+            id: exec.uid,
+            name: user,
+        }),
+        container: container_id.map(|id| Container { id, runtime }),
+        orchestrator: pod_uid
+            .is_some()
+            .then_some(Orchestrator { kind: "kubernetes" }),
+        kubernetes: pod_uid.map(|uid| Kubernetes { pod: Pod { uid } }),
+        lost: None,
+        repeats: None,
+        heartbeat: None,
+        host: host.clone(),
+        agent: agent.clone(),
+        tinyexec: Tinyexec {
+            schema_version: SCHEMA_VERSION,
+            lost_since_previous: 0,
+            ktime_ns: Some(exec.ktime_ns),
+            read_error: Some(exec.read_error || exec.args_unreadable),
+            content_source,
+            kill_failed: exec.kill_failed,
+            repeat_of: None,
+        },
+    }
+}
+
+pub fn lost_record(
+    count: u64,
+    total: u64,
+    timestamp: String,
+    host: &Host,
+    agent: &Agent,
+) -> Record {
+    let mut rec = Record::metric(Action::Lost, timestamp, host, agent);
+    rec.lost = Some(Lost { count, total });
+    rec.tinyexec.lost_since_previous = count;
+    rec
+}
+
+impl Record {
+    /// A record about the sensor itself (`event.kind: "metric"`) with none of
+    /// an exec's parts: the caller adds its own (`lost`, `heartbeat`).
+    pub fn metric(action: Action, timestamp: String, host: &Host, agent: &Agent) -> Self {
+        Self {
+            timestamp,
+            event: Event {
+                action,
+                kind: Kind::Metric,
+                sequence: 0,
+            },
+            rule: None,
+            exclusion: None,
+            process: None,
+            file: None,
+            user: None,
+            container: None,
+            orchestrator: None,
+            kubernetes: None,
+            lost: None,
+            repeats: None,
+            heartbeat: None,
+            host: host.clone(),
+            agent: agent.clone(),
+            tinyexec: Tinyexec {
+                schema_version: SCHEMA_VERSION,
+                ..Tinyexec::default()
+            },
+        }
+    }
+}
+
+pub fn heartbeat_record(s: Snapshot, timestamp: String, host: &Host, agent: &Agent) -> Record {
+    let mut rec = Record::metric(Action::Heartbeat, timestamp, host, agent);
+    rec.heartbeat = Some(Heartbeat {
+        interval_secs: s.interval_secs,
+        last: s.last,
+        execs_seen: s.execs_seen,
+        records_read: s.counters.records_read,
+        alerts: s.counters.alerts,
+        suppressed: s.counters.suppressed,
+        repeats: s.counters.repeats,
+        kernel_lost: s.kernel_lost,
+        outputs: s.outputs,
+    });
+    rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_say_host_only_when_all_are_known() {
+        let host = [1, 2, 3, 4, 5, 6];
+        let ns = namespaces(&host, Some(host)).unwrap();
+        assert_eq!((ns.mnt, ns.cgroup, ns.host), (Some(1), Some(6), Some(true)));
+        let mut other = host;
+        other[2] = 9;
+        assert_eq!(namespaces(&other, Some(host)).unwrap().host, Some(false));
+        assert_eq!(namespaces(&host, None).unwrap().host, None);
+        other[0] = 0;
+        let partial = namespaces(&other, Some(host)).unwrap();
+        assert_eq!((partial.mnt, partial.host), (None, None));
+        assert!(namespaces(&[0; 6], Some(host)).is_none());
+    }
+
+    #[test]
+    fn path_split() {
+        assert_eq!(split_path("/usr/bin/ls"), ("/usr/bin".into(), "ls".into()));
+        assert_eq!(split_path("/ls"), ("/".into(), "ls".into()));
+        assert_eq!(split_path("/memfd:x"), ("/".into(), "memfd:x".into()));
+    }
+}

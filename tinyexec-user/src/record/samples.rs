@@ -1,0 +1,160 @@
+//! One record of every kind, with every optional field present in one of
+//! them: what `field_names.rs` checks the schema against.
+
+use super::{
+    Agent, ExclusionRef, Host, Record, Repeats,
+    builder::{exec_record, heartbeat_record, lost_record},
+    heartbeat::{Counters, Output, OutputHeartbeat, Snapshot},
+};
+use crate::exec::{
+    decode::{Cgroup, Exec},
+    detect::{Source, Target, Verdict},
+    identity::Names,
+};
+
+pub fn samples() -> Vec<Record> {
+    let exec = Exec {
+        ktime_ns: 1,
+        pid: 2,
+        exec_tid: 2,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        euid: 0,
+        egid: 0,
+        login_uid: Some(1000),
+        comm: "stager".into(),
+        parent_comm: "sh".into(),
+        args: vec!["/tmp/stager".into()],
+        argc: 1,
+        args_truncated: false,
+        args_unreadable: false,
+        path: "/tmp/stager".into(),
+        path_bytes: b"/tmp/stager".to_vec(),
+        path_truncated: false,
+        path_disconnected: false,
+        parent_path: Some("/bin/sh".into()),
+        size: 153,
+        inode: 7,
+        device: 8,
+        nlink: 1,
+        mode: 0o100_755,
+        candidate: true,
+        header: None,
+        read_error: false,
+        killed: false,
+        kill_failed: true,
+        self_test_tgid: None,
+        kernel_verdict: None,
+        writers: -1,
+        ctime: (0, 0),
+        exec_path: Some("./stager".into()),
+        exec_path_bytes: Some(b"./stager".to_vec()),
+        exec_path_truncated: false,
+        cgroup: Some(Cgroup {
+            id: 9,
+            path: Some(format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
+                "a".repeat(64)
+            )),
+            truncated: false,
+        }),
+        namespaces: [1; 6],
+        vpid: 1,
+        parent_vpid: 0,
+    };
+    let host = Host {
+        hostname: "h".into(),
+        boot_id: "b".into(),
+    };
+    let agent = Agent {
+        name: "tinyexec",
+        version: "0",
+        ephemeral_id: "e".into(),
+    };
+    let matched = |target| Verdict::Match {
+        source: Source::Kernel,
+        sha256: Some("0".repeat(64)),
+        s1_offsets: vec![1],
+        s2_offsets: vec![2],
+        target,
+    };
+    let target = Target {
+        path: "./stager".into(),
+        size: 153,
+        inode: 7,
+        device: 8,
+    };
+    let verdicts = [
+        matched(None),
+        matched(Some(target)),
+        Verdict::Undetermined { reason: "r".into() },
+    ];
+    let mut names = Names::default();
+    let mut out: Vec<Record> = verdicts
+        .iter()
+        .map(|v| exec_record(&exec, Some(v), &mut names, "t".into(), &host, &agent))
+        .collect();
+    out[0].exclusion = Some(ExclusionRef {
+        name: "x".into(),
+        line: 1,
+    });
+    out.push(lost_record(1, 1, "t".into(), &host, &agent));
+    // An aggregate of repeats, and a repeat as --all-execs records it.
+    let mut aggregate = exec_record(
+        &exec,
+        Some(&verdicts[0]),
+        &mut names,
+        "t".into(),
+        &host,
+        &agent,
+    );
+    aggregate.repeats = Some(Repeats {
+        count: 2,
+        first_timestamp: "t".into(),
+        of_sequence: 1,
+        window_secs: 60,
+    });
+    out.push(aggregate);
+    let mut repeat = exec_record(
+        &exec,
+        Some(&verdicts[0]),
+        &mut names,
+        "t".into(),
+        &host,
+        &agent,
+    );
+    repeat.tinyexec.repeat_of = Some(1);
+    out.push(repeat);
+    out.push(heartbeat_sample(&host, &agent));
+    out
+}
+
+/// A heartbeat naming every output, Sentinel's own counters too.
+fn heartbeat_sample(host: &Host, agent: &Agent) -> Record {
+    let counts = |sentinel: bool| OutputHeartbeat {
+        written: 1,
+        failed: 0,
+        dropped: 0,
+        queued: 0,
+        delivered: sentinel.then_some(1),
+        rejected: sentinel.then_some(0),
+        spool_dropped: sentinel.then_some(0),
+    };
+    heartbeat_record(
+        Snapshot {
+            interval_secs: 60,
+            last: false,
+            execs_seen: 1,
+            kernel_lost: 0,
+            counters: Counters::default(),
+            outputs: Output::ALL
+                .into_iter()
+                .map(|o| (o, counts(o == Output::Sentinel)))
+                .collect(),
+        },
+        "t".into(),
+        host,
+        agent,
+    )
+}
