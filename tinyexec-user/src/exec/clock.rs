@@ -14,6 +14,7 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
 
 /// Converts `bpf_ktime_get_boot_ns()` values. Refreshed periodically, so clock
 /// steps (NTP) reach the timestamps within one refresh.
+#[derive(Debug)]
 pub struct BootClock {
     /// realtime - boottime, in ns.
     offset: i128,

@@ -14,7 +14,7 @@
 //!
 //! Reading a file can block (a FUSE file system that never answers), so the
 //! data path calls [`detect`] with [`Files::Deferred`]: a verdict that needs a
-//! file says so, and the exec is decided again on a reader thread
+//! file says so, and the exec is decided again by a file reader
 //! ([`crate::exec::reads`]) with [`Files::Read`], or with [`Files::Unavailable`] when
 //! that read did not come back in time.
 
@@ -112,8 +112,9 @@ pub enum Files<'a> {
     /// On the data path: no file is touched; a verdict that needs one is
     /// [`NeedsFile`].
     Deferred,
-    /// On a reader thread: files are opened and read.
-    Read,
+    /// In a file reader's helper process: files are opened and read; its
+    /// clock dates the exec against the file's change time.
+    Read(&'a BootClock),
     /// The read did not come back in time, or could not be started: why.
     Unavailable(&'a str),
 }
@@ -122,9 +123,14 @@ pub enum Files<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NeedsFile;
 
-/// The rule's verdict on this exec: None when it does not match.
-pub fn detect(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, NeedsFile> {
-    if let Some(verdict) = detect_executed(exec, files)? {
+/// The rule's verdict on this exec: None when it does not match. `header` is
+/// [`header_decision`] on it, taken once by the caller.
+pub fn detect(
+    exec: &Exec,
+    header: Option<HeaderVerdict>,
+    files: Files<'_>,
+) -> Result<Option<Verdict>, NeedsFile> {
+    if let Some(verdict) = detect_executed(exec, header, files)? {
         return Ok(Some(verdict));
     }
     let Some(name) = exec.exec_path_bytes.as_deref() else {
@@ -134,7 +140,7 @@ pub fn detect(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, NeedsFil
         Files::Deferred => Err(NeedsFile),
         // Only a match by name is an alert: what cannot be read is not what ran.
         Files::Unavailable(_) => Ok(None),
-        Files::Read => Ok(detect_named(exec, name)),
+        Files::Read(_) => Ok(detect_named(exec, name)),
     }
 }
 
@@ -146,13 +152,17 @@ fn rest(
 ) -> Result<Result<(Vec<u8>, Source), String>, NeedsFile> {
     match files {
         Files::Deferred => Err(NeedsFile),
-        Files::Read => Ok(read_rest(exec, size)),
+        Files::Read(clock) => Ok(read_rest(exec, size, clock)),
         Files::Unavailable(why) => Ok(Err(why.to_owned())),
     }
 }
 
 /// The verdict on the file the kernel ran.
-fn detect_executed(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, NeedsFile> {
+fn detect_executed(
+    exec: &Exec,
+    header: Option<HeaderVerdict>,
+    files: Files<'_>,
+) -> Result<Option<Verdict>, NeedsFile> {
     if !exec.candidate {
         return Ok(None);
     }
@@ -161,34 +171,32 @@ fn detect_executed(exec: &Exec, files: Files<'_>) -> Result<Option<Verdict>, Nee
     };
     let head = exec.header.as_deref().unwrap_or_default();
     let writable = exec.is_writable();
-    Ok(
-        match header_decision(exec).unwrap_or(HeaderVerdict::NeedRest) {
-            HeaderVerdict::NoMatch => None,
-            // The whole file as the kernel read it at exec (for a writable file,
-            // the bytes at that moment: the hash is theirs).
-            HeaderVerdict::Match if head.len() as u64 == size => {
-                Some(matched(head, Source::Kernel, true))
-            }
-            // Writable, and longer than the header now: the header alone, no hash.
-            HeaderVerdict::Match if writable => Some(matched(head, Source::Kernel, false)),
-            // Decided by the header alone; the rest only adds the hash and offsets.
-            HeaderVerdict::Match => Some(match rest(exec, size, files)? {
-                Ok((all, source)) => matched(&all, source, true),
-                Err(_) => matched(head, Source::Kernel, false),
-            }),
-            HeaderVerdict::NeedRest if writable => Some(Verdict::Undetermined {
-                reason: "the file could be written while it ran (its writer count was not \
+    Ok(match header.unwrap_or(HeaderVerdict::NeedRest) {
+        HeaderVerdict::NoMatch => None,
+        // The whole file as the kernel read it at exec (for a writable file,
+        // the bytes at that moment: the hash is theirs).
+        HeaderVerdict::Match if head.len() as u64 == size => {
+            Some(matched(head, Source::Kernel, true))
+        }
+        // Writable, and longer than the header now: the header alone, no hash.
+        HeaderVerdict::Match if writable => Some(matched(head, Source::Kernel, false)),
+        // Decided by the header alone; the rest only adds the hash and offsets.
+        HeaderVerdict::Match => Some(match rest(exec, size, files)? {
+            Ok((all, source)) => matched(&all, source, true),
+            Err(_) => matched(head, Source::Kernel, false),
+        }),
+        HeaderVerdict::NeedRest if writable => Some(Verdict::Undetermined {
+            reason: "the file could be written while it ran (its writer count was not \
                      negative: a memfd with a writable descriptor, say), and the bytes \
                      past the 256 the kernel read at exec decide; bytes read later need \
                      not be the ones that ran"
-                    .to_owned(),
-            }),
-            HeaderVerdict::NeedRest => match rest(exec, size, files)? {
-                Ok((all, source)) => rule::evaluate(&all).map(|_| matched(&all, source, true)),
-                Err(reason) => Some(Verdict::Undetermined { reason }),
-            },
+                .to_owned(),
+        }),
+        HeaderVerdict::NeedRest => match rest(exec, size, files)? {
+            Ok((all, source)) => rule::evaluate(&all).map(|_| matched(&all, source, true)),
+            Err(reason) => Some(Verdict::Undetermined { reason }),
         },
-    )
+    })
 }
 
 /// The size the kernel decided for: a writable file may have been smaller
@@ -224,12 +232,12 @@ fn header_buffer(head: &[u8], size: u64) -> Option<[u8; HEADER_LEN]> {
 
 /// The whole file that ran: through `/proc/PID/exe` while the process lives,
 /// else from the path the kernel resolved if it still holds that file unchanged.
-fn read_rest(exec: &Exec, size: u64) -> Result<(Vec<u8>, Source), String> {
+fn read_rest(exec: &Exec, size: u64, clock: &BootClock) -> Result<(Vec<u8>, Source), String> {
     let by_exe = match read_exe(exec, size) {
         Ok(all) => return Ok((all, Source::KernelExe)),
         Err(reason) => reason,
     };
-    match read_resolved_path(exec, size) {
+    match read_resolved_path(exec, size, clock) {
         Ok(all) => Ok((all, Source::KernelPath)),
         Err(by_path) => Err(format!("{by_exe}; and {by_path}")),
     }
@@ -265,7 +273,7 @@ fn read_exe(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
 /// root, its parent's, PID 1's), if it is the file that ran and has not
 /// changed since: same device, inode, size and change time (any write or
 /// truncation moves the change time).
-fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
+fn read_resolved_path(exec: &Exec, size: u64, clock: &BootClock) -> Result<Vec<u8>, String> {
     let path = &exec.path;
     if exec.path_disconnected || exec.path_truncated || exec.is_deleted() {
         return Err(format!(
@@ -275,7 +283,7 @@ fn read_resolved_path(exec: &Exec, size: u64) -> Result<Vec<u8>, String> {
     // A write moves the change time only to the kernel's coarse clock (one
     // tick, at most 10 ms): one within a tick of the change time the exec saw
     // could leave it as it was. Later writes cannot.
-    let exec_wall = BootClock::new().wall(exec.ktime_ns);
+    let exec_wall = clock.wall(exec.ktime_ns);
     let changed = std::time::UNIX_EPOCH
         + std::time::Duration::new(u64::try_from(exec.ctime.0).unwrap_or(0), exec.ctime.1);
     if exec_wall

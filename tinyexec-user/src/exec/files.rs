@@ -18,7 +18,7 @@
 //! a device, or a FIFO, is never opened.
 //!
 //! Opening a regular file can still block (a FUSE file system that never
-//! answers): callers run on the reader threads of [`crate::exec::reads`], never on
+//! answers): callers run in the helper processes of [`crate::exec::reads`], never on
 //! the data path.
 
 use std::{

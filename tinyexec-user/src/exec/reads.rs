@@ -35,6 +35,7 @@ use log::warn;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::exec::{
+    clock::BootClock,
     decode::{self, Exec},
     detect::{self, Files, Verdict},
 };
@@ -54,7 +55,7 @@ pub const SUBCOMMAND: &str = "read-files";
 /// a longer length on the pipe is a broken stream.
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// A decided exec, from a reader thread.
+/// A decided exec, from a reader.
 pub struct Done {
     id: u64,
     verdict: Option<Verdict>,
@@ -229,7 +230,7 @@ impl Reads {
 
 /// The verdict on `exec` without its file, for `why`.
 pub fn unavailable(exec: &Exec, why: &str) -> Option<Verdict> {
-    detect::detect(exec, Files::Unavailable(why)).unwrap_or_default()
+    detect::detect(exec, detect::header_decision(exec), Files::Unavailable(why)).unwrap_or_default()
 }
 
 /// A reader thread: hands execs to its helper until the sensor stops.
@@ -353,9 +354,12 @@ pub fn serve(parent: u32) -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_NAME, c"tinyexec-read".as_ptr(), 0, 0, 0) };
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
+    let mut clock = BootClock::new();
     while let Some(record) = read_message(&mut input)? {
+        clock.refresh(); // follows wall-clock steps
         let verdict = match decode::decode(&record) {
-            Ok(exec) => detect::detect(&exec, Files::Read).unwrap_or_default(),
+            Ok(exec) => detect::detect(&exec, detect::header_decision(&exec), Files::Read(&clock))
+                .unwrap_or_default(),
             Err(err) => Some(Verdict::Undetermined {
                 reason: format!("the file reader could not decode the record: {err:#}"),
             }),

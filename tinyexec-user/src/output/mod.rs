@@ -216,7 +216,7 @@ impl Outputs {
     /// deliver what is queued; what a stuck output still holds then is counted
     /// dropped and said on stderr. Sentinel's spool keeps its batches for the
     /// next start.
-    pub fn shutdown(mut self, grace: Duration) {
+    pub fn shutdown(&mut self, grace: Duration) {
         self.commit();
         for o in &self.outputs {
             o.queue.close();

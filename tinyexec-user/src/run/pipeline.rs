@@ -1,6 +1,6 @@
 //! The data path, top to bottom: kernel record → decode → detect → record →
 //! exclusions → the flood bound (`repeats`) → the outputs' queues. An exec
-//! whose verdict needs its file is decided by a reader thread (`reads`) and
+//! whose verdict needs its file is decided by a file reader (`reads`) and
 //! rejoins the path here when its answer, or its deadline, comes.
 
 use anyhow::{Context as _, Result, bail};
@@ -96,7 +96,10 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        if let (Some(kernel), Some(ours)) = (exec.kernel_verdict, detect::header_decision(&exec))
+        // User space's decision on the kernel's header, taken once: checked
+        // against the kernel's, then the start of the verdict.
+        let header = detect::header_decision(&exec);
+        if let (Some(kernel), Some(ours)) = (exec.kernel_verdict, header)
             && kernel != ours
         {
             warn!(
@@ -104,7 +107,7 @@ impl Pipeline {
                 exec.pid, exec.path
             );
         }
-        match detect::detect(&exec, Files::Deferred) {
+        match detect::detect(&exec, header, Files::Deferred) {
             Ok(verdict) => self.decided(&exec, verdict.as_ref()),
             Err(NeedsFile) => match self.reads.submit(exec, bytes) {
                 Ok(()) => Ok(()),
@@ -325,9 +328,10 @@ impl Pipeline {
             self.emit_aggregate(p);
         }
         self.heartbeat(execs_seen, true);
-        self.log_counters();
         let fatal = self.fatal();
         self.outputs.shutdown(grace);
+        // After the outputs delivered: the counts say what reached them.
+        self.log_counters();
         fatal
     }
 }
