@@ -123,7 +123,6 @@ async fn stream(
         events,
         lost,
         execs,
-        stages: _stages,
         mut control,
         ..
     } = sensor;
