@@ -12,7 +12,9 @@ use std::{
 use aya_obj::generated::bpf_insn;
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_MAP_FREEZE: libc::c_long = 22;
 
@@ -24,9 +26,23 @@ pub const BPF_LOG_STATS: u32 = 4;
 pub const LOG_MAX: usize = (u32::MAX >> 8) as usize;
 
 fn sys_bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the given size;
-    // every pointer inside it outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), size_of::<T>()) };
+    call(cmd, std::ptr::from_ref(attr).cast(), size_of::<T>())
+}
+
+/// For the commands whose answer the kernel writes into the attribute.
+fn sys_bpf_mut<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    call(
+        cmd,
+        std::ptr::from_mut(attr).cast_const().cast(),
+        size_of::<T>(),
+    )
+}
+
+fn call(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` points to a valid, initialised bpf_attr prefix of `size`
+    // bytes, writable when the command writes it; every pointer inside it
+    // outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -62,6 +78,18 @@ pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<(
     sys_bpf(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
 }
 
+/// Removes `map[key]` (the key as raw bytes of the map's key size).
+pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
+    let attr = MapElemAttr {
+        map_fd: map.as_raw_fd().cast_unsigned(),
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: 0,
+        flags: 0,
+    };
+    sys_bpf(BPF_MAP_DELETE_ELEM, &attr).map(drop)
+}
+
 #[repr(C)]
 struct MapFdAttr {
     map_fd: u32,
@@ -77,6 +105,34 @@ pub fn map_freeze(map: BorrowedFd<'_>) -> io::Result<()> {
         },
     )
     .map(drop)
+}
+
+#[repr(C)]
+struct NextIdAttr {
+    start_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// The ids of every map in the kernel. Walks the ids only, opens no map
+/// (the kernel wants `CAP_SYS_ADMIN` for it: `EPERM` without).
+pub fn map_ids() -> io::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    let mut attr = NextIdAttr {
+        start_id: 0,
+        next_id: 0,
+        open_flags: 0,
+    };
+    loop {
+        match sys_bpf_mut(BPF_MAP_GET_NEXT_ID, &mut attr) {
+            Ok(_) => {
+                ids.push(attr.next_id);
+                attr.start_id = attr.next_id;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(ids),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[repr(C)]

@@ -14,10 +14,12 @@ use std::{
     ffi::CString,
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     path::Path,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use aya_obj::{EbpfSectionKind, Object};
 use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
@@ -36,13 +38,101 @@ pub struct LoadOptions<'a> {
     pub ring_buffer_bytes: u32,
 }
 
-/// What must stay open for the programs to run. Dropping it detaches them:
-/// the link goes first.
+/// What must stay open for the programs to run. Dropping it detaches them
+/// and takes them down in the order that leaves nothing in the kernel (see
+/// `Drop`).
 pub struct Programs {
-    _link: OwnedFd,
-    _programs: Vec<OwnedFd>,
+    link: Option<OwnedFd>,
+    programs: Vec<OwnedFd>,
     /// Maps only the kernel side reads (the work area, the read-only globals).
-    _maps: Vec<MapData>,
+    maps: Vec<MapData>,
+    /// The program array the entry and the stages tail-call through. Kept
+    /// open while they run: the kernel empties a program array when its last
+    /// user-space descriptor closes.
+    stages: Option<MapData>,
+}
+
+impl Drop for Programs {
+    /// The program array goes last, once nothing but us holds it, and then
+    /// goes at once. While it lives without a user-space descriptor, each
+    /// process that opens it by id and closes it again (`bpftool map list`,
+    /// any agent that lists BPF maps) makes the kernel schedule its emptying
+    /// once more; two of those before a scheduled emptying has run leak the
+    /// array for good (each takes a reference, the one run drops one).
+    /// Closed first, with the stages in it, it outlived the sensor by about
+    /// 50 ms: its programs hold it until the kernel has freed them.
+    fn drop(&mut self) {
+        // No new runs of the entry.
+        drop(self.link.take());
+        let Some(stages) = self.stages.take() else {
+            return;
+        };
+        // The array's references to the stages, dropped while the array is
+        // still ours (a load that failed half-way left some slots empty).
+        for (_, index) in stage::ALL {
+            let _ = bpf_sys::map_delete(stages.fd().as_fd(), &index.to_ne_bytes());
+        }
+        // Maps only the programs use go once the kernel has freed the last
+        // program using them, and every program reads the read-only globals.
+        let ids: Vec<u32> = self.maps.iter().filter_map(map_id).collect();
+        self.programs.clear();
+        self.maps.clear();
+        wait_until_gone(&ids, FREE_WAIT_BLIND);
+        let id = map_id(&stages);
+        drop(stages);
+        // Its emptying is queued to run on this CPU: let it run now.
+        wait_until_gone(id.as_slice(), Duration::from_millis(10));
+    }
+}
+
+impl Programs {
+    /// `STAGES[index] = prog`.
+    fn install(&self, index: u32, prog: &OwnedFd) -> std::io::Result<()> {
+        let stages = self
+            .stages
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the program array is closed"))?;
+        bpf_sys::map_update(
+            stages.fd().as_fd(),
+            &index.to_ne_bytes(),
+            &prog.as_raw_fd().cast_unsigned().to_ne_bytes(),
+        )
+    }
+}
+
+fn map_id(map: &MapData) -> Option<u32> {
+    map.info().ok().map(|i| i.id())
+}
+
+/// How long a stop waits for the kernel to free a map (the programs take
+/// about 70 ms here; bounded, as a stop must end).
+const FREE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Without `CAP_SYS_ADMIN` (the systemd unit) map ids cannot be listed: a
+/// fixed wait, a few times what freeing the programs takes here.
+const FREE_WAIT_BLIND: Duration = Duration::from_millis(250);
+
+/// Waits until none of the maps `ids` is left in the kernel, or `blind`
+/// when their ids cannot be listed.
+fn wait_until_gone(ids: &[u32], blind: Duration) {
+    if ids.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + FREE_TIMEOUT;
+    loop {
+        match bpf_sys::map_ids() {
+            Ok(live) if !ids.iter().any(|id| live.contains(id)) => return,
+            Ok(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(1)),
+            Ok(_) => {
+                log::debug!("maps {ids:?} still there after {FREE_TIMEOUT:?}");
+                return;
+            }
+            Err(err) => {
+                log::debug!("cannot list map ids ({err}): waiting {blind:?}");
+                thread::sleep(blind);
+                return;
+            }
+        }
+    }
 }
 
 /// Loaded and attached programs and the maps user space reads.
@@ -53,9 +143,6 @@ pub struct Loaded {
     pub lost: PerCpuArray<MapData, u64>,
     /// Execs the entry program saw, per CPU.
     pub execs: PerCpuArray<MapData, u64>,
-    /// The stages the entry tail-calls. Kept open: the kernel empties a
-    /// program array when its last user-space descriptor closes.
-    pub stages: ProgramArray<MapData>,
     pub control: Array<MapData, u32>,
     /// Instructions the verifier processed, per program, in load order.
     pub verified: Vec<(&'static str, Option<u32>)>,
@@ -128,51 +215,50 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         .map_err(|e| anyhow!("relocating the eBPF object's calls: {e}"))?;
     obj.sanitize_functions(aya::features());
 
+    // Owned from here on, so that every error path below takes the programs
+    // down in order (see `Programs`' `Drop`).
+    let stages = maps
+        .remove(names::STAGES)
+        .with_context(|| format!("map `{}` missing from the eBPF object", names::STAGES))?;
+    let mut loaded = Programs {
+        link: None,
+        programs: Vec::new(),
+        maps: Vec::new(),
+        stages: Some(stages),
+    };
     // The stages first, in the program array (aya installs only programs it
     // loaded itself: the update is ours): the entry may only run once
     // everything it hands over to is in place.
-    let stages_map = maps
-        .get(names::STAGES)
-        .with_context(|| format!("map `{}` missing from the eBPF object", names::STAGES))?;
     let mut verified = Vec::new();
-    let mut programs = Vec::new();
     for (name, index) in stage::ALL {
         let (fd, count) = load_program(&obj, name)?;
         verified.push((name, count));
-        bpf_sys::map_update(
-            stages_map.fd().as_fd(),
-            &index.to_ne_bytes(),
-            &fd.as_raw_fd().cast_unsigned().to_ne_bytes(),
-        )
-        .with_context(|| format!("installing stage `{name}`"))?;
-        programs.push(fd);
+        let installed = loaded.install(index, &fd);
+        loaded.programs.push(fd);
+        installed.with_context(|| format!("installing stage `{name}`"))?;
     }
     let mut take = |name: &str| {
         maps.remove(name)
             .with_context(|| format!("map `{name}` missing from the eBPF object"))
             .and_then(|m| Map::from_map_data(m).with_context(|| format!("map `{name}`")))
     };
-    let stages = ProgramArray::try_from(take(names::STAGES)?)?;
     let events = RingBuf::try_from(take(names::EVENTS)?)?;
     let lost = PerCpuArray::try_from(take(names::LOST)?)?;
     let control = Array::try_from(take(names::CONTROL)?)?;
+    let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
+    loaded.maps = maps.into_values().collect();
     let (entry, count) = load_program(&obj, names::PROGRAM)?;
     verified.push((names::PROGRAM, count));
     let tracepoint = CString::new(names::TRACEPOINT).context("tracepoint name")?;
-    let link = bpf_sys::raw_tracepoint_open(&tracepoint, entry.as_fd())
-        .with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?;
-    programs.push(entry);
-    let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
+    let link = bpf_sys::raw_tracepoint_open(&tracepoint, entry.as_fd());
+    loaded.programs.push(entry);
+    loaded.link =
+        Some(link.with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?);
     Ok(Loaded {
-        programs: Programs {
-            _link: link,
-            _programs: programs,
-            _maps: maps.into_values().collect(),
-        },
+        programs: loaded,
         events,
         lost,
         execs,
-        stages,
         control,
         verified,
     })

@@ -145,7 +145,6 @@ async fn stream(
         events,
         lost,
         execs,
-        stages: _stages,
         mut control,
         ..
     } = loaded;
