@@ -6,6 +6,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::debug;
 use tinyexec_ebpf::{CARRY_AT, Carry, Config, Offsets, SCRATCH_LEN, cgroup_mode, control, stage};
 
 /// Exec records to user space. User space sets the size at load time.
@@ -57,11 +58,18 @@ pub(crate) fn work_and_carry() -> Option<(*mut u8, *mut Carry)> {
     Some((work, unsafe { work.add(CARRY_AT).cast() }))
 }
 
-/// Hands over to the next stage; returning from the tail call means the
-/// stage is missing, and the record is lost: count it.
+/// Hands over to stage `INDEX`; returning from the tail call means the
+/// stage is missing, and the record is lost: count it. A const parameter, so
+/// each stage has a copy of its own: one log call shared by several stages
+/// would be compiled as a function they call (BPF-to-BPF calls mix with tail
+/// calls only on some kernels and architectures).
 #[inline(always)]
-pub(crate) fn next_stage(ctx: &RawTracePointContext, index: u32) {
-    unsafe { STAGES.tail_call(ctx, index) };
+pub(crate) fn next_stage<const INDEX: u32>(ctx: &RawTracePointContext) {
+    unsafe { STAGES.tail_call(ctx, INDEX) };
+    debug!(
+        ctx,
+        "the tail call to stage {} failed: the record is lost", INDEX
+    );
     count_lost();
 }
 

@@ -31,14 +31,14 @@ fn set_flags(carry: *mut Carry, value: u32) {
 }
 
 /// Walks `file`'s path into path scratch slot `which` (0: the executed
-/// file, 1: the parent's executable) and notes its length and flags.
+/// file, 1: the parent's executable) and notes its length and flags; returns them.
 #[inline(always)]
 pub(crate) unsafe fn walk_into(
     work: *mut u8,
     carry: *mut Carry,
     which: usize,
     file: Option<usize>,
-) {
+) -> (u32, u32) {
     let rec: *mut ExecRecord = work.cast();
     let buf: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + which * PATH_BUF).cast() };
     let (start, path_flags) = match file {
@@ -55,6 +55,7 @@ pub(crate) unsafe fn walk_into(
             (*rec).parent_path_flags = path_flags;
         }
     }
+    (len, path_flags)
 }
 
 /// Walks from the file's dentry up to the global root, writing components

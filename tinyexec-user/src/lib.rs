@@ -20,6 +20,7 @@ mod files;
 pub mod fuzzing;
 mod heartbeat;
 mod identity;
+mod kernel_log;
 mod logging;
 mod offsets;
 mod output;

@@ -139,6 +139,7 @@ async fn stream(
         execs,
         stages: _stages,
         mut control,
+        mut kernel_log,
         ..
     } = sensor;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
@@ -182,6 +183,7 @@ async fn stream(
                     pipeline.handle(&item)?;
                 }
                 pipeline.tick();
+                kernel_log.drain();
                 pipeline.report_lost(sensor::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
                 pipeline.fatal()?;
@@ -204,6 +206,7 @@ async fn stream(
     while let Some(item) = ring.next() {
         pipeline.handle(&item)?;
     }
+    kernel_log.drain();
     // The execs still waiting for their files: each within its deadline.
     while let Some(at) = pipeline.read_deadline() {
         tokio::select! {

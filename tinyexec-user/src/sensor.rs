@@ -23,7 +23,9 @@ use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
 use crate::{
     bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
-    btf, cgroups, container, offsets,
+    btf, cgroups, container,
+    kernel_log::{self, KernelLog},
+    offsets,
 };
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
@@ -57,6 +59,8 @@ pub struct Sensor {
     /// program array when its last user-space descriptor closes.
     pub stages: ProgramArray<MapData>,
     pub control: Array<MapData, u32>,
+    /// The kernel program's own log lines (`--log-level debug`).
+    pub kernel_log: KernelLog,
     /// Instructions the verifier processed, per program, in load order.
     pub verified: Vec<(&'static str, Option<u32>)>,
 }
@@ -107,12 +111,18 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     container::init_host();
 
     let mut obj = Object::parse(OBJECT).context("parsing the eBPF object")?;
+    let log_level = kernel_log::level();
     obj.patch_map_data(HashMap::from([
         (names::OFFSETS, (bytes_of(&offsets), true)),
         (names::CONFIG, (bytes_of(&config), true)),
+        (kernel_log::LEVEL, (&[log_level][..], true)),
     ]))
     .context("setting the eBPF object's globals")?;
-    let mut maps = create_maps(&obj, opts.ring_buffer_bytes)?;
+    let mut maps = create_maps(
+        &obj,
+        opts.ring_buffer_bytes,
+        kernel_log::ring_bytes(log_level),
+    )?;
 
     let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
     let objs = obj.maps.clone();
@@ -157,6 +167,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
     let events = RingBuf::try_from(take(names::EVENTS)?)?;
     let lost = PerCpuArray::try_from(take(names::LOST)?)?;
     let control = Array::try_from(take(names::CONTROL)?)?;
+    let kernel_log = KernelLog::new(RingBuf::try_from(take(kernel_log::MAP)?)?);
     let (entry, count) = load_program(&obj, names::PROGRAM)?;
     verified.push((names::PROGRAM, count));
     let tracepoint = CString::new(names::TRACEPOINT).context("tracepoint name")?;
@@ -175,19 +186,23 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Sensor> {
         execs,
         stages,
         control,
+        kernel_log,
         verified,
     })
 }
 
-/// Creates every map of the object, with the ring buffer at `ring_bytes`;
-/// data sections get their contents, and the read-only one is frozen so the
-/// verifier takes the offsets and the configuration as constants.
-fn create_maps(obj: &Object, ring_bytes: u32) -> Result<HashMap<String, MapData>> {
+/// Creates every map of the object, with the ring buffer at `ring_bytes`
+/// and the kernel log's at `log_bytes`; data sections get their contents,
+/// and the read-only one is frozen so the verifier takes the offsets and the
+/// configuration as constants.
+fn create_maps(obj: &Object, ring_bytes: u32, log_bytes: u32) -> Result<HashMap<String, MapData>> {
     let mut maps = HashMap::new();
     for (name, m) in &obj.maps {
         let mut m = m.clone();
         if name == names::EVENTS {
             m.set_max_entries(ring_bytes);
+        } else if name == kernel_log::MAP {
+            m.set_max_entries(log_bytes);
         }
         let kind = m.section_kind();
         let data = m.data().to_vec();

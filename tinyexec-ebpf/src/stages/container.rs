@@ -14,6 +14,7 @@ use tinyexec_ebpf::{
 
 use crate::{
     kernel::{Window, off, read, read_or_flag},
+    log::debug_if,
     maps::{CONFIG, next_stage, work_and_carry},
 };
 
@@ -24,9 +25,26 @@ use crate::{
 )]
 pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
-        unsafe { fill(work.cast(), work.add(CGROUP_SCRATCH), &*carry) };
+        let rec: *mut ExecRecord = work.cast();
+        let fl = unsafe { fill(rec, work.add(CGROUP_SCRATCH), &*carry) };
+        debug_if!(
+            fl & flags::CGROUP_PATH_TRUNCATED != 0,
+            &ctx,
+            "pid {}: the cgroup path was cut short: {} bytes kept (deeper than {} levels, \
+             longer than {} bytes, or a name unreadable)",
+            unsafe { (*rec).pid },
+            unsafe { (*rec).cgroup_path_len },
+            CGROUP_DEPTH,
+            CGROUP_PATH_MAX as u32
+        );
+        debug_if!(
+            fl & flags::READ_ERROR != 0,
+            &ctx,
+            "pid {}: a kernel read failed: namespaces, pids or cgroup are zero",
+            unsafe { (*rec).pid }
+        );
     }
-    next_stage(&ctx, stage::EMIT);
+    next_stage::<{ stage::EMIT }>(&ctx);
     0
 }
 
@@ -34,9 +52,9 @@ pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
 const MAX_PID_NS_LEVEL: u32 = 32;
 
 /// Fills the record's namespace, pid and cgroup fields, and writes the
-/// cgroup path into `path` (see [`cgroup_path`]).
+/// cgroup path into `path` (see [`cgroup_path`]); returns the flags it added.
 #[inline(always)]
-unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) {
+unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
     let (task, parent, cred) = (
         carry.task as usize,
         carry.parent as usize,
@@ -55,6 +73,7 @@ unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) {
         (*rec).cgroup_path_len = len;
         (*rec).flags |= fl;
     }
+    fl
 }
 
 /// `ns.inum` of the namespace at `ns` (0, flagged, when unreadable).

@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::debug;
 use tinyexec_ebpf::{
     ARGS_MAX, CGROUP_PATH_MAX, CGROUP_SCRATCH, Carry, EXEC_PATH_MAX, ExecRecord, OUT_AREA,
     PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, flags,
@@ -19,9 +20,13 @@ use crate::{
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn tinyexec_emit(_ctx: RawTracePointContext) -> i32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
+pub fn tinyexec_emit(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
-        unsafe { emit(work, &*carry) };
+        unsafe { emit(&ctx, work, &*carry) };
     }
     0
 }
@@ -33,14 +38,18 @@ fn at(base: *mut u8, offset: usize) -> *mut u8 {
     unsafe { base.add(offset & (OUT_AREA - 1)) }
 }
 
-/// The arguments, the paths, and one copy of the bytes used into the ring buffer.
+/// The arguments, the paths, and one copy of the bytes used into the ring
+/// buffer. Each failure is logged where it happens, on a branch the program
+/// takes anyway: a test of the flags at the end would cost the verifier
+/// 50,000 instructions more when the log is on.
 #[inline(always)]
-unsafe fn emit(work: *mut u8, carry: &Carry) {
+unsafe fn emit(ctx: &RawTracePointContext, work: *mut u8, carry: &Carry) {
     let rec: *mut ExecRecord = work.cast();
     unsafe {
         let mut fl = core::ptr::read_volatile(&raw const (*rec).flags);
         let mut len = RECORD_FIXED + stored(&raw const (*rec).header_len);
         fill_args(
+            ctx,
             rec,
             at(work, len),
             carry.task as usize,
@@ -49,6 +58,7 @@ unsafe fn emit(work: *mut u8, carry: &Carry) {
         );
         len += stored(&raw const (*rec).args_len);
         len += copy_path(
+            ctx,
             work,
             len,
             work.add(PATH_SCRATCH).cast(),
@@ -56,6 +66,7 @@ unsafe fn emit(work: *mut u8, carry: &Carry) {
             &mut fl,
         );
         len += copy_path(
+            ctx,
             work,
             len,
             work.add(PATH_SCRATCH + PATH_BUF).cast(),
@@ -64,16 +75,20 @@ unsafe fn emit(work: *mut u8, carry: &Carry) {
         );
         (*rec).exec_path_len = 0;
         if carry.exec_name != 0 {
-            len += exec_name(rec, at(work, len), carry.exec_name as usize, &mut fl);
+            len += exec_name(ctx, rec, at(work, len), carry.exec_name as usize, &mut fl);
         }
-        len += copy_cgroup_path(rec, at(work, len), work.add(CGROUP_SCRATCH), &mut fl);
+        len += copy_cgroup_path(ctx, rec, at(work, len), work.add(CGROUP_SCRATCH), &mut fl);
         (*rec).flags = fl;
         // One copy of the bytes used; the bound is for the verifier.
         let out = core::slice::from_raw_parts(work, len & (OUT_AREA - 1));
-        if EVENTS
-            .output::<[u8]>(out, wakeup(carry.urgent != 0))
-            .is_err()
-        {
+        if let Err(err) = EVENTS.output::<[u8]>(out, wakeup(carry.urgent != 0)) {
+            debug!(
+                ctx,
+                "pid {}: no room in the ring buffer ({}): its record of {} bytes is lost",
+                (*rec).pid,
+                err,
+                len as u32
+            );
             count_lost();
         }
     }
@@ -107,6 +122,7 @@ unsafe fn stored(field: *const u32) -> usize {
 /// Returns the bytes copied (0, with the path flagged truncated, on failure).
 #[inline(always)]
 unsafe fn copy_path(
+    ctx: &RawTracePointContext,
     work: *mut u8,
     offset: usize,
     scratch: *mut [u8; PATH_BUF],
@@ -126,6 +142,10 @@ unsafe fn copy_path(
     if r == 0 {
         n
     } else {
+        debug!(
+            ctx,
+            "copying a path of {} bytes out of the work area failed ({})", n as u32, r
+        );
         *fl |= flags::PATH_TRUNCATED;
         0
     }
@@ -135,6 +155,7 @@ unsafe fn copy_path(
 /// length (0, with the path flagged truncated, when the copy fails).
 #[inline(always)]
 unsafe fn copy_cgroup_path(
+    ctx: &RawTracePointContext,
     rec: *mut ExecRecord,
     dst: *mut u8,
     scratch: *const u8,
@@ -153,6 +174,10 @@ unsafe fn copy_cgroup_path(
         )
     };
     if r != 0 {
+        debug!(
+            ctx,
+            "copying a cgroup path of {} bytes out of the work area failed ({})", n as u32, r
+        );
         *fl |= flags::CGROUP_PATH_TRUNCATED;
         unsafe { (*rec).cgroup_path_len = 0 };
         return 0;
@@ -163,16 +188,34 @@ unsafe fn copy_cgroup_path(
 /// Copies the name given to exec (a kernel string) to `dst`; returns its
 /// length without the NUL, also noted in `exec_path_len`.
 #[inline(always)]
-unsafe fn exec_name(rec: *mut ExecRecord, dst: *mut u8, name: usize, fl: &mut u32) -> usize {
+unsafe fn exec_name(
+    ctx: &RawTracePointContext,
+    rec: *mut ExecRecord,
+    dst: *mut u8,
+    name: usize,
+    fl: &mut u32,
+) -> usize {
     let r =
         unsafe { bpf_probe_read_kernel_str(dst.cast(), EXEC_PATH_MAX as u32, name as *const _) };
     if r <= 0 {
+        debug!(
+            ctx,
+            "pid {}: reading the name given to exec failed ({})",
+            unsafe { (*rec).pid },
+            r
+        );
         *fl |= flags::READ_ERROR;
         return 0;
     }
     // With its NUL; a name that filled the buffer was cut.
     let n = (r as usize - 1) & (EXEC_PATH_MAX - 1);
     if r as usize >= EXEC_PATH_MAX {
+        debug!(
+            ctx,
+            "pid {}: the name given to exec was cut short at {} bytes",
+            unsafe { (*rec).pid },
+            n as u32
+        );
         *fl |= flags::EXEC_PATH_TRUNCATED;
     }
     unsafe { (*rec).exec_path_len = n as u32 };
@@ -182,7 +225,14 @@ unsafe fn exec_name(rec: *mut ExecRecord, dst: *mut u8, name: usize, fl: &mut u3
 /// The argument vector, as the kernel copied it onto the new image's stack,
 /// into `dst`; its length goes to `args_len`.
 #[inline(always)]
-unsafe fn fill_args(rec: *mut ExecRecord, dst: *mut u8, task: usize, bprm: usize, fl: &mut u32) {
+unsafe fn fill_args(
+    ctx: &RawTracePointContext,
+    rec: *mut ExecRecord,
+    dst: *mut u8,
+    task: usize,
+    bprm: usize,
+    fl: &mut u32,
+) {
     unsafe {
         let argc: i32 = read_or_flag(fl, bprm, off!(bprm_argc));
         (*rec).argc = argc as u32;
@@ -192,6 +242,11 @@ unsafe fn fill_args(rec: *mut ExecRecord, dst: *mut u8, task: usize, bprm: usize
             read::<u64>(mm, off!(mm_arg_start)),
             read::<u64>(mm, off!(mm_arg_end)),
         ) else {
+            debug!(
+                ctx,
+                "pid {}: reading where its arguments are failed",
+                (*rec).pid
+            );
             *fl |= flags::ARGS_UNREADABLE;
             return;
         };
@@ -206,6 +261,13 @@ unsafe fn fill_args(rec: *mut ExecRecord, dst: *mut u8, task: usize, bprm: usize
             start as *const _,
         );
         if r != 0 {
+            debug!(
+                ctx,
+                "pid {}: reading its {} bytes of arguments failed ({})",
+                (*rec).pid,
+                len,
+                r
+            );
             *fl |= flags::ARGS_UNREADABLE;
             return;
         }

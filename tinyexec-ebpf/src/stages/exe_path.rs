@@ -2,10 +2,11 @@
 //! the kernel opened (`path.rs`), not from the name given to exec.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tinyexec_ebpf::stage;
+use tinyexec_ebpf::{ExecRecord, flags, stage};
 
 use crate::{
-    maps::{next_stage, work_and_carry},
+    log::debug_if,
+    maps::{CONFIG, next_stage, work_and_carry},
     path,
 };
 
@@ -17,8 +18,18 @@ use crate::{
 pub fn tinyexec_exe_path(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
         let file = unsafe { (*carry).file } as usize;
-        unsafe { path::walk_into(work, carry, 0, Some(file)) };
+        let (len, path_flags) = unsafe { path::walk_into(work, carry, 0, Some(file)) };
+        let rec: *const ExecRecord = work.cast();
+        debug_if!(
+            path_flags & flags::PATH_TRUNCATED != 0,
+            &ctx,
+            "pid {}: the executed file's path was cut short: {} bytes kept (--max-path-depth {}, \
+             or a name unreadable or too long)",
+            unsafe { (*rec).pid },
+            len,
+            unsafe { core::ptr::read_volatile(&raw const CONFIG.max_path_depth) }
+        );
     }
-    next_stage(&ctx, stage::PARENT_PATH);
+    next_stage::<{ stage::PARENT_PATH }>(&ctx);
     0
 }

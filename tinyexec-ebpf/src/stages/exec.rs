@@ -12,6 +12,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::debug;
 use tinyexec_ebpf::{
     ABSENT, COMM_LEN, Carry, ExecRecord, HEADER_LEN, RECORD_FIXED, control, flags,
     rule::{self, HeaderVerdict},
@@ -81,6 +82,15 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
     // not look like a candidate, and its record must come all the same.
     let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
     if !candidate && !interpreted && !all_execs && !self_test() {
+        // A rare branch (and `fl` is branched on already): the log level is
+        // looked at only there, not by every ordinary exec.
+        if fl != 0 {
+            debug!(
+                ctx,
+                "pid {}: a kernel read failed before the rule could run: this exec is not checked",
+                current_pid()
+            );
+        }
         return;
     }
     let Some((work, carry)) = work_and_carry() else {
@@ -120,13 +130,19 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
                     HeaderVerdict::Match => {
                         urgent = true;
                         if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
-                            fl |= kill();
+                            fl |= kill(ctx);
                         }
                     }
                     HeaderVerdict::NeedRest => urgent = true,
                     HeaderVerdict::NoMatch => {}
                 }
             } else {
+                debug!(
+                    ctx,
+                    "pid {}: reading the file's header failed ({})",
+                    current_pid(),
+                    r
+                );
                 fl |= flags::READ_ERROR;
                 urgent = true;
             }
@@ -135,7 +151,7 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
             // User space waits for the canary's record: wake it.
             fl |= flags::SELF_TEST;
             urgent = true;
-            (*rec).self_test_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            (*rec).self_test_tgid = current_pid();
         } else if !all_execs && !urgent && !interpreted {
             // Alerts-only mode: a small file whose header already rules the
             // match out costs the header check and nothing more.
@@ -164,19 +180,32 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
             _pad: 0,
         };
     }
-    next_stage(ctx, stage::EXE_PATH);
+    next_stage::<{ stage::EXE_PATH }>(ctx);
+}
+
+/// The exec'ing process, as the kernel's helper names it (for log lines).
+#[inline(always)]
+fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 /// Prevent mode, on a match: SIGKILL before the new image returns to user
 /// space. Returns `KILLED`, or `KILL_FAILED` when no signal could be sent.
 #[inline(always)]
-fn kill() -> u32 {
+fn kill(ctx: &RawTracePointContext) -> u32 {
     // Not in aya_ebpf::bindings (they hold BPF's own constants only).
     const SIGKILL: u32 = 9;
     // -EBUSY (or any error) means no signal was sent: say so.
-    if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+    let r = unsafe { bpf_send_signal(SIGKILL) };
+    if r == 0 {
         flags::KILLED
     } else {
+        debug!(
+            ctx,
+            "pid {}: prevent: sending SIGKILL failed ({})",
+            current_pid(),
+            r
+        );
         flags::KILL_FAILED
     }
 }

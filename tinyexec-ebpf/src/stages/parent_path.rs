@@ -2,11 +2,12 @@
 //! the executed file's is.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use tinyexec_ebpf::stage;
+use tinyexec_ebpf::{ExecRecord, flags, stage};
 
 use crate::{
     kernel::{off, read},
-    maps::{next_stage, work_and_carry},
+    log::debug_if,
+    maps::{CONFIG, next_stage, work_and_carry},
     path,
 };
 
@@ -18,9 +19,19 @@ use crate::{
 pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
         let parent = unsafe { (*carry).parent } as usize;
-        unsafe { path::walk_into(work, carry, 1, parent_exe(parent)) };
+        let (len, path_flags) = unsafe { path::walk_into(work, carry, 1, parent_exe(parent)) };
+        let rec: *const ExecRecord = work.cast();
+        debug_if!(
+            path_flags & flags::PATH_TRUNCATED != 0,
+            &ctx,
+            "pid {}: the parent's executable's path was cut short: {} bytes kept \
+             (--max-path-depth {}, or a name unreadable or too long)",
+            unsafe { (*rec).pid },
+            len,
+            unsafe { core::ptr::read_volatile(&raw const CONFIG.max_path_depth) }
+        );
     }
-    next_stage(&ctx, stage::CONTAINER);
+    next_stage::<{ stage::CONTAINER }>(&ctx);
     0
 }
 
