@@ -18,6 +18,9 @@
 //!   and the parent's executable's (the walk itself is `path.rs`);
 //! - `stages/container.rs`: namespaces, in-namespace pids, the cgroup;
 //! - `stages/emit.rs`: the arguments, and the record into the ring buffer.
+//!
+//! Each stage logs its rare paths with aya-log (`log.rs`), for
+//! `--log-level debug`; below that the verifier prunes every log call.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(
