@@ -69,7 +69,18 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
     // count does not see): its size now says nothing about the size the
     // kernel read its header at, so the header is always looked at.
     let writable = writers >= 0 || nlink == 0;
-    let candidate = fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
+    let candidate = if fl == 0 {
+        size >= 0 && (rule::size_can_match(size as u64) || writable)
+    } else {
+        // The rare branch the test above takes anyway: an ordinary exec
+        // does not even look at the log level.
+        debug!(
+            ctx,
+            "pid {}: a kernel read failed before the rule could run: the kernel does not check this exec",
+            current_pid()
+        );
+        false
+    };
     // An interpreter ran for the file named in exec (a `#!` script, a
     // binfmt_misc handler): that file is not the one that runs, and user
     // space checks it by name.
@@ -82,15 +93,6 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
     // not look like a candidate, and its record must come all the same.
     let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
     if !candidate && !interpreted && !all_execs && !self_test() {
-        // A rare branch (and `fl` is branched on already): the log level is
-        // looked at only there, not by every ordinary exec.
-        if fl != 0 {
-            debug!(
-                ctx,
-                "pid {}: a kernel read failed before the rule could run: this exec is not checked",
-                current_pid()
-            );
-        }
         return;
     }
     let Some((work, carry)) = work_and_carry() else {
