@@ -1,5 +1,9 @@
 //! The sensor's life: ready, systemd notification, clean stop, lost records,
-//! and the clear errors it gives when it cannot run.
+//! the kernel program's own log, and the clear errors it gives when it cannot run.
+#![expect(
+    clippy::expect_used,
+    reason = "a test's helpers panic with a message: that is the failure report"
+)]
 
 use std::{
     fs,
@@ -9,7 +13,8 @@ use std::{
 };
 
 use tinyexec_harness::{
-    Sensor, TempDir, exec_of, field, field_str, field_u64, run_ok, sensor_path, tiny_exit0, unique,
+    Sensor, TempDir, exec_of, field, field_str, field_u64, run_ok, sensor_path, spawn, stager,
+    tiny_exit0, unique, write_exe,
 };
 
 #[test]
@@ -149,4 +154,59 @@ fn a_path_depth_past_what_the_verifier_accepts_is_refused_before_loading() {
         "{err}"
     );
     assert!(!err.contains("verifier said"), "{err}");
+}
+
+/// Runs a matching file deeper than the kernel program walks paths by default
+/// (`--max-path-depth 64`: it cuts the path short) and returns its pid.
+fn exec_deep_stager(dir: &TempDir) -> u32 {
+    // The default, not a lower bound: the start-up self-test wants the
+    // canary's and the sensor's own paths whole.
+    let levels = usize::try_from(tinyexec_ebpf::DEFAULT_PATH_DEPTH).expect("a small number");
+    let deep = (0..levels).fold(dir.path().to_path_buf(), |p, _| p.join("d"));
+    fs::create_dir_all(&deep).expect("mkdir");
+    let path = deep.join(unique("stager"));
+    write_exe(&path, &stager());
+    let mut child = spawn(&mut Command::new(&path));
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success());
+    pid
+}
+
+/// The kernel program's own diagnostics (aya-log): at `--log-level debug` a
+/// path cut short is logged by the kernel and written by the sensor as its
+/// own debug line; at the default level the kernel logs nothing.
+#[test]
+fn the_kernel_program_logs_a_path_cut_short_at_debug_level_only() {
+    let dir = TempDir::new("kernel-log");
+    let sensor = Sensor::start(["--log-level", "debug"]);
+    let pid = exec_deep_stager(&dir);
+    let line = format!(
+        "tinyexec-sensor: debug: kernel: exe_path: pid {pid}: the executed file's path was cut short"
+    );
+    let at = sensor.wait_stderr(&line, 0);
+    let stderr = sensor.stderr();
+    let found = stderr.lines().nth(at - 1).unwrap_or_default();
+    assert!(
+        found.contains("(--max-path-depth 64,"),
+        "the line names the bound: {found}"
+    );
+    drop(sensor);
+
+    let mut sensor = Sensor::start(Vec::<&str>::new());
+    let pid = exec_deep_stager(&dir);
+    // Its record has arrived, and any kernel line about it with it; then all
+    // of stderr is read at exit (the sensor drains the kernel's log last).
+    let before = sensor.records_before_barrier();
+    assert!(
+        before
+            .iter()
+            .any(|v| field(v, "process.pid") == &serde_json::json!(pid)),
+        "no record of the exec (pid {pid})"
+    );
+    assert!(sensor.stop_with(libc::SIGTERM).success());
+    let stderr = sensor.stderr();
+    assert!(
+        !stderr.contains(": kernel: "),
+        "kernel lines at the default level:\n{stderr}"
+    );
 }

@@ -16,7 +16,7 @@ use std::{
     any::Any,
     fs::{self, OpenOptions},
     io::Write as _,
-    os::unix::fs::symlink,
+    os::unix::fs::{PermissionsExt as _, symlink},
     panic::{AssertUnwindSafe, catch_unwind, resume_unwind},
     path::{Path, PathBuf},
     process::Command,
@@ -507,6 +507,51 @@ fn deepest_path_walk_loads() {
             panic!("--max-path-depth {depth} did not load: {why}");
         }
         r.insert("ready_ms".into(), ms(waited.unwrap_or_default()).into());
+    });
+    all_passed(vec![outcome]);
+}
+
+/// The kernel program's own log (`--log-level debug`, aya-log) loads on
+/// every kernel within the budget (its log calls are verified then), and its
+/// lines come through: a path deeper than the walk's default bound.
+#[test]
+fn kernel_log_loads_and_arrives() {
+    let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let outcome = check("kernel-log", Mode::Default, |r| {
+        if let Some(earlier) = refused_in() {
+            panic!("{}", not_loaded(earlier));
+        }
+        let mut sensor =
+            Sensor::spawn(Command::new(sensor_path()).args(["run", "--log-level", "debug"]));
+        let waited = sensor.try_wait_ready();
+        let stderr = sensor.stderr();
+        let total = verified(&stderr).map(|(total, programs)| {
+            r.insert("verified".into(), total.into());
+            r.insert("programs".into(), programs.into());
+            total
+        });
+        if let Err(why) = waited {
+            panic!("--log-level debug did not load: {why}");
+        }
+        let total = total.expect("the verified-instruction line");
+        assert!(
+            total <= VERIFIED_BUDGET,
+            "{total} verified instructions with --log-level debug, over the budget of {VERIFIED_BUDGET}"
+        );
+        let dir = TempDir::new("matrix-kernel-log");
+        let levels = usize::try_from(tinyexec_ebpf::DEFAULT_PATH_DEPTH).expect("a small number");
+        let deep = (0..levels).fold(dir.path().to_path_buf(), |p, _| p.join("d"));
+        fs::create_dir_all(&deep).expect("mkdir");
+        let path = deep.join(unique("stager"));
+        fs::write(&path, matching_elf(Arch::native(), vec![], None)).expect("write the stager");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut child = spawn(&mut Command::new(&path));
+        let pid = child.id();
+        assert!(child.wait().expect("wait").success());
+        sensor.wait_stderr(
+            &format!("debug: kernel: exe_path: pid {pid}: the executed file's path was cut short"),
+            0,
+        );
     });
     all_passed(vec![outcome]);
 }

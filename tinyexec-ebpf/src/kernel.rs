@@ -8,7 +8,7 @@ use tinyexec_ebpf::{WINDOW, flags};
 /// The offset of a kernel field, from the `OFFSETS` global user space filled in.
 macro_rules! off {
     ($field:ident) => {
-        crate::kernel::offset(&crate::program::OFFSETS.$field)
+        crate::kernel::offset(&crate::maps::OFFSETS.$field)
     };
 }
 pub(crate) use off;

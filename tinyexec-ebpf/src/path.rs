@@ -9,7 +9,7 @@
 //! ways as equivalent, and their number would multiply with every level.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
-use tinyexec_ebpf::{Carry, NAME_MAX, PATH_BUF, PATH_MAX, flags};
+use tinyexec_ebpf::{Carry, ExecRecord, NAME_MAX, PATH_BUF, PATH_MAX, PATH_SCRATCH, flags};
 
 use crate::kernel::{off, read};
 
@@ -30,11 +30,39 @@ fn set_flags(carry: *mut Carry, value: u32) {
     unsafe { core::ptr::write_volatile(&raw mut (*carry).walk_flags, value) };
 }
 
+/// Walks `file`'s path into path scratch slot `which` (0: the executed
+/// file, 1: the parent's executable) and notes its length and flags; returns them.
+#[inline(always)]
+pub(crate) unsafe fn walk_into(
+    work: *mut u8,
+    carry: *mut Carry,
+    which: usize,
+    file: Option<usize>,
+) -> (u32, u32) {
+    let rec: *mut ExecRecord = work.cast();
+    let buf: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + which * PATH_BUF).cast() };
+    let (start, path_flags) = match file {
+        Some(file) => unsafe { walk(buf, carry, file) },
+        None => (PATH_MAX as u32, 0),
+    };
+    let len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
+    unsafe {
+        if which == 0 {
+            (*rec).path_len = len;
+            (*rec).flags |= path_flags;
+        } else {
+            (*rec).parent_path_len = len;
+            (*rec).parent_path_flags = path_flags;
+        }
+    }
+    (len, path_flags)
+}
+
 /// Walks from the file's dentry up to the global root, writing components
 /// backwards so the path ends at `PATH_MAX`. Returns where it starts and the
 /// path flags (truncated, disconnected).
 #[inline(always)]
-pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32, u32) {
+unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32, u32) {
     let buf: *mut u8 = buf.cast();
     set_pos(carry, PATH_MAX);
     set_flags(carry, flags::PATH_TRUNCATED);
@@ -46,8 +74,7 @@ pub(crate) unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usi
     };
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
-    let depth =
-        unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.max_path_depth) };
+    let depth = unsafe { core::ptr::read_volatile(&raw const crate::maps::CONFIG.max_path_depth) };
     for _ in 0..depth {
         let (Ok(root), Ok(parent)) = (
             read::<usize>(vfsmnt, off!(vfsmount_root)),

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{cargo, setup, step};
 
-/// The toolchain aya-build builds the eBPF crate with (`aya_build::Toolchain::default()`).
+/// The toolchain tinyexec-user/build.rs builds the eBPF crate with (its `TOOLCHAIN`).
 const EBPF_TOOLCHAIN: &str = "nightly";
 
 /// One step of the gate: what it checks, its command, and what to do when it fails.
@@ -79,7 +79,7 @@ fn clippy(root: &Path) -> Command {
     cmd
 }
 
-/// As aya-build builds it (tinyexec-user/build.rs): the bin for the BPF target,
+/// As tinyexec-user/build.rs builds it: the bin for the BPF target,
 /// core built from source, release. Its own target directory's subtree
 /// (target/bpfel-unknown-none), so it never invalidates the host's builds.
 fn ebpf_clippy(root: &Path) -> Command {
@@ -89,7 +89,7 @@ fn ebpf_clippy(root: &Path) -> Command {
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"])
         .current_dir(root.join("tinyexec-ebpf"))
-        // The stable toolchain's, set by the cargo that runs xtask (as aya-build does).
+        // The stable toolchain's, set by the cargo that runs xtask (as build.rs does).
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("RUSTUP_TOOLCHAIN");

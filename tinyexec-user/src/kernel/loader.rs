@@ -25,7 +25,9 @@ use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
 use super::{
     bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
-    btf, cgroups, offsets,
+    btf, cgroups,
+    log::{self as kernel_log, KernelLog},
+    offsets,
 };
 
 /// The eBPF object built from `tinyexec-ebpf` by build.rs.
@@ -144,6 +146,8 @@ pub struct Loaded {
     /// Execs the entry program saw, per CPU.
     pub execs: PerCpuArray<MapData, u64>,
     pub control: Array<MapData, u32>,
+    /// The kernel program's own log lines (`--log-level debug`).
+    pub kernel_log: KernelLog,
     /// Instructions the verifier processed, per program, in load order.
     pub verified: Vec<(&'static str, Option<u32>)>,
 }
@@ -193,12 +197,18 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     cgroups::set_chosen(hierarchy);
 
     let mut obj = Object::parse(OBJECT).context("parsing the eBPF object")?;
+    let log_level = kernel_log::level();
     obj.patch_map_data(HashMap::from([
         (names::OFFSETS, (bytes_of(&offsets), true)),
         (names::CONFIG, (bytes_of(&config), true)),
+        (kernel_log::LEVEL, (&[log_level][..], true)),
     ]))
     .context("setting the eBPF object's globals")?;
-    let mut maps = create_maps(&obj, opts.ring_buffer_bytes)?;
+    let mut maps = create_maps(
+        &obj,
+        opts.ring_buffer_bytes,
+        kernel_log::ring_bytes(log_level),
+    )?;
 
     let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
     let objs = obj.maps.clone();
@@ -246,6 +256,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     let lost = PerCpuArray::try_from(take(names::LOST)?)?;
     let control = Array::try_from(take(names::CONTROL)?)?;
     let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
+    let kernel_log = KernelLog::new(RingBuf::try_from(take(kernel_log::MAP)?)?);
     loaded.maps = maps.into_values().collect();
     let (entry, count) = load_program(&obj, names::PROGRAM)?;
     verified.push((names::PROGRAM, count));
@@ -260,19 +271,23 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         lost,
         execs,
         control,
+        kernel_log,
         verified,
     })
 }
 
-/// Creates every map of the object, with the ring buffer at `ring_bytes`;
-/// data sections get their contents, and the read-only one is frozen so the
-/// verifier takes the offsets and the configuration as constants.
-fn create_maps(obj: &Object, ring_bytes: u32) -> Result<HashMap<String, MapData>> {
+/// Creates every map of the object, with the ring buffer at `ring_bytes`
+/// and the kernel log's at `log_bytes`; data sections get their contents,
+/// and the read-only one is frozen so the verifier takes the offsets and the
+/// configuration as constants.
+fn create_maps(obj: &Object, ring_bytes: u32, log_bytes: u32) -> Result<HashMap<String, MapData>> {
     let mut maps = HashMap::new();
     for (name, m) in &obj.maps {
         let mut m = m.clone();
         if name == names::EVENTS {
             m.set_max_entries(ring_bytes);
+        } else if name == kernel_log::MAP {
+            m.set_max_entries(log_bytes);
         }
         let kind = m.section_kind();
         let data = m.data().to_vec();

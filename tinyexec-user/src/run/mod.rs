@@ -146,6 +146,7 @@ async fn stream(
         lost,
         execs,
         mut control,
+        mut kernel_log,
         ..
     } = loaded;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which
@@ -183,6 +184,7 @@ async fn stream(
                 // kernel's `wakeup`): deliver them at least this often.
                 drain(events.get_mut(), &mut pipeline)?;
                 pipeline.tick();
+                kernel_log.drain();
                 pipeline.report_lost(loader::lost_total(&lost)?);
                 pipeline.reload_exclusions(false);
                 pipeline.fatal()?;
@@ -202,6 +204,7 @@ async fn stream(
     // Detach first (no new records), then deliver what is already in the ring.
     drop(programs);
     drain(events.get_mut(), &mut pipeline)?;
+    kernel_log.drain();
     // The execs still waiting for their files: each within its deadline.
     while let Some(at) = pipeline.read_deadline() {
         tokio::select! {

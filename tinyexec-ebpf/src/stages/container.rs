@@ -1,22 +1,60 @@
 //! Which container an exec ran in: the task's namespaces, its pids as its own
 //! pid namespace numbers them, and its cgroup (id and path) in the hierarchy
-//! user space chose. The container stage runs this for every record sent;
-//! an ordinary exec in alerts-only mode never gets here.
+//! user space chose. This stage runs for every record sent; an ordinary exec
+//! in alerts-only mode never gets here.
 
-use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_kernel_str, macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 use tinyexec_ebpf::{
-    CGROUP_DEPTH, CGROUP_PATH_MAX, Carry, ExecRecord, NAME_MAX, cgroup_mode, flags,
+    CGROUP_DEPTH, CGROUP_PATH_MAX, CGROUP_SCRATCH, Carry, ExecRecord, NAME_MAX, cgroup_mode, flags,
+    stage,
 };
 
-use crate::kernel::{Window, off, read, read_or_flag};
+use crate::{
+    kernel::{Window, off, read, read_or_flag},
+    log::debug_if,
+    maps::{CONFIG, next_stage, work_and_carry},
+};
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
+pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
+    if let Some((work, carry)) = work_and_carry() {
+        let rec: *mut ExecRecord = work.cast();
+        let fl = unsafe { fill(rec, work.add(CGROUP_SCRATCH), &*carry) };
+        debug_if!(
+            fl & flags::CGROUP_PATH_TRUNCATED != 0,
+            &ctx,
+            "pid {}: the cgroup path was cut short: {} bytes kept (deeper than {} levels, \
+             longer than {} bytes, or a name unreadable)",
+            unsafe { (*rec).pid },
+            unsafe { (*rec).cgroup_path_len },
+            CGROUP_DEPTH,
+            CGROUP_PATH_MAX as u32
+        );
+        debug_if!(
+            fl & flags::READ_ERROR != 0,
+            &ctx,
+            "pid {}: a kernel read failed: namespaces, pids or cgroup are zero",
+            unsafe { (*rec).pid }
+        );
+    }
+    next_stage::<{ stage::EMIT }>(&ctx);
+    0
+}
 
 /// Deepest pid namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
 const MAX_PID_NS_LEVEL: u32 = 32;
 
 /// Fills the record's namespace, pid and cgroup fields, and writes the
-/// cgroup path into `path` (see [`cgroup_path`]).
+/// cgroup path into `path` (see [`cgroup_path`]); returns the flags it added.
 #[inline(always)]
-pub(crate) unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) {
+unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
     let (task, parent, cred) = (
         carry.task as usize,
         carry.parent as usize,
@@ -35,6 +73,7 @@ pub(crate) unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) {
         (*rec).cgroup_path_len = len;
         (*rec).flags |= fl;
     }
+    fl
 }
 
 /// `ns.inum` of the namespace at `ns` (0, flagged, when unreadable).
@@ -115,7 +154,7 @@ unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
 /// its path, written into `path`. (0, 0) when no hierarchy is configured.
 #[inline(always)]
 fn cgroup(path: *mut u8, task: usize, fl: &mut u32) -> (u64, u32) {
-    let mode = unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.cgroup_mode) };
+    let mode = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_mode) };
     if mode == cgroup_mode::NONE {
         return (0, 0);
     }
@@ -123,8 +162,7 @@ fn cgroup(path: *mut u8, task: usize, fl: &mut u32) -> (u64, u32) {
     let cgrp: usize = if mode == cgroup_mode::UNIFIED {
         read_or_flag(fl, cset, off!(css_set_dfl_cgrp))
     } else {
-        let subsys =
-            unsafe { core::ptr::read_volatile(&raw const crate::program::CONFIG.cgroup_subsys) };
+        let subsys = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_subsys) };
         let css: usize = read_or_flag(fl, cset, off!(css_set_subsys) + subsys as usize * 8);
         read_or_flag(fl, css, off!(css_cgroup))
     };

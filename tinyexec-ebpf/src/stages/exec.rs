@@ -1,0 +1,269 @@
+//! The entry, attached to `sched_process_exec`: every exec on the machine
+//! runs it. It decides whether the exec is worth a record (a rule candidate,
+//! an interpreted file, `--all-execs`, the self-test), runs the rule on the
+//! header the kernel read (and prevent mode's kill), reads who ran what, and
+//! hands over to the path stages.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{bpf_probe_read_kernel, bpf_send_signal},
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use aya_log_ebpf::debug;
+use tinyexec_ebpf::{
+    ABSENT, COMM_LEN, Carry, ExecRecord, HEADER_LEN, RECORD_FIXED, control, flags,
+    rule::{self, HeaderVerdict},
+    stage,
+};
+
+use crate::{
+    kernel::{Window, off, read_or_flag},
+    maps::{CONFIG, CONTROL, EXECS, next_stage, work_and_carry},
+};
+
+// A raw tracepoint rather than tp_btf: the same arguments and cost, and
+// loading it needs no BTF of our own in user space (a 30 MiB parse).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
+pub fn tinyexec_exec(ctx: RawTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let task: usize = ctx.arg(0);
+    let old_pid: i32 = ctx.arg(1);
+    let bprm: usize = ctx.arg(2);
+    if let Some(n) = EXECS.get_ptr_mut(0) {
+        // Per-CPU slot, and tracepoint programs do not nest on one CPU.
+        unsafe { *n += 1 };
+    }
+    on_exec(&ctx, task, old_pid as u32, bprm);
+    0
+}
+
+/// Whether the start-up self-test is running (user space sets it for a moment).
+#[inline(always)]
+fn self_test() -> bool {
+    CONTROL.get(control::SELF_TEST).is_some_and(|v| *v != 0)
+}
+
+#[inline(always)]
+fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
+    let mut fl = 0u32;
+    // The fast path: every exec pays for it. Fields that sit close together
+    // are read with one helper call each ([`WINDOW`] bytes).
+    let b = Window::read(&mut fl, bprm, off!(bprm_window));
+    let at_b = |field: usize| field - off!(bprm_window);
+    let file: usize = b.get(at_b(off!(bprm_file)));
+    let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
+    let i = Window::read(&mut fl, inode, off!(inode_window));
+    let at_i = |field: usize| field - off!(inode_window);
+    let size: i64 = i.get(at_i(off!(inode_size)));
+    let nlink: u32 = i.get(at_i(off!(inode_nlink)));
+    let writers: i32 = read_or_flag(&mut fl, inode, off!(inode_writecount));
+    // A file that could be written while it runs (writer count not
+    // negative; or unlinked, as memfds are, whose writable descriptors the
+    // count does not see): its size now says nothing about the size the
+    // kernel read its header at, so the header is always looked at.
+    let writable = writers >= 0 || nlink == 0;
+    let candidate = if fl == 0 {
+        size >= 0 && (rule::size_can_match(size as u64) || writable)
+    } else {
+        // The rare branch the test above takes anyway: an ordinary exec
+        // does not even look at the log level.
+        debug!(
+            ctx,
+            "pid {}: a kernel read failed before the rule could run: the kernel does not check this exec",
+            current_pid()
+        );
+        false
+    };
+    // An interpreter ran for the file named in exec (a `#!` script, a
+    // binfmt_misc handler): that file is not the one that runs, and user
+    // space checks it by name.
+    let filename: usize = b.get(at_b(off!(bprm_filename)));
+    let interp: usize = b.get(at_b(off!(bprm_interp)));
+    let interpreted = filename != interp;
+    // Alerts-only mode: an ordinary exec costs these reads and nothing more.
+    // The self-test's switch is looked at too (an inlined array lookup):
+    // with offsets from a BTF that does not fit the kernel the canary may
+    // not look like a candidate, and its record must come all the same.
+    let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
+    if !candidate && !interpreted && !all_execs && !self_test() {
+        return;
+    }
+    let Some((work, carry)) = work_and_carry() else {
+        return;
+    };
+    let rec: *mut ExecRecord = work.cast();
+    // Whether user space must see this record at once: an alert to raise, or
+    // a 257-269 byte file it must read through /proc before the process exits.
+    let mut urgent = false;
+    unsafe {
+        (*rec).header_len = 0;
+        (*rec).kernel_verdict = 0;
+        (*rec).self_test_tgid = 0;
+        if candidate {
+            fl |= flags::CANDIDATE;
+            // The header first: prevent mode decides on it before anything else.
+            let r = bpf_probe_read_kernel(
+                work.add(RECORD_FIXED).cast(),
+                HEADER_LEN as u32,
+                (bprm + off!(bprm_buf)) as *const _,
+            );
+            if r == 0 {
+                fl |= flags::HEADER;
+                // A writable file may have been smaller when the kernel read
+                // its header: decide as for the largest size that can match.
+                let size = if rule::size_can_match(size as u64) {
+                    size as u64
+                } else {
+                    rule::FILESIZE_LT - 1
+                };
+                let seen = (size as usize).min(HEADER_LEN);
+                (*rec).header_len = seen as u32;
+                let header: &[u8; HEADER_LEN] = &*work.add(RECORD_FIXED).cast();
+                let verdict = rule::header_verdict(header, seen, size);
+                (*rec).kernel_verdict = verdict as u32;
+                match verdict {
+                    HeaderVerdict::Match => {
+                        urgent = true;
+                        if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
+                            fl |= kill(ctx);
+                        }
+                    }
+                    HeaderVerdict::NeedRest => urgent = true,
+                    HeaderVerdict::NoMatch => {}
+                }
+            } else {
+                debug!(
+                    ctx,
+                    "pid {}: reading the file's header failed ({})",
+                    current_pid(),
+                    r
+                );
+                fl |= flags::READ_ERROR;
+                urgent = true;
+            }
+        }
+        if self_test() {
+            // User space waits for the canary's record: wake it.
+            fl |= flags::SELF_TEST;
+            urgent = true;
+            (*rec).self_test_tgid = current_pid();
+        } else if !all_execs && !urgent && !interpreted {
+            // Alerts-only mode: a small file whose header already rules the
+            // match out costs the header check and nothing more.
+            return;
+        }
+        (*rec).ktime_ns = bpf_ktime_get_boot_ns();
+        (*rec).file_size = size;
+        (*rec).writers = writers;
+        (*rec).old_pid = old_pid;
+        if interpreted {
+            fl |= flags::INTERPRETED;
+        }
+        let (parent, cred) = fill_task(rec, task, &mut fl);
+        fill_file(rec, inode, &mut fl);
+        (*rec).flags = fl;
+        *carry = Carry {
+            task: task as u64,
+            file: file as u64,
+            bprm: bprm as u64,
+            exec_name: if interpreted { filename as u64 } else { 0 },
+            parent: parent as u64,
+            cred: cred as u64,
+            urgent: u32::from(urgent),
+            walk_pos: 0,
+            walk_flags: 0,
+            _pad: 0,
+        };
+    }
+    next_stage::<{ stage::EXE_PATH }>(ctx);
+}
+
+/// The exec'ing process, as the kernel's helper names it (for log lines).
+#[inline(always)]
+fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Prevent mode, on a match: SIGKILL before the new image returns to user
+/// space. Returns `KILLED`, or `KILL_FAILED` when no signal could be sent.
+#[inline(always)]
+fn kill(ctx: &RawTracePointContext) -> u32 {
+    // Not in aya_ebpf::bindings (they hold BPF's own constants only).
+    const SIGKILL: u32 = 9;
+    // -EBUSY (or any error) means no signal was sent: say so.
+    let r = unsafe { bpf_send_signal(SIGKILL) };
+    if r == 0 {
+        flags::KILLED
+    } else {
+        debug!(
+            ctx,
+            "pid {}: prevent: sending SIGKILL failed ({})",
+            current_pid(),
+            r
+        );
+        flags::KILL_FAILED
+    }
+}
+
+/// Identity of the new process and its parent; returns the parent process
+/// (the real parent's group leader) and the task's cred for later stages.
+#[inline(always)]
+unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
+    unsafe {
+        (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
+        read_comm(&raw mut (*rec).comm, task, fl);
+        // The parent process: the group leader of the thread that forked us,
+        // so its name is the process's, not a thread's.
+        let parent: usize = read_or_flag(fl, task, off!(task_real_parent));
+        let parent: usize = read_or_flag(fl, parent, off!(task_group_leader));
+        (*rec).ppid = read_or_flag(fl, parent, off!(task_tgid));
+        read_comm(&raw mut (*rec).parent_comm, parent, fl);
+        let cred: usize = read_or_flag(fl, task, off!(task_cred));
+        (*rec).uid = read_or_flag(fl, cred, off!(cred_uid));
+        (*rec).gid = read_or_flag(fl, cred, off!(cred_gid));
+        (*rec).euid = read_or_flag(fl, cred, off!(cred_euid));
+        (*rec).egid = read_or_flag(fl, cred, off!(cred_egid));
+        (*rec).loginuid = if off!(task_loginuid) == ABSENT as usize {
+            u32::MAX
+        } else {
+            read_or_flag(fl, task, off!(task_loginuid))
+        };
+        (parent, cred)
+    }
+}
+
+#[inline(always)]
+unsafe fn read_comm(dst: *mut [u8; COMM_LEN], task: usize, fl: &mut u32) {
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            dst.cast(),
+            COMM_LEN as u32,
+            (task + off!(task_comm)) as *const _,
+        )
+    };
+    if r != 0 {
+        *fl |= flags::READ_ERROR;
+    }
+}
+
+/// Identity of the executed file.
+#[inline(always)]
+unsafe fn fill_file(rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
+    unsafe {
+        (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
+        (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));
+        let mode: u16 = read_or_flag(fl, inode, off!(inode_mode));
+        (*rec).mode = u32::from(mode);
+        let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
+        (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
+        (*rec).ctime_sec = read_or_flag(fl, inode, off!(inode_ctime_sec));
+        (*rec).ctime_nsec = read_or_flag(fl, inode, off!(inode_ctime_nsec));
+    }
+}

@@ -1,0 +1,47 @@
+//! The parent process's executable's path (its `mm->exe_file`), walked as
+//! the executed file's is.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use tinyexec_ebpf::{ExecRecord, flags, stage};
+
+use crate::{
+    kernel::{off, read},
+    log::debug_if,
+    maps::{CONFIG, next_stage, work_and_carry},
+    path,
+};
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
+pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
+    if let Some((work, carry)) = work_and_carry() {
+        let parent = unsafe { (*carry).parent } as usize;
+        let (len, path_flags) = unsafe { path::walk_into(work, carry, 1, parent_exe(parent)) };
+        let rec: *const ExecRecord = work.cast();
+        debug_if!(
+            path_flags & flags::PATH_TRUNCATED != 0,
+            &ctx,
+            "pid {}: the parent's executable's path was cut short: {} bytes kept \
+             (--max-path-depth {}, or a name unreadable or too long)",
+            unsafe { (*rec).pid },
+            len,
+            unsafe { core::ptr::read_volatile(&raw const CONFIG.max_path_depth) }
+        );
+    }
+    next_stage::<{ stage::CONTAINER }>(&ctx);
+    0
+}
+
+/// The parent process's executable file (`mm->exe_file`); None for kernel threads.
+#[inline(always)]
+fn parent_exe(parent: usize) -> Option<usize> {
+    let mm: usize = read(parent, off!(task_mm)).ok()?;
+    if mm == 0 {
+        return None;
+    }
+    let file: usize = read(mm, off!(mm_exe_file)).ok()?;
+    (file != 0).then_some(file)
+}
