@@ -28,8 +28,12 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn kind(t: FileType) -> &'static str {
-    if t.is_dir() {
+/// What a file that is not a regular one is, for the errors that refuse it
+/// (the one wording of the sensor's every such refusal).
+pub fn file_kind(t: FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO"
@@ -49,7 +53,7 @@ fn refuse_irregular(path: &Path, what: &str, t: FileType) -> Result<()> {
         bail!(
             "{what} {} is {}, not a regular file: refused (it could block or never end)",
             path.display(),
-            kind(t)
+            file_kind(t)
         );
     }
     Ok(())

@@ -45,7 +45,7 @@ impl Found {
         if !self.meta.is_file() {
             return Err(io::Error::other(format!(
                 "not a regular file ({})",
-                kind(&self.meta)
+                crate::textfile::file_kind(self.meta.file_type())
             )));
         }
         // The descriptor's magic link reopens the inode itself, whatever its
@@ -58,27 +58,6 @@ impl Found {
             0,
         )
         .map(File::from)
-    }
-}
-
-/// What a non-regular file is, for the reason a record gives.
-fn kind(meta: &Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
     }
 }
 

@@ -21,7 +21,7 @@
 use std::{
     fs::{self, File, FileType, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -45,27 +45,8 @@ pub struct JsonFile {
     torn: bool,
 }
 
-/// What a path that is not a regular file is, for the error.
-fn kind(t: FileType) -> &'static str {
-    if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
 fn refused(path: &Path, t: FileType) -> anyhow::Error {
-    let mut what = kind(t).to_owned();
+    let mut what = crate::textfile::file_kind(t).to_owned();
     if t.is_symlink()
         && let Ok(to) = fs::read_link(path)
     {

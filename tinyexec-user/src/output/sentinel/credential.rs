@@ -8,7 +8,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read as _},
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -45,22 +45,6 @@ impl std::fmt::Debug for Credential {
 /// a certificate chain and a 4096-bit key a few KiB.
 const MAX_CREDENTIAL_BYTES: u64 = 64 << 10;
 
-/// What kind of file the file type is, for the refusal of one that is not regular.
-fn kind(md: &std::fs::Metadata) -> &'static str {
-    let t = md.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// The bytes of a credential file (`what` names it in messages), refused when
 /// it is a symbolic link, not a regular file, owned by anyone but root or the
 /// sensor's user, readable or writable by group or others, or over
@@ -80,7 +64,10 @@ fn read_protected(path: &Path, what: &str) -> Result<Vec<u8>> {
         return Err(symlink());
     }
     if !md.is_file() {
-        bail!("{what} {p} is {}, not a regular file: refused", kind(&md));
+        bail!(
+            "{what} {p} is {}, not a regular file: refused",
+            crate::textfile::file_kind(md.file_type())
+        );
     }
     // O_NOFOLLOW: a link put in its place meanwhile fails with ELOOP.
     // O_NONBLOCK: so does a FIFO, at once, instead of waiting for a writer.
@@ -112,7 +99,10 @@ fn read_protected(path: &Path, what: &str) -> Result<Vec<u8>> {
 fn check_protected(md: &std::fs::Metadata, path: &Path, what: &str) -> Result<()> {
     let p = path.display();
     if !md.is_file() {
-        bail!("{what} {p} is {}, not a regular file: refused", kind(md));
+        bail!(
+            "{what} {p} is {}, not a regular file: refused",
+            crate::textfile::file_kind(md.file_type())
+        );
     }
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
