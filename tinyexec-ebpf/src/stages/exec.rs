@@ -69,18 +69,10 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
     // count does not see): its size now says nothing about the size the
     // kernel read its header at, so the header is always looked at.
     let writable = writers >= 0 || nlink == 0;
-    let candidate = if fl == 0 {
-        size >= 0 && (rule::size_can_match(size as u64) || writable)
-    } else {
-        // The rare branch the test above takes anyway: an ordinary exec
-        // does not even look at the log level.
-        debug!(
-            ctx,
-            "pid {}: a kernel read failed before the rule could run: the kernel does not check this exec",
-            current_pid()
-        );
-        false
-    };
+    // The filter logs nothing, not even a read here that failed: each place
+    // tried for that log call cost either two instructions on every ordinary
+    // exec or 6,700 more verified instructions on 5.10 and 6.1.
+    let candidate = fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
     // An interpreter ran for the file named in exec (a `#!` script, a
     // binfmt_misc handler): that file is not the one that runs, and user
     // space checks it by name.
