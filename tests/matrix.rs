@@ -42,7 +42,7 @@ const VERIFIED_BUDGET: u64 = 250_000;
 /// What the sensor prints on stderr before `ready`.
 const VERIFIED_LEAD: &str = "tinyexec-sensor: verified instructions:";
 /// And once its self-test's canary exec (machine code of this architecture,
-/// tinyexec-user/src/canary.rs) was read right by the kernel program.
+/// tinyexec-user/src/run/selftest/elf.rs) was read right by the kernel program.
 const SELF_TEST_PASSED: &str = "tinyexec-sensor: self-test passed";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Lines of a failure kept in the report (the verifier's cause is at the end).

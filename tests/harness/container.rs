@@ -1,6 +1,6 @@
 //! Cgroups and namespaces for the container tests: the hierarchy the sensor
 //! reads (cgroup2 at /sys/fs/cgroup, else the v1 `pids` one, as
-//! tinyexec-user/src/cgroups.rs chooses on the machines we test), cgroups
+//! tinyexec-user/src/kernel/cgroups.rs chooses on the machines we test), cgroups
 //! made and removed by the test, processes started inside them and in
 //! namespaces of their own, and an OCI bundle for a real runtime.
 
