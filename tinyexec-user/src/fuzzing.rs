@@ -107,7 +107,8 @@ pub fn evaluate(data: &[u8]) {
     };
     let rec = record(data.get(split + 1..).unwrap_or_default());
     let parsed = exclusions::parse("fuzz", text);
-    let first = exclusions::first_match(&parsed.exclusions, &rec).map(|e| e.line);
+    let used = exclusions::fields_used(&parsed.exclusions);
+    let first = exclusions::first_match(&parsed.exclusions, &rec, &used).map(|e| e.line);
     let one_by_one = parsed
         .exclusions
         .iter()

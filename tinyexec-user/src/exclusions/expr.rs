@@ -1,10 +1,11 @@
 //! An exclusion as parsed: its expression, and how it matches a record.
 
-use serde_json::Value;
+use serde::Serialize;
 
 use super::{
     fields,
     matching::{FieldTexts, Predicate},
+    walk,
 };
 
 /// Deepest nesting of parentheses and `NOT`s in one exclusion. The parser, the
@@ -36,13 +37,19 @@ pub enum Expr {
 }
 
 impl Expr {
-    pub fn matches(&self, record: &Value) -> bool {
-        self.matches_in(&mut Fields::new(record))
+    /// Whether `record` (anything serde walks: a record, a JSON value) matches.
+    pub fn matches(&self, record: &impl Serialize) -> bool {
+        let mut used = vec![false; fields::FIELDS.len()];
+        self.mark_used(&mut used);
+        self.matches_in(&walk::texts_of(record, &used))
     }
 
-    fn matches_in(&self, fields: &mut Fields<'_>) -> bool {
+    fn matches_in(&self, fields: &[Option<FieldTexts>]) -> bool {
         match self {
-            Expr::Pred(p) => p.matches_texts(fields.get(p)),
+            Expr::Pred(p) => fields
+                .get(p.slot())
+                .and_then(Option::as_ref)
+                .is_some_and(|texts| p.matches_texts(texts)),
             Expr::Not(inner) => !inner.matches_in(fields),
             Expr::And(items) => items.iter().all(|e| e.matches_in(fields)),
             Expr::Or(items) => items.iter().any(|e| e.matches_in(fields)),
@@ -61,7 +68,14 @@ impl Expr {
         out
     }
 
-    #[cfg(test)]
+    fn mark_used(&self, used: &mut [bool]) {
+        self.visit(&mut |p| {
+            if let Some(u) = used.get_mut(p.slot()) {
+                *u = true;
+            }
+        });
+    }
+
     fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Predicate)) {
         match self {
             Expr::Pred(p) => f(p),
@@ -71,36 +85,25 @@ impl Expr {
     }
 }
 
-/// The first exclusion that matches, if any. Each field of the record is
-/// prepared once for all of them.
-pub fn first_match<'a>(exclusions: &'a [Exclusion], record: &Value) -> Option<&'a Exclusion> {
-    let mut fields = Fields::new(record);
-    exclusions.iter().find(|e| e.expr.matches_in(&mut fields))
+/// Which fields of [`fields::FIELDS`] (by index) any of `exclusions` uses:
+/// the only ones a record's walk keeps.
+pub fn fields_used<'a>(exclusions: impl IntoIterator<Item = &'a Exclusion>) -> Vec<bool> {
+    let mut used = vec![false; fields::FIELDS.len()];
+    for e in exclusions {
+        e.expr.mark_used(&mut used);
+    }
+    used
 }
 
-/// A record's fields, each prepared for matching when first asked for.
-struct Fields<'r> {
-    record: &'r Value,
-    /// By [`Predicate::slot`].
-    prepared: Vec<Option<FieldTexts>>,
-}
-
-impl<'r> Fields<'r> {
-    fn new(record: &'r Value) -> Self {
-        Self {
-            record,
-            prepared: std::iter::repeat_with(|| None)
-                .take(fields::FIELDS.len())
-                .collect(),
-        }
-    }
-
-    fn get(&mut self, p: &Predicate) -> &FieldTexts {
-        let record = self.record;
-        #[expect(
-            clippy::indexing_slicing,
-            reason = "a slot is an index into fields::FIELDS, and `prepared` has one entry for each"
-        )]
-        self.prepared[p.slot()].get_or_insert_with(|| FieldTexts::of(record, &p.field))
-    }
+/// The first exclusion that matches, if any. `used` is [`fields_used`] of
+/// them: the record is walked once, for those fields only, and each field
+/// prepared once for all exclusions (a large file has thousands of
+/// predicates on the same few fields).
+pub fn first_match<'a>(
+    exclusions: &'a [Exclusion],
+    record: &impl Serialize,
+    used: &[bool],
+) -> Option<&'a Exclusion> {
+    let fields = walk::texts_of(record, used);
+    exclusions.iter().find(|e| e.expr.matches_in(&fields))
 }

@@ -15,8 +15,6 @@
 //!
 //! A `*` anywhere else is ordinary text (a separator, for term matching).
 
-use serde_json::Value;
-
 /// Which comparison a predicate makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -104,8 +102,14 @@ impl Predicate {
 
     /// Missing and null fields never match (so `NOT` of them is true); arrays
     /// match when any element does; numbers and bools through their JSON text.
-    pub fn matches(&self, record: &Value) -> bool {
-        self.matches_texts(&FieldTexts::of(record, &self.field))
+    #[cfg(test)]
+    pub fn matches(&self, record: &impl serde::Serialize) -> bool {
+        let wanted: Vec<bool> = (0..super::fields::FIELDS.len())
+            .map(|i| i == self.slot)
+            .collect();
+        let texts = super::walk::texts_of(record, &wanted);
+        let field = texts.into_iter().nth(self.slot).flatten();
+        self.matches_texts(&field.unwrap_or_default())
     }
 
     /// Where matching keeps this predicate's field of a record.
@@ -128,10 +132,10 @@ impl Predicate {
 /// and null left out, as no analyst means them), lower-cased and split into
 /// terms once. A large exclusions file has thousands of predicates on the same
 /// few fields; each then costs a comparison, not a split and allocations.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct FieldTexts(Vec<Text>);
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct Text {
     exact: String,
     lower: String,
@@ -140,35 +144,14 @@ struct Text {
 }
 
 impl FieldTexts {
-    pub fn of(record: &Value, field: &str) -> Self {
-        let mut out = Vec::new();
-        if let Some(v) = lookup(record, field) {
-            collect(v, &mut out);
-        }
-        Self(out)
+    /// One more text of the field (an array's element, or its one value).
+    pub fn push(&mut self, exact: String) {
+        self.0.push(Text {
+            lower: exact.to_lowercase(),
+            terms: terms(&exact).map(str::to_lowercase).collect(),
+            exact,
+        });
     }
-}
-
-fn collect(value: &Value, out: &mut Vec<Text>) {
-    let exact = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(_) | Value::Bool(_) => value.to_string(),
-        Value::Array(items) => return items.iter().for_each(|v| collect(v, out)),
-        Value::Null | Value::Object(_) => return,
-    };
-    out.push(Text {
-        lower: exact.to_lowercase(),
-        terms: terms(&exact).map(str::to_lowercase).collect(),
-        exact,
-    });
-}
-
-/// The value at a dotted name: `process.parent.name` is
-/// `record["process"]["parent"]["name"]`.
-pub fn lookup<'a>(record: &'a Value, field: &str) -> Option<&'a Value> {
-    field
-        .split('.')
-        .try_fold(record, |v, key| v.as_object()?.get(key))
 }
 
 /// Maximal runs of alphanumeric characters. Split before lower-casing: case

@@ -24,10 +24,11 @@ pub mod matching;
 pub(crate) mod policy;
 mod printer;
 mod syntax;
+mod walk;
 
 use std::fmt;
 
-pub use expr::{Exclusion, Expr, MAX_NESTING, first_match};
+pub use expr::{Exclusion, Expr, MAX_NESTING, fields_used, first_match};
 pub use lint::Warning;
 
 /// Largest exclusions file read (docs/exclusions.md): far above any real list
@@ -290,12 +291,13 @@ mod tests {
             exec("anacron", t, "root", &[t]),
             exec("cron", "/usr/sbin/snort", "root", &[t]),
         ];
+        let used = fields_used(&parsed.exclusions);
         assert_eq!(
-            first_match(&parsed.exclusions, &records[0]).map(|e| e.line),
+            first_match(&parsed.exclusions, &records[0], &used).map(|e| e.line),
             None
         );
         assert_eq!(
-            first_match(&parsed.exclusions, &records[1]).map(|e| e.line),
+            first_match(&parsed.exclusions, &records[1], &used).map(|e| e.line),
             Some(6)
         );
     }

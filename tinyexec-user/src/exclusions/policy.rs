@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use serde_json::Value;
 
 use crate::{
     exclusions::{self, Exclusion},
@@ -105,6 +104,8 @@ pub struct Policy {
     path: Option<PathBuf>,
     stamp: Option<Stamp>,
     exclusions: Vec<Exclusion>,
+    /// The fields they use ([`exclusions::fields_used`]).
+    used: Vec<bool>,
     /// Suppressions per exclusion name, kept across reloads.
     counters: BTreeMap<String, u64>,
 }
@@ -136,17 +137,20 @@ impl Policy {
         let mut p = Self {
             path,
             stamp,
-            exclusions,
+            exclusions: Vec::new(),
+            used: Vec::new(),
             counters: BTreeMap::new(),
         };
-        p.track_counters();
+        p.set(exclusions);
         p
     }
 
-    fn track_counters(&mut self) {
-        for e in &self.exclusions {
+    fn set(&mut self, exclusions: Vec<Exclusion>) {
+        for e in &exclusions {
             self.counters.entry(e.name.clone()).or_insert(0);
         }
+        self.used = exclusions::fields_used(&exclusions);
+        self.exclusions = exclusions;
     }
 
     /// Reloads when forced (SIGHUP) or when the file changed on disk (a file
@@ -176,22 +180,30 @@ impl Policy {
             )),
             Ok(new) => {
                 let msg = describe_change(&self.exclusions, &new, &path);
-                self.exclusions = new;
-                self.track_counters();
+                self.set(new);
                 Reload::Reloaded(msg)
             }
         }
     }
 
     /// The first exclusion matching `record`, counted.
-    pub fn suppressing(&mut self, record: &Value) -> Option<&Exclusion> {
-        let hit = exclusions::first_match(&self.exclusions, record)?;
+    pub fn suppressing(&mut self, record: &impl serde::Serialize) -> Option<&Exclusion> {
+        let hit = exclusions::first_match(&self.exclusions, record, &self.used)?;
         *self.counters.entry(hit.name.clone()).or_insert(0) += 1;
         Some(hit)
     }
 
     pub fn is_empty(&self) -> bool {
         self.exclusions.is_empty()
+    }
+
+    /// Whether any exclusion in force reads one of `names` (dotted fields).
+    pub fn uses_any(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| {
+            exclusions::fields::index(name)
+                .and_then(|i| self.used.get(i))
+                .is_some_and(|&used| used)
+        })
     }
 
     /// `"name"=N, ...` for every exclusion seen in this run.

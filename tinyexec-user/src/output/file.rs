@@ -170,8 +170,7 @@ impl Sink for JsonFile {
         if self.torn {
             self.line.push(b'\n');
         }
-        self.line.extend_from_slice(item.json().as_bytes());
-        self.line.push(b'\n');
+        self.line.extend_from_slice(item.line());
         let (e, done) = match write_all(f, &self.line) {
             Ok(()) => {
                 self.torn = false;

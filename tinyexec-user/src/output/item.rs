@@ -3,32 +3,48 @@
 
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+
 use super::queue::Entry;
 use crate::record::{Action, Kind, Record, builder};
 
-/// A record on its way to the outputs, shared by all of them; its JSON is
-/// made once, by the first output that needs it, on that output's thread.
+/// A record on its way to the outputs, shared by all of them; its JSON line
+/// is made once, by the first output that needs it, on that output's thread,
+/// and every output writes those same bytes.
 pub struct Item {
     pub record: Record,
-    json: OnceLock<String>,
+    line: OnceLock<Bytes>,
 }
 
 impl Item {
     pub fn new(record: Record) -> Self {
         Self {
             record,
-            json: OnceLock::new(),
+            line: OnceLock::new(),
         }
     }
 
-    /// The record as one line of JSON (without the newline).
-    pub fn json(&self) -> &str {
-        self.json.get_or_init(|| {
+    /// The record as one line of JSON, the newline included.
+    pub fn line(&self) -> &Bytes {
+        self.line.get_or_init(|| {
+            let mut line = Vec::with_capacity(2048);
             // Our records hold only strings, numbers, booleans and arrays of
             // them: serde_json cannot fail on them.
-            serde_json::to_string(&self.record)
-                .unwrap_or_else(|e| format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()))
+            if let Err(e) = serde_json::to_writer(&mut line, &self.record) {
+                line.clear();
+                line.extend_from_slice(
+                    format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()).as_bytes(),
+                );
+            }
+            line.push(b'\n');
+            Bytes::from(line)
         })
+    }
+
+    /// The record's JSON, without the newline.
+    pub fn json(&self) -> &[u8] {
+        let line = self.line();
+        line.strip_suffix(b"\n").unwrap_or(line)
     }
 
     /// Alerts, heartbeats and loss records may use the queues' reserve: a

@@ -37,10 +37,7 @@ impl Stdout {
 impl Sink for Stdout {
     fn write(&mut self, item: &Item) -> Result<Written, Failed> {
         self.buffered += 1;
-        let r = self
-            .out
-            .write_all(item.json().as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"));
+        let r = self.out.write_all(item.line());
         match r {
             Ok(()) if item.priority() => self.idle().map(Written),
             Ok(()) => Ok(Written(0)),

@@ -103,10 +103,11 @@ fn namespaces(
     })
 }
 
+/// An exec's record, its users and group by number: [`add_names`] names
+/// them, for the records that will be emitted (a name may take a look-up).
 pub fn exec_record(
     exec: &Exec,
     verdict: Option<&Verdict>,
-    names: &mut Names,
     timestamp: String,
     host: &Host,
     agent: &Agent,
@@ -129,10 +130,6 @@ pub fn exec_record(
         ),
         None => (hash, None),
     };
-    let user = name_or_id(names.user(exec.uid), exec.uid);
-    let group = name_or_id(names.group(exec.gid), exec.gid);
-    let effective_user = name_or_id(names.user(exec.euid), exec.euid);
-    let login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
     let (directory, name) = split_path(&exec.path);
     let workload = exec
         .cgroup
@@ -177,11 +174,11 @@ pub fn exec_record(
             gid: exec.gid,
             euid: exec.euid,
             egid: exec.egid,
-            user: user.clone(),
-            group,
-            effective_user,
+            user: exec.uid.to_string(),
+            group: exec.gid.to_string(),
+            effective_user: exec.euid.to_string(),
             login_uid: exec.login_uid,
-            login_user,
+            login_user: exec.login_uid.map(|id| id.to_string()),
             parent: Parent {
                 pid: exec.ppid,
                 name: exec.parent_comm.clone(),
@@ -217,7 +214,7 @@ pub fn exec_record(
         }),
         user: Some(User {
             id: exec.uid,
-            name: user,
+            name: exec.uid.to_string(),
         }),
         container: container_id.map(|id| Container { id, runtime }),
         orchestrator: pod_uid
@@ -238,6 +235,30 @@ pub fn exec_record(
             kill_failed: exec.kill_failed,
             repeat_of: None,
         },
+    }
+}
+
+/// The fields [`add_names`] fills: an exclusion that reads one needs the
+/// names before it is evaluated.
+pub const NAME_FIELDS: &[&str] = &[
+    "process.user",
+    "process.group",
+    "process.effective_user",
+    "process.login_user",
+    "user.name",
+];
+
+/// Names the users and group of `exec`'s record (the number stays where the
+/// name service has no name).
+pub fn add_names(rec: &mut Record, exec: &Exec, names: &mut Names) {
+    if let Some(p) = rec.process.as_mut() {
+        p.user = name_or_id(names.user(exec.uid), exec.uid);
+        p.group = name_or_id(names.group(exec.gid), exec.gid);
+        p.effective_user = name_or_id(names.user(exec.euid), exec.euid);
+        p.login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
+    }
+    if let Some(u) = rec.user.as_mut() {
+        u.name = name_or_id(names.user(exec.uid), exec.uid);
     }
 }
 
@@ -319,6 +340,39 @@ mod tests {
         let partial = namespaces(&other, Some(host)).unwrap();
         assert_eq!((partial.mnt, partial.host), (None, None));
         assert!(namespaces(&[0; 6], Some(host)).is_none());
+    }
+
+    /// Leaves of a JSON value by dotted path.
+    fn leaves(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, String)>) {
+        match v.as_object() {
+            Some(obj) => obj
+                .iter()
+                .for_each(|(k, v)| leaves(v, &format!("{prefix}{k}."), out)),
+            None => out.push((prefix.trim_end_matches('.').to_owned(), v.to_string())),
+        }
+    }
+
+    #[test]
+    fn add_names_fills_the_name_fields_and_only_them() {
+        let exec = crate::record::samples::sample_exec();
+        let (host, agent) = crate::record::samples::host_agent();
+        let mut rec = exec_record(&exec, None, "t".into(), &host, &agent);
+        let by_number = serde_json::to_value(&rec).unwrap();
+        add_names(&mut rec, &exec, &mut Names::new());
+        let named = serde_json::to_value(&rec).unwrap();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        leaves(&by_number, "", &mut before);
+        leaves(&named, "", &mut after);
+        let changed: Vec<&str> = after
+            .iter()
+            .filter(|leaf| !before.contains(leaf))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        // uid 0 and login uid 1000 differ from their names on any system with root.
+        assert!(changed.contains(&"process.user"), "{changed:?}");
+        for path in &changed {
+            assert!(NAME_FIELDS.contains(path), "{path} changed by add_names");
+        }
     }
 
     #[test]

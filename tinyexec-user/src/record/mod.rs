@@ -9,7 +9,7 @@ pub mod builder;
 pub mod field_names;
 pub mod heartbeat;
 #[cfg(test)]
-mod samples;
+pub mod samples;
 
 use serde::{Serialize, Serializer};
 

@@ -3,7 +3,7 @@
 
 use super::{
     Agent, ExclusionRef, Host, Record, Repeats,
-    builder::{exec_record, heartbeat_record, lost_record},
+    builder::{add_names, exec_record, heartbeat_record, lost_record},
     heartbeat::{Counters, Output, OutputHeartbeat, Snapshot},
 };
 use crate::exec::{
@@ -12,8 +12,10 @@ use crate::exec::{
     identity::Names,
 };
 
-pub fn samples() -> Vec<Record> {
-    let exec = Exec {
+/// An exec with every optional part present: a Kubernetes pod's, its login
+/// user not root.
+pub fn sample_exec() -> Exec {
+    Exec {
         ktime_ns: 1,
         pid: 2,
         exec_tid: 2,
@@ -62,7 +64,10 @@ pub fn samples() -> Vec<Record> {
         namespaces: [1; 6],
         vpid: 1,
         parent_vpid: 0,
-    };
+    }
+}
+
+pub fn host_agent() -> (Host, Agent) {
     let host = Host {
         hostname: "h".into(),
         boot_id: "b".into(),
@@ -72,6 +77,12 @@ pub fn samples() -> Vec<Record> {
         version: "0",
         ephemeral_id: "e".into(),
     };
+    (host, agent)
+}
+
+pub fn samples() -> Vec<Record> {
+    let exec = sample_exec();
+    let (host, agent) = host_agent();
     let matched = |target| Verdict::Match {
         source: Source::Kernel,
         sha256: Some("0".repeat(64)),
@@ -91,24 +102,19 @@ pub fn samples() -> Vec<Record> {
         Verdict::Undetermined { reason: "r".into() },
     ];
     let mut names = Names::default();
-    let mut out: Vec<Record> = verdicts
-        .iter()
-        .map(|v| exec_record(&exec, Some(v), &mut names, "t".into(), &host, &agent))
-        .collect();
+    let named = |v: &Verdict, names: &mut Names| {
+        let mut rec = exec_record(&exec, Some(v), "t".into(), &host, &agent);
+        add_names(&mut rec, &exec, names);
+        rec
+    };
+    let mut out: Vec<Record> = verdicts.iter().map(|v| named(v, &mut names)).collect();
     out[0].exclusion = Some(ExclusionRef {
         name: "x".into(),
         line: 1,
     });
     out.push(lost_record(1, 1, "t".into(), &host, &agent));
     // An aggregate of repeats, and a repeat as --all-execs records it.
-    let mut aggregate = exec_record(
-        &exec,
-        Some(&verdicts[0]),
-        &mut names,
-        "t".into(),
-        &host,
-        &agent,
-    );
+    let mut aggregate = named(&verdicts[0], &mut names);
     aggregate.repeats = Some(Repeats {
         count: 2,
         first_timestamp: "t".into(),
@@ -116,14 +122,7 @@ pub fn samples() -> Vec<Record> {
         window_secs: 60,
     });
     out.push(aggregate);
-    let mut repeat = exec_record(
-        &exec,
-        Some(&verdicts[0]),
-        &mut names,
-        "t".into(),
-        &host,
-        &agent,
-    );
+    let mut repeat = named(&verdicts[0], &mut names);
     repeat.tinyexec.repeat_of = Some(1);
     out.push(repeat);
     out.push(heartbeat_sample(&host, &agent));

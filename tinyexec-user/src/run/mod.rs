@@ -170,19 +170,19 @@ async fn stream(
     loop {
         let deadline = pipeline.read_deadline();
         tokio::select! {
-            Some(done) = decided.recv() => pipeline.read_done(done)?,
+            Some(done) = decided.recv() => pipeline.read_done(done),
             () = sleep_until(far_or(deadline)), if deadline.is_some() => {
-                expire_reads(&mut pipeline, &mut decided)?;
+                expire_reads(&mut pipeline, &mut decided);
             }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut pipeline)?;
+                drain(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
                 // Records of ordinary execs are queued without a wake-up (see the
                 // kernel's `wakeup`): deliver them at least this often.
-                drain(events.get_mut(), &mut pipeline)?;
+                drain(events.get_mut(), &mut pipeline);
                 pipeline.tick();
                 kernel_log.drain();
                 pipeline.report_lost(loader::lost_total(&lost)?);
@@ -203,13 +203,13 @@ async fn stream(
     }
     // Detach first (no new records), then deliver what is already in the ring.
     drop(programs);
-    drain(events.get_mut(), &mut pipeline)?;
+    drain(events.get_mut(), &mut pipeline);
     kernel_log.drain();
     // The execs still waiting for their files: each within its deadline.
     while let Some(at) = pipeline.read_deadline() {
         tokio::select! {
-            Some(done) = decided.recv() => pipeline.read_done(done)?,
-            () = sleep_until(at.into()) => expire_reads(&mut pipeline, &mut decided)?,
+            Some(done) = decided.recv() => pipeline.read_done(done),
+            () = sleep_until(at.into()) => expire_reads(&mut pipeline, &mut decided),
         }
     }
     pipeline.report_lost(loader::lost_total(&lost)?);
@@ -219,11 +219,10 @@ async fn stream(
 }
 
 /// Hands every record waiting in the ring to the pipeline, oldest first.
-fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<()> {
+fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) {
     while let Some(record) = ring.next() {
-        pipeline.handle(&record)?;
+        pipeline.handle(&record);
     }
-    Ok(())
 }
 
 /// A read deadline to sleep until (a day away when none waits: that branch is off then).
@@ -236,12 +235,9 @@ fn far_or(deadline: Option<std::time::Instant>) -> tokio::time::Instant {
 
 /// A deadline has come: answers already in (they were in time) first, then
 /// the execs still without one are decided without their files.
-fn expire_reads(
-    pipeline: &mut Pipeline,
-    decided: &mut UnboundedReceiver<reads::Done>,
-) -> Result<()> {
+fn expire_reads(pipeline: &mut Pipeline, decided: &mut UnboundedReceiver<reads::Done>) {
     while let Ok(done) = decided.try_recv() {
-        pipeline.read_done(done)?;
+        pipeline.read_done(done);
     }
-    pipeline.expire_reads(std::time::Instant::now())
+    pipeline.expire_reads(std::time::Instant::now());
 }

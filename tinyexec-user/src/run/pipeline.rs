@@ -3,7 +3,7 @@
 //! whose verdict needs its file is decided by a file reader (`reads`) and
 //! rejoins the path here when its answer, or its deadline, comes.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use log::{error, info, warn};
 
 use crate::{
@@ -87,13 +87,13 @@ impl Pipeline {
     }
 
     /// One kernel record. A record that cannot be decoded is reported, not fatal.
-    pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+    pub fn handle(&mut self, bytes: &[u8]) {
         self.counters.records_read += 1;
         let exec = match decode::decode(bytes) {
             Ok(exec) => exec,
             Err(err) => {
                 error!("skipping a kernel record: {err:#}");
-                return Ok(());
+                return;
             }
         };
         // User space's decision on the kernel's header, taken once: checked
@@ -110,21 +110,20 @@ impl Pipeline {
         match detect::detect(&exec, header, Files::Deferred) {
             Ok(verdict) => self.decided(&exec, verdict.as_ref()),
             Err(NeedsFile) => match self.reads.submit(exec, bytes) {
-                Ok(()) => Ok(()),
+                Ok(()) => {}
                 Err(exec) => {
                     let why = "too many execs already wait for their files to be read";
-                    self.decided(&exec, reads::unavailable(&exec, why).as_ref())
+                    self.decided(&exec, reads::unavailable(&exec, why).as_ref());
                 }
             },
         }
     }
 
     /// A reader's answer: on with the execs it releases (see `reads`).
-    pub fn read_done(&mut self, done: reads::Done) -> Result<()> {
+    pub fn read_done(&mut self, done: reads::Done) {
         for (exec, verdict) in self.reads.take(done) {
-            self.decided(&exec, verdict.as_ref())?;
+            self.decided(&exec, verdict.as_ref());
         }
-        Ok(())
     }
 
     /// When the next exec waiting for its file must be decided without it.
@@ -133,16 +132,15 @@ impl Pipeline {
     }
 
     /// Decides, without their files, the execs whose deadline has passed.
-    pub fn expire_reads(&mut self, now: std::time::Instant) -> Result<()> {
+    pub fn expire_reads(&mut self, now: std::time::Instant) {
         for (exec, verdict) in self.reads.expire(now) {
-            self.decided(&exec, verdict.as_ref())?;
+            self.decided(&exec, verdict.as_ref());
         }
-        Ok(())
     }
 
     /// An exec with its verdict: on to the record when it alerts, was killed,
     /// or every exec is recorded.
-    fn decided(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
+    fn decided(&mut self, exec: &Exec, verdict: Option<&Verdict>) {
         if exec.killed && verdict.is_none() {
             warn!(
                 "the kernel killed pid {} ({}) but user space finds no match",
@@ -150,25 +148,32 @@ impl Pipeline {
             );
         }
         if verdict.is_some() || exec.killed || self.all_execs {
-            self.emit_exec(exec, verdict)?;
+            self.emit_exec(exec, verdict);
         }
-        Ok(())
     }
 
-    fn exec_record(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Record {
+    /// An exec's record, its users by number (see [`Pipeline::write_exec`]).
+    fn exec_record(&self, exec: &Exec, verdict: Option<&Verdict>) -> Record {
         let ts = rfc3339(self.clock.wall(exec.ktime_ns));
-        builder::exec_record(exec, verdict, &mut self.names, ts, &self.host, &self.agent)
+        builder::exec_record(exec, verdict, ts, &self.host, &self.agent)
     }
 
-    fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) -> Result<()> {
+    fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) {
         let mut rec = self.exec_record(exec, verdict);
+        // Names are looked up for the records that go out, and before the
+        // exclusions only when these read them (a new id may wait for the
+        // name service): an alert counted away or a repeat costs none.
+        let mut named = false;
         // Exclusions apply to alerts the user space raises; a kill already happened.
         if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
-            let doc = serde_json::to_value(&rec).context("encoding a record")?;
-            if let Some(hit) = self.policy.suppressing(&doc) {
+            if self.policy.uses_any(builder::NAME_FIELDS) {
+                builder::add_names(&mut rec, exec, &mut self.names);
+                named = true;
+            }
+            if let Some(hit) = self.policy.suppressing(&rec) {
                 self.counters.suppressed += 1;
                 if self.suppressed == Suppressed::Count {
-                    return Ok(());
+                    return;
                 }
                 rec.event.kind = Kind::Suppressed;
                 rec.exclusion = Some(ExclusionRef {
@@ -178,8 +183,8 @@ impl Pipeline {
             }
         }
         if verdict.is_none() && !exec.killed {
-            self.write(rec); // an ordinary exec (--all-execs)
-            return Ok(());
+            self.write_exec(rec, exec, named); // an ordinary exec (--all-execs)
+            return;
         }
         // An alert, a kill or a suppressed alert: subject to the flood bound.
         let exclusion = rec.exclusion.as_ref().map(|e| (e.name.clone(), e.line));
@@ -195,16 +200,16 @@ impl Pipeline {
         }
         match seen {
             Seen::First => {
-                let seq = self.write(rec);
+                let seq = self.write_exec(rec, exec, named);
                 self.repeats.opened(key, seq, exec);
             }
             Seen::Untracked => {
-                self.write(rec);
+                self.write_exec(rec, exec, named);
             }
             Seen::NewCommandLine { of_sequence } => {
                 // Another payload: an alert, said to repeat the file's first.
                 rec.tinyexec.repeat_of = Some(of_sequence);
-                self.write(rec);
+                self.write_exec(rec, exec, named);
             }
             Seen::Repeat { of_sequence } => {
                 self.counters.repeats += 1;
@@ -212,11 +217,19 @@ impl Pipeline {
                     // Still one record per exec, but not another alert.
                     rec.event.kind = Kind::Event;
                     rec.tinyexec.repeat_of = Some(of_sequence);
-                    self.write(rec);
+                    self.write_exec(rec, exec, named);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// [`Pipeline::write`] for an exec's record, its users named unless
+    /// they already are.
+    fn write_exec(&mut self, mut rec: Record, exec: &Exec, named: bool) -> u64 {
+        if !named {
+            builder::add_names(&mut rec, exec, &mut self.names);
+        }
+        self.write(rec)
     }
 
     /// One record for the repeats of a window: the last one's details, their count.
@@ -230,7 +243,7 @@ impl Pipeline {
             of_sequence: p.of_sequence,
             window_secs: self.repeats.window_secs(),
         });
-        self.write(rec);
+        self.write_exec(rec, &p.last, false);
     }
 
     /// Re-reads the exclusions when forced (SIGHUP) or changed on disk, between

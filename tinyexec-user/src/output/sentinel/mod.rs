@@ -128,7 +128,7 @@ pub struct Sentinel {
 
 /// A record as the DCR stream expects it: `TimeGenerated` instead of `@timestamp`.
 fn payload(item: &Item) -> Result<String> {
-    let json = item.json();
+    let json = std::str::from_utf8(item.json())?;
     // `@timestamp` is the record's first field: renaming it in the text spares
     // parsing and encoding the record again.
     if let Some(rest) = json.strip_prefix(r#"{"@timestamp":"#) {

@@ -84,9 +84,7 @@ async fn canary_record(
                             found = Some(exec);
                         }
                         _ => {
-                            if let Err(err) = pipeline.handle(&item) {
-                                warn!("{err:#}");
-                            }
+                            pipeline.handle(&item);
                         }
                     }
                 }
