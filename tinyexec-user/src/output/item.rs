@@ -1,50 +1,53 @@
 //! A record on its way to the outputs: what every output's queue and worker
 //! hold, its JSON made once for all of them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::queue::Entry;
 use crate::record::{Action, Kind, Record, builder};
 
-/// A record on its way to the outputs, shared by all of them; its JSON line
-/// is made once, by the first output that needs it, on that output's thread,
-/// and every output writes those same bytes.
+/// A record on its way to the outputs, shared by all of them, with its JSON
+/// line: made once, when the record is queued (its size is what the queues'
+/// byte bound counts), and written as is by every output.
 pub struct Item {
     pub record: Record,
-    line: OnceLock<Bytes>,
+    line: Bytes,
 }
 
 impl Item {
     pub fn new(record: Record) -> Self {
+        let mut line = Vec::with_capacity(2048);
+        // Our records hold only strings, numbers, booleans and arrays of
+        // them: serde_json cannot fail on them.
+        if let Err(e) = serde_json::to_writer(&mut line, &record) {
+            line.clear();
+            line.extend_from_slice(
+                format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()).as_bytes(),
+            );
+        }
+        line.push(b'\n');
         Self {
             record,
-            line: OnceLock::new(),
+            line: Bytes::from(line),
         }
     }
 
     /// The record as one line of JSON, the newline included.
     pub fn line(&self) -> &Bytes {
-        self.line.get_or_init(|| {
-            let mut line = Vec::with_capacity(2048);
-            // Our records hold only strings, numbers, booleans and arrays of
-            // them: serde_json cannot fail on them.
-            if let Err(e) = serde_json::to_writer(&mut line, &self.record) {
-                line.clear();
-                line.extend_from_slice(
-                    format!("{{\"tinyexec_encoding_error\":{:?}}}", e.to_string()).as_bytes(),
-                );
-            }
-            line.push(b'\n');
-            Bytes::from(line)
-        })
+        &self.line
     }
 
     /// The record's JSON, without the newline.
     pub fn json(&self) -> &[u8] {
-        let line = self.line();
-        line.strip_suffix(b"\n").unwrap_or(line)
+        self.line.strip_suffix(b"\n").unwrap_or(&self.line)
+    }
+
+    /// The memory it holds, about: the record's strings hold the text its
+    /// JSON line holds (arguments, paths), once more.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 2 * self.line.len()
     }
 
     /// Alerts, heartbeats and loss records may use the queues' reserve: a
@@ -68,6 +71,10 @@ impl Entry for Arc<Item> {
 
     fn is_loss(&self) -> bool {
         Item::is_loss(self)
+    }
+
+    fn bytes(&self) -> usize {
+        Item::bytes(self)
     }
 
     /// The same loss record, its count and `lost_since_previous` raised by

@@ -74,9 +74,18 @@ pub struct OutputOptions<'a> {
     pub syslog: Option<&'a str>,
     pub sentinel: Option<&'a Path>,
     /// Records each output's queue holds (alerts, heartbeats and loss records
-    /// have a reserve on top).
+    /// have a reserve on top); [`QUEUE_BYTES`] bounds its bytes.
     pub queue: usize,
 }
+
+/// The bytes of records an output's queue holds at most (a quarter more for
+/// alerts, heartbeats and loss records), whatever their count: about 6,000
+/// ordinary records, 600 of the largest the kernel sends (docs/outputs.md).
+pub const QUEUE_BYTES: usize = 16 << 20;
+
+/// Records of one ring read handed to the queues at most at once: a reader
+/// that never finds the ring empty (a flood) still hands them over as it goes.
+const PENDING_MAX: usize = 256;
 
 impl Outputs {
     /// Checks every output's settings and starts its worker. A destination
@@ -103,7 +112,10 @@ impl Outputs {
         let mut outputs = Vec::new();
         for (output, sink, stats) in sinks {
             let name = output.label();
-            let queue = Arc::new(Queue::new(opts.queue));
+            let queue = Arc::new(Queue::new(queue::Bound {
+                records: opts.queue,
+                bytes: QUEUE_BYTES,
+            }));
             let slot = Arc::clone(&fatal);
             let on_fatal = Box::new(move |why: String| {
                 slot.lock()
@@ -126,14 +138,14 @@ impl Outputs {
     }
 
     /// Takes the record for every output. Records are handed over per batch
-    /// (one lock and one wake-up per output for a ring's worth, see
-    /// [`Outputs::commit`]); an alert, a heartbeat or a loss record at once,
+    /// (one lock and one wake-up per output for a ring's worth, up to
+    /// [`PENDING_MAX`], see [`Outputs::commit`]); an alert, a heartbeat or a loss record at once,
     /// with what is pending before it. Never waits for an output.
     pub fn write(&mut self, rec: Record) {
         let item = Arc::new(Item::new(rec));
         let now = item.priority();
         self.pending.push(item);
-        if now {
+        if now || self.pending.len() >= PENDING_MAX {
             self.commit();
         }
     }

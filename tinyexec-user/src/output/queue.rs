@@ -9,6 +9,10 @@
 //! reserve beyond the bound, so a queue full of ordinary `--all-execs` records
 //! still takes them. A loss record is never dropped: the kernel's losses it
 //! counts would be missing from `sum(tinyexec.lost_since_previous)`.
+//!
+//! The bound is in records and in bytes, whichever is reached first: a flood
+//! of execs with kilobytes of arguments and paths makes records ten times the
+//! ordinary size, and a bound in records alone let a sensor grow to 90 MiB.
 
 use std::{
     collections::VecDeque,
@@ -22,6 +26,8 @@ pub trait Entry: Sized {
     fn priority(&self) -> bool;
     /// A loss record: never dropped (see [`Queue::push_all`]).
     fn is_loss(&self) -> bool;
+    /// The memory it holds, about: what the byte bound counts.
+    fn bytes(&self) -> usize;
     /// This loss record, also counting the losses of `older`, which it replaces.
     #[must_use]
     fn merged_with(&self, older: &Self) -> Self;
@@ -43,8 +49,13 @@ pub struct Counts {
 
 struct State<T> {
     items: VecDeque<T>,
-    /// Taken by the worker and not settled yet (a record being written, a batch being built).
-    in_flight: u64,
+    /// The bytes of `items`.
+    items_bytes: usize,
+    /// Taken by the worker and not settled yet (a record being written, a
+    /// batch being built): their bytes, oldest first (records are settled in
+    /// the order taken, and the untried ones come back from the end).
+    in_flight: VecDeque<usize>,
+    in_flight_bytes: usize,
     counts: Counts,
     closed: bool,
     /// SIGHUP: the worker reopens its destination before it takes another record.
@@ -56,10 +67,17 @@ struct State<T> {
 pub struct Queue<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
-    /// Records queued at most; priority records (alerts, heartbeats, loss
-    /// records) may use `reserve` more.
-    capacity: usize,
-    reserve: usize,
+    /// Records and bytes held at most; priority records (alerts,
+    /// heartbeats, loss records) may use a quarter more.
+    capacity: Bound,
+    reserve: Bound,
+}
+
+/// A bound in records and in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub records: usize,
+    pub bytes: usize,
 }
 
 /// Records a worker takes at once: one lock and one wake-up for a burst.
@@ -79,12 +97,17 @@ pub enum Take<T> {
 }
 
 impl<T: Entry> Queue<T> {
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+    pub fn new(capacity: Bound) -> Self {
+        let capacity = Bound {
+            records: capacity.records.max(1),
+            bytes: capacity.bytes.max(1),
+        };
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                in_flight: 0,
+                items_bytes: 0,
+                in_flight: VecDeque::new(),
+                in_flight_bytes: 0,
                 counts: Counts::default(),
                 closed: false,
                 reopen: false,
@@ -92,7 +115,10 @@ impl<T: Entry> Queue<T> {
             }),
             ready: Condvar::new(),
             capacity,
-            reserve: (capacity / 4).max(1),
+            reserve: Bound {
+                records: (capacity.records / 4).max(1),
+                bytes: (capacity.bytes / 4).max(1),
+            },
         }
     }
 
@@ -110,17 +136,24 @@ impl<T: Entry> Queue<T> {
     pub fn push_all(&self, items: impl IntoIterator<Item = T>) {
         let mut s = self.lock();
         for item in items {
-            let limit = if item.priority() {
-                self.capacity + self.reserve
+            let (records, bytes) = if item.priority() {
+                (
+                    self.capacity.records + self.reserve.records,
+                    self.capacity.bytes + self.reserve.bytes,
+                )
             } else {
-                self.capacity
+                (self.capacity.records, self.capacity.bytes)
             };
             // The batch a worker is writing still counts: the bound is on
-            // every record the output holds.
-            let held = s.items.len() + usize::try_from(s.in_flight).unwrap_or(usize::MAX);
+            // every record the output holds. A record larger than the whole
+            // bound still goes into an empty queue.
+            let held = s.items.len() + s.in_flight.len();
+            let held_bytes = s.items_bytes + s.in_flight_bytes;
+            let fits = held < records && (held == 0 || held_bytes + item.bytes() <= bytes);
             if s.closed {
                 s.counts.dropped += 1;
-            } else if held < limit {
+            } else if fits {
+                s.items_bytes += item.bytes();
                 s.items.push_back(item);
             } else if item.is_loss() {
                 let older = s
@@ -131,10 +164,12 @@ impl<T: Entry> Queue<T> {
                 let item = match older {
                     Some(older) => {
                         s.counts.dropped += 1;
+                        s.items_bytes -= older.bytes();
                         item.merged_with(&older)
                     }
                     None => item,
                 };
+                s.items_bytes += item.bytes();
                 s.items.push_back(item);
             } else {
                 s.counts.dropped += 1;
@@ -160,7 +195,11 @@ impl<T: Entry> Queue<T> {
             if !s.items.is_empty() {
                 let n = s.items.len().min(BATCH);
                 let items: Vec<T> = s.items.drain(..n).collect();
-                s.in_flight += n as u64;
+                for item in &items {
+                    s.items_bytes -= item.bytes();
+                    s.in_flight_bytes += item.bytes();
+                    s.in_flight.push_back(item.bytes());
+                }
                 return Take::Items(items);
             }
             if s.closed {
@@ -188,8 +227,11 @@ impl<T: Entry> Queue<T> {
     /// (the destination went away in the middle of a batch).
     pub fn requeue(&self, untried: Vec<T>) {
         let mut s = self.lock();
-        s.in_flight = s.in_flight.saturating_sub(untried.len() as u64);
         for item in untried.into_iter().rev() {
+            if let Some(bytes) = s.in_flight.pop_back() {
+                s.in_flight_bytes -= bytes;
+            }
+            s.items_bytes += item.bytes();
             s.items.push_front(item);
         }
     }
@@ -197,8 +239,12 @@ impl<T: Entry> Queue<T> {
     /// Settles records taken earlier: `written` delivered, `failed` not.
     pub fn settle(&self, written: u64, failed: u64) {
         let mut s = self.lock();
-        let n = (written + failed).min(s.in_flight);
-        s.in_flight -= n;
+        for _ in 0..written + failed {
+            match s.in_flight.pop_front() {
+                Some(bytes) => s.in_flight_bytes -= bytes,
+                None => break,
+            }
+        }
         s.counts.written += written;
         s.counts.failed += failed;
     }
@@ -225,7 +271,7 @@ impl<T: Entry> Queue<T> {
     pub fn counts(&self) -> Counts {
         let s = self.lock();
         Counts {
-            queued: s.items.len() as u64 + s.in_flight,
+            queued: (s.items.len() + s.in_flight.len()) as u64,
             ..s.counts
         }
     }
@@ -241,6 +287,7 @@ impl<T: Entry> Queue<T> {
         let mut s = self.lock();
         let n = s.items.len() as u64;
         s.items.clear();
+        s.items_bytes = 0;
         s.counts.dropped += n;
         n
     }
@@ -269,6 +316,9 @@ mod tests {
         fn is_loss(&self) -> bool {
             self.2.is_some()
         }
+        fn bytes(&self) -> usize {
+            100
+        }
         fn merged_with(&self, older: &Self) -> Self {
             R(
                 self.0,
@@ -282,13 +332,21 @@ mod tests {
         R(seq, false, None)
     }
 
+    /// A bound in records only.
+    fn records(records: usize) -> Bound {
+        Bound {
+            records,
+            bytes: usize::MAX / 2,
+        }
+    }
+
     fn seqs(rs: &[R]) -> Vec<u64> {
         rs.iter().map(|r| r.0).collect()
     }
 
     #[test]
     fn every_record_is_accounted_for() {
-        let q = Queue::new(4);
+        let q = Queue::new(records(4));
         q.push_all((0..6).map(plain));
         // Priority records have a reserve of capacity / 4.
         q.push_all([R(100, true, None), R(101, true, None)]);
@@ -326,14 +384,14 @@ mod tests {
         assert_eq!(q.abandon(), 2);
         assert!(matches!(q.take(None), Take::Closed));
         assert!(matches!(
-            Queue::<R>::new(1).take(Some(Duration::from_millis(1))),
+            Queue::<R>::new(records(1)).take(Some(Duration::from_millis(1))),
             Take::Idle
         ));
     }
 
     #[test]
     fn a_loss_record_is_never_dropped() {
-        let q = Queue::new(4);
+        let q = Queue::new(records(4));
         q.push_all((0..4).map(plain));
         // The reserve (1) taken by an alert: full even for priority records.
         q.push_all([R(4, true, None), R(5, true, None)]);
@@ -356,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_reopen_is_taken_before_any_record() {
-        let q = Queue::new(4);
+        let q = Queue::new(records(4));
         q.push_all([plain(1)]);
         q.request_reopen();
         q.push_all([plain(2)]);
@@ -365,5 +423,44 @@ mod tests {
             panic!("items")
         };
         assert_eq!(seqs(&batch), [1, 2]);
+    }
+
+    #[test]
+    fn the_bound_in_bytes_holds_with_records_in_flight() {
+        // Records of 100 bytes: 3 fit in 350; priority records have 87 more.
+        let q = Queue::new(Bound {
+            records: 100,
+            bytes: 350,
+        });
+        q.push_all((0..5).map(plain));
+        q.push_all([R(10, true, None), R(11, true, None)]);
+        assert_eq!((q.counts().queued, q.counts().dropped), (4, 3));
+        let Take::Items(batch) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(seqs(&batch), [0, 1, 2, 10]);
+        // Taken but not settled: still held, still counted against the bound.
+        q.push_all([plain(20)]);
+        assert_eq!(q.counts().dropped, 4);
+        q.settle(2, 0);
+        q.requeue(batch[2..].to_vec());
+        q.push_all([plain(21), plain(22)]);
+        let Take::Items(batch) = q.take(None) else {
+            panic!("items")
+        };
+        assert_eq!(seqs(&batch), [2, 10, 21], "two settled made room for one");
+        let c = q.counts();
+        assert_eq!(c.written + c.failed + c.dropped + c.queued, 10);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_bound_goes_into_an_empty_queue() {
+        let q = Queue::new(Bound {
+            records: 10,
+            bytes: 50,
+        });
+        q.push_all([plain(1), plain(2)]);
+        let c = q.counts();
+        assert_eq!((c.queued, c.dropped), (1, 1));
     }
 }

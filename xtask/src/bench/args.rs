@@ -37,6 +37,8 @@ pub enum Part {
     Latency,
     /// --all-execs with all four outputs on: records/s, CPU per 1000 execs.
     Outputs,
+    /// Peak RSS under a flood of execs with 4 KiB of arguments and 3.8 KiB paths.
+    Flood,
 }
 
 impl Args {

@@ -14,6 +14,7 @@ mod args;
 mod binaries;
 mod bpf;
 mod counting;
+mod flood;
 mod latency;
 mod measured;
 mod outputs;
@@ -44,7 +45,7 @@ use storm::Storm;
 use crate::{cmd::find_cmd, setup, step};
 
 /// Everything the command line asks for, in order: set-up, the storm table,
-/// latency, the outputs' throughput; then the report.
+/// latency, the outputs' throughput, memory under a flood; then the report.
 pub fn run(root: &Path, args: &Args) -> Result<()> {
     setup::require_root("the bench loads eBPF programs and changes kernel.bpf_stats_enabled")?;
     let started = SystemTime::now();
@@ -163,6 +164,18 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
             output_runs.push(r);
         }
     }
+    let flood = if wants(Part::Flood) {
+        let execs = n.max(2000);
+        step(&format!(
+            "memory under hostile records: {execs} execs with 4 KiB of arguments from a 3.8 KiB path, \
+             --all-execs, stdout read slowly"
+        ));
+        let run = flood::measure(&sensor_cmd, &bins.ordinary, execs, &out_dir)?;
+        step(&run.summary());
+        Some(run)
+    } else {
+        None
+    };
     drop(bpf_stats);
     drop(auditd);
 
@@ -189,9 +202,14 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
             ("matching", bins.matcher_len),
         ],
     };
-    let table = report.table();
+    let mut table = report.table();
+    let mut json = report.json();
+    if let Some(run) = &flood {
+        table = format!("{table}\n{}\n", run.summary());
+        json["flood"] = run.json();
+    }
     println!("{table}");
-    let json = serde_json::to_string_pretty(&report.json())?;
+    let json = serde_json::to_string_pretty(&json)?;
     let secs = started
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

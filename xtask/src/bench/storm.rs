@@ -47,14 +47,19 @@ const FAIL_INTERRUPTED: i32 = 4;
 /// start together; returns the wall time from their start to the last one's
 /// end. Every exec'd child must exit 0.
 pub fn run(path: &Path, n: usize, workers: usize) -> Result<Duration> {
-    run_with(path, n, workers, false)
+    run_with(path, &[], n, workers, false)
+}
+
+/// As [`run`], each exec with `args` after its name.
+pub fn run_with_args(path: &Path, args: &[CString], n: usize, workers: usize) -> Result<Duration> {
+    run_with(path, args, n, workers, false)
 }
 
 /// One exec of `path`, waited for. A SIGKILL is accepted too: a prevent-mode
 /// sensor elsewhere on the machine kills matching binaries, and the exec
 /// happened all the same.
 pub fn once(path: &Path) -> Result<()> {
-    run_with(path, 1, 1, true).map(drop)
+    run_with(path, &[], 1, 1, true).map(drop)
 }
 
 fn pipe() -> Result<[libc::c_int; 2]> {
@@ -71,11 +76,20 @@ fn close(fd: libc::c_int) {
     unsafe { libc::close(fd) };
 }
 
-fn run_with(path: &Path, n: usize, workers: usize, sigkill_ok: bool) -> Result<Duration> {
+fn run_with(
+    path: &Path,
+    args: &[CString],
+    n: usize,
+    workers: usize,
+    sigkill_ok: bool,
+) -> Result<Duration> {
     // Everything a worker touches is prepared here: after fork it calls only
     // async-signal-safe functions (read, fork, execve, waitpid, write, _exit).
     let exe = CString::new(path.as_os_str().as_bytes()).context("storm binary path")?;
-    let argv: [*const libc::c_char; 2] = [exe.as_ptr(), ptr::null()];
+    let argv: Vec<*const libc::c_char> = std::iter::once(exe.as_ptr())
+        .chain(args.iter().map(|a| a.as_ptr()))
+        .chain(std::iter::once(ptr::null()))
+        .collect();
     let envp: [*const libc::c_char; 1] = [ptr::null()];
     let workers = workers.max(1);
     let [go_r, go_w] = pipe()?;
@@ -181,7 +195,7 @@ fn wait(pid: libc::pid_t) -> io::Result<i32> {
 /// wrong (if anything) to `fail_w`.
 fn worker(
     exe: &CString,
-    argv: &[*const libc::c_char; 2],
+    argv: &[*const libc::c_char],
     envp: &[*const libc::c_char; 1],
     count: usize,
     sigkill_ok: bool,
