@@ -29,6 +29,18 @@ pub(crate) fn read<T: Copy>(base: usize, offset: usize) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset) as *const T) }
 }
 
+/// A `T` at `base + offset` with a plain load. Only for a typed pointer of a
+/// BTF-typed program (an argument, or a pointer loaded through one): the
+/// verifier checks that the offset falls on a field of the kernel's type
+/// (offsets are read-only globals, constants to it) and makes the load
+/// fault-safe, a bad address reading as zero. Volatile, so the compiler
+/// neither merges neighbouring fields into one wider load nor moves it.
+#[inline(always)]
+pub(crate) fn load<T: Copy>(base: usize, offset: usize) -> T {
+    // SAFETY: see above: the kernel turns the load into a guarded one.
+    unsafe { core::ptr::read_volatile((base + offset) as *const T) }
+}
+
 /// Like [`read`], but a failure yields zero and sets [`flags::READ_ERROR`], so
 /// one unreadable field never costs the whole record.
 #[inline(always)]

@@ -386,8 +386,14 @@ impl Default for Config {
 
 /// Names of the objects in the eBPF program, used by both sides.
 pub mod names {
-    /// The entry program, attached to [`TRACEPOINT`]; the others are [`crate::stage`]s.
+    /// The entry program, attached to [`TRACEPOINT`] as a BTF-typed
+    /// tracepoint; the others are [`crate::stage`]s.
     pub const PROGRAM: &str = "tinyexec_exec";
+    /// The same entry as a raw tracepoint, for kernels that refuse the typed
+    /// one (at most 15 bytes: the kernel keeps no more of a program's name).
+    pub const PROGRAM_RAW: &str = "tinyexec_rawtp";
+    /// The kernel type a BTF-typed tracepoint on [`TRACEPOINT`] attaches by.
+    pub const TRACEPOINT_TYPE: &str = "btf_trace_sched_process_exec";
     pub const TRACEPOINT: &str = "sched_process_exec";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";

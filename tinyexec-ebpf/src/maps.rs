@@ -2,9 +2,9 @@
 //! hand one exec from stage to stage.
 
 use aya_ebpf::{
+    EbpfContext,
     macros::map,
     maps::{Array, PerCpuArray, ProgramArray, RingBuf},
-    programs::RawTracePointContext,
 };
 use aya_log_ebpf::debug;
 use tinyexec_ebpf::{CARRY_AT, Carry, Config, Offsets, SCRATCH_LEN, cgroup_mode, control, stage};
@@ -64,7 +64,7 @@ pub(crate) fn work_and_carry() -> Option<(*mut u8, *mut Carry)> {
 /// would be compiled as a function they call (BPF-to-BPF calls mix with tail
 /// calls only on some kernels and architectures).
 #[inline(always)]
-pub(crate) fn next_stage<const INDEX: u32>(ctx: &RawTracePointContext) {
+pub(crate) fn next_stage<const INDEX: u32>(ctx: &impl EbpfContext) {
     unsafe { STAGES.tail_call(ctx, INDEX) };
     debug!(
         ctx,

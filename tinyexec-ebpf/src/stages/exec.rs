@@ -3,14 +3,21 @@
 //! an interpreted file, `--all-execs`, the self-test), runs the rule on the
 //! header the kernel read (and prevent mode's kill), reads who ran what, and
 //! hands over to the path stages.
+//!
+//! Two builds of the one entry: `tinyexec_exec`, a BTF-typed tracepoint
+//! whose fast path reads the kernel's structs with plain loads, and
+//! `tinyexec_rawtp`, a raw tracepoint that reads them with helper calls,
+//! for kernels that refuse the first (user space loads one, see
+//! `kernel/loader.rs`).
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
         generated::{bpf_probe_read_kernel, bpf_send_signal},
     },
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use aya_log_ebpf::debug;
 use tinyexec_ebpf::{
@@ -20,28 +27,124 @@ use tinyexec_ebpf::{
 };
 
 use crate::{
-    kernel::{Window, off, read_or_flag},
+    kernel::{Window, load, off, read_or_flag},
     maps::{CONFIG, CONTROL, EXECS, next_stage, work_and_carry},
 };
 
-// A raw tracepoint rather than tp_btf: the same arguments and cost, and
-// loading it needs no BTF of our own in user space (a 30 MiB parse).
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+
+/// The entry where the kernel takes BTF-typed tracepoint programs: the
+/// arguments are typed pointers, so the fast path's fields are plain loads
+/// the verifier checks against the kernel's BTF and makes fault-safe (a bad
+/// address reads as zero), with no helper call.
+#[btf_tracepoint(function = "sched_process_exec")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
+pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
+    let task: usize = ctx.arg(0);
+    let old_pid: i32 = ctx.arg(1);
+    let bprm: usize = ctx.arg(2);
+    count_exec();
+    // Typed pointers may be null for the verifier: checked before any use.
+    if task != 0 && bprm != 0 {
+        on_exec(&ctx, task, old_pid as u32, bprm, fast_direct(bprm));
+    }
+    0
+}
+
+/// The entry where the kernel refuses the typed one (see `kernel/loader.rs`):
+/// the same program, its fields read with helper calls.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 #[expect(
     clippy::needless_pass_by_value,
     reason = "aya's program macros hand the context over by value"
 )]
-pub fn tinyexec_exec(ctx: RawTracePointContext) -> i32 {
-    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+pub fn tinyexec_rawtp(ctx: RawTracePointContext) -> i32 {
     let task: usize = ctx.arg(0);
     let old_pid: i32 = ctx.arg(1);
     let bprm: usize = ctx.arg(2);
+    count_exec();
+    on_exec(&ctx, task, old_pid as u32, bprm, fast_probe(bprm));
+    0
+}
+
+#[inline(always)]
+fn count_exec() {
     if let Some(n) = EXECS.get_ptr_mut(0) {
         // Per-CPU slot, and tracepoint programs do not nest on one CPU.
         unsafe { *n += 1 };
     }
-    on_exec(&ctx, task, old_pid as u32, bprm);
-    0
+}
+
+/// What the filter reads on every exec.
+#[derive(Clone, Copy)]
+struct Fast {
+    /// [`flags::READ_ERROR`] when a read failed.
+    fl: u32,
+    file: usize,
+    inode: usize,
+    size: i64,
+    nlink: u32,
+    writers: i32,
+    filename: usize,
+    interp: usize,
+}
+
+/// The fast path's fields with plain loads (typed pointers: see [`load`]).
+#[inline(always)]
+fn fast_direct(bprm: usize) -> Fast {
+    let file: usize = load(bprm, off!(bprm_file));
+    let inode: usize = if file == 0 {
+        0
+    } else {
+        load(file, off!(file_inode))
+    };
+    let (size, nlink, writers) = if inode == 0 {
+        (0, 0, 0)
+    } else {
+        (
+            load(inode, off!(inode_size)),
+            load(inode, off!(inode_nlink)),
+            load(inode, off!(inode_writecount)),
+        )
+    };
+    Fast {
+        // A file or inode that is not there (never, for an exec that
+        // happened): the record says a read failed.
+        fl: if inode == 0 { flags::READ_ERROR } else { 0 },
+        file,
+        inode,
+        size,
+        nlink,
+        writers,
+        filename: load(bprm, off!(bprm_filename)),
+        interp: load(bprm, off!(bprm_interp)),
+    }
+}
+
+/// The fast path's fields with helper calls: fields that sit close together
+/// with one call each ([`Window`]).
+#[inline(always)]
+fn fast_probe(bprm: usize) -> Fast {
+    let mut fl = 0u32;
+    let b = Window::read(&mut fl, bprm, off!(bprm_window));
+    let at_b = |field: usize| field - off!(bprm_window);
+    let file: usize = b.get(at_b(off!(bprm_file)));
+    let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
+    let i = Window::read(&mut fl, inode, off!(inode_window));
+    let at_i = |field: usize| field - off!(inode_window);
+    Fast {
+        file,
+        inode,
+        size: i.get(at_i(off!(inode_size))),
+        nlink: i.get(at_i(off!(inode_nlink))),
+        writers: read_or_flag(&mut fl, inode, off!(inode_writecount)),
+        filename: b.get(at_b(off!(bprm_filename))),
+        interp: b.get(at_b(off!(bprm_interp))),
+        fl,
+    }
 }
 
 /// Whether the start-up self-test is running (user space sets it for a moment).
@@ -51,19 +154,18 @@ fn self_test() -> bool {
 }
 
 #[inline(always)]
-fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
-    let mut fl = 0u32;
-    // The fast path: every exec pays for it. Fields that sit close together
-    // are read with one helper call each ([`WINDOW`] bytes).
-    let b = Window::read(&mut fl, bprm, off!(bprm_window));
-    let at_b = |field: usize| field - off!(bprm_window);
-    let file: usize = b.get(at_b(off!(bprm_file)));
-    let inode: usize = read_or_flag(&mut fl, file, off!(file_inode));
-    let i = Window::read(&mut fl, inode, off!(inode_window));
-    let at_i = |field: usize| field - off!(inode_window);
-    let size: i64 = i.get(at_i(off!(inode_size)));
-    let nlink: u32 = i.get(at_i(off!(inode_nlink)));
-    let writers: i32 = read_or_flag(&mut fl, inode, off!(inode_writecount));
+fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast: Fast) {
+    // The fast path: every exec pays for it.
+    let Fast {
+        mut fl,
+        file,
+        inode,
+        size,
+        nlink,
+        writers,
+        filename,
+        interp,
+    } = fast;
     // A file that could be written while it runs (writer count not
     // negative; or unlinked, as memfds are, whose writable descriptors the
     // count does not see): its size now says nothing about the size the
@@ -76,8 +178,6 @@ fn on_exec(ctx: &RawTracePointContext, task: usize, old_pid: u32, bprm: usize) {
     // An interpreter ran for the file named in exec (a `#!` script, a
     // binfmt_misc handler): that file is not the one that runs, and user
     // space checks it by name.
-    let filename: usize = b.get(at_b(off!(bprm_filename)));
-    let interp: usize = b.get(at_b(off!(bprm_interp)));
     let interpreted = filename != interp;
     // Alerts-only mode: an ordinary exec costs these reads and nothing more.
     // The self-test's switch is looked at too (an inlined array lookup):
@@ -186,7 +286,7 @@ fn current_pid() -> u32 {
 /// Prevent mode, on a match: SIGKILL before the new image returns to user
 /// space. Returns `KILLED`, or `KILL_FAILED` when no signal could be sent.
 #[inline(always)]
-fn kill(ctx: &RawTracePointContext) -> u32 {
+fn kill<C: EbpfContext>(ctx: &C) -> u32 {
     // Not in aya_ebpf::bindings (they hold BPF's own constants only).
     const SIGKILL: u32 = 9;
     // -EBUSY (or any error) means no signal was sent: say so.

@@ -19,6 +19,9 @@ const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_MAP_FREEZE: libc::c_long = 22;
 
 pub const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+pub const BPF_PROG_TYPE_TRACING: u32 = 26;
+/// `expected_attach_type` of a BTF-typed tracepoint program.
+pub const BPF_TRACE_RAW_TP: u32 = 23;
 /// Verifier log levels: the trace of every instruction, and the statistics.
 pub const BPF_LOG_LEVEL1: u32 = 1;
 pub const BPF_LOG_STATS: u32 = 4;
@@ -147,12 +150,33 @@ struct ProgLoadAttr {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+}
+
+/// How a program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgKind {
+    RawTracepoint,
+    /// A BTF-typed tracepoint on the kernel's type `attach_btf_id`
+    /// (`btf_trace_<tracepoint>`), whose arguments the verifier types.
+    BtfTracepoint {
+        attach_btf_id: u32,
+    },
 }
 
 /// Loads a program with the verifier's log at `log_level` into `log`.
 /// Returns the program's descriptor, or the error with whatever the log holds.
 pub fn prog_load(
-    prog_type: u32,
+    kind: ProgKind,
     name: &str,
     insns: &[bpf_insn],
     license: &CStr,
@@ -164,6 +188,12 @@ pub fn prog_load(
     for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s;
     }
+    let (prog_type, expected_attach_type, attach_btf_id) = match kind {
+        ProgKind::RawTracepoint => (BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 0),
+        ProgKind::BtfTracepoint { attach_btf_id } => {
+            (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, attach_btf_id)
+        }
+    };
     let attr = ProgLoadAttr {
         prog_type,
         insn_cnt: u32::try_from(insns.len()).map_err(|_| io::Error::other("program too long"))?,
@@ -175,6 +205,16 @@ pub fn prog_load(
         kern_version: 0,
         prog_flags: 0,
         prog_name,
+        prog_ifindex: 0,
+        expected_attach_type,
+        prog_btf_fd: 0,
+        func_info_rec_size: 0,
+        func_info: 0,
+        func_info_cnt: 0,
+        line_info_rec_size: 0,
+        line_info: 0,
+        line_info_cnt: 0,
+        attach_btf_id,
     };
     owned(sys_bpf(BPF_PROG_LOAD, &attr)?)
 }
@@ -186,10 +226,12 @@ struct RawTracepointOpenAttr {
     _pad: u32,
 }
 
-/// Attaches a raw tracepoint program; the link lives as long as the descriptor.
-pub fn raw_tracepoint_open(name: &CStr, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// Attaches a tracepoint program: a raw one to the tracepoint `name`, a
+/// BTF-typed one (no name) where its load said. The link lives as long as
+/// the descriptor.
+pub fn raw_tracepoint_open(name: Option<&CStr>, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let attr = RawTracepointOpenAttr {
-        name: name.as_ptr() as u64,
+        name: name.map_or(0, |n| n.as_ptr() as u64),
         prog_fd: prog.as_raw_fd().cast_unsigned(),
         _pad: 0,
     };

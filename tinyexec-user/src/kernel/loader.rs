@@ -24,7 +24,7 @@ use aya_obj::{EbpfSectionKind, Object};
 use tinyexec_ebpf::{Config, Offsets, control, names, stage};
 
 use super::{
-    bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, BPF_PROG_TYPE_RAW_TRACEPOINT, LOG_MAX},
+    bpf_sys::{self, BPF_LOG_LEVEL1, BPF_LOG_STATS, LOG_MAX, ProgKind},
     btf, cgroups,
     log::{self as kernel_log, KernelLog},
     offsets,
@@ -150,6 +150,42 @@ pub struct Loaded {
     pub kernel_log: KernelLog,
     /// Instructions the verifier processed, per program, in load order.
     pub verified: Vec<(&'static str, Option<u32>)>,
+    /// Which build of the entry runs.
+    pub entry: Entry,
+}
+
+/// The entry's two builds (`tinyexec-ebpf/src/stages/exec.rs`): the same
+/// program, its fast path read with plain loads or with helper calls.
+pub enum Entry {
+    /// A BTF-typed tracepoint: the fast path's fields are plain loads.
+    Typed,
+    /// A raw tracepoint, its fields read with helper calls: the kernel
+    /// would not take the typed one, for the reason given.
+    Raw { why: String },
+}
+
+impl Entry {
+    /// The program's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Entry::Typed => names::PROGRAM,
+            Entry::Raw { .. } => names::PROGRAM_RAW,
+        }
+    }
+
+    /// For the log: which build runs, and why.
+    pub fn describe(&self) -> String {
+        match self {
+            Entry::Typed => format!(
+                "{} (BTF-typed tracepoint, fields read with plain loads)",
+                names::PROGRAM
+            ),
+            Entry::Raw { why } => format!(
+                "{} (raw tracepoint, fields read with helper calls: {why})",
+                names::PROGRAM_RAW
+            ),
+        }
+    }
 }
 
 /// The kernel's bound on instructions processed while verifying one program.
@@ -188,7 +224,20 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
             opts.btf_path.display()
         )
     })?;
-    // Only the offsets and the controller id were needed from the BTF.
+    // A typed tracepoint attaches by the running kernel's own type id.
+    let typed_target = if opts.btf_path == Path::new(btf::KERNEL_BTF) {
+        kernel_btf
+            .typedef_id(names::TRACEPOINT_TYPE)
+            .ok_or_else(|| format!("{} has no type {}", btf::KERNEL_BTF, names::TRACEPOINT_TYPE))
+    } else {
+        Err(format!(
+            "--btf {} is not the running kernel's own {}, whose type ids a typed tracepoint \
+             attaches by",
+            opts.btf_path.display(),
+            btf::KERNEL_BTF
+        ))
+    };
+    // Only the offsets, the controller id and that type were needed from the BTF.
     drop(kernel_btf);
     release_heap();
     log::info!("cgroups: {}", hierarchy.describe());
@@ -236,12 +285,16 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         maps: Vec::new(),
         stages: Some(stages),
     };
-    // The stages first, in the program array (aya installs only programs it
+    // The entry is loaded first, to learn which of its builds this kernel
+    // takes: the stages are loaded as the same kind (a program array takes
+    // one type of program). It is attached last.
+    let (entry, entry_kind, entry_count, entry_built) = load_entry(&obj, typed_target)?;
+    // The stages, in the program array (aya installs only programs it
     // loaded itself: the update is ours): the entry may only run once
     // everything it hands over to is in place.
     let mut verified = Vec::new();
     for (name, index) in stage::ALL {
-        let (fd, count) = load_program(&obj, name)?;
+        let (fd, count) = load_program(&obj, name, entry_kind)?;
         verified.push((name, count));
         let installed = loaded.install(index, &fd);
         loaded.programs.push(fd);
@@ -258,10 +311,10 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     let execs = PerCpuArray::try_from(take(names::EXECS)?)?;
     let kernel_log = KernelLog::new(RingBuf::try_from(take(kernel_log::MAP)?)?);
     loaded.maps = maps.into_values().collect();
-    let (entry, count) = load_program(&obj, names::PROGRAM)?;
-    verified.push((names::PROGRAM, count));
+    verified.push((entry_built.name(), entry_count));
     let tracepoint = CString::new(names::TRACEPOINT).context("tracepoint name")?;
-    let link = bpf_sys::raw_tracepoint_open(&tracepoint, entry.as_fd());
+    let name = matches!(entry_kind, ProgKind::RawTracepoint).then_some(tracepoint.as_c_str());
+    let link = bpf_sys::raw_tracepoint_open(name, entry.as_fd());
     loaded.programs.push(entry);
     loaded.link =
         Some(link.with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?);
@@ -273,7 +326,39 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         control,
         kernel_log,
         verified,
+        entry: entry_built,
     })
+}
+
+/// The entry as a BTF-typed tracepoint where the kernel takes it, else as a
+/// raw one, saying why.
+fn load_entry(
+    obj: &Object,
+    typed_target: Result<u32, String>,
+) -> Result<(OwnedFd, ProgKind, Option<u32>, Entry)> {
+    let why = match typed_target {
+        Ok(attach_btf_id) => {
+            let kind = ProgKind::BtfTracepoint { attach_btf_id };
+            match load_program(obj, names::PROGRAM, kind) {
+                Ok((fd, count)) => return Ok((fd, kind, count, Entry::Typed)),
+                Err(e) => {
+                    log::debug!("the typed entry: {e:#}");
+                    // Its first line, the kernel's error; the verifier's
+                    // trace is in the debug log.
+                    let text = format!("{e:#}");
+                    let first = text.lines().next().unwrap_or("refused");
+                    first
+                        .split_once("; the verifier said")
+                        .map_or(first, |(head, _)| head)
+                        .to_owned()
+                }
+            }
+        }
+        Err(why) => why,
+    };
+    let kind = ProgKind::RawTracepoint;
+    let (fd, count) = load_program(obj, names::PROGRAM_RAW, kind)?;
+    Ok((fd, kind, count, Entry::Raw { why }))
 }
 
 /// Creates every map of the object, with the ring buffer at `ring_bytes`
@@ -308,21 +393,18 @@ fn create_maps(obj: &Object, ring_bytes: u32, log_bytes: u32) -> Result<HashMap<
 
 /// Loads (verifies) one program. Returns its descriptor and the instructions
 /// the verifier processed, from its own statistics line.
-fn load_program(obj: &Object, name: &'static str) -> Result<(OwnedFd, Option<u32>)> {
+fn load_program(
+    obj: &Object,
+    name: &'static str,
+    kind: ProgKind,
+) -> Result<(OwnedFd, Option<u32>)> {
     let prog = obj
         .programs
         .get(name)
         .with_context(|| format!("program `{name}` missing from the eBPF object"))?;
     let insns = &obj.functions[&prog.function_key()].instructions;
     let load = |level: u32, log: &mut [u8]| {
-        bpf_sys::prog_load(
-            BPF_PROG_TYPE_RAW_TRACEPOINT,
-            name,
-            insns,
-            &prog.license,
-            level,
-            log,
-        )
+        bpf_sys::prog_load(kind, name, insns, &prog.license, level, log)
     };
     let mut log = vec![0u8; 64 << 10];
     match load(BPF_LOG_STATS, &mut log) {

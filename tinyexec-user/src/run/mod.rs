@@ -120,12 +120,8 @@ struct Every {
 }
 
 /// Says the sensor is ready, on stderr and to systemd.
-fn announce_ready(mode: &str) {
-    info!(
-        "ready: {} attached to {} ({mode})",
-        names::PROGRAM,
-        names::TRACEPOINT
-    );
+fn announce_ready(entry: &str, mode: &str) {
+    info!("ready: {entry} attached to {} ({mode})", names::TRACEPOINT);
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("could not notify systemd: {err}");
     }
@@ -139,7 +135,9 @@ async fn stream(
     mode: &str,
     btf: &Path,
 ) -> Result<()> {
+    info!("entry: {}", loaded.entry.describe());
     info!("verified instructions: {}", loaded.verified_summary());
+    let entry = loaded.entry.name();
     let Loaded {
         programs,
         events,
@@ -161,7 +159,7 @@ async fn stream(
     loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
-    announce_ready(mode);
+    announce_ready(entry, mode);
     let mut tick = tokio::time::interval(TICK);
     let mut stats = tokio::time::interval(every.stats);
     stats.tick().await;

@@ -294,7 +294,7 @@ impl Settings {
             btf: args
                 .btf
                 .or(f.btf)
-                .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux")),
+                .unwrap_or_else(|| PathBuf::from(crate::kernel::btf::KERNEL_BTF)),
             ring_buffer_size: args
                 .ring_buffer_size
                 .or(f.ring_buffer_size)

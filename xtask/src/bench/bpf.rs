@@ -66,14 +66,15 @@ pub fn prog_counts() -> Option<BTreeMap<u64, (String, u64)>> {
     )
 }
 
-/// Ids of the sensor's programs named `tinyexec_exec` (bpftool names them);
-/// every program it holds if bpftool cannot say.
+/// Ids of the sensor's entry programs (`tinyexec_exec`, or
+/// `tinyexec_rawtp` where the kernel refuses the typed one: bpftool names
+/// them); every program it holds if bpftool cannot say.
 pub fn sensor_programs(pid: libc::pid_t) -> BTreeSet<u32> {
     let ids: BTreeSet<u32> = proc::bpf_progs(pid).into_keys().collect();
     let named: BTreeSet<u32> = ids
         .iter()
         .copied()
-        .filter(|id| prog_name(*id).as_deref() == Some(names::PROGRAM))
+        .filter(|id| prog_name(*id).is_some_and(|n| n == names::PROGRAM || n == names::PROGRAM_RAW))
         .collect();
     if named.is_empty() { ids } else { named }
 }

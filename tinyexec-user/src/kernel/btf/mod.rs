@@ -165,6 +165,9 @@ impl Reader<'_> {
     }
 }
 
+/// The running kernel's own BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// Where a field path ended up: absolute bit offset and the member's type.
 struct Resolved {
     bit_offset: u64,
@@ -305,6 +308,11 @@ impl Btf {
         self.typedefs = typedefs;
         self.enums = enums;
         Ok(())
+    }
+
+    /// The type id of the typedef `name`, if there is one.
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.typedefs.get(name.as_bytes()).copied()
     }
 
     /// The value of `enumerator` in the enum named `enum_name`, e.g.
