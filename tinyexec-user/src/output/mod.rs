@@ -79,8 +79,8 @@ pub struct OutputOptions<'a> {
 }
 
 /// The bytes of records an output's queue holds at most (a quarter more for
-/// alerts, heartbeats and loss records), whatever their count: about 6,000
-/// ordinary records, 600 of the largest the kernel sends (docs/outputs.md).
+/// alerts, heartbeats and loss records), whatever their count: thousands of
+/// ordinary records, about 400 of the largest the kernel sends (docs/outputs.md).
 pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// Records of one ring read handed to the queues at most at once: a reader

@@ -165,7 +165,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
         }
     }
     let flood = if wants(Part::Flood) {
-        let execs = n.max(2000);
+        let execs = n.max(6000);
         step(&format!(
             "memory under hostile records: {execs} execs with 4 KiB of arguments from a 3.8 KiB path, \
              --all-execs, stdout read slowly"
