@@ -2,6 +2,7 @@
 //! rule (and near-twins that do not), under every way of reaching the file.
 
 use std::{
+    ffi::OsStr,
     fs,
     os::fd::AsRawFd as _,
     os::unix::fs::{MetadataExt, symlink},
@@ -247,4 +248,45 @@ fn alerts_only_mode_emits_nothing_for_ordinary_execs() {
     // Other tests' alerts may show here; none may be about these two.
     assert!(!before.iter().any(exec_of(&big)), "{before:?}");
     assert!(!before.iter().any(exec_of(&small)), "{before:?}");
+}
+
+/// Where the BTF-typed entry cannot be loaded (here `--btf` names a copy of
+/// the kernel's BTF: a typed program attaches by the running kernel's own
+/// type ids, which a copy does not vouch for), its raw-tracepoint build runs,
+/// the log says which and why, and it detects alike: the stager alerts from
+/// the kernel's header, its near-twin does not.
+#[test]
+fn the_raw_tracepoint_entry_detects_alike() {
+    let dir = TempDir::new("raw-entry");
+    let btf = dir.path().join("vmlinux-copy");
+    fs::copy("/sys/kernel/btf/vmlinux", &btf).expect("copy the kernel's BTF");
+    let sensor = Sensor::start([OsStr::new("--btf"), btf.as_os_str()]);
+    let stderr = sensor.stderr();
+    let entry = stderr
+        .lines()
+        .find(|l| l.contains("entry: "))
+        .unwrap_or_else(|| panic!("no entry line:\n{stderr}"));
+    assert!(
+        entry.contains("tinyexec_rawtp (raw tracepoint") && entry.contains("vmlinux-copy"),
+        "{entry}"
+    );
+    let bytes = matching_elf(Arch::X86_64, vec![], None);
+    let stager = dir.exe(&unique("stager"), &bytes);
+    run_ok(&mut Command::new(&stager));
+    assert_alert(
+        &sensor.wait_for("stager", exec_of(&stager)),
+        &bytes,
+        "kernel",
+    );
+    let mut twin = bytes.clone();
+    let at = twin.len() - 1;
+    twin[at] ^= 0xff; // the last byte of $s2
+    let twin_path = dir.exe(&unique("twin"), &twin);
+    run_ok(&mut Command::new(&twin_path));
+    let before = sensor.records_before_barrier();
+    assert!(
+        alerts_in(&before, &twin_path).is_empty(),
+        "the twin alerted"
+    );
+    assert_eq!(alerts_in(&before, &stager).len(), 1);
 }

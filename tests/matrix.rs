@@ -220,11 +220,21 @@ fn start(mode: Mode) -> (Result<Sensor, String>, Vec<Outcome<()>>) {
                 "the sensor did not report its verified instructions (no line `{VERIFIED_LEAD} total=N ...` on stderr)"
             );
         };
+        let typed = programs.contains_key(tinyexec_ebpf::names::PROGRAM);
         r.insert("verified".into(), total.into());
         r.insert("programs".into(), programs.into());
         assert!(
             total <= VERIFIED_BUDGET,
             "{total} verified instructions in mode {}, over the budget of {VERIFIED_BUDGET}",
+            mode.name()
+        );
+        // Every kernel of the matrix takes the BTF-typed entry: its fast path
+        // is the one the cost figures are for (the raw one is the fallback).
+        let entry = stderr.lines().find(|l| l.contains("entry: "));
+        assert!(
+            typed,
+            "the BTF-typed entry `{}` did not load in mode {}: {entry:?}",
+            tinyexec_ebpf::names::PROGRAM,
             mode.name()
         );
     });

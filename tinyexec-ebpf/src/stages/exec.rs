@@ -95,30 +95,19 @@ struct Fast {
 /// The fast path's fields with plain loads (typed pointers: see [`load`]).
 #[inline(always)]
 fn fast_direct(bprm: usize) -> Fast {
+    // A pointer loaded through a typed one is typed too, and never needs a
+    // null check: a load through a null one reads zero.
     let file: usize = load(bprm, off!(bprm_file));
-    let inode: usize = if file == 0 {
-        0
-    } else {
-        load(file, off!(file_inode))
-    };
-    let (size, nlink, writers) = if inode == 0 {
-        (0, 0, 0)
-    } else {
-        (
-            load(inode, off!(inode_size)),
-            load(inode, off!(inode_nlink)),
-            load(inode, off!(inode_writecount)),
-        )
-    };
+    let inode: usize = load(file, off!(file_inode));
     Fast {
         // A file or inode that is not there (never, for an exec that
         // happened): the record says a read failed.
         fl: if inode == 0 { flags::READ_ERROR } else { 0 },
         file,
         inode,
-        size,
-        nlink,
-        writers,
+        size: load(inode, off!(inode_size)),
+        nlink: load(inode, off!(inode_nlink)),
+        writers: load(inode, off!(inode_writecount)),
         filename: load(bprm, off!(bprm_filename)),
         interp: load(bprm, off!(bprm_interp)),
     }
