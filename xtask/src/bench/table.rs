@@ -137,6 +137,7 @@ pub fn plan(
             bins.candidate_len,
             "rule candidate",
         ),
+        (Mode::AllExecs, "--all-execs", bins.ordinary_len, "ordinary"),
     ];
     let mut rows = Vec::new();
     for &workers in &WORKERS {
