@@ -225,38 +225,28 @@ impl<'a, 'w> ser::Serializer for &'a mut Walker<'w> {
     }
 }
 
-impl ser::SerializeSeq for &mut Walker<'_> {
-    type Ok = ();
-    type Error = NotAStringKey;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result {
-        self.element(v)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
+/// Arrays, and tuples (JSON writes them as arrays): each element at the
+/// array's own path.
+macro_rules! elements {
+    ($($trait:ident::$method:ident),* $(,)?) => {$(
+        impl ser::$trait for &mut Walker<'_> {
+            type Ok = ();
+            type Error = NotAStringKey;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result {
+                self.element(v)
+            }
+            fn end(self) -> Result {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Walker<'_> {
-    type Ok = ();
-    type Error = NotAStringKey;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result {
-        self.element(v)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Walker<'_> {
-    type Ok = ();
-    type Error = NotAStringKey;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result {
-        self.element(v)
-    }
-    fn end(self) -> Result {
-        Ok(())
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+);
 
 impl ser::SerializeTupleVariant for &mut Walker<'_> {
     type Ok = ();
