@@ -41,7 +41,7 @@ impl Expr {
     pub fn matches(&self, record: &impl Serialize) -> bool {
         let mut used = vec![false; fields::FIELDS.len()];
         self.mark_used(&mut used);
-        self.matches_in(&walk::texts_of(record, &used))
+        self.matches_in(&prepared(record, &used))
     }
 
     fn matches_in(&self, fields: &[Option<FieldTexts>]) -> bool {
@@ -104,6 +104,14 @@ pub fn first_match<'a>(
     record: &impl Serialize,
     used: &[bool],
 ) -> Option<&'a Exclusion> {
-    let fields = walk::texts_of(record, used);
+    let fields = prepared(record, used);
     exclusions.iter().find(|e| e.expr.matches_in(&fields))
+}
+
+/// The `used` fields of `record`, prepared for matching.
+fn prepared(record: &impl Serialize, used: &[bool]) -> Vec<Option<FieldTexts>> {
+    walk::texts_of(record, used)
+        .into_iter()
+        .map(|texts| texts.map(FieldTexts::new))
+        .collect()
 }

@@ -100,24 +100,15 @@ impl Predicate {
         })
     }
 
-    /// Missing and null fields never match (so `NOT` of them is true); arrays
-    /// match when any element does; numbers and bools through their JSON text.
-    #[cfg(test)]
-    pub fn matches(&self, record: &impl serde::Serialize) -> bool {
-        let wanted: Vec<bool> = (0..super::fields::FIELDS.len())
-            .map(|i| i == self.slot)
-            .collect();
-        let texts = super::walk::texts_of(record, &wanted);
-        let field = texts.into_iter().nth(self.slot).flatten();
-        self.matches_texts(&field.unwrap_or_default())
-    }
-
     /// Where matching keeps this predicate's field of a record.
     pub fn slot(&self) -> usize {
         self.slot
     }
 
-    /// As [`Predicate::matches`], on the field's texts already taken from the record.
+    /// Whether the field's texts, taken from a record, match. A field the
+    /// record lacks (or holds null) has none, and never matches (so `NOT` of
+    /// it is true); an array matches when any element does; numbers and bools
+    /// compare through their JSON text.
     pub fn matches_texts(&self, texts: &FieldTexts) -> bool {
         texts.0.iter().any(|t| match &self.pattern {
             Pattern::Exact => t.exact == self.value,
@@ -132,10 +123,10 @@ impl Predicate {
 /// and null left out, as no analyst means them), lower-cased and split into
 /// terms once. A large exclusions file has thousands of predicates on the same
 /// few fields; each then costs a comparison, not a split and allocations.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub struct FieldTexts(Vec<Text>);
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Text {
     exact: String,
     lower: String,
@@ -144,13 +135,18 @@ struct Text {
 }
 
 impl FieldTexts {
-    /// One more text of the field (an array's element, or its one value).
-    pub fn push(&mut self, exact: String) {
-        self.0.push(Text {
-            lower: exact.to_lowercase(),
-            terms: terms(&exact).map(str::to_lowercase).collect(),
-            exact,
-        });
+    /// A field's texts (an array's elements, or its one value).
+    pub fn new(texts: Vec<String>) -> Self {
+        Self(
+            texts
+                .into_iter()
+                .map(|exact| Text {
+                    lower: exact.to_lowercase(),
+                    terms: terms(&exact).map(str::to_lowercase).collect(),
+                    exact,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -194,7 +190,25 @@ pub fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// A predicate on a whole record, its field taken as exclusions take it.
+    trait OnRecord {
+        fn matches(&self, record: &Value) -> bool;
+    }
+
+    impl OnRecord for Predicate {
+        fn matches(&self, record: &Value) -> bool {
+            let wanted: Vec<bool> = (0..super::super::fields::FIELDS.len())
+                .map(|i| i == self.slot())
+                .collect();
+            let texts = super::super::walk::texts_of(record, &wanted)
+                .into_iter()
+                .nth(self.slot())
+                .flatten();
+            texts.is_some_and(|t| self.matches_texts(&FieldTexts::new(t)))
+        }
+    }
 
     fn pred(field: &str, exact: bool, value: &str) -> Predicate {
         Predicate::new(field, exact, value).expect("valid predicate")

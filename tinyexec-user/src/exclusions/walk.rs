@@ -11,10 +11,11 @@
 
 use serde::ser::{self, Serialize};
 
-use super::{fields, matching::FieldTexts};
+use super::fields;
 
-/// The texts of the fields `wanted` marks (by [`fields::index`]) in `record`.
-pub fn texts_of(record: &impl Serialize, wanted: &[bool]) -> Vec<Option<FieldTexts>> {
+/// The texts of the fields `wanted` marks (by [`fields::index`]) in `record`,
+/// by field: `None` where the record has no text for it.
+pub fn texts_of(record: &impl Serialize, wanted: &[bool]) -> Vec<Option<Vec<String>>> {
     let mut walker = Walker {
         path: String::new(),
         slot: None,
@@ -37,7 +38,7 @@ struct Walker<'w> {
     /// through an array).
     in_array: bool,
     wanted: &'w [bool],
-    out: Vec<Option<FieldTexts>>,
+    out: Vec<Option<Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -69,7 +70,7 @@ impl Walker<'_> {
         if let Some(slot) = self.slot
             && let Some(texts) = self.out.get_mut(slot)
         {
-            texts.get_or_insert_with(FieldTexts::default).push(text());
+            texts.get_or_insert_with(Vec::new).push(text());
         }
         Ok(()) // a Serializer method's answer, for the callers' tails
     }
@@ -323,8 +324,8 @@ mod tests {
 
     /// What a JSON tree of the record holds at `field`, as exclusions read
     /// it: the reference the walk must equal.
-    fn from_tree(record: &Value, field: &str) -> Option<FieldTexts> {
-        fn collect(value: &Value, out: &mut FieldTexts) {
+    fn from_tree(record: &Value, field: &str) -> Option<Vec<String>> {
+        fn collect(value: &Value, out: &mut Vec<String>) {
             match value {
                 Value::String(s) => out.push(s.clone()),
                 Value::Number(_) | Value::Bool(_) => out.push(value.to_string()),
@@ -335,9 +336,9 @@ mod tests {
         let value = field
             .split('.')
             .try_fold(record, |v, key| v.as_object()?.get(key))?;
-        let mut texts = FieldTexts::default();
+        let mut texts = Vec::new();
         collect(value, &mut texts);
-        Some(texts).filter(|t| *t != FieldTexts::default())
+        Some(texts).filter(|t| !t.is_empty())
     }
 
     fn all() -> Vec<bool> {
@@ -350,7 +351,6 @@ mod tests {
             let tree = serde_json::to_value(&rec).unwrap();
             let walked = texts_of(&rec, &all());
             for (field, texts) in fields::FIELDS.iter().zip(walked) {
-                let texts = texts.filter(|t| *t != FieldTexts::default());
                 assert_eq!(texts, from_tree(&tree, field), "{field} of {tree}");
             }
         }
