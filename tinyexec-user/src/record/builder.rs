@@ -103,8 +103,8 @@ fn namespaces(
     })
 }
 
-/// An exec's record, its users and group by number: [`add_names`] names
-/// them, for the records that will be emitted (a name may take a look-up).
+/// An exec's record without its user and group names: [`add_names`] adds
+/// them (a name may take a look-up), to the records that will be emitted.
 pub fn exec_record(
     exec: &Exec,
     verdict: Option<&Verdict>,
@@ -174,11 +174,11 @@ pub fn exec_record(
             gid: exec.gid,
             euid: exec.euid,
             egid: exec.egid,
-            user: exec.uid.to_string(),
-            group: exec.gid.to_string(),
-            effective_user: exec.euid.to_string(),
+            user: String::new(),
+            group: String::new(),
+            effective_user: String::new(),
             login_uid: exec.login_uid,
-            login_user: exec.login_uid.map(|id| id.to_string()),
+            login_user: None,
             parent: Parent {
                 pid: exec.ppid,
                 name: exec.parent_comm.clone(),
@@ -214,7 +214,7 @@ pub fn exec_record(
         }),
         user: Some(User {
             id: exec.uid,
-            name: exec.uid.to_string(),
+            name: String::new(),
         }),
         container: container_id.map(|id| Container { id, runtime }),
         orchestrator: pod_uid
@@ -251,14 +251,15 @@ pub const NAME_FIELDS: &[&str] = &[
 /// Names the users and group of `exec`'s record (the number stays where the
 /// name service has no name).
 pub fn add_names(rec: &mut Record, exec: &Exec, names: &mut Names) {
+    let user = name_or_id(names.user(exec.uid), exec.uid);
     if let Some(p) = rec.process.as_mut() {
-        p.user = name_or_id(names.user(exec.uid), exec.uid);
+        p.user.clone_from(&user);
         p.group = name_or_id(names.group(exec.gid), exec.gid);
         p.effective_user = name_or_id(names.user(exec.euid), exec.euid);
         p.login_user = exec.login_uid.map(|id| name_or_id(names.user(id), id));
     }
     if let Some(u) = rec.user.as_mut() {
-        u.name = name_or_id(names.user(exec.uid), exec.uid);
+        u.name = user;
     }
 }
 
@@ -368,7 +369,7 @@ mod tests {
             .filter(|leaf| !before.contains(leaf))
             .map(|(path, _)| path.as_str())
             .collect();
-        // uid 0 and login uid 1000 differ from their names on any system with root.
+        // Empty before: the names (or the numbers where there is none) come now.
         assert!(changed.contains(&"process.user"), "{changed:?}");
         for path in &changed {
             assert!(NAME_FIELDS.contains(path), "{path} changed by add_names");

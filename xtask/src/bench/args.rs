@@ -23,6 +23,10 @@ pub struct Args {
     /// Measure this sensor binary instead of building the workspace's (release).
     #[arg(long, value_name = "PATH")]
     pub sensor: Option<PathBuf>,
+    /// The static binary to set against the sensor (`--only builds`) instead
+    /// of building the workspace's (`cargo xtask build --static`).
+    #[arg(long, value_name = "PATH")]
+    pub static_sensor: Option<PathBuf>,
     /// Measure only these parts (repeatable) [default: all].
     #[arg(long, value_enum, value_name = "PART")]
     pub only: Vec<Part>,
@@ -39,6 +43,8 @@ pub enum Part {
     Outputs,
     /// Peak RSS under a flood of execs with 4 KiB of arguments and 3.8 KiB paths.
     Flood,
+    /// The static build's CPU per --all-execs record against the glibc build's.
+    Builds,
 }
 
 impl Args {

@@ -12,6 +12,7 @@
 
 mod args;
 mod binaries;
+mod builds;
 mod bpf;
 mod counting;
 mod flood;
@@ -45,7 +46,8 @@ use storm::Storm;
 use crate::{cmd::find_cmd, setup, step};
 
 /// Everything the command line asks for, in order: set-up, the storm table,
-/// latency, the outputs' throughput, memory under a flood; then the report.
+/// latency, the outputs' throughput, the static build against the glibc one,
+/// memory under a flood; then the report.
 pub fn run(root: &Path, args: &Args) -> Result<()> {
     setup::require_root("the bench loads eBPF programs and changes kernel.bpf_stats_enabled")?;
     let started = SystemTime::now();
@@ -82,7 +84,7 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     let wants = |part: Part| args.wants(part);
     let n = match args.execs {
         Some(n) => n.max(1),
-        None if !wants(Part::Storms) && !wants(Part::Outputs) => 0,
+        None if !wants(Part::Storms) && !wants(Part::Outputs) && !wants(Part::Builds) => 0,
         None => {
             step("calibrating the storm size (no sensor, 1 worker)");
             table::calibrate(&bins.candidate)?
@@ -164,6 +166,22 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
             output_runs.push(r);
         }
     }
+    let builds = if wants(Part::Builds) {
+        let path = match &args.static_sensor {
+            Some(p) => fs::canonicalize(p).with_context(|| format!("sensor {}", p.display()))?,
+            None => crate::dist::sensor(root, crate::arch::Arch::host())?,
+        };
+        let static_cmd = SensorCmd::new(path, &bins.dir)?;
+        step(&format!(
+            "the static build against the glibc one: {reps} storms each of {n} execs of the \
+             ordinary binary, --all-execs, alternating"
+        ));
+        let run = builds::measure(&sensor_cmd, &static_cmd, &ordinary, reps, &out_dir)?;
+        step(&run.summary());
+        Some(run)
+    } else {
+        None
+    };
     let flood = if wants(Part::Flood) {
         let execs = n.max(6000);
         step(&format!(
@@ -204,6 +222,10 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     };
     let mut table = report.table();
     let mut json = report.json();
+    if let Some(run) = &builds {
+        table = format!("{table}\n{}\n", run.summary());
+        json["builds"] = run.json();
+    }
     if let Some(run) = &flood {
         table = format!("{table}\n{}\n", run.summary());
         json["flood"] = run.json();
