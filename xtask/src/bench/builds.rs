@@ -43,7 +43,11 @@ impl Run {
             return "Static against glibc build: not measured".into();
         };
         let ratio = m.median / g.median;
-        let verdict = if ratio <= TARGET_RATIO { "ok" } else { "MISSED" };
+        let verdict = if ratio <= TARGET_RATIO {
+            "ok"
+        } else {
+            "MISSED"
+        };
         format!(
             "Static against glibc build, --all-execs, {} storms of {} execs each ({WORKERS} \
              workers), alternating: sensor CPU per 1000 records {:.1} ms ({:.1}-{:.1}) static, \

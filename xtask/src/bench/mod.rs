@@ -12,8 +12,8 @@
 
 mod args;
 mod binaries;
-mod builds;
 mod bpf;
+mod builds;
 mod counting;
 mod flood;
 mod latency;
