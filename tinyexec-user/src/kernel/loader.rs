@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use aya_obj::{EbpfSectionKind, Object};
 use tinyexec_ebpf::{Config, Offsets, control, names, stage};
@@ -175,16 +175,11 @@ impl Entry {
 
     /// For the log: which build runs, and why.
     pub fn describe(&self) -> String {
-        match self {
-            Entry::Typed => format!(
-                "{} (BTF-typed tracepoint, fields read with plain loads)",
-                names::PROGRAM
-            ),
-            Entry::Raw { why } => format!(
-                "{} (raw tracepoint, fields read with helper calls: {why})",
-                names::PROGRAM_RAW
-            ),
-        }
+        let how = match self {
+            Entry::Typed => "BTF-typed tracepoint, fields read with plain loads".to_owned(),
+            Entry::Raw { why } => format!("raw tracepoint, fields read with helper calls: {why}"),
+        };
+        format!("{} ({how})", self.name())
     }
 }
 
@@ -342,15 +337,10 @@ fn load_entry(
             match load_program(obj, names::PROGRAM, kind) {
                 Ok((fd, count)) => return Ok((fd, kind, count, Entry::Typed)),
                 Err(e) => {
+                    // The refusal for the log line; the verifier's words,
+                    // its cause, for the debug log.
                     log::debug!("the typed entry: {e:#}");
-                    // Its first line, the kernel's error; the verifier's
-                    // trace is in the debug log.
-                    let text = format!("{e:#}");
-                    let first = text.lines().next().unwrap_or("refused");
-                    first
-                        .split_once("; the verifier said")
-                        .map_or(first, |(head, _)| head)
-                        .to_owned()
+                    e.to_string()
                 }
             }
         }
@@ -424,13 +414,12 @@ fn load_program(
                 let text = bpf_sys::log_text(&log);
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
-                match again {
-                    // Loaded with the log on, refused without (an oversized
-                    // log is no reason): report the first refusal.
-                    Ok(_) | Err(_) => bail!(
-                        "the kernel refused program `{name}` ({first}); the verifier said:\n{tail}"
-                    ),
-                }
+                // Loaded with the log on, refused without (an oversized log
+                // is no reason), or refused again: report the first refusal,
+                // the verifier's words as its cause.
+                drop(again);
+                return Err(anyhow!("the verifier said:\n{tail}")
+                    .context(format!("the kernel refused program `{name}` ({first})")));
             }
         }
     }
