@@ -18,18 +18,24 @@ use crate::{
     exec_of, run_or_killed, unique,
 };
 
-/// A barrier: a fresh file, unique in name and content, that matches the rule
-/// with `$s2` past the kernel's 256-byte header: the kernel cannot decide it
-/// (no kill under `--prevent`), user space reads it, and it yields an alert in
-/// every mode (`match`, or `undetermined` should its file not be read in time).
+/// A fresh matching file, unique in name and content, whose `$s2` lies past
+/// the kernel's 256-byte header: the kernel cannot decide it (no kill under
+/// `--prevent`), user space must read its last bytes, and it yields an alert
+/// in every mode (`match`, or `undetermined` should its file not be read in
+/// time). The stager's case that a sensor blind to the file's directory
+/// misses (issue 23: `/tmp`, `/home` under the unit's sandbox).
 ///
-/// Unique content, not only a unique path: the flood bound (`--repeat-window`)
+/// Unique content, not only a unique name: the flood bound (`--repeat-window`)
 /// folds an exec into an earlier alert with the same device, inode, size and
-/// content, and a deleted file's inode may be given to the next one. The
-/// file's own name, in its trailer between the rule's strings, makes its hash
-/// one no other file has.
-fn barrier_file(dir: &TempDir) -> PathBuf {
-    let name = unique("barrier");
+/// content, and a deleted file's inode may be given to the next one. `name`,
+/// in the trailer between the rule's strings, makes its hash one no other
+/// file has.
+///
+/// # Panics
+///
+/// When `name` is too long for the bytes to stay a rule candidate.
+#[must_use]
+pub fn late_match(name: &str) -> Vec<u8> {
     let mut t = TinyElf::new(Arch::native());
     t.trailer = [
         &tinyexec_ebpf::rule::S1[..],
@@ -38,17 +44,23 @@ fn barrier_file(dir: &TempDir) -> PathBuf {
     ]
     .concat();
     t.total_len = Some(tinyexec_ebpf::rule::FILESIZE_LT_LEN - 1);
-    let bytes = t.build().expect("the barrier's tiny ELF");
+    let bytes = t.build().expect("a tiny ELF with $s2 past the header");
     assert!(
         bytes.len() - tinyexec_ebpf::rule::S2.len() >= tinyexec_ebpf::HEADER_LEN,
-        "the barrier's $s2 must lie past the kernel's {} B header",
+        "$s2 must lie past the kernel's {} B header",
         tinyexec_ebpf::HEADER_LEN
     );
     assert!(
         tinyexec_ebpf::rule::evaluate(&bytes).is_some(),
-        "the barrier must match"
+        "the file must match"
     );
-    dir.exe(&name, &bytes)
+    bytes
+}
+
+/// A barrier: a [`late_match`] file in `dir`.
+fn barrier_file(dir: &TempDir) -> PathBuf {
+    let name = unique("barrier");
+    dir.exe(&name, &late_match(&name))
 }
 
 impl Sensor {

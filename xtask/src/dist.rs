@@ -22,8 +22,10 @@ use crate::{arch::Arch, cargo, run_cmd, setup, step};
 
 /// Cargo.toml's `[profile.dist]`.
 pub const PROFILE: &str = "dist";
-/// The matrix's test binary's name (tests/Cargo.toml).
+/// The test binaries that run inside VMs (tests/Cargo.toml): the kernel
+/// matrix's, and the systemd deployment's.
 const MATRIX_TEST: &str = "matrix";
+const DEPLOYMENT_TEST: &str = "deployment";
 
 /// Builds the shipped sensor for `arch`; returns its path, checked static.
 pub fn sensor(root: &Path, arch: Arch) -> Result<PathBuf> {
@@ -54,12 +56,23 @@ pub fn sensor(root: &Path, arch: Arch) -> Result<PathBuf> {
 }
 
 /// Builds (if needed) the matrix's test binary for `arch`, static like the
-/// sensor, and returns its path from cargo's own report.
+/// sensor, and returns its path.
 pub fn matrix_tests(root: &Path, arch: Arch) -> Result<PathBuf> {
+    vm_test(root, arch, MATRIX_TEST)
+}
+
+/// The systemd deployment VM's test binary (`x86_64`), static like the sensor.
+pub fn deployment_tests(root: &Path, arch: Arch) -> Result<PathBuf> {
+    vm_test(root, arch, DEPLOYMENT_TEST)
+}
+
+/// Builds (if needed) the test binary `name` for `arch`, static, and returns
+/// its path from cargo's own report.
+fn vm_test(root: &Path, arch: Arch, name: &str) -> Result<PathBuf> {
     setup::static_target(root, arch)?;
     let mut child = cargo()
         .current_dir(root)
-        .args(["test", "--package", "tinyexec-tests", "--test", MATRIX_TEST])
+        .args(["test", "--package", "tinyexec-tests", "--test", name])
         .args(["--target", arch.musl_target()])
         .args(["--no-run", "--message-format=json-render-diagnostics"])
         .stdout(Stdio::piped())
@@ -73,7 +86,7 @@ pub fn matrix_tests(root: &Path, arch: Arch) -> Result<PathBuf> {
             continue;
         };
         if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == MATRIX_TEST
+            && msg["target"]["name"] == name
             && let Some(exe) = msg["executable"].as_str()
         {
             found = Some(PathBuf::from(exe));
@@ -81,11 +94,10 @@ pub fn matrix_tests(root: &Path, arch: Arch) -> Result<PathBuf> {
     }
     let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
-        bail!("building the {MATRIX_TEST} test binary for {arch} failed ({status})");
+        bail!("building the {name} test binary for {arch} failed ({status})");
     }
-    let path = found.with_context(|| {
-        format!("cargo reported no executable for the {MATRIX_TEST} test ({arch})")
-    })?;
+    let path = found
+        .with_context(|| format!("cargo reported no executable for the {name} test ({arch})"))?;
     ensure_static(&path, arch)?;
     Ok(path)
 }

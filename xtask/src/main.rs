@@ -1,4 +1,4 @@
-//! `cargo xtask build | run | lint | test | vm | bench | package`: the project's commands, with their
+//! `cargo xtask build | run | lint | test | vm | vm-systemd | bench | package`: the project's commands, with their
 //! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod arch;
@@ -58,9 +58,10 @@ enum Cmd {
     /// and clippy on the eBPF program for its BPF target.
     Lint,
     /// The lint gate, then every test, as root, against the real kernel, then the kernel
-    /// matrix (Debian's kernels under QEMU); arguments after `--` go to `cargo test`.
+    /// matrix (Debian's kernels under QEMU) and the systemd deployment VM; arguments
+    /// after `--` go to `cargo test`.
     Test {
-        /// Only the host's tests, no kernel matrix.
+        /// Only the host's tests: no kernel matrix, no systemd deployment VM.
         #[arg(long)]
         no_vm: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -68,6 +69,9 @@ enum Cmd {
     },
     /// Only the kernel matrix: boot Debian's kernels under QEMU and run tests/matrix.rs in each.
     Vm(vm::Args),
+    /// Only the systemd deployment VM: Debian 12 booted with systemd as PID 1,
+    /// the .deb installed, tests/deployment.rs run in it.
+    VmSystemd(vm::deployment::Args),
     /// Measure what the sensor costs on this machine (exec storms with and without it,
     /// loss, exec-to-alert latency, CPU, memory, kernel run time); see docs/performance.md.
     Bench(bench::Args),
@@ -100,6 +104,7 @@ fn main() -> Result<()> {
         Cmd::Lint => lint::run(&root),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
         Cmd::Vm(args) => vm::conclude(&vm::run(&root, &args)?),
+        Cmd::VmSystemd(args) => vm::deployment::conclude(&vm::deployment::run(&root, &args)?),
         Cmd::Bench(args) => bench::run(&root, &args),
         Cmd::Fuzz(args) => fuzz::run(&root, &args),
     }
@@ -159,7 +164,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     run_cmd(Command::new(&sensor).arg("run").args(args))
 }
 
-fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
+fn test(root: &Path, args: &[String], vms: bool) -> Result<()> {
     let started = Instant::now();
     setup::require_root("the tests load eBPF programs and exec as other users")?;
     // Before anything is built or run: a red gate fails in a minute, not after the tests.
@@ -197,11 +202,18 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
         Ok(())
     };
     let mut rows = vec![vm::host_row(&report)?];
-    if matrix {
+    if vms {
         step("the kernel matrix: Debian's kernels under QEMU (`--no-vm` skips it)");
         rows.extend(vm::run(root, &vm::Args::default())?);
     }
     let matrix = vm::conclude(&rows);
+    let deployment = if vms {
+        step("the systemd deployment VM: Debian 12 under systemd with the .deb installed");
+        vm::deployment::run(root, &vm::deployment::Args::default())
+            .and_then(|o| vm::deployment::conclude(&o))
+    } else {
+        Ok(())
+    };
     step(&format!(
         "cargo xtask test took {:.0} s",
         started.elapsed().as_secs_f64()
@@ -211,6 +223,7 @@ fn test(root: &Path, args: &[String], matrix: bool) -> Result<()> {
             .map(|e| format!("the host's tests failed ({e:#})")),
         fuzzed.err().map(|e| format!("fuzzing failed ({e:#})")),
         matrix.err().map(|e| format!("{e:#}")),
+        deployment.err().map(|e| format!("{e:#}")),
     ]
     .into_iter()
     .flatten()

@@ -63,6 +63,14 @@ const VM_PACKAGES: &[(Probe, &str)] = &[
     ),
 ];
 
+/// What the systemd deployment VM (xtask/src/vm/deployment.rs) is made
+/// with: mmdebstrap builds its Debian userland, bsdtar turns that tarball
+/// with the test's files into the newc archive the kernel unpacks.
+const DEPLOYMENT_PACKAGES: &[(Probe, &str)] = &[
+    (Probe::Command("mmdebstrap"), "mmdebstrap"),
+    (Probe::Command("bsdtar"), "libarchive-tools"),
+];
+
 /// What `cargo xtask package` builds the RPM with, and tests/package.rs
 /// lints it with: Debian's packages of the RHEL family's own tools.
 const RPM_PACKAGES: &[(Probe, &str)] = &[
@@ -246,6 +254,11 @@ pub fn rpm_tools() -> Result<()> {
 /// Debian packages the kernel matrix needs, installed when missing.
 pub fn vm_tools() -> Result<()> {
     install_missing(VM_PACKAGES, "the kernel matrix uses")
+}
+
+pub fn deployment_tools() -> Result<()> {
+    vm_tools()?;
+    install_missing(DEPLOYMENT_PACKAGES, "the systemd deployment VM uses")
 }
 
 fn install_missing(packages: &[(Probe, &str)], purpose: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 //! after the host tests; `cargo xtask vm` runs only it.
 
 mod console;
+pub mod deployment;
 mod initramfs;
 mod kernels;
 mod report;
