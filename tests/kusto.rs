@@ -806,7 +806,7 @@ fn the_heartbeat_rule_imports_and_judges_each_heartbeat_once() {
         "{w}: one result per host and problem"
     );
     // Every output's loss counters are read, on both routes.
-    let schema = json_file("docs/schema/tinyexec-record-1.1.schema.json");
+    let schema = json_file("docs/schema/tinyexec-record-1.2.schema.json");
     let outputs = schema["properties"]["heartbeat"]["properties"]["outputs"]["properties"]
         .as_object()
         .expect("heartbeat.outputs");
@@ -1034,7 +1034,7 @@ fn every_record_field_reaches_the_custom_table() {
     let mut fields = Vec::new();
     leaves(
         "",
-        &json_file("docs/schema/tinyexec-record-1.1.schema.json"),
+        &json_file("docs/schema/tinyexec-record-1.2.schema.json"),
         &mut fields,
     );
     let transform = str_of(&dcr_properties()["dataFlows"][0], "transformKql", DCR).to_owned();

@@ -141,7 +141,7 @@ fn every_record_carries_schema_run_id_sequence_and_losses() {
             .collect();
         assert_eq!(seqs, (1..=recs.len() as u64).collect::<Vec<_>>(), "no gaps");
         for r in &recs {
-            assert_eq!(field_str(r, "tinyexec.schema_version"), "1.1");
+            assert_eq!(field_str(r, "tinyexec.schema_version"), "1.2");
             assert_eq!(field_u64(r, "tinyexec.lost_since_previous"), 0);
             assert_eq!(field_str(r, "agent.name"), "tinyexec");
             assert!(!field_str(r, "host.boot_id").is_empty());
@@ -157,14 +157,16 @@ fn every_record_carries_schema_run_id_sequence_and_losses() {
 }
 
 #[test]
-fn schema_1_1_only_adds_optional_fields_to_1_0() {
+fn each_schema_only_adds_optional_fields_to_the_one_before() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema");
     let read = |v: &str| -> Value {
         let p = root.join(format!("tinyexec-record-{v}.schema.json"));
         serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
     };
-    let breaches = tinyexec_harness::schema::only_adds(&read("1.0"), &read("1.1"));
-    assert!(breaches.is_empty(), "{breaches:#?}");
+    for [old, new] in [["1.0", "1.1"], ["1.1", "1.2"]] {
+        let breaches = tinyexec_harness::schema::only_adds(&read(old), &read(new));
+        assert!(breaches.is_empty(), "{old} -> {new}: {breaches:#?}");
+    }
 }
 
 #[test]

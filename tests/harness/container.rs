@@ -293,22 +293,29 @@ pub fn spawn_isolated(program: &Path, procs: &Path) -> Isolated {
     Isolated { pid, namespaces }
 }
 
+/// A container's root file system in `root`: Debian's static busybox as its
+/// userland (`/bin/sh`, `/bin/sleep`), `files` copied in, executable.
+pub fn rootfs(root: &Path, files: &[(&str, &[u8])]) {
+    for d in ["bin", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(root.join(d)).expect("rootfs dirs");
+    }
+    let busybox = fs::read("/bin/busybox")
+        .expect("/bin/busybox (busybox-static, which `cargo xtask test` installs)");
+    crate::write_exe(&root.join("bin/busybox"), &busybox);
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    for (name, bytes) in files {
+        crate::write_exe(&root.join(name.trim_start_matches('/')), bytes);
+    }
+}
+
 /// An OCI runtime bundle (`config.json` and `rootfs/`) in `dir`: busybox as
 /// the container's userland, `files` copied in, `script` run by its shell,
 /// Docker's cgroupfs layout (`/docker/<id>`) for its cgroup, and its own
 /// pid, mount, network, IPC, UTS and cgroup namespaces.
 pub fn oci_bundle(dir: &Path, id: &str, files: &[(&str, &[u8])], script: &str) -> Value {
-    let rootfs = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "tmp"] {
-        fs::create_dir_all(rootfs.join(d)).expect("rootfs dirs");
-    }
-    let busybox = fs::read("/bin/busybox")
-        .expect("/bin/busybox (busybox-static, which `cargo xtask test` installs)");
-    crate::write_exe(&rootfs.join("bin/busybox"), &busybox);
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("symlink sh");
-    for (name, bytes) in files {
-        crate::write_exe(&rootfs.join(name.trim_start_matches('/')), bytes);
-    }
+    rootfs(&dir.join("rootfs"), files);
     let config = json!({
         "ociVersion": "1.0.2",
         "process": {

@@ -13,8 +13,8 @@ fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     // Built in, not read at run time: the kernel matrix runs the tests in VMs
     // without the source tree.
-    const PATH: &str = "docs/schema/tinyexec-record-1.1.schema.json";
-    const TEXT: &str = include_str!("../../docs/schema/tinyexec-record-1.1.schema.json");
+    const PATH: &str = "docs/schema/tinyexec-record-1.2.schema.json";
+    const TEXT: &str = include_str!("../../docs/schema/tinyexec-record-1.2.schema.json");
     SCHEMA.get_or_init(|| serde_json::from_str(TEXT).unwrap_or_else(|e| panic!("{PATH}: {e}")))
 }
 

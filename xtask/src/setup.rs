@@ -27,7 +27,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// with, rsyslog receives the CEF output, python3 and openssl run the Sentinel
 /// stand-in; node runs Microsoft's Kusto parser over the Sentinel content, and
 /// systemd-analyze and strace check the systemd unit (tests/systemd.rs); runc
-/// runs a real container from a busybox-static rootfs (tests/containers.rs).
+/// runs a real container from a busybox-static rootfs (tests/containers.rs),
+/// and Docker, containerd and Podman name theirs (tests/workloads.rs).
 const TEST_PACKAGES: &[(Probe, &str)] = &[
     (Probe::Command("bpftool"), "bpftool"),
     (Probe::Command("yara"), "yara"),
@@ -39,6 +40,10 @@ const TEST_PACKAGES: &[(Probe, &str)] = &[
     (Probe::Command("systemd-analyze"), "systemd"),
     (Probe::Command("strace"), "strace"),
     (Probe::Command("runc"), "runc"),
+    // tests/workloads.rs: real runtimes whose state names the workload.
+    (Probe::Command("dockerd"), "docker.io"),
+    (Probe::Command("ctr"), "containerd"),
+    (Probe::Command("podman"), "podman"),
     // tests/hostile.rs: a FUSE file system that never answers (Debian's interpreter's module).
     (
         Probe::Shell("/usr/bin/python3 -c 'import fusepy'"),
@@ -277,15 +282,37 @@ fn install_missing(packages: &[(Probe, &str)], purpose: &str) -> Result<()> {
     apt_install(&missing)
 }
 
-/// `apt-get install` of Debian packages (without their recommendations).
+/// Debian's way to tell maintainer scripts not to start services: the tests
+/// start the daemons they use (dockerd, containerd) themselves.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// `apt-get install` of Debian packages (without their recommendations),
+/// starting none of their services.
 pub fn apt_install(packages: &[&str]) -> Result<()> {
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
-    run_cmd(
+    let ours = !Path::new(POLICY_RC_D).exists();
+    if ours {
+        fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask: no service starts during set-up\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(
+            POLICY_RC_D,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .with_context(|| format!("chmod {POLICY_RC_D}"))?;
+    }
+    let installed = run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if ours {
+        fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    installed
 }
 
 /// Installs Microsoft's Kusto.Language from the npm registry into `<root>/.tools/kusto`

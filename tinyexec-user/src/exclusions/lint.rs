@@ -74,6 +74,14 @@ enum Problem {
     /// Chosen by whoever may create namespaces (any user, where unprivileged
     /// user namespaces are allowed).
     OwnNamespace,
+    /// A container's or pod's name: whoever creates the container chooses it.
+    WorkloadNamed,
+    /// An image's name or tag: whoever pulls or tags images chooses it, and a
+    /// registry serves what it likes under a name.
+    ImageNamed,
+    /// A Kubernetes namespace: whoever may create pods there (or containers
+    /// with its annotations, where no Kubernetes checks them) runs anything in it.
+    KubernetesNamespace,
 }
 
 fn problems(p: &Predicate) -> Vec<Problem> {
@@ -101,6 +109,11 @@ fn problems(p: &Predicate) -> Vec<Problem> {
         "process.namespaces.host" | "process.vpid" | "process.parent.vpid" => {
             out.push(Problem::OwnNamespace);
         }
+        "container.name" | "kubernetes.pod.name" | "kubernetes.container.name" => {
+            out.push(Problem::WorkloadNamed);
+        }
+        "container.image.name" | "container.image.tag" => out.push(Problem::ImageNamed),
+        "kubernetes.namespace" => out.push(Problem::KubernetesNamespace),
         _ => {}
     }
     out
@@ -156,6 +169,24 @@ fn message(p: &Predicate, problem: Problem) -> String {
              namespaces are allowed that is any user (`unshare -Urpf --mount-proc` gives pid 1 \
              and namespaces other than the host's). Match what the runtime alone decides: \
              `process.cgroup.path==\"...\"`, with `file.path==\"...\"`"
+        ),
+        Problem::WorkloadNamed => format!(
+            "`{field}` is the name whoever creates the container or pod gives it (`podman run \
+             --name {value}`, a pod's spec, `ctr run --annotation`): anyone allowed to start \
+             containers on this host can call one `{value}`. Match what the image is instead: \
+             `container.image.hash.all==\"sha256:...\"`, with `file.path==\"...\"`"
+        ),
+        Problem::ImageNamed => format!(
+            "`{field}` is the image's name as it was asked for: whoever may pull or tag images \
+             can give any image the name `{value}`, and an untrusted registry serves what it \
+             likes under it. Match the image's digest, which only its content gives: \
+             `container.image.hash.all==\"sha256:...\"`"
+        ),
+        Problem::KubernetesNamespace => format!(
+            "`{field}` covers whatever anyone allowed to create pods in `{value}` runs there \
+             (and any container whose creator writes the CRI's annotations by hand, where no \
+             Kubernetes checks them). Narrow it to what the exclusion is for: \
+             `container.image.hash.all==\"sha256:...\"`, with `file.path==\"...\"`"
         ),
     }
 }
@@ -233,6 +264,30 @@ mod tests {
             warnings(r#"process.cgroup.path=="/system.slice/docker-a.scope""#),
             []
         );
+    }
+
+    #[test]
+    fn workload_names_warn_with_who_chooses_them() {
+        for (line, says) in [
+            ("container.name:tx-web", "creates the container"),
+            ("kubernetes.pod.name:payments", "creates the container"),
+            ("kubernetes.container.name==web", "creates the container"),
+            (
+                "container.image.name==\"registry.example/payments\"",
+                "untrusted registry",
+            ),
+            ("container.image.tag==1.2", "untrusted registry"),
+            ("kubernetes.namespace==prod", "create pods in `prod`"),
+        ] {
+            let w = warnings(line);
+            assert_eq!(w.len(), 1, "{line}: {w:?}");
+            assert!(w[0].message.contains(says), "{line}: {}", w[0].message);
+            assert!(
+                w[0].message.contains("container.image.hash.all=="),
+                "{line}"
+            );
+        }
+        assert_eq!(warnings(r#"container.image.hash.all=="sha256:ab""#), []);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use tinyexec_ebpf::{ExecRecord, RECORD_FIXED, flags, rule::HeaderVerdict};
 
-use crate::exec::container::Namespaces;
+use crate::exec::container::{self, Namespaces, Workload};
 
 /// One exec as the kernel reported it, decoded.
 #[derive(Clone, Debug)]
@@ -65,6 +65,8 @@ pub struct Exec {
     pub exec_path_truncated: bool,
     /// The task's cgroup in the hierarchy the sensor reads (None without one).
     pub cgroup: Option<Cgroup>,
+    /// The container and pod its cgroup path names.
+    pub workload: Workload,
     /// Inode numbers of its namespaces ([`crate::exec::container::NAMES`]); 0 when unread.
     pub namespaces: Namespaces,
     /// Its pid and its parent's in its own pid namespace (0 for a parent outside it).
@@ -176,6 +178,11 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
     let cgroup_area = take(&mut rest, ev.cgroup_path_len, "cgroup path")?;
     let f = ev.flags;
     let cgroup_truncated = f & flags::CGROUP_PATH_TRUNCATED != 0;
+    let cgroup = (ev.cgroup_id != 0).then(|| Cgroup {
+        id: ev.cgroup_id,
+        path: cgroup_path(cgroup_area, cgroup_truncated),
+        truncated: cgroup_truncated,
+    });
     Ok(Exec {
         ktime_ns: ev.ktime_ns,
         pid: ev.pid,
@@ -218,11 +225,12 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
             .then(|| String::from_utf8_lossy(exec_path).into_owned()),
         exec_path_bytes: (f & flags::INTERPRETED != 0).then(|| exec_path.to_vec()),
         exec_path_truncated: f & flags::EXEC_PATH_TRUNCATED != 0,
-        cgroup: (ev.cgroup_id != 0).then(|| Cgroup {
-            id: ev.cgroup_id,
-            path: cgroup_path(cgroup_area, cgroup_truncated),
-            truncated: cgroup_truncated,
-        }),
+        workload: cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref())
+            .map(container::parse)
+            .unwrap_or_default(),
+        cgroup,
         namespaces: [
             ev.ns_mnt,
             ev.ns_pid,

@@ -113,10 +113,31 @@ pub fn format(rec: &Record) -> String {
             ("cn1Label", "parentPid".into()),
             ("cn1", p.parent.pid.to_string()),
         ]);
-        // The six custom strings are taken: the container id goes to the
-        // string column for what identifies the event's source.
+        // The six custom strings are taken: the container goes to the
+        // standard string columns nearest in meaning (docs/outputs.md): its
+        // id to what identifies the event's source, its name to the source's
+        // service, its image to the request's context.
         if let Some(c) = &rec.container {
             ext.push(("deviceExternalId", c.id.clone()));
+            if let Some(name) = &c.name {
+                ext.push(("sourceServiceName", name.clone()));
+            }
+            if let Some(image) = &c.image {
+                let tagged = match &image.tag {
+                    Some(tag) => format!("{}:{tag}", image.name),
+                    None => image.name.clone(),
+                };
+                ext.push(("requestContext", tagged));
+            }
+        }
+        // A pod's hostname is its name; its namespace is its DNS domain.
+        if let Some(k) = &rec.kubernetes {
+            if let Some(pod) = &k.pod.name {
+                ext.push(("shost", pod.clone()));
+            }
+            if let Some(ns) = &k.namespace {
+                ext.push(("sntdom", ns.clone()));
+            }
         }
         if let Some(vpid) = p.vpid {
             ext.extend([

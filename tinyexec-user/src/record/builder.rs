@@ -4,9 +4,9 @@
 use tinyexec_ebpf::rule;
 
 use super::{
-    Action, Agent, Cgroup, Container, Event, File, Hash, Host, Kind, Kubernetes, Lost, Namespaces,
-    Orchestrator, Parent, Pod, Process, Record, Rule, RuleString, SCHEMA_VERSION, TargetFile,
-    Tinyexec, User,
+    Action, Agent, Cgroup, Container, Event, File, Hash, Host, Image, ImageHash, Kind, Kubernetes,
+    KubernetesContainer, Lost, Namespaces, Orchestrator, Parent, Pod, Process, Record, Rule,
+    RuleString, SCHEMA_VERSION, TargetFile, Tinyexec, User,
     heartbeat::{Heartbeat, Snapshot},
 };
 use crate::exec::{
@@ -15,6 +15,7 @@ use crate::exec::{
     decode::Exec,
     detect::{Source, Target, Verdict},
     identity::Names,
+    runtimes::{self, Workloads},
 };
 
 /// A kernel (seconds, nanoseconds) time as RFC 3339.
@@ -103,8 +104,9 @@ fn namespaces(
     })
 }
 
-/// An exec's record without its user and group names: [`add_names`] adds
-/// them (a name may take a look-up), to the records that will be emitted.
+/// An exec's record without the names of its users, group and workload:
+/// [`enrich`] adds them (a name may take a look-up), to the records that
+/// will be emitted.
 pub fn exec_record(
     exec: &Exec,
     verdict: Option<&Verdict>,
@@ -131,17 +133,11 @@ pub fn exec_record(
         None => (hash, None),
     };
     let (directory, name) = split_path(&exec.path);
-    let workload = exec
-        .cgroup
-        .as_ref()
-        .and_then(|c| c.path.as_deref())
-        .map(container::parse)
-        .unwrap_or_default();
     let Workload {
         container_id,
         runtime,
         pod_uid,
-    } = workload;
+    } = exec.workload.clone();
     let vpid = (exec.vpid != 0).then_some(exec.vpid);
     Record {
         timestamp,
@@ -216,11 +212,21 @@ pub fn exec_record(
             id: exec.uid,
             name: String::new(),
         }),
-        container: container_id.map(|id| Container { id, runtime }),
+        container: container_id.map(|id| Container {
+            // A machine's name is its id (systemd-nspawn).
+            name: (runtime == Some("systemd-nspawn")).then(|| id.clone()),
+            id,
+            runtime,
+            image: None,
+        }),
         orchestrator: pod_uid
             .is_some()
             .then_some(Orchestrator { kind: "kubernetes" }),
-        kubernetes: pod_uid.map(|uid| Kubernetes { pod: Pod { uid } }),
+        kubernetes: pod_uid.map(|uid| Kubernetes {
+            namespace: None,
+            pod: Pod { uid, name: None },
+            container: None,
+        }),
         lost: None,
         repeats: None,
         heartbeat: None,
@@ -234,23 +240,102 @@ pub fn exec_record(
             content_source,
             kill_failed: exec.kill_failed,
             repeat_of: None,
+            container_lookup_error: None,
         },
     }
 }
 
-/// The fields [`add_names`] fills: an exclusion that reads one needs the
-/// names before it is evaluated.
-pub const NAME_FIELDS: &[&str] = &[
+/// The fields [`enrich`] fills: an exclusion that reads one needs them
+/// before it is evaluated.
+pub const ENRICHED_FIELDS: &[&str] = &[
     "process.user",
     "process.group",
     "process.effective_user",
     "process.login_user",
     "user.name",
+    "container.runtime",
+    "container.name",
+    "container.image.name",
+    "container.image.tag",
+    "container.image.hash.all",
+    "orchestrator.type",
+    "kubernetes.namespace",
+    "kubernetes.pod.name",
+    "kubernetes.container.name",
+    "tinyexec.container_lookup_error",
 ];
+
+/// What the record of `exec` gets from outside the kernel's record: the
+/// names of its users and group (NSS) and of its container, image and pod
+/// (the container runtime's state). Each may wait a moment for an answer
+/// never asked for before.
+pub fn enrich(rec: &mut Record, exec: &Exec, names: &mut Names, workloads: &Workloads) {
+    add_names(rec, exec, names);
+    add_workload(rec, workloads);
+}
+
+/// The container's names from its runtime's state, or why there are none.
+fn add_workload(rec: &mut Record, workloads: &Workloads) {
+    let Some(c) = rec.container.as_mut() else {
+        return;
+    };
+    if c.runtime == Some("systemd-nspawn") {
+        return;
+    }
+    let answer = workloads.get(&c.id, c.runtime);
+    apply_workload(rec, answer);
+}
+
+/// A look-up's answer into the record of a container's exec.
+pub(crate) fn apply_workload(rec: &mut Record, answer: runtimes::Answer) {
+    let Some(c) = rec.container.as_mut() else {
+        return;
+    };
+    let found = match answer {
+        Ok(found) => found,
+        Err(why) => {
+            rec.tinyexec.container_lookup_error = Some(why);
+            return;
+        }
+    };
+    c.runtime = c.runtime.or(Some(found.runtime));
+    c.name.clone_from(&found.name);
+    c.image = found.image.as_deref().map(|image| {
+        let (name, tag) = runtimes::image_name_tag(image);
+        Image {
+            name,
+            tag,
+            hash: found
+                .image_digest
+                .clone()
+                .map(|d| ImageHash { all: vec![d] }),
+        }
+    });
+    // A pod's names go with its uid: from the cgroup, else from the runtime.
+    let k = match (&mut rec.kubernetes, &found.pod_uid) {
+        (Some(k), _) => k,
+        (None, Some(uid)) => rec.kubernetes.insert(Kubernetes {
+            namespace: None,
+            pod: Pod {
+                uid: uid.clone(),
+                name: None,
+            },
+            container: None,
+        }),
+        (None, None) => return,
+    };
+    k.namespace.clone_from(&found.pod_namespace);
+    k.pod.name.clone_from(&found.pod_name);
+    k.container = found
+        .kubernetes_container
+        .clone()
+        .map(|name| KubernetesContainer { name });
+    rec.orchestrator = Some(Orchestrator { kind: "kubernetes" });
+}
 
 /// Names the users and group of `exec`'s record (the number stays where the
 /// name service has no name).
-pub fn add_names(rec: &mut Record, exec: &Exec, names: &mut Names) {
+fn add_names(rec: &mut Record, exec: &Exec, names: &mut Names) {
     let user = name_or_id(names.user(exec.uid), exec.uid);
     if let Some(p) = rec.process.as_mut() {
         p.user.clone_from(&user);
@@ -354,12 +439,13 @@ mod tests {
     }
 
     #[test]
-    fn add_names_fills_the_name_fields_and_only_them() {
+    fn enrich_fills_the_enriched_fields_and_only_them() {
         let exec = crate::record::samples::sample_exec();
         let (host, agent) = crate::record::samples::host_agent();
         let mut rec = exec_record(&exec, None, "t".into(), &host, &agent);
         let by_number = serde_json::to_value(&rec).unwrap();
         add_names(&mut rec, &exec, &mut Names::new());
+        apply_workload(&mut rec, Ok(crate::record::samples::found().into()));
         let named = serde_json::to_value(&rec).unwrap();
         let (mut before, mut after) = (Vec::new(), Vec::new());
         leaves(&by_number, "", &mut before);
@@ -371,8 +457,9 @@ mod tests {
             .collect();
         // Empty before: the names (or the numbers where there is none) come now.
         assert!(changed.contains(&"process.user"), "{changed:?}");
+        assert!(changed.contains(&"container.image.name"), "{changed:?}");
         for path in &changed {
-            assert!(NAME_FIELDS.contains(path), "{path} changed by add_names");
+            assert!(ENRICHED_FIELDS.contains(path), "{path} changed by enrich");
         }
     }
 

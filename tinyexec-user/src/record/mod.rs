@@ -130,29 +130,66 @@ pub struct Namespaces {
     pub host: Option<bool>,
 }
 
-/// The container the exec ran in (ECS `container`), from its cgroup path.
+/// The container the exec ran in (ECS `container`): its id and runtime from
+/// its cgroup path, its name and image from the runtime's state.
 #[derive(Debug, Serialize)]
 pub struct Container {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
 }
 
-/// ECS `orchestrator`: `kubernetes` when the cgroup is a pod's.
+/// ECS `container.image`.
+#[derive(Debug, Serialize)]
+pub struct Image {
+    pub name: String,
+    /// One tag (ECS allows an array; a container runs one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<ImageHash>,
+}
+
+/// ECS `container.image.hash`: the image's digests, `algorithm:value`.
+#[derive(Debug, Serialize)]
+pub struct ImageHash {
+    pub all: Vec<String>,
+}
+
+/// ECS `orchestrator`: `kubernetes` when the cgroup is a pod's or the
+/// runtime names the pod.
 #[derive(Debug, Serialize)]
 pub struct Orchestrator {
     #[serde(rename = "type")]
     pub kind: &'static str,
 }
 
+/// The pod, as Elastic's Kubernetes fields name it beside ECS's
+/// `container` (`kubernetes.pod.uid` since schema 1.1).
 #[derive(Debug, Serialize)]
 pub struct Kubernetes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub pod: Pod,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<KubernetesContainer>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Pod {
     pub uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The container's name in the pod's spec.
+#[derive(Debug, Serialize)]
+pub struct KubernetesContainer {
+    pub name: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -262,8 +299,9 @@ pub struct User {
 }
 
 /// The version of the record schema (docs/schema.md): MINOR for new optional
-/// fields (1.1: heartbeats, aggregated repeats), MAJOR for incompatible changes.
-pub const SCHEMA_VERSION: &str = "1.1";
+/// fields (1.1: heartbeats, aggregated repeats; 1.2: the workload's names),
+/// MAJOR for incompatible changes.
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// The sensor that wrote the record (ECS `agent`).
 #[derive(Clone, Debug, Serialize)]
@@ -300,6 +338,10 @@ pub struct Tinyexec {
     /// is an alert still; otherwise (`--all-execs` only) it is not another alert.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat_of: Option<u64>,
+    /// A container's names could not be had from its runtime's state: why
+    /// (the record carries its id and what the cgroup said).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_lookup_error: Option<String>,
 }
 
 /// What an aggregate record says about the repeats it stands for (see the

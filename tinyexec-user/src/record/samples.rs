@@ -3,18 +3,38 @@
 
 use super::{
     Agent, ExclusionRef, Host, Record, Repeats,
-    builder::{add_names, exec_record, heartbeat_record, lost_record},
+    builder::{apply_workload, enrich, exec_record, heartbeat_record, lost_record},
     heartbeat::{Counters, Output, OutputHeartbeat, Snapshot},
 };
 use crate::exec::{
+    container,
     decode::{Cgroup, Exec},
     detect::{Source, Target, Verdict},
     identity::Names,
+    runtimes::{Found, Roots, Workloads},
 };
+
+/// What the CRI plugin's annotations say of the sample's container.
+pub fn found() -> Found {
+    Found {
+        runtime: "containerd",
+        name: Some("web".into()),
+        image: Some("registry.example/payments:1.2".into()),
+        image_digest: Some(format!("sha256:{}", "b".repeat(64))),
+        pod_uid: Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()),
+        pod_name: Some("payments-7d9f".into()),
+        pod_namespace: Some("prod".into()),
+        kubernetes_container: Some("web".into()),
+    }
+}
 
 /// An exec with every optional part present: a Kubernetes pod's, its login
 /// user not root.
 pub fn sample_exec() -> Exec {
+    let cgroup = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
+        "a".repeat(64)
+    );
     Exec {
         ktime_ns: 1,
         pid: 2,
@@ -53,12 +73,10 @@ pub fn sample_exec() -> Exec {
         exec_path: Some("./stager".into()),
         exec_path_bytes: Some(b"./stager".to_vec()),
         exec_path_truncated: false,
+        workload: container::parse(&cgroup),
         cgroup: Some(Cgroup {
             id: 9,
-            path: Some(format!(
-                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{}.scope",
-                "a".repeat(64)
-            )),
+            path: Some(cgroup),
             truncated: false,
         }),
         namespaces: [1; 6],
@@ -102,12 +120,25 @@ pub fn samples() -> Vec<Record> {
         Verdict::Undetermined { reason: "r".into() },
     ];
     let mut names = Names::default();
+    // Roots where no runtime keeps anything: the look-up finds nothing, and
+    // the first record says so; the others carry what the CRI plugin says.
+    let nowhere = std::env::temp_dir().join("tinyexec-samples-no-runtime");
+    let workloads = Workloads::new(Roots {
+        containerd_tasks: nowhere.join("containerd"),
+        docker: nowhere.join("docker"),
+        storage: nowhere.join("storage"),
+        storage_run: nowhere.join("storage-run"),
+    });
     let named = |v: &Verdict, names: &mut Names| {
         let mut rec = exec_record(&exec, Some(v), "t".into(), &host, &agent);
-        add_names(&mut rec, &exec, names);
+        enrich(&mut rec, &exec, names, &workloads);
         rec
     };
     let mut out: Vec<Record> = verdicts.iter().map(|v| named(v, &mut names)).collect();
+    for rec in &mut out[1..] {
+        rec.tinyexec.container_lookup_error = None;
+        apply_workload(rec, Ok(found().into()));
+    }
     out[0].exclusion = Some(ExclusionRef {
         name: "x".into(),
         line: 1,

@@ -14,6 +14,7 @@ use crate::{
         detect::{self, Files, NeedsFile, Verdict},
         identity::{self, Names},
         reads::{self, Reads},
+        runtimes::{Roots, Workloads},
     },
     output::Outputs,
     record::{
@@ -29,6 +30,7 @@ pub struct Pipeline {
     policy: Policy,
     suppressed: Suppressed,
     names: Names,
+    workloads: Workloads,
     reads: Reads,
     clock: BootClock,
     host: Host,
@@ -65,6 +67,7 @@ impl Pipeline {
             policy,
             suppressed: opts.suppressed,
             names: Names::new(),
+            workloads: Workloads::new(Roots::default()),
             reads: Reads::new(read_done),
             clock: BootClock::new(),
             host: Host {
@@ -96,6 +99,11 @@ impl Pipeline {
                 return;
             }
         };
+        // The container's names are asked for now: they come while the
+        // verdict is reached.
+        if let Some(id) = &exec.workload.container_id {
+            self.workloads.prefetch(id, exec.workload.runtime);
+        }
         // User space's decision on the kernel's header, taken once: checked
         // against the kernel's, then the start of the verdict.
         let header = detect::header_decision(&exec);
@@ -160,14 +168,15 @@ impl Pipeline {
 
     fn emit_exec(&mut self, exec: &Exec, verdict: Option<&Verdict>) {
         let mut rec = self.exec_record(exec, verdict);
-        // Names are looked up for the records that go out, and before the
-        // exclusions only when these read them (a new id may wait for the
-        // name service): an alert counted away or a repeat costs none.
+        // Names (of users, group and workload) are looked up for the records
+        // that go out, and before the exclusions only when these read them (a
+        // new id may wait for the name service or the runtime's state): an
+        // alert counted away or a repeat costs none.
         let mut named = false;
         // Exclusions apply to alerts the user space raises; a kill already happened.
         if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
-            if self.policy.uses_any(builder::NAME_FIELDS) {
-                builder::add_names(&mut rec, exec, &mut self.names);
+            if self.policy.uses_any(builder::ENRICHED_FIELDS) {
+                builder::enrich(&mut rec, exec, &mut self.names, &self.workloads);
                 named = true;
             }
             if let Some(hit) = self.policy.suppressing(&rec) {
@@ -227,7 +236,7 @@ impl Pipeline {
     /// they already are.
     fn write_exec(&mut self, mut rec: Record, exec: &Exec, named: bool) -> u64 {
         if !named {
-            builder::add_names(&mut rec, exec, &mut self.names);
+            builder::enrich(&mut rec, exec, &mut self.names, &self.workloads);
         }
         self.write(rec)
     }
