@@ -22,7 +22,6 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,32 +39,10 @@ fn json_file(rel: &str) -> Value {
     serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn yaml_to_json(y: &Yaml) -> Value {
-    match y {
-        Yaml::Real(s) => s.parse::<f64>().map_or(Value::Null, |f| json!(f)),
-        Yaml::Integer(i) => json!(i),
-        Yaml::String(s) => json!(s),
-        Yaml::Boolean(b) => json!(b),
-        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(h) => Value::Object(
-            h.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        other => format!("{other:?}"),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Yaml::Alias(_) | Yaml::Null | Yaml::BadValue => Value::Null,
-    }
-}
-
 fn yaml_file(rel: &str) -> Value {
-    let docs = YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut docs = tinyexec_harness::yaml::documents(&read(rel), rel);
     assert_eq!(docs.len(), 1, "{rel}: one YAML document");
-    yaml_to_json(&docs[0])
+    docs.remove(0)
 }
 
 fn str_of<'a>(v: &'a Value, key: &str, what: &str) -> &'a str {

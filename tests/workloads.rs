@@ -26,7 +26,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir,
-    container::{self, rootfs},
+    container::{self, podman, rootfs},
     field, field_str, stager, unique,
 };
 
@@ -119,14 +119,6 @@ fn alert_in(sensor: &Sensor, id: &str) -> Value {
     sensor.wait_for(&format!("the stager's alert in container {id}"), |v| {
         field(v, "event.kind") == "alert" && field(v, "container.id") == id
     })
-}
-
-fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    let conf = std::env::temp_dir().join("tinyexec-containers.conf");
-    fs::write(&conf, "[containers]\ndefault_ulimits = []\n").expect("containers.conf");
-    cmd.env("CONTAINERS_CONF", conf);
-    cmd
 }
 
 #[test]

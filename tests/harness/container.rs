@@ -348,3 +348,24 @@ pub fn oci_bundle(dir: &Path, id: &str, files: &[(&str, &[u8])], script: &str) -
     .expect("write config.json");
     config
 }
+
+/// `podman` with the settings this machine needs: its default open-files
+/// limit for containers exceeds the hard limit here, so none is set
+/// (`CONTAINERS_CONF`, written once per test process).
+///
+/// # Panics
+///
+/// When the settings file cannot be written.
+#[must_use]
+pub fn podman() -> std::process::Command {
+    static CONF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let conf = CONF.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("tinyexec-containers-{}.conf", std::process::id()));
+        fs::write(&path, "[containers]\ndefault_ulimits = []\n").expect("containers.conf");
+        path
+    });
+    let mut cmd = std::process::Command::new("podman");
+    cmd.env("CONTAINERS_CONF", conf);
+    cmd
+}

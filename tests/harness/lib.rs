@@ -20,6 +20,7 @@ pub mod rsyslog;
 pub mod schema;
 pub mod sentinel;
 pub mod tmpfs;
+pub mod yaml;
 
 use std::{
     ffi::OsStr,

@@ -25,6 +25,9 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Parse an exclusions file: each exclusion normalized, warnings, errors.
     Check(check::CheckArgs),
+    /// Probe a running sensor through its `--health-file`: exit 0 when it is
+    /// attached and its loop alive (a Kubernetes liveness/readiness check).
+    Health(run::health::HealthArgs),
     /// The sensor's own helper that reads exec's files (`run` starts it).
     #[command(name = run::READ_FILES, hide = true)]
     ReadFiles { parent: u32 },
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Scan(args) => return scan::scan(&args),
         Command::Check(args) => return check::check(&args),
+        Command::Health(args) => return run::health::probe(&args),
         Command::ReadFiles { parent } => run::read_files(parent),
     };
     match result {

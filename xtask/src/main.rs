@@ -1,4 +1,4 @@
-//! `cargo xtask build | run | lint | test | vm | vm-systemd | bench | package`: the project's commands, with their
+//! `cargo xtask build | run | lint | test | vm | vm-systemd | bench | package | image`: the project's commands, with their
 //! own set-up on a fresh machine (nightly rust-src, bpf-linker for LLVM 22, Debian test tools).
 
 mod arch;
@@ -7,6 +7,7 @@ mod cmd;
 mod dist;
 mod files;
 mod fuzz;
+mod image;
 mod install;
 mod lint;
 mod package;
@@ -49,6 +50,9 @@ enum Cmd {
     /// Build the Debian package and the RPM (static sensor, systemd unit,
     /// configuration, docs) into target/package/.
     Package(package::Args),
+    /// Build the OCI image of the static sensor (from scratch) into
+    /// target/image/, for the Kubernetes `DaemonSet` (deploy/kubernetes/).
+    Image(image::Args),
     /// Build (release) and start the sensor; arguments after `--` go to `tinyexec-sensor run`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -100,6 +104,7 @@ fn main() -> Result<()> {
             install::run(&root, &sensor, &args)
         }
         Cmd::Package(args) => package::run(&root, &args),
+        Cmd::Image(args) => image::run(&root, &args),
         Cmd::Run { args } => run(&root, &args),
         Cmd::Lint => lint::run(&root),
         Cmd::Test { no_vm, args } => test(&root, &args, !no_vm),
@@ -175,6 +180,8 @@ fn test(root: &Path, args: &[String], vms: bool) -> Result<()> {
     // tests/package.rs installs it with dpkg, and the RPM into an empty root.
     let deb = package::build(root, arch::Arch::host())?;
     let rpm = package::build_rpm(root, arch::Arch::host())?;
+    // tests/kubernetes.rs runs the DaemonSet's container from it.
+    let image = image::build(root, arch::Arch::host())?;
     step("running every test (unit tests, then end-to-end tests against the real kernel)");
     // tests/matrix.rs appends its checks' reports here: the host's row of the table.
     let report = root.join("target/vm/host-matrix.jsonl");
@@ -188,6 +195,7 @@ fn test(root: &Path, args: &[String], vms: bool) -> Result<()> {
             .env("TINYEXEC_SENSOR", &sensor)
             .env("TINYEXEC_DEB", &deb)
             .env("TINYEXEC_RPM", &rpm)
+            .env("TINYEXEC_IMAGE", &image)
             .env("KUSTO_LANGUAGE_DIR", &kusto)
             .env("TINYEXEC_MATRIX_REPORT", &report),
     );

@@ -261,6 +261,20 @@ pub fn vm_tools() -> Result<()> {
     install_missing(VM_PACKAGES, "the kernel matrix uses")
 }
 
+/// What `cargo xtask image` builds with (tests/kubernetes.rs plays the
+/// `DaemonSet`'s pod with it too, and catatonit is its pods' init).
+const IMAGE_PACKAGES: &[(Probe, &str)] = &[
+    (Probe::Command("podman"), "podman"),
+    (
+        Probe::Shell("test -x /usr/libexec/podman/catatonit || test -x /usr/bin/catatonit"),
+        "catatonit",
+    ),
+];
+
+pub fn image_tools() -> Result<()> {
+    install_missing(IMAGE_PACKAGES, "`cargo xtask image` uses")
+}
+
 pub fn deployment_tools() -> Result<()> {
     vm_tools()?;
     install_missing(DEPLOYMENT_PACKAGES, "the systemd deployment VM uses")

@@ -5,6 +5,7 @@
 //! `repeats` → `output/`) until SIGINT/SIGTERM. The top layer: it uses every
 //! folder, and none uses it.
 
+pub mod health;
 mod logging;
 mod pipeline;
 mod repeats;
@@ -101,7 +102,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(stream(loaded, pipeline, decided, every, mode, &args.btf))
+        .block_on(stream(
+            loaded,
+            pipeline,
+            decided,
+            every,
+            mode,
+            &args.btf,
+            args.health_file.as_deref(),
+        ))
 }
 
 /// The helper's subcommand.
@@ -134,6 +143,7 @@ async fn stream(
     every: Every,
     mode: &str,
     btf: &Path,
+    health_file: Option<&Path>,
 ) -> Result<()> {
     info!("entry: {}", loaded.entry.describe());
     info!("verified instructions: {}", loaded.verified_summary());
@@ -160,6 +170,11 @@ async fn stream(
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
     announce_ready(entry, mode);
+    let health = health_file
+        .map(|p| health::HealthFile::create(p, entry, loader::execs_total(&execs)?))
+        .transpose()?;
+    let mut health_tick = tokio::time::interval(health::EVERY);
+    health_tick.tick().await;
     let mut tick = tokio::time::interval(TICK);
     let mut stats = tokio::time::interval(every.stats);
     stats.tick().await;
@@ -191,6 +206,13 @@ async fn stream(
                 pipeline.report_lost(loader::lost_total(&lost)?);
                 pipeline.heartbeat(loader::execs_total(&execs)?, false);
             }
+            _ = health_tick.tick(), if health.is_some() => {
+                if let Some(h) = &health
+                    && let Err(e) = h.update(loader::execs_total(&execs)?)
+                {
+                    warn!("{e:#}");
+                }
+            }
             _ = sighup.recv() => pipeline.hangup(),
             _ = stats.tick() => pipeline.log_counters(),
             _ = sigint.recv() => break,
@@ -200,6 +222,9 @@ async fn stream(
         pipeline.flush();
     }
     // Detach first (no new records), then deliver what is already in the ring.
+    if let Some(h) = health {
+        h.remove();
+    }
     drop(programs);
     drain(events.get_mut(), &mut pipeline);
     kernel_log.drain();

@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// syntax, e.g. `debug` or `info,aya=debug`) applies over it [default: info].
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<Level>,
+    /// Keep this file saying the sensor is attached and alive (written once
+    /// ready, every 5 s after, removed at exit), for `tinyexec-sensor health
+    /// FILE` as a liveness and readiness probe.
+    #[arg(long, value_name = "FILE")]
+    pub health_file: Option<PathBuf>,
 }
 
 /// The system's page size: the ring buffer is made of whole pages.
@@ -226,6 +231,7 @@ pub(crate) struct FileSettings {
     #[serde(default, deserialize_with = "output_queue_key")]
     output_queue: Option<u32>,
     log_level: Option<Level>,
+    health_file: Option<PathBuf>,
 }
 
 /// Everything `run` needs, resolved.
@@ -248,6 +254,7 @@ pub struct Settings {
     pub repeat_window: u32,
     pub output_queue: u32,
     pub log_level: Level,
+    pub health_file: Option<PathBuf>,
     /// Which configuration file was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -316,6 +323,7 @@ impl Settings {
                 .or(f.output_queue)
                 .unwrap_or(DEFAULT_OUTPUT_QUEUE),
             log_level: args.log_level.or(f.log_level).unwrap_or(Level::Info),
+            health_file: args.health_file.or(f.health_file),
             config_file,
         }
     }
