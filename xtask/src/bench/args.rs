@@ -45,6 +45,8 @@ pub enum Part {
     Flood,
     /// The static build's CPU per --all-execs record against the glibc build's.
     Builds,
+    /// Exec-to-alert latency of execs in fresh podman containers against host execs.
+    Containers,
 }
 
 impl Args {

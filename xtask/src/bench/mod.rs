@@ -14,6 +14,7 @@ mod args;
 mod binaries;
 mod bpf;
 mod builds;
+mod containers;
 mod counting;
 mod flood;
 mod latency;
@@ -194,6 +195,18 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     } else {
         None
     };
+    let containers = if wants(Part::Containers) {
+        step(&format!(
+            "exec-to-alert latency with containers: {} execs of the matching binary on the host \
+             and as many each in a fresh `podman run --rm` container, alternating",
+            args.latency_execs
+        ));
+        let run = containers::measure(&sensor_cmd, &bins.matcher, args.latency_execs, &out_dir)?;
+        step(&run.summary());
+        Some(run)
+    } else {
+        None
+    };
     drop(bpf_stats);
     drop(auditd);
 
@@ -225,6 +238,10 @@ pub fn run(root: &Path, args: &Args) -> Result<()> {
     if let Some(run) = &builds {
         table = format!("{table}\n{}\n", run.summary());
         json["builds"] = run.json();
+    }
+    if let Some(run) = &containers {
+        table = format!("{table}\n{}\n", run.summary());
+        json["containers"] = run.json();
     }
     if let Some(run) = &flood {
         table = format!("{table}\n{}\n", run.summary());
