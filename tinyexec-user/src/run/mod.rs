@@ -30,7 +30,7 @@ use crate::{
     exclusions::policy::Policy,
     exec::{container, reads},
     kernel::{
-        loader::{self, LoadOptions, Loaded},
+        loader::{self, LoadOptions, Loaded, Prevent},
         preflight,
     },
     output::{OutputOptions, Outputs},
@@ -75,12 +75,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
     // Read now rather than at the first record: a warning belongs to the start.
     container::init_host();
-    let mode = match (args.all_execs, args.prevent) {
-        (false, false) => "alerts only",
-        (true, false) => "every exec",
-        (false, true) => "alerts only, prevent",
-        (true, true) => "every exec, prevent",
+    let mode = if args.all_execs {
+        "every exec"
+    } else {
+        "alerts only"
     };
+    if matches!(loaded.prevent, Prevent::Kill { .. }) {
+        // Said before `ready` too: the fallback is a warning, not a failure.
+        warn!("{}", loaded.prevent.describe());
+    }
     let (read_done, decided) = unbounded_channel();
     let pipeline = Pipeline::new(
         outputs,
@@ -90,6 +93,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             suppressed: args.suppressed,
             repeat_window_secs: u64::from(args.repeat_window),
             heartbeat_secs: u64::from(args.heartbeat_interval),
+            prevent: loaded.prevent.clone(),
         },
         read_done,
     );
@@ -119,9 +123,17 @@ struct Every {
     heartbeat: Duration,
 }
 
-/// Says the sensor is ready, on stderr and to systemd.
-fn announce_ready(entry: &str, mode: &str) {
-    info!("ready: {entry} attached to {} ({mode})", names::TRACEPOINT);
+/// Says the sensor is ready, on stderr and to systemd: what it attached,
+/// and with `--prevent`, which mechanism is in force and why the other is not.
+fn announce_ready(entry: &str, mode: &str, prevent: &Prevent) {
+    let prevent = match prevent {
+        Prevent::Off => String::new(),
+        p => format!("; {}", p.describe()),
+    };
+    info!(
+        "ready: {entry} attached to {} ({mode}{prevent})",
+        names::TRACEPOINT
+    );
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("could not notify systemd: {err}");
     }
@@ -138,6 +150,7 @@ async fn stream(
     info!("entry: {}", loaded.entry.describe());
     info!("verified instructions: {}", loaded.verified_summary());
     let entry = loaded.entry.name();
+    let prevent = loaded.prevent.clone();
     let Loaded {
         programs,
         events,
@@ -159,7 +172,7 @@ async fn stream(
     loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
-    announce_ready(entry, mode);
+    announce_ready(entry, mode, &prevent);
     let mut tick = tokio::time::interval(TICK);
     let mut stats = tokio::time::interval(every.stats);
     stats.tick().await;

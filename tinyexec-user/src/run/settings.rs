@@ -31,8 +31,13 @@ pub struct RunArgs {
     /// Emit every exec, not only alerts.
     #[arg(long)]
     pub all_execs: bool,
-    /// Kill a matching exec in the kernel before its first instruction (files the
-    /// kernel's 256-byte header decides); others are alerted as usual.
+    /// Stop a matching exec in the kernel (files the kernel's 256-byte header
+    /// decides; others are alerted as usual). Where the kernel runs BPF LSM
+    /// programs (`bpf` in /sys/kernel/security/lsm; on arm64 from 6.4) the exec
+    /// is refused: execve fails with EPERM and nothing of the file runs
+    /// (`denied` alerts). Elsewhere it is killed (SIGKILL) before its first
+    /// instruction (`killed`). The `ready` line and the heartbeats say which is in
+    /// force, and why the refusal is not.
     #[arg(long)]
     pub prevent: bool,
     /// Exclusions file (default: /etc/tinyexec/exclusions.txt if present, else the
