@@ -99,7 +99,7 @@ unsafe fn report(work: *mut u8, bprm: usize, fast: &Fast, seen: usize) {
     unsafe {
         // Every field this record does not fill reads as absent (zero).
         core::ptr::write_bytes(rec, 0, 1);
-        let mut fl = flags::DENIED | flags::CANDIDATE | flags::HEADER | flags::ARGS_UNREADABLE;
+        let mut fl = flags::DENIED | flags::CANDIDATE | flags::HEADER;
         (*rec).ktime_ns = bpf_ktime_get_boot_ns();
         (*rec).file_size = fast.size;
         (*rec).writers = fast.writers;
