@@ -26,8 +26,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use tinyexec_ebpf::{
-    DENY_AREA, DENY_OUT, DENY_PATH_AT, EXEC_PATH_MAX, ExecRecord, PATH_MAX, RECORD_FIXED, flags,
-    rule::HeaderVerdict,
+    DENY_AREA, DENY_OUT, DENY_PATH_AT, EXEC_PATH_MAX, ExecRecord, HEADER_LEN, PATH_MAX,
+    RECORD_FIXED, flags, rule::HeaderVerdict,
 };
 
 use super::exec::{Fast, fast_direct, fill_file, fill_task, judge_header};
@@ -103,7 +103,13 @@ unsafe fn report(work: *mut u8, bprm: usize, fast: &Fast, seen: usize) {
         (*rec).ktime_ns = bpf_ktime_get_boot_ns();
         (*rec).file_size = fast.size;
         (*rec).writers = fast.writers;
-        (*rec).header_len = seen as u32;
+        // `seen` through memory the verifier does not follow: the header's
+        // automaton leaves it at a different exact value on each way out of
+        // its loop, and this record would be verified once for each (150,000
+        // instructions more on 6.12).
+        core::ptr::write_volatile(&raw mut (*rec).header_len, seen as u32);
+        let seen = (core::ptr::read_volatile(&raw const (*rec).header_len) as usize)
+            & (2 * HEADER_LEN - 1);
         (*rec).kernel_verdict = HeaderVerdict::Match as u32;
         (*rec).old_pid = bpf_get_current_pid_tgid() as u32;
         (*rec).argc = load::<i32>(bprm, off!(bprm_argc)) as u32;
