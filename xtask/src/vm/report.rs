@@ -34,6 +34,10 @@ pub struct Check {
     pub mechanism: Option<String>,
     pub lsm_verified: Option<u64>,
     pub reason: Option<String>,
+    /// `prevent-cost`: ns per ordinary exec of the LSM program and of the
+    /// tracepoint's entry (`bpf_stats`).
+    pub lsm_ns: Option<u64>,
+    pub entry_ns: Option<u64>,
 }
 
 /// One kernel's results.
@@ -63,6 +67,15 @@ impl Row {
     /// `--prevent`'s mechanism as the matrix found it.
     fn prevent(&self) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == "prevent-mechanism")
+    }
+
+    /// `; N ns/exec, entry M` when the LSM program's cost was measured.
+    fn prevent_cost(&self) -> String {
+        self.checks
+            .iter()
+            .find(|c| c.name == "prevent-cost")
+            .and_then(|c| Some(format!("; {} ns/exec, entry {}", c.lsm_ns?, c.entry_ns?)))
+            .unwrap_or_default()
     }
 
     fn verified(&self, mode: &str) -> Option<u64> {
@@ -110,6 +123,8 @@ fn check(v: &Value) -> Option<Check> {
             .map(str::to_owned),
         lsm_verified: v.get("lsm_verified").and_then(Value::as_u64),
         reason: v.get("reason").and_then(Value::as_str).map(str::to_owned),
+        lsm_ns: v.get("lsm_ns").and_then(Value::as_u64),
+        entry_ns: v.get("entry_ns").and_then(Value::as_u64),
     })
 }
 
@@ -130,7 +145,7 @@ pub fn render(rows: &[Row]) -> String {
         "loaded",
         "verified insns (default / all-execs / prevent / all-execs+prevent)",
         "start-to-ready (same order)",
-        "prevent (LSM program's insns)",
+        "prevent (LSM program's insns; bpf_stats per ordinary exec)",
         "passed",
         "failed",
     ];
