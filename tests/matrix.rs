@@ -416,7 +416,7 @@ const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
 
 /// Which mechanism `--prevent` must have in force on this kernel, and why:
 /// the LSM refusal where the kernel runs BPF LSM programs (`bpf` in its list
-/// of active LSMs) and can attach them (x86_64; arm64 from 6.4), else the kill.
+/// of active LSMs) and can attach them (`x86_64`; arm64 from 6.4), else the kill.
 fn expected_prevent() -> (&'static str, String) {
     let list = match fs::read_to_string(ACTIVE_LSMS) {
         Ok(list) => list.trim().to_owned(),

@@ -4,7 +4,7 @@
 //! mechanism).
 //!
 //! The hook runs before the exec is committed, for every binfmt stage: the
-//! file named in exec, then a `#!` script's interpreter or a binfmt_misc
+//! file named in exec, then a `#!` script's interpreter or a `binfmt_misc`
 //! handler, each with its own first 256 bytes in `bprm->buf`. A match
 //! returns `-EPERM`: `execve` fails in its caller, which goes on, and
 //! nothing of the file runs. The decision is the entry's, on the same

@@ -190,10 +190,8 @@ impl Prevent {
     /// Why the other mechanism is not in force (or what is not confirmed).
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Prevent::Off | Prevent::Lsm { unconfirmed: None } => None,
-            Prevent::Lsm {
-                unconfirmed: Some(why),
-            } => Some(why),
+            Prevent::Off => None,
+            Prevent::Lsm { unconfirmed } => unconfirmed.as_deref(),
             Prevent::Kill { why } => Some(why),
         }
     }
@@ -211,7 +209,8 @@ impl Prevent {
                     names::TRACEPOINT
                 );
                 if let Some(why) = unconfirmed {
-                    s += &format!(", not confirmed: {why}");
+                    s.push_str(", not confirmed: ");
+                    s.push_str(why);
                 }
                 s
             }

@@ -193,8 +193,9 @@ pub fn render(rows: &[Row]) -> String {
                         ..
                     }) if m == "lsm" => {
                         format!(
-                            "lsm ({})",
-                            lsm_verified.map_or("-".to_owned(), |n| n.to_string())
+                            "lsm ({}{})",
+                            lsm_verified.map_or("-".to_owned(), |n| n.to_string()),
+                            r.prevent_cost()
                         )
                     }
                     Some(Check {
