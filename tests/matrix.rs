@@ -490,6 +490,41 @@ fn exec_from_caller(path: &Path, dir: &Path) -> (u32, std::process::ExitStatus) 
     )
 }
 
+/// `execveat(fd, "", ..., AT_EMPTY_PATH)` from a forked caller that exits
+/// with 100 + its errno when it fails, as [`exec_from_caller`].
+fn execveat_from_caller(fd: &std::os::fd::OwnedFd) -> (u32, std::process::ExitStatus) {
+    use std::os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _};
+    let fd = fd.as_raw_fd();
+    let argv0 = c"fileless";
+    let argv = [argv0.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: the child calls only async-signal-safe functions (execveat,
+    // _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(100 + *libc::__errno_location());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    (
+        pid.cast_unsigned(),
+        std::process::ExitStatus::from_raw(status),
+    )
+}
+
 /// A refused exec: `execve` failed with EPERM in its caller, which went on;
 /// nothing of the file ran (no marker); exactly one record of it, `denied`,
 /// an alert naming the caller, and no record of the exec itself. Returns the record.
@@ -681,6 +716,34 @@ fn prevent_mode() {
                 script.to_str().expect("UTF-8"),
                 "{rec}"
             );
+        }));
+        outcomes.push(check("prevent-deny-memfd", mode, |_| {
+            let sensor = running(&sensor);
+            // A match in the first 256 bytes of a memfd now 300 bytes long:
+            // it could be written while it runs, so its size now says
+            // nothing of the size the kernel read its header at: refused.
+            let bytes = matching_elf(Arch::native(), vec![], Some(HEADER_LEN));
+            let (fd, name) = tinyexec_harness::memfd_named(&bytes);
+            fs::File::from(fd.try_clone().expect("dup"))
+                .set_len(300)
+                .expect("ftruncate");
+            let (pid, status) = execveat_from_caller(&fd);
+            assert_eq!(
+                status.code(),
+                Some(100 + libc::EPERM),
+                "the memfd's execveat did not fail with EPERM: {status}"
+            );
+            let rec = sensor.wait_for("the memfd's refusal", |v| {
+                field(v, "event.action") == "denied" && field(v, "process.pid") == pid
+            });
+            assert_eq!(
+                field_str(&rec, "file.path"),
+                format!("/memfd:{name}"),
+                "{rec}"
+            );
+            assert_eq!(field(&rec, "file.memfd"), true, "{rec}");
+            assert_eq!(field(&rec, "file.writable"), true, "{rec}");
+            assert_eq!(field_u64(&rec, "file.size"), 300, "{rec}");
         }));
         outcomes.push(check("prevent-cost", mode, |r| {
             let sensor = running(&sensor);
