@@ -15,6 +15,8 @@
 //! image's memory, which a non-sleepable program cannot read: a refusal's
 //! record has the caller's identity and no arguments (`flags::DENIED`).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, path},
     helpers::{
@@ -41,7 +43,11 @@ const EPERM: i32 = 1;
 /// The most negative errno a hook may return (`MAX_ERRNO`).
 const MAX_ERRNO: i32 = 4095;
 
-/// The LSM program's work area, per CPU (see [`DENY_AREA`]).
+/// The LSM program's work area, per CPU (see [`DENY_AREA`]), where a
+/// refusal's record is assembled. Unlike a tracepoint's, an LSM program runs
+/// preemptible (migration off) on a fully preemptible kernel: a refusal on
+/// this CPU meanwhile could mix its fields into this record. The decision
+/// never reads this area (the header is on the program's stack).
 #[map]
 static DENY_SCRATCH: PerCpuArray<[u8; DENY_AREA]> = PerCpuArray::with_max_entries(1, 0);
 
@@ -68,15 +74,19 @@ pub fn tinyexec_lsm(ctx: LsmContext) -> i32 {
     if !fast.candidate() {
         return 0;
     }
-    let Some(work) = DENY_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let work: *mut u8 = work.cast();
+    // The header on this program's own stack: an LSM program can be
+    // preempted (on a fully preemptible kernel), and another exec's run on
+    // this CPU meanwhile would write over a per-CPU copy before the decision.
+    let mut header = MaybeUninit::<[u8; HEADER_LEN]>::uninit();
     // A header that cannot be read is not refused: the entry sees the same
     // failure and flags its record.
-    match unsafe { judge_header(work.add(RECORD_FIXED), bprm, fast.size) } {
+    match unsafe { judge_header(header.as_mut_ptr().cast(), bprm, fast.size) } {
         Ok((HeaderVerdict::Match, seen)) => {
-            unsafe { report(work, bprm, &fast, seen) };
+            if let Some(work) = DENY_SCRATCH.get_ptr_mut(0) {
+                unsafe { report(work.cast(), header.as_ptr().cast(), bprm, &fast, seen) };
+            } else {
+                count_lost();
+            }
             -EPERM
         }
         _ => 0,
@@ -90,13 +100,22 @@ fn at(base: *mut u8, offset: usize) -> *mut u8 {
     unsafe { base.add(offset & (DENY_OUT - 1)) }
 }
 
-/// The refusal's record, after its header (already in place): who tried,
-/// the file, its path, and the name given to exec when an interpreter was
-/// the one refused; then into the ring buffer, waking user space.
+/// The refusal's record: who tried, the file, its header, its path, and
+/// the name given to exec when an interpreter was the one refused; then into
+/// the ring buffer, waking user space.
 #[inline(always)]
-unsafe fn report(work: *mut u8, bprm: usize, fast: &Fast, seen: usize) {
+unsafe fn report(work: *mut u8, header: *const u8, bprm: usize, fast: &Fast, seen: usize) {
     let rec: *mut ExecRecord = work.cast();
     unsafe {
+        if bpf_probe_read_kernel(
+            work.add(RECORD_FIXED).cast(),
+            HEADER_LEN as u32,
+            header.cast(),
+        ) != 0
+        {
+            count_lost();
+            return;
+        }
         // Every field this record does not fill reads as absent (zero).
         core::ptr::write_bytes(rec, 0, 1);
         let mut fl = flags::DENIED | flags::CANDIDATE | flags::HEADER;
