@@ -179,3 +179,29 @@ fn prevent_says_which_mechanism_is_in_force_and_why() {
     assert_eq!(field_str(&heartbeat, "heartbeat.prevent"), "kill");
     assert_eq!(field_str(&heartbeat, "heartbeat.prevent_reason"), why);
 }
+
+/// `run --help` says what `--prevent` does and which mechanism this
+/// machine's kernel allows as far as its list of active LSMs tells.
+#[test]
+fn run_help_says_which_mechanism_this_kernel_allows() {
+    let out = Command::new(tinyexec_harness::sensor_path())
+        .args(["run", "--help"])
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    let line = help
+        .lines()
+        .find(|l| l.contains("On this machine now: "))
+        .unwrap_or_else(|| panic!("no word on this machine under --prevent:\n{help}"));
+    match fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) if list.trim().split(',').any(|m| m == "bpf") => {
+            assert!(line.contains("the refusal, if the kernel takes"), "{line}");
+        }
+        Ok(_) => assert!(line.contains("the kill: bpf is not in"), "{line}"),
+        Err(_) => assert!(
+            line.contains("cannot read /sys/kernel/security/lsm"),
+            "{line}"
+        ),
+    }
+}

@@ -229,7 +229,7 @@ const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
 /// of active LSMs lacks `bpf`; `Ok(Some(why))` when the list cannot be read
 /// (the load is tried all the same: the kernel's own answer is the better
 /// reason); `Ok(None)` when `bpf` is in it.
-fn bpf_lsm_active() -> Result<Option<String>, String> {
+pub(crate) fn bpf_lsm_active() -> Result<Option<String>, String> {
     match std::fs::read_to_string(ACTIVE_LSMS) {
         Ok(list) if list.trim().split(',').any(|l| l == "bpf") => Ok(None),
         Ok(list) => Err(format!(
