@@ -745,6 +745,23 @@ fn prevent_mode() {
             assert_eq!(field(&rec, "file.writable"), true, "{rec}");
             assert_eq!(field_u64(&rec, "file.size"), 300, "{rec}");
         }));
+        outcomes.push(check("prevent-undecided-runs", mode, |_| {
+            let sensor = running(&sensor);
+            // 269 bytes, `$s2` past the kernel's 256: the header cannot
+            // decide, so the exec is not refused; it runs and is alerted.
+            let dir = TempDir::new("matrix-undecided");
+            let mut late = TinyElf::new(Arch::native());
+            late.actions = vec![Action::SleepMs(300)];
+            late.trailer = [&S1[..], &S2[..]].concat();
+            late.total_len = Some(tinyexec_ebpf::rule::FILESIZE_LT_LEN - 1);
+            let path = dir.exe(&unique("late"), &late.build().expect("tiny ELF"));
+            let (pid, status) = exec_from_caller(&path, dir.path());
+            assert!(status.success(), "pid {pid}: {status}");
+            let rec = sensor.wait_for("the alert", exec_of(&path));
+            assert_eq!(field_str(&rec, "event.action"), "exec", "{rec}");
+            assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+            assert_eq!(field_u64(&rec, "process.pid"), u64::from(pid), "{rec}");
+        }));
         outcomes.push(check("prevent-cost", mode, |r| {
             let sensor = running(&sensor);
             let (lsm, entry) = cost_per_exec(sensor.pid());
