@@ -411,31 +411,391 @@ fn all_execs_mode() {
     all_passed(outcomes);
 }
 
+/// The kernel's list of active LSMs.
+const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
+
+/// Which mechanism `--prevent` must have in force on this kernel, and why:
+/// the LSM refusal where the kernel runs BPF LSM programs (`bpf` in its list
+/// of active LSMs) and can attach them (`x86_64`; arm64 from 6.4), else the kill.
+fn expected_prevent() -> (&'static str, String) {
+    let list = match fs::read_to_string(ACTIVE_LSMS) {
+        Ok(list) => list.trim().to_owned(),
+        Err(e) => return ("kill", format!("{ACTIVE_LSMS}: {e}")),
+    };
+    if !list.split(',').any(|l| l == "bpf") {
+        return ("kill", format!("no bpf in {ACTIVE_LSMS} ({list})"));
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if cfg!(target_arch = "aarch64") && (major, minor) < (6, 4) {
+        return (
+            "kill",
+            format!("arm64 {major}.{minor} attaches no BPF LSM program (6.4+)"),
+        );
+    }
+    ("lsm", format!("bpf in {ACTIVE_LSMS} ({list})"))
+}
+
+/// The mechanism the sensor's `ready` line names, and why not the LSM's.
+fn prevent_in_force(stderr: &str) -> (String, Option<String>) {
+    let ready = stderr
+        .lines()
+        .find(|l| l.contains("tinyexec-sensor: ready: "))
+        .unwrap_or_else(|| panic!("no ready line on stderr:\n{stderr}"));
+    if ready.contains("prevent: lsm") {
+        ("lsm".into(), None)
+    } else if let Some((_, why)) = ready.split_once("no LSM refusal: ") {
+        let why = why.strip_suffix("))").unwrap_or(why);
+        ("kill".into(), Some(why.to_owned()))
+    } else {
+        panic!("the ready line names no prevent mechanism: {ready}")
+    }
+}
+
+/// Execs `path` (run in `dir`) from a forked caller that goes on when
+/// `execve` fails, and exits with 100 + its errno. Returns the caller's pid
+/// and its wait status.
+fn exec_from_caller(path: &Path, dir: &Path) -> (u32, std::process::ExitStatus) {
+    use std::{
+        ffi::CString,
+        os::unix::{ffi::OsStrExt as _, process::ExitStatusExt as _},
+    };
+    let file = CString::new(path.as_os_str().as_bytes()).expect("path");
+    let cwd = CString::new(dir.as_os_str().as_bytes()).expect("dir");
+    let argv = [file.as_ptr(), std::ptr::null()];
+    // SAFETY: the child calls only async-signal-safe functions (chdir,
+    // execv, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        unsafe {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                libc::_exit(99);
+            }
+            libc::execv(file.as_ptr(), argv.as_ptr());
+            libc::_exit(100 + *libc::__errno_location());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    (
+        pid.cast_unsigned(),
+        std::process::ExitStatus::from_raw(status),
+    )
+}
+
+/// `execveat(fd, "", ..., AT_EMPTY_PATH)` from a forked caller that exits
+/// with 100 + its errno when it fails, as [`exec_from_caller`].
+fn execveat_from_caller(fd: &std::os::fd::OwnedFd) -> (u32, std::process::ExitStatus) {
+    use std::os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _};
+    let fd = fd.as_raw_fd();
+    let argv0 = c"fileless";
+    let argv = [argv0.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: the child calls only async-signal-safe functions (execveat,
+    // _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(100 + *libc::__errno_location());
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    (
+        pid.cast_unsigned(),
+        std::process::ExitStatus::from_raw(status),
+    )
+}
+
+/// A refused exec: `execve` failed with EPERM in its caller, which went on;
+/// nothing of the file ran (no marker); exactly one record of it, `denied`,
+/// an alert naming the caller, and no record of the exec itself. Returns the record.
+fn assert_denied(
+    sensor: &Sensor,
+    dir: &TempDir,
+    path: &Path,
+    refused: &Path,
+    marker: Option<&Path>,
+) -> Value {
+    let (pid, status) = exec_from_caller(path, dir.path());
+    assert_eq!(
+        status.code(),
+        Some(100 + libc::EPERM),
+        "{}: the caller's execve did not fail with EPERM: {status}",
+        path.display()
+    );
+    if let Some(marker) = marker {
+        assert!(
+            !marker.exists(),
+            "{}: the refused program ran",
+            path.display()
+        );
+    }
+    let of_refused = |v: &Value| field(v, "file.path").as_str() == refused.to_str();
+    let rec = sensor.wait_for("the refusal", |v| {
+        field(v, "event.action") == "denied" && of_refused(v)
+    });
+    assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+    assert_eq!(field_str(&rec, "rule.name"), "EQGRP_tinyexec", "{rec}");
+    assert_eq!(field_str(&rec, "rule.verdict"), "match", "{rec}");
+    assert_eq!(field_u64(&rec, "process.pid"), u64::from(pid), "{rec}");
+    assert_eq!(
+        field_u64(&rec, "process.parent.pid"),
+        u64::from(std::process::id()),
+        "{rec}"
+    );
+    assert_eq!(field_str(&rec, "process.user"), "root", "{rec}");
+    let before = sensor.records_before_barrier();
+    let about: Vec<&Value> = before.iter().filter(|v| of_refused(v)).collect();
+    assert_eq!(
+        about.len(),
+        1,
+        "{}: one record (the refusal) and no exec, got {about:?}",
+        refused.display()
+    );
+    rec
+}
+
+/// `run_time_ns` and `run_cnt` of each BPF program the process `pid` holds,
+/// by program id, with its type (`/proc/PID/fdinfo`; counted while
+/// `kernel.bpf_stats_enabled` is 1).
+fn bpf_stats(pid: u32) -> std::collections::BTreeMap<u64, (u64, u64, u64)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| {
+            let text = fs::read_to_string(e.ok()?.path()).ok()?;
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            Some((
+                get("prog_id:")?,
+                (get("prog_type:")?, get("run_time_ns:")?, get("run_cnt:")?),
+            ))
+        })
+        .collect()
+}
+
+/// Nanoseconds per ordinary exec of the LSM program and of the entry on the
+/// tracepoint, from the kernel's own statistics over a few hundred execs of a
+/// file the rule cannot match (under emulation only their ratio means much).
+fn cost_per_exec(sensor: u32) -> (u64, u64) {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    const EXECS: u64 = 300;
+    const LSM: u64 = 29;
+    const TRACING: u64 = 26;
+    let dir = TempDir::new("matrix-cost");
+    let plain = dir.exe(&unique("plain"), &tiny_exit0());
+    fs::write(STATS, "1").unwrap_or_else(|e| panic!("{STATS}: {e}"));
+    let before = bpf_stats(sensor);
+    for _ in 0..EXECS {
+        run_ok(&mut Command::new(&plain));
+    }
+    let after = bpf_stats(sensor);
+    fs::write(STATS, "0").unwrap_or_else(|e| panic!("{STATS}: {e}"));
+    // (type, ns, runs) over the execs, per program.
+    let runs: Vec<(u64, u64, u64)> = after
+        .iter()
+        .filter_map(|(id, &(ty, ns, cnt))| {
+            let &(_, ns0, cnt0) = before.get(id)?;
+            Some((ty, ns - ns0, cnt - cnt0))
+        })
+        .collect();
+    let per_exec = |ty: u64| {
+        let (_, ns, cnt) = runs
+            .iter()
+            .filter(|r| r.0 == ty)
+            .max_by_key(|r| r.2)
+            .copied()
+            .unwrap_or_else(|| panic!("no program of type {ty} in {runs:?}"));
+        assert!(cnt >= EXECS, "type {ty} ran {cnt} times for {EXECS} execs");
+        ns / cnt
+    };
+    // The entry is the tracing program that runs on every exec (the stages
+    // run only for candidates).
+    (per_exec(LSM), per_exec(TRACING))
+}
+
+/// A 269-byte tiny ELF of `arch` laid out as the leaked stager is (both
+/// strings inside the kernel's 256-byte header, the file under 270 bytes):
+/// its first action would create a marker in `dir`.
+fn sample_with_marker(dir: &TempDir, arch: Arch) -> (PathBuf, Vec<u8>, PathBuf) {
+    // A short name: the AArch64 code to create it must fit in 269 bytes.
+    let name = format!("ran-{}", arch.name());
+    let mut t = TinyElf::new(arch);
+    t.actions = vec![Action::CreateFile(name.as_bytes().to_vec())];
+    t.trailer = [&S1[..], &S2[..], &[0u8; 40][..]].concat();
+    t.total_len = Some(tinyexec_ebpf::rule::FILESIZE_LT_LEN - 1);
+    let bytes = t.build().expect("tiny ELF");
+    let path = dir.exe(&unique("sample"), &bytes);
+    (path, bytes, dir.path().join(name))
+}
+
 #[test]
 fn prevent_mode() {
     let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let mode = Mode::Prevent;
     let (sensor, mut outcomes) = start(mode);
-    outcomes.push(check("prevent-kill", mode, |_| {
+    let mut lsm = false;
+    outcomes.push(check("prevent-mechanism", mode, |r| {
         let sensor = running(&sensor);
-        let dir = TempDir::new("matrix-prevent");
-        for &arch in Arch::runnable() {
-            // The program's first action would create the marker.
-            let (path, _, marker) = stager_with_marker(&dir, arch);
-            let status = spawn(Command::new(&path).current_dir(dir.path()))
-                .wait()
-                .expect("wait");
-            assert_eq!(
-                signalled(&status),
-                Some(libc::SIGKILL),
-                "{arch:?}: {status}"
-            );
-            assert!(!marker.exists(), "{arch:?}: the killed program ran");
-            let rec = sensor.wait_for("the kill", exec_of(&path));
-            assert_eq!(field_str(&rec, "event.action"), "killed", "{rec}");
-            assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+        let stderr = sensor.stderr();
+        let (mechanism, why) = prevent_in_force(&stderr);
+        r.insert("mechanism".into(), mechanism.clone().into());
+        if let Some(why) = &why {
+            r.insert("reason".into(), why.clone().into());
+        }
+        if let Some((_, programs)) = verified(&stderr)
+            && let Some(n) = programs.get(tinyexec_ebpf::names::LSM_PROGRAM)
+        {
+            r.insert("lsm_verified".into(), n.clone());
+        }
+        let (want, because) = expected_prevent();
+        lsm = mechanism == "lsm";
+        assert_eq!(
+            mechanism, want,
+            "expected {want} ({because}); the sensor: {why:?}"
+        );
+        if mechanism == "kill" {
+            assert!(why.is_some(), "the kill without a reason");
         }
     }));
+    if lsm {
+        outcomes.push(check("prevent-deny", mode, |_| {
+            let sensor = running(&sensor);
+            let dir = TempDir::new("matrix-deny");
+            for &arch in Arch::runnable() {
+                let (path, bytes, marker) = stager_with_marker(&dir, arch);
+                let rec = assert_denied(sensor, &dir, &path, &path, Some(&marker));
+                assert_eq!(
+                    field_str(&rec, "file.hash.sha256"),
+                    tinyexec_harness::sha256_hex(&bytes),
+                    "{rec}"
+                );
+                assert_eq!(field_u64(&rec, "file.size"), bytes.len() as u64, "{rec}");
+            }
+        }));
+        outcomes.push(check("prevent-deny-sample", mode, |_| {
+            let sensor = running(&sensor);
+            let dir = TempDir::new("matrix-deny-sample");
+            let (path, _, marker) = sample_with_marker(&dir, Arch::native());
+            assert_denied(sensor, &dir, &path, &path, Some(&marker));
+        }));
+        outcomes.push(check("prevent-deny-script", mode, |_| {
+            let sensor = running(&sensor);
+            let dir = TempDir::new("matrix-deny-script");
+            let (sample, _, marker) = sample_with_marker(&dir, Arch::native());
+            let script = dir.exe(
+                &unique("script"),
+                format!("#!{}\n", sample.display()).as_bytes(),
+            );
+            // Refused on the interpreter's own content.
+            let rec = assert_denied(sensor, &dir, &script, &sample, Some(&marker));
+            assert_eq!(
+                field_str(&rec, "process.exec_path"),
+                script.to_str().expect("UTF-8"),
+                "{rec}"
+            );
+        }));
+        outcomes.push(check("prevent-deny-memfd", mode, |_| {
+            let sensor = running(&sensor);
+            // A match in the first 256 bytes of a memfd now 300 bytes long:
+            // it could be written while it runs, so its size now says
+            // nothing of the size the kernel read its header at: refused.
+            let bytes = matching_elf(Arch::native(), vec![], Some(HEADER_LEN));
+            let (fd, name) = tinyexec_harness::memfd_named(&bytes);
+            fs::File::from(fd.try_clone().expect("dup"))
+                .set_len(300)
+                .expect("ftruncate");
+            let (pid, status) = execveat_from_caller(&fd);
+            assert_eq!(
+                status.code(),
+                Some(100 + libc::EPERM),
+                "the memfd's execveat did not fail with EPERM: {status}"
+            );
+            let rec = sensor.wait_for("the memfd's refusal", |v| {
+                field(v, "event.action") == "denied" && field(v, "process.pid") == pid
+            });
+            assert_eq!(
+                field_str(&rec, "file.path"),
+                format!("/memfd:{name}"),
+                "{rec}"
+            );
+            assert_eq!(field(&rec, "file.memfd"), true, "{rec}");
+            assert_eq!(field(&rec, "file.writable"), true, "{rec}");
+            assert_eq!(field_u64(&rec, "file.size"), 300, "{rec}");
+        }));
+        outcomes.push(check("prevent-undecided-runs", mode, |_| {
+            let sensor = running(&sensor);
+            // 269 bytes, `$s2` past the kernel's 256: the header cannot
+            // decide, so the exec is not refused; it runs and is alerted.
+            let dir = TempDir::new("matrix-undecided");
+            let mut late = TinyElf::new(Arch::native());
+            late.actions = vec![Action::SleepMs(300)];
+            late.trailer = [&S1[..], &S2[..]].concat();
+            late.total_len = Some(tinyexec_ebpf::rule::FILESIZE_LT_LEN - 1);
+            let path = dir.exe(&unique("late"), &late.build().expect("tiny ELF"));
+            let (pid, status) = exec_from_caller(&path, dir.path());
+            assert!(status.success(), "pid {pid}: {status}");
+            let rec = sensor.wait_for("the alert", exec_of(&path));
+            assert_eq!(field_str(&rec, "event.action"), "exec", "{rec}");
+            assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+            assert_eq!(field_u64(&rec, "process.pid"), u64::from(pid), "{rec}");
+        }));
+        outcomes.push(check("prevent-cost", mode, |r| {
+            let sensor = running(&sensor);
+            let (lsm, entry) = cost_per_exec(sensor.pid());
+            r.insert("lsm_ns".into(), lsm.into());
+            r.insert("entry_ns".into(), entry.into());
+        }));
+        outcomes.push(check("prevent-plain-runs", mode, |_| {
+            let dir = TempDir::new("matrix-plain");
+            let (pid, status) =
+                exec_from_caller(&dir.exe(&unique("plain"), &tiny_exit0()), dir.path());
+            assert!(status.success(), "pid {pid}: {status}");
+        }));
+    } else {
+        outcomes.push(check("prevent-kill", mode, |_| {
+            let sensor = running(&sensor);
+            let dir = TempDir::new("matrix-prevent");
+            for &arch in Arch::runnable() {
+                // The program's first action would create the marker.
+                let (path, _, marker) = stager_with_marker(&dir, arch);
+                let status = spawn(Command::new(&path).current_dir(dir.path()))
+                    .wait()
+                    .expect("wait");
+                assert_eq!(
+                    signalled(&status),
+                    Some(libc::SIGKILL),
+                    "{arch:?}: {status}"
+                );
+                assert!(!marker.exists(), "{arch:?}: the killed program ran");
+                let rec = sensor.wait_for("the kill", exec_of(&path));
+                assert_eq!(field_str(&rec, "event.action"), "killed", "{rec}");
+                assert_eq!(field_str(&rec, "event.kind"), "alert", "{rec}");
+            }
+        }));
+    }
     all_passed(outcomes);
 }
 

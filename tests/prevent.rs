@@ -138,3 +138,70 @@ fn a_memfd_whose_size_flips_is_killed_every_time() {
     });
     assert!(!marker.exists(), "a killed exec ran");
 }
+
+/// `--prevent` says which mechanism is in force, and why the refusal is not,
+/// on stderr before and in its `ready` line and in every heartbeat. Where
+/// the kernel lists no `bpf` among its active LSMs (or the list cannot be
+/// read, as here, where the kernel also refuses BPF LSM programs with EPERM)
+/// it is the kill, the mechanism the tests above exercise.
+#[test]
+fn prevent_says_which_mechanism_is_in_force_and_why() {
+    let sensor = Sensor::start(["--prevent", "--heartbeat-interval", "1"]);
+    let stderr = sensor.stderr();
+    let ready = stderr
+        .lines()
+        .find(|l| l.contains("tinyexec-sensor: ready: "))
+        .unwrap_or_else(|| panic!("no ready line:\n{stderr}"));
+    let heartbeat = sensor.wait_for("a heartbeat", tinyexec_harness::is_heartbeat);
+    let bpf_listed = fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|l| l.trim().split(',').any(|m| m == "bpf"));
+    if ready.contains("prevent: lsm") {
+        assert!(
+            bpf_listed,
+            "the refusal without bpf among the active LSMs: {ready}"
+        );
+        assert_eq!(field_str(&heartbeat, "heartbeat.prevent"), "lsm");
+        return;
+    }
+    let (_, why) = ready
+        .split_once("prevent: kill (")
+        .and_then(|(_, rest)| rest.split_once("no LSM refusal: "))
+        .unwrap_or_else(|| panic!("the ready line names no mechanism and reason: {ready}"));
+    let why = why.strip_suffix("))").unwrap_or(why);
+    assert!(!why.is_empty(), "{ready}");
+    // Said as a warning before `ready` too.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("warning: prevent: kill") && l.contains(why)),
+        "{stderr}"
+    );
+    assert_eq!(field_str(&heartbeat, "heartbeat.prevent"), "kill");
+    assert_eq!(field_str(&heartbeat, "heartbeat.prevent_reason"), why);
+}
+
+/// `run --help` says what `--prevent` does and which mechanism this
+/// machine's kernel allows as far as its list of active LSMs tells.
+#[test]
+fn run_help_says_which_mechanism_this_kernel_allows() {
+    let out = Command::new(tinyexec_harness::sensor_path())
+        .args(["run", "--help"])
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    let line = help
+        .lines()
+        .find(|l| l.contains("On this machine now: "))
+        .unwrap_or_else(|| panic!("no word on this machine under --prevent:\n{help}"));
+    match fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) if list.trim().split(',').any(|m| m == "bpf") => {
+            assert!(line.contains("the refusal, if the kernel takes"), "{line}");
+        }
+        Ok(_) => assert!(line.contains("the kill: bpf is not in"), "{line}"),
+        Err(_) => assert!(
+            line.contains("cannot read /sys/kernel/security/lsm"),
+            "{line}"
+        ),
+    }
+}

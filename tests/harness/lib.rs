@@ -572,11 +572,13 @@ pub fn field_u64(rec: &Value, dotted: &str) -> u64 {
         .unwrap_or_else(|| panic!("{dotted} is not a number in {rec}"))
 }
 
-/// Predicate: an exec record (run or killed) of the file at `path`.
+/// Predicate: an exec record (run, killed, or refused) of the file at `path`.
 pub fn exec_of(path: &Path) -> impl Fn(&Value) -> bool + '_ {
     move |v| {
-        matches!(field(v, "event.action").as_str(), Some("exec" | "killed"))
-            && field(v, "file.path").as_str() == path.to_str()
+        matches!(
+            field(v, "event.action").as_str(),
+            Some("exec" | "killed" | "denied")
+        ) && field(v, "file.path").as_str() == path.to_str()
     }
 }
 

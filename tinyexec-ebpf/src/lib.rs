@@ -73,6 +73,12 @@ pub mod flags {
     /// The cgroup walk stopped before the hierarchy's root (deeper than
     /// [`crate::CGROUP_DEPTH`], longer than [`crate::CGROUP_PATH_MAX`], or unreadable).
     pub const CGROUP_PATH_TRUNCATED: u32 = 1 << 12;
+    /// Prevent mode: the LSM program refused the exec (`execve` failed with
+    /// `EPERM`; nothing of the file ran). The record comes from
+    /// `bprm_check_security`, not from `sched_process_exec`: the process is
+    /// the caller (its pid, name, parent and credentials), and it has no
+    /// arguments, parent path, cgroup or namespaces ([`crate::DENY_AREA`]).
+    pub const DENIED: u32 = 1 << 13;
 }
 
 /// One successful exec, as the kernel saw it once the new image was committed.
@@ -187,6 +193,20 @@ const _: () = assert!(CARRY_AT + core::mem::size_of::<Carry>() <= PATH_SCRATCH);
 // What the verifier sees: a masked offset plus a masked length stays inside.
 const _: () = assert!(OUT_AREA + 2 * PATH_MAX <= SCRATCH_LEN);
 const _: () = assert!(PATH_SCRATCH + 2 * PATH_BUF <= SCRATCH_LEN);
+
+/// The LSM program's per-CPU work area (its own, apart from [`SCRATCH_LEN`]'s:
+/// it runs in the exec'ing task before `sched_process_exec`, and a refusal
+/// must not disturb a record the tracepoint's stages are assembling). Its
+/// record is assembled in the first [`DENY_OUT`] bytes: the fixed part, the
+/// header, the path `bpf_d_path` wrote at [`DENY_PATH_AT`], and the name
+/// given to exec when an interpreter ran for it.
+pub const DENY_AREA: usize = 16384;
+/// Record offsets in the LSM program's area are masked with `DENY_OUT - 1`.
+pub const DENY_OUT: usize = 8192;
+pub const DENY_PATH_AT: usize = DENY_OUT;
+const _: () = assert!(RECORD_FIXED + HEADER_LEN + PATH_MAX + EXEC_PATH_MAX <= DENY_OUT);
+// What the verifier sees: a masked offset plus a bounded length stays inside.
+const _: () = assert!(DENY_OUT + PATH_MAX <= DENY_AREA && DENY_PATH_AT + PATH_MAX <= DENY_AREA);
 
 /// What the entry program hands to the stages it tail-calls, in the per-CPU
 /// work area (a tail call keeps only the context pointer).
@@ -395,6 +415,12 @@ pub mod names {
     /// The kernel type a BTF-typed tracepoint on [`TRACEPOINT`] attaches by.
     pub const TRACEPOINT_TYPE: &str = "btf_trace_sched_process_exec";
     pub const TRACEPOINT: &str = "sched_process_exec";
+    /// Prevent mode's refusal: a BPF LSM program on [`LSM_HOOK`], attached
+    /// by the kernel's function [`LSM_FUNC`].
+    pub const LSM_PROGRAM: &str = "tinyexec_lsm";
+    pub const LSM_HOOK: &str = "bprm_check_security";
+    pub const LSM_FUNC: &str = "bpf_lsm_bprm_check_security";
+    pub const DENY_SCRATCH: &str = "DENY_SCRATCH";
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const EXECS: &str = "EXECS";

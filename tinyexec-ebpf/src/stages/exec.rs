@@ -80,21 +80,67 @@ fn count_exec() {
 
 /// What the filter reads on every exec.
 #[derive(Clone, Copy)]
-struct Fast {
+pub(crate) struct Fast {
     /// [`flags::READ_ERROR`] when a read failed.
-    fl: u32,
-    file: usize,
-    inode: usize,
+    pub(crate) fl: u32,
+    pub(crate) file: usize,
+    pub(crate) inode: usize,
+    pub(crate) size: i64,
+    pub(crate) nlink: u32,
+    pub(crate) writers: i32,
+    pub(crate) filename: usize,
+    pub(crate) interp: usize,
+}
+
+impl Fast {
+    /// Whether the rule could match the file: its size can, or it could be
+    /// written while it runs (writer count not negative; or unlinked, as
+    /// memfds are, whose writable descriptors the count does not see), so
+    /// its size now says nothing about the size the kernel read its header
+    /// at, and the header is always looked at. The one filter of the entry
+    /// and of prevent mode's LSM program.
+    #[inline(always)]
+    pub(crate) fn candidate(&self) -> bool {
+        let writable = self.writers >= 0 || self.nlink == 0;
+        self.fl == 0 && self.size >= 0 && (rule::size_can_match(self.size as u64) || writable)
+    }
+}
+
+/// The rule on the header the kernel read into `bprm->buf`, copied to `dst`
+/// ([`HEADER_LEN`] bytes of a work area: the verifier refuses loads at a
+/// variable offset from the kernel's struct). A writable file may have been
+/// smaller when the kernel read its header: it is decided as for the
+/// largest size that can match. Returns the verdict and how many bytes of
+/// the header are the file's, or the read's error.
+#[inline(always)]
+pub(crate) unsafe fn judge_header(
+    dst: *mut u8,
+    bprm: usize,
     size: i64,
-    nlink: u32,
-    writers: i32,
-    filename: usize,
-    interp: usize,
+) -> Result<(HeaderVerdict, usize), i64> {
+    unsafe {
+        let r = bpf_probe_read_kernel(
+            dst.cast(),
+            HEADER_LEN as u32,
+            (bprm + off!(bprm_buf)) as *const _,
+        );
+        if r != 0 {
+            return Err(r);
+        }
+        let size = if rule::size_can_match(size as u64) {
+            size as u64
+        } else {
+            rule::FILESIZE_LT - 1
+        };
+        let seen = (size as usize).min(HEADER_LEN);
+        let header: &[u8; HEADER_LEN] = &*dst.cast();
+        Ok((rule::header_verdict(header, seen, size), seen))
+    }
 }
 
 /// The fast path's fields with plain loads (typed pointers: see [`load`]).
 #[inline(always)]
-fn fast_direct(bprm: usize) -> Fast {
+pub(crate) fn fast_direct(bprm: usize) -> Fast {
     // A pointer loaded through a typed one is typed too, and never needs a
     // null check: a load through a null one reads zero.
     let file: usize = load(bprm, off!(bprm_file));
@@ -145,25 +191,20 @@ fn self_test() -> bool {
 #[inline(always)]
 fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast: Fast) {
     // The fast path: every exec pays for it.
+    let candidate = fast.candidate();
     let Fast {
         mut fl,
         file,
         inode,
         size,
-        nlink,
+        nlink: _,
         writers,
         filename,
         interp,
     } = fast;
-    // A file that could be written while it runs (writer count not
-    // negative; or unlinked, as memfds are, whose writable descriptors the
-    // count does not see): its size now says nothing about the size the
-    // kernel read its header at, so the header is always looked at.
-    let writable = writers >= 0 || nlink == 0;
     // The filter logs nothing, not even a read here that failed: each place
     // tried for that log call cost either two instructions on every ordinary
     // exec or 6,700 more verified instructions on 5.10 and 6.1.
-    let candidate = fl == 0 && size >= 0 && (rule::size_can_match(size as u64) || writable);
     // An interpreter ran for the file named in exec (a `#!` script, a
     // binfmt_misc handler): that file is not the one that runs, and user
     // space checks it by name.
@@ -190,28 +231,17 @@ fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast
         if candidate {
             fl |= flags::CANDIDATE;
             // The header first: prevent mode decides on it before anything else.
-            let r = bpf_probe_read_kernel(
-                work.add(RECORD_FIXED).cast(),
-                HEADER_LEN as u32,
-                (bprm + off!(bprm_buf)) as *const _,
-            );
-            if r == 0 {
+            let judged = judge_header(work.add(RECORD_FIXED), bprm, size);
+            if let Ok((verdict, seen)) = judged {
                 fl |= flags::HEADER;
-                // A writable file may have been smaller when the kernel read
-                // its header: decide as for the largest size that can match.
-                let size = if rule::size_can_match(size as u64) {
-                    size as u64
-                } else {
-                    rule::FILESIZE_LT - 1
-                };
-                let seen = (size as usize).min(HEADER_LEN);
                 (*rec).header_len = seen as u32;
-                let header: &[u8; HEADER_LEN] = &*work.add(RECORD_FIXED).cast();
-                let verdict = rule::header_verdict(header, seen, size);
                 (*rec).kernel_verdict = verdict as u32;
                 match verdict {
                     HeaderVerdict::Match => {
                         urgent = true;
+                        // Where the LSM program refuses matches, none gets
+                        // here (the same bytes and size): the kill stays
+                        // armed behind it all the same.
                         if core::ptr::read_volatile(&raw const CONFIG.prevent) != 0 {
                             fl |= kill(ctx);
                         }
@@ -224,7 +254,7 @@ fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast
                     ctx,
                     "pid {}: reading the file's header failed ({})",
                     current_pid(),
-                    r
+                    judged.err().unwrap_or_default()
                 );
                 fl |= flags::READ_ERROR;
                 urgent = true;
@@ -296,7 +326,7 @@ fn kill<C: EbpfContext>(ctx: &C) -> u32 {
 /// Identity of the new process and its parent; returns the parent process
 /// (the real parent's group leader) and the task's cred for later stages.
 #[inline(always)]
-unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
+pub(crate) unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
     unsafe {
         (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
         read_comm(&raw mut (*rec).comm, task, fl);
@@ -336,7 +366,7 @@ unsafe fn read_comm(dst: *mut [u8; COMM_LEN], task: usize, fl: &mut u32) {
 
 /// Identity of the executed file.
 #[inline(always)]
-unsafe fn fill_file(rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
+pub(crate) unsafe fn fill_file(rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
     unsafe {
         (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
         (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));

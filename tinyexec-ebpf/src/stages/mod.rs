@@ -7,6 +7,7 @@
 //! their context, so the same code is right as either.
 
 mod container;
+mod deny;
 mod emit;
 mod exe_path;
 mod exec;

@@ -48,6 +48,10 @@ pub struct Exec {
     pub killed: bool,
     /// Prevent mode: the rule matched in the kernel but no signal could be sent.
     pub kill_failed: bool,
+    /// Prevent mode: the LSM program refused the exec (`execve` failed with
+    /// EPERM in its caller). The identity is the caller's, and there are no
+    /// arguments, parent path, cgroup or namespaces.
+    pub denied: bool,
     /// Sent during the start-up self-test: the exec'ing process's tgid as the
     /// kernel's helper gave it, without any struct offset.
     pub self_test_tgid: Option<u32>,
@@ -85,6 +89,11 @@ pub struct Cgroup {
 }
 
 impl Exec {
+    /// Prevent mode stopped it, one way or the other.
+    pub fn prevented(&self) -> bool {
+        self.killed || self.denied
+    }
+
     /// Memfd files live on an internal tmpfs mount and are named `memfd:NAME`.
     pub fn is_memfd(&self) -> bool {
         self.path_disconnected && self.path.starts_with("/memfd:")
@@ -177,6 +186,14 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
     let exec_path = take(&mut rest, ev.exec_path_len, "name given to exec")?;
     let cgroup_area = take(&mut rest, ev.cgroup_path_len, "cgroup path")?;
     let f = ev.flags;
+    let denied = f & flags::DENIED != 0;
+    // The LSM program's path is the kernel's d_path, which names a file
+    // without links (a memfd, a deleted file) with this suffix; the
+    // tracepoint's own walk names it without.
+    let path = match path.strip_suffix(b" (deleted)") {
+        Some(name) if denied && f & flags::PATH_DISCONNECTED != 0 => name,
+        _ => path,
+    };
     let cgroup_truncated = f & flags::CGROUP_PATH_TRUNCATED != 0;
     let cgroup = (ev.cgroup_id != 0).then(|| Cgroup {
         id: ev.cgroup_id,
@@ -215,6 +232,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exec> {
         read_error: f & flags::READ_ERROR != 0,
         killed: f & flags::KILLED != 0,
         kill_failed: f & flags::KILL_FAILED != 0,
+        denied,
         self_test_tgid: (f & flags::SELF_TEST != 0).then_some(ev.self_test_tgid),
         kernel_verdict: HeaderVerdict::from_wire(ev.kernel_verdict),
         writers: ev.writers,
@@ -325,6 +343,23 @@ mod tests {
         let err = decode(&encode(&rec, b"/tmp")).unwrap_err().to_string();
         assert!(err.contains("path") && err.contains("10 bytes"), "{err}");
         assert!(decode(&[0; 3]).is_err());
+    }
+
+    #[test]
+    fn a_refusal_names_a_file_without_links_as_the_walk_does() {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut rec: ExecRecord = unsafe { std::mem::zeroed() };
+        rec.flags = flags::DENIED | flags::PATH_DISCONNECTED;
+        rec.path_len = 18;
+        let exec = decode(&encode(&rec, b"/memfd:x (deleted)")).unwrap();
+        assert!(exec.denied && exec.prevented() && !exec.killed);
+        assert_eq!(exec.path, "/memfd:x");
+        assert!(exec.is_memfd());
+        // A linked file keeps its name, however it ends.
+        rec.flags = flags::DENIED;
+        rec.path_len = 16;
+        let exec = decode(&encode(&rec, b"/tmp/a (deleted)")).unwrap();
+        assert_eq!(exec.path, "/tmp/a (deleted)");
     }
 
     #[test]

@@ -20,6 +20,9 @@ const BPF_MAP_FREEZE: libc::c_long = 22;
 
 pub const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 pub const BPF_PROG_TYPE_TRACING: u32 = 26;
+pub const BPF_PROG_TYPE_LSM: u32 = 29;
+/// `expected_attach_type` of a BPF LSM program.
+pub const BPF_LSM_MAC: u32 = 27;
 /// `expected_attach_type` of a BTF-typed tracepoint program.
 pub const BPF_TRACE_RAW_TP: u32 = 23;
 /// Verifier log levels: the trace of every instruction, and the statistics.
@@ -171,6 +174,11 @@ pub enum ProgKind {
     BtfTracepoint {
         attach_btf_id: u32,
     },
+    /// A BPF LSM program on the kernel's function `attach_btf_id`
+    /// (`bpf_lsm_<hook>`), attached like a typed tracepoint (no name).
+    Lsm {
+        attach_btf_id: u32,
+    },
 }
 
 /// Loads a program with the verifier's log at `log_level` into `log`.
@@ -193,6 +201,7 @@ pub fn prog_load(
         ProgKind::BtfTracepoint { attach_btf_id } => {
             (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, attach_btf_id)
         }
+        ProgKind::Lsm { attach_btf_id } => (BPF_PROG_TYPE_LSM, BPF_LSM_MAC, attach_btf_id),
     };
     let attr = ProgLoadAttr {
         prog_type,
@@ -227,7 +236,7 @@ struct RawTracepointOpenAttr {
 }
 
 /// Attaches a tracepoint program: a raw one to the tracepoint `name`, a
-/// BTF-typed one (no name) where its load said. The link lives as long as
+/// BTF-typed one or an LSM program (no name) where its load said. The link lives as long as
 /// the descriptor.
 pub fn raw_tracepoint_open(name: Option<&CStr>, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let attr = RawTracepointOpenAttr {

@@ -45,6 +45,8 @@ pub struct LoadOptions<'a> {
 /// `Drop`).
 pub struct Programs {
     link: Option<OwnedFd>,
+    /// Prevent mode's LSM program's attachment, when it is in force.
+    lsm_link: Option<OwnedFd>,
     programs: Vec<OwnedFd>,
     /// Maps only the kernel side reads (the work area, the read-only globals).
     maps: Vec<MapData>,
@@ -64,7 +66,8 @@ impl Drop for Programs {
     /// Closed first, with the stages in it, it outlived the sensor by about
     /// 50 ms: its programs hold it until the kernel has freed them.
     fn drop(&mut self) {
-        // No new runs of the entry.
+        // No new runs of the LSM program, then of the entry.
+        drop(self.lsm_link.take());
         drop(self.link.take());
         let Some(stages) = self.stages.take() else {
             return;
@@ -152,6 +155,90 @@ pub struct Loaded {
     pub verified: Vec<(&'static str, Option<u32>)>,
     /// Which build of the entry runs.
     pub entry: Entry,
+    /// Prevent mode's mechanism in force.
+    pub prevent: Prevent,
+}
+
+/// How `--prevent` stops a matching exec on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prevent {
+    Off,
+    /// The LSM program on `bprm_check_security` refuses the exec (`EPERM`);
+    /// the kill stays armed behind it. `unconfirmed`: why the kernel's list
+    /// of active LSMs could not be read (the program loaded and attached,
+    /// but whether the kernel runs it is not known).
+    Lsm {
+        unconfirmed: Option<String>,
+    },
+    /// SIGKILL at `sched_process_exec`: the LSM refusal is not available,
+    /// for the reason given.
+    Kill {
+        why: String,
+    },
+}
+
+impl Prevent {
+    /// `lsm`, `kill`, or `off`: for the heartbeat and the `ready` line.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Prevent::Off => "off",
+            Prevent::Lsm { .. } => "lsm",
+            Prevent::Kill { .. } => "kill",
+        }
+    }
+
+    /// Why the other mechanism is not in force (or what is not confirmed).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Prevent::Off => None,
+            Prevent::Lsm { unconfirmed } => unconfirmed.as_deref(),
+            Prevent::Kill { why } => Some(why),
+        }
+    }
+
+    /// For the log and the `ready` line.
+    pub fn describe(&self) -> String {
+        match self {
+            Prevent::Off => "prevent off".to_owned(),
+            Prevent::Lsm { unconfirmed } => {
+                let mut s = format!(
+                    "prevent: lsm ({} refuses a matching exec on {} with EPERM; the kill at {} \
+                     stays armed behind it)",
+                    names::LSM_PROGRAM,
+                    names::LSM_HOOK,
+                    names::TRACEPOINT
+                );
+                if let Some(why) = unconfirmed {
+                    s.push_str(", not confirmed: ");
+                    s.push_str(why);
+                }
+                s
+            }
+            Prevent::Kill { why } => format!(
+                "prevent: kill (SIGKILL at {} before the first instruction; no LSM refusal: {why})",
+                names::TRACEPOINT
+            ),
+        }
+    }
+}
+
+/// The kernel's list of active LSMs.
+const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
+
+/// Whether the kernel runs BPF LSM programs: `Err(why not)` when its list
+/// of active LSMs lacks `bpf`; `Ok(Some(why))` when the list cannot be read
+/// (the load is tried all the same: the kernel's own answer is the better
+/// reason); `Ok(None)` when `bpf` is in it.
+pub(crate) fn bpf_lsm_active() -> Result<Option<String>, String> {
+    match std::fs::read_to_string(ACTIVE_LSMS) {
+        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => Ok(None),
+        Ok(list) => Err(format!(
+            "bpf is not in {ACTIVE_LSMS} ({}): the kernel runs no BPF LSM program (its `lsm=` \
+             boot parameter or CONFIG_LSM decide)",
+            list.trim()
+        )),
+        Err(e) => Ok(Some(format!("cannot read {ACTIVE_LSMS} ({e})"))),
+    }
 }
 
 /// The entry's two builds (`tinyexec-ebpf/src/stages/exec.rs`): the same
@@ -232,7 +319,27 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
             btf::KERNEL_BTF
         ))
     };
-    // Only the offsets, the controller id and that type were needed from the BTF.
+    // Prevent mode's LSM program attaches by the id of the kernel's function
+    // for its hook.
+    let lsm_target = if opts.config.prevent == 0 {
+        Err(String::new())
+    } else if opts.btf_path == Path::new(btf::KERNEL_BTF) {
+        kernel_btf.func_id(names::LSM_FUNC).ok_or_else(|| {
+            format!(
+                "{} has no function {}: the kernel is built without BPF LSM (CONFIG_BPF_LSM)",
+                btf::KERNEL_BTF,
+                names::LSM_FUNC
+            )
+        })
+    } else {
+        Err(format!(
+            "--btf {} is not the running kernel's own {}, whose function ids an LSM program \
+             attaches by",
+            opts.btf_path.display(),
+            btf::KERNEL_BTF
+        ))
+    };
+    // Only the offsets, the controller id and those types were needed from the BTF.
     drop(kernel_btf);
     release_heap();
     log::info!("cgroups: {}", hierarchy.describe());
@@ -276,6 +383,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         .with_context(|| format!("map `{}` missing from the eBPF object", names::STAGES))?;
     let mut loaded = Programs {
         link: None,
+        lsm_link: None,
         programs: Vec::new(),
         maps: Vec::new(),
         stages: Some(stages),
@@ -313,6 +421,18 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     loaded.programs.push(entry);
     loaded.link =
         Some(link.with_context(|| format!("attaching to tracepoint {}", names::TRACEPOINT))?);
+    let prevent = if opts.config.prevent == 0 {
+        Prevent::Off
+    } else {
+        // Attached after the entry: the kill is armed before the refusal.
+        match attach_lsm(&obj, lsm_target, &mut loaded) {
+            Ok((count, unconfirmed)) => {
+                verified.push((names::LSM_PROGRAM, count));
+                Prevent::Lsm { unconfirmed }
+            }
+            Err(why) => Prevent::Kill { why },
+        }
+    };
     Ok(Loaded {
         programs: loaded,
         events,
@@ -322,7 +442,45 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
         kernel_log,
         verified,
         entry: entry_built,
+        prevent,
     })
+}
+
+/// Prevent mode's LSM program, loaded and attached where the kernel runs
+/// BPF LSM programs and takes ours. Returns its verified instructions and
+/// what is not confirmed, or why the kill stays the only mechanism.
+fn attach_lsm(
+    obj: &Object,
+    target: Result<u32, String>,
+    loaded: &mut Programs,
+) -> Result<(Option<u32>, Option<String>), String> {
+    let unconfirmed = bpf_lsm_active()?;
+    let attach_btf_id = target?;
+    let kind = ProgKind::Lsm { attach_btf_id };
+    let (fd, count) = load_program(obj, names::LSM_PROGRAM, kind).map_err(|e| {
+        log::debug!("the LSM program: {e:#}");
+        e.to_string()
+    })?;
+    let link = bpf_sys::raw_tracepoint_open(None, fd.as_fd());
+    loaded.programs.push(fd);
+    let link = link.map_err(|e| {
+        // ENOTSUPP, which the kernel keeps to itself (no libc name).
+        const ENOTSUPP: i32 = 524;
+        let why = if e.raw_os_error() == Some(ENOTSUPP) {
+            "ENOTSUPP: this kernel cannot attach BPF trampolines on this architecture (arm64 \
+             from 6.4 on)"
+                .to_owned()
+        } else {
+            e.to_string()
+        };
+        format!(
+            "the kernel refused to attach {} to {}: {why}",
+            names::LSM_PROGRAM,
+            names::LSM_FUNC
+        )
+    })?;
+    loaded.lsm_link = Some(link);
+    Ok((count, unconfirmed))
 }
 
 /// The entry as a BTF-typed tracepoint where the kernel takes it, else as a

@@ -43,7 +43,7 @@ pub fn value(s: &str) -> String {
 /// CEF severity (0-10) and the syslog severity that carries it.
 pub fn severities(rec: &Record) -> (u8, u8) {
     match (rec.event.kind, rec.event.action) {
-        (_, Action::Killed) => (10, 2),
+        (_, Action::Killed | Action::Denied) => (10, 2),
         (Kind::Alert, _) => match rec.rule.as_ref().map(|r| r.verdict) {
             Some("undetermined") => (7, 4),
             _ => (10, 2),

@@ -142,7 +142,9 @@ pub fn exec_record(
     Record {
         timestamp,
         event: Event {
-            action: if exec.killed {
+            action: if exec.denied {
+                Action::Denied
+            } else if exec.killed {
                 Action::Killed
             } else {
                 Action::Exec
@@ -404,6 +406,8 @@ pub fn heartbeat_record(s: Snapshot, timestamp: String, host: &Host, agent: &Age
         suppressed: s.counters.suppressed,
         repeats: s.counters.repeats,
         kernel_lost: s.kernel_lost,
+        prevent: s.prevent.as_ref().map(|(m, _)| *m),
+        prevent_reason: s.prevent.and_then(|(_, why)| why),
         outputs: s.outputs,
     });
     rec

@@ -98,6 +98,13 @@ pub struct Heartbeat {
     pub repeats: u64,
     /// Records the kernel could not queue (the running `lost.total`).
     pub kernel_lost: u64,
+    /// `--prevent`: `lsm` (the exec is refused) or `kill` (SIGKILL at
+    /// `sched_process_exec`); absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prevent: Option<&'static str>,
+    /// Why the LSM refusal is not in force (or not confirmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prevent_reason: Option<String>,
     pub outputs: Outputs,
 }
 
@@ -110,4 +117,6 @@ pub struct Snapshot {
     pub kernel_lost: u64,
     pub counters: Counters,
     pub outputs: Outputs,
+    /// With `--prevent`: the mechanism in force, and why not the LSM's.
+    pub prevent: Option<(&'static str, Option<String>)>,
 }

@@ -34,8 +34,10 @@ pub struct Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     Exec,
-    /// Prevent mode stopped it.
+    /// Prevent mode stopped it: SIGKILL before its first instruction.
     Killed,
+    /// Prevent mode refused it: its `execve` failed with EPERM (BPF LSM).
+    Denied,
     Lost,
     Heartbeat,
 }
@@ -45,6 +47,7 @@ impl Action {
         match self {
             Self::Exec => "exec",
             Self::Killed => "killed",
+            Self::Denied => "denied",
             Self::Lost => "lost",
             Self::Heartbeat => "heartbeat",
         }

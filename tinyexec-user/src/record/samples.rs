@@ -66,6 +66,7 @@ pub fn sample_exec() -> Exec {
         read_error: false,
         killed: false,
         kill_failed: true,
+        denied: false,
         self_test_tgid: None,
         kernel_verdict: None,
         writers: -1,
@@ -182,6 +183,10 @@ fn heartbeat_sample(host: &Host, agent: &Agent) -> Record {
                 .into_iter()
                 .map(|o| (o, counts(o == Output::Sentinel)))
                 .collect(),
+            prevent: Some((
+                "kill",
+                Some("bpf is not in /sys/kernel/security/lsm (lockdown,capability)".into()),
+            )),
         },
         "t".into(),
         host,

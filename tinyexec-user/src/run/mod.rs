@@ -31,7 +31,7 @@ use crate::{
     exclusions::policy::Policy,
     exec::{container, reads},
     kernel::{
-        loader::{self, LoadOptions, Loaded},
+        loader::{self, LoadOptions, Loaded, Prevent},
         preflight,
     },
     output::{OutputOptions, Outputs},
@@ -76,12 +76,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
     // Read now rather than at the first record: a warning belongs to the start.
     container::init_host();
-    let mode = match (args.all_execs, args.prevent) {
-        (false, false) => "alerts only",
-        (true, false) => "every exec",
-        (false, true) => "alerts only, prevent",
-        (true, true) => "every exec, prevent",
+    let mode = if args.all_execs {
+        "every exec"
+    } else {
+        "alerts only"
     };
+    if matches!(loaded.prevent, Prevent::Kill { .. }) {
+        // Said before `ready` too: the fallback is a warning, not a failure.
+        warn!("{}", loaded.prevent.describe());
+    }
     let (read_done, decided) = unbounded_channel();
     let pipeline = Pipeline::new(
         outputs,
@@ -91,6 +94,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             suppressed: args.suppressed,
             repeat_window_secs: u64::from(args.repeat_window),
             heartbeat_secs: u64::from(args.heartbeat_interval),
+            prevent: loaded.prevent.clone(),
         },
         read_done,
     );
@@ -128,9 +132,17 @@ struct Every {
     heartbeat: Duration,
 }
 
-/// Says the sensor is ready, on stderr and to systemd.
-fn announce_ready(entry: &str, mode: &str) {
-    info!("ready: {entry} attached to {} ({mode})", names::TRACEPOINT);
+/// Says the sensor is ready, on stderr and to systemd: what it attached,
+/// and with `--prevent`, which mechanism is in force and why the other is not.
+fn announce_ready(entry: &str, mode: &str, prevent: &Prevent) {
+    let prevent = match prevent {
+        Prevent::Off => String::new(),
+        p => format!("; {}", p.describe()),
+    };
+    info!(
+        "ready: {entry} attached to {} ({mode}{prevent})",
+        names::TRACEPOINT
+    );
     if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         warn!("could not notify systemd: {err}");
     }
@@ -148,6 +160,7 @@ async fn stream(
     info!("entry: {}", loaded.entry.describe());
     info!("verified instructions: {}", loaded.verified_summary());
     let entry = loaded.entry.name();
+    let prevent = loaded.prevent.clone();
     let Loaded {
         programs,
         events,
@@ -169,7 +182,7 @@ async fn stream(
     loader::set_self_test(&mut control, false)?;
     tested?;
     // Only now: a SIGTERM right after `ready` must find its handler installed.
-    announce_ready(entry, mode);
+    announce_ready(entry, mode, &prevent);
     let health = health_file
         .map(|p| health::HealthFile::create(p, entry, loader::execs_total(&execs)?))
         .transpose()?;

@@ -16,6 +16,7 @@ use crate::{
         reads::{self, Reads},
         runtimes::{Roots, Workloads},
     },
+    kernel::loader::Prevent,
     output::Outputs,
     record::{
         Agent, ExclusionRef, Host, Kind, Record, Repeats, builder,
@@ -43,6 +44,7 @@ pub struct Pipeline {
     repeats: Tracker,
     counters: Counters,
     heartbeat_secs: u64,
+    prevent: Prevent,
 }
 
 /// How the pipeline is set up, besides its outputs and exclusions.
@@ -52,6 +54,8 @@ pub struct Options {
     /// `--repeat-window`: 0 turns the flood bound off.
     pub repeat_window_secs: u64,
     pub heartbeat_secs: u64,
+    /// Prevent mode's mechanism in force, for the heartbeats.
+    pub prevent: Prevent,
 }
 
 impl Pipeline {
@@ -86,6 +90,7 @@ impl Pipeline {
             repeats: Tracker::new(opts.repeat_window_secs),
             counters: Counters::default(),
             heartbeat_secs: opts.heartbeat_secs,
+            prevent: opts.prevent.clone(),
         }
     }
 
@@ -146,16 +151,17 @@ impl Pipeline {
         }
     }
 
-    /// An exec with its verdict: on to the record when it alerts, was killed,
-    /// or every exec is recorded.
+    /// An exec with its verdict: on to the record when it alerts, was killed
+    /// or refused, or every exec is recorded.
     fn decided(&mut self, exec: &Exec, verdict: Option<&Verdict>) {
-        if exec.killed && verdict.is_none() {
+        if exec.prevented() && verdict.is_none() {
+            let what = if exec.denied { "refused" } else { "killed" };
             warn!(
-                "the kernel killed pid {} ({}) but user space finds no match",
+                "the kernel {what} pid {} ({}) but user space finds no match",
                 exec.pid, exec.path
             );
         }
-        if verdict.is_some() || exec.killed || self.all_execs {
+        if verdict.is_some() || exec.prevented() || self.all_execs {
             self.emit_exec(exec, verdict);
         }
     }
@@ -173,8 +179,9 @@ impl Pipeline {
         // new id may wait for the name service or the runtime's state): an
         // alert counted away or a repeat costs none.
         let mut named = false;
-        // Exclusions apply to alerts the user space raises; a kill already happened.
-        if verdict.is_some() && !exec.killed && !self.policy.is_empty() {
+        // Exclusions apply to alerts the user space raises; a kill or a
+        // refusal already happened.
+        if verdict.is_some() && !exec.prevented() && !self.policy.is_empty() {
             if self.policy.uses_any(builder::ENRICHED_FIELDS) {
                 builder::enrich(&mut rec, exec, &mut self.names, &self.workloads);
                 named = true;
@@ -191,11 +198,11 @@ impl Pipeline {
                 });
             }
         }
-        if verdict.is_none() && !exec.killed {
+        if verdict.is_none() && !exec.prevented() {
             self.write_exec(rec, exec, named); // an ordinary exec (--all-execs)
             return;
         }
-        // An alert, a kill or a suppressed alert: subject to the flood bound.
+        // An alert, a kill, a refusal or a suppressed alert: subject to the flood bound.
         let exclusion = rec.exclusion.as_ref().map(|e| (e.name.clone(), e.line));
         let key = Key::of(
             exec,
@@ -295,6 +302,12 @@ impl Pipeline {
             kernel_lost: self.lost_reported,
             counters: self.counters,
             outputs: self.outputs.heartbeat(),
+            prevent: (self.prevent != Prevent::Off).then(|| {
+                (
+                    self.prevent.mechanism(),
+                    self.prevent.reason().map(str::to_owned),
+                )
+            }),
         };
         let ts = rfc3339(std::time::SystemTime::now());
         let rec = builder::heartbeat_record(snapshot, ts, &self.host, &self.agent);

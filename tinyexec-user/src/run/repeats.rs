@@ -4,7 +4,7 @@
 //! Every distinct alert is emitted at once: the first exec of a file, named by
 //! its device, inode, size and content (the SHA-256 of the file, or of the
 //! kernel's header when the file was not seen whole), with the same verdict,
-//! action (`exec` or `killed`) and kind (`alert`, or `suppressed` by the same
+//! action (`exec`, `killed` or `denied`) and kind (`alert`, or `suppressed` by the same
 //! exclusion). That opens a window of `--repeat-window` seconds. Execs with the
 //! same identity inside the window are repeats: counted, not alerted. When the
 //! window ends, one aggregate record carries their count (`repeats.count`),
@@ -54,6 +54,7 @@ pub struct Key {
     target: Option<(u64, u64)>,
     verdict: &'static str,
     killed: bool,
+    denied: bool,
     kind: Kind,
     exclusion: Option<String>,
 }
@@ -89,6 +90,7 @@ impl Key {
             target,
             verdict,
             killed: exec.killed,
+            denied: exec.denied,
             kind,
             exclusion: exclusion.map(str::to_owned),
         }

@@ -22,6 +22,33 @@ pub const DEFAULT_REPEAT_WINDOW: u32 = 60;
 pub const DEFAULT_OUTPUT_QUEUE: u32 = 4096;
 pub const MAX_OUTPUT_QUEUE: u32 = 1_000_000;
 
+/// `--prevent` in `-h`.
+const PREVENT_SHORT: &str = "Stop a matching exec in the kernel: refuse it (BPF LSM) where the \
+    kernel allows, else kill it before its first instruction (--help says which here)";
+/// What `--prevent` does.
+const PREVENT_HELP: &str = "Stop a matching exec in the kernel (files the kernel's 256-byte \
+    header decides; others are alerted as usual). Where the kernel runs BPF LSM programs (`bpf` \
+    in /sys/kernel/security/lsm; on arm64 from 6.4) the exec is refused: execve fails with EPERM \
+    and nothing of the file runs (`denied` alerts). Elsewhere it is killed (SIGKILL) before its \
+    first instruction (`killed`). The `ready` line and the heartbeats say which is in force, and \
+    why the refusal is not.";
+
+/// `--prevent`'s `--help`: what it does, and which mechanism this machine's
+/// kernel allows as far as its list of active LSMs tells (whether it takes
+/// the program only a start shows).
+fn prevent_long_help() -> String {
+    let here = match crate::kernel::loader::bpf_lsm_active() {
+        Ok(None) => "bpf is in /sys/kernel/security/lsm: the refusal, if the kernel takes the \
+                     program"
+            .to_owned(),
+        Ok(Some(unknown)) => {
+            format!("{unknown}: the refusal if the kernel takes the program, else the kill")
+        }
+        Err(why) => format!("the kill: {why}"),
+    };
+    format!("{PREVENT_HELP}\n\nOn this machine now: {here}.")
+}
+
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
     /// Configuration file (default: /etc/tinyexec/config.toml when present).
@@ -31,9 +58,9 @@ pub struct RunArgs {
     /// Emit every exec, not only alerts.
     #[arg(long)]
     pub all_execs: bool,
-    /// Kill a matching exec in the kernel before its first instruction (files the
-    /// kernel's 256-byte header decides); others are alerted as usual.
-    #[arg(long)]
+    /// Stop a matching exec in the kernel ([`PREVENT_HELP`]; `--help` adds
+    /// what this machine's kernel says of the refusal now).
+    #[arg(long, help = PREVENT_SHORT, long_help = prevent_long_help())]
     pub prevent: bool,
     /// Exclusions file (default: /etc/tinyexec/exclusions.txt if present, else the
     /// built-in defaults). Reloaded on SIGHUP and when it changes on disk.

@@ -109,6 +109,7 @@ mount -t tmpfs tmpfs /run || fail tmpfs /run
 mount -t bpf bpf /sys/fs/bpf || fail bpffs
 mount -t tracefs tracefs /sys/kernel/tracing || fail tracefs
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail cgroup2
+mount -t securityfs securityfs /sys/kernel/security || fail securityfs
 if [ -e /sys/kernel/btf/vmlinux ]; then echo "{m} btf=yes"; else echo "{m} btf=no"; fi
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > /etc/passwd
 printf 'root:x:0:\nnogroup:x:65534:\n' > /etc/group

@@ -55,6 +55,15 @@ pub const KERNELS: &[Kernel] = &[
         package: "linux-image-arm64",
         suites: &["bookworm", "bookworm-security"],
     },
+    // arm64 attaches BPF LSM programs from 6.4 on: the refusal is proven on
+    // arm64 here, the kill on 6.1-arm64.
+    Kernel {
+        name: "6.12-arm64",
+        distro: "Debian 13",
+        arch: Arch::Aarch64,
+        package: "linux-image-arm64",
+        suites: &["trixie", "trixie-security"],
+    },
 ];
 
 /// The VMs' userland: busybox-static, one static binary, from these suites.

@@ -25,7 +25,7 @@ pub use report::Row;
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// Boot only this kernel (repeatable): 5.10 (Debian 11), 6.1 or 6.12
-    /// (Debian 12), 6.1-arm64 (Debian 12 on arm64).
+    /// (Debian 12), 6.1-arm64 (Debian 12 on arm64), 6.12-arm64 (Debian 13 on arm64).
     #[arg(long = "kernel", value_name = "NAME")]
     kernels: Vec<String>,
     /// Ask Debian's archive for newer kernel packages instead of using the cache.

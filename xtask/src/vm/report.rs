@@ -29,6 +29,15 @@ pub struct Check {
     pub failed_after_ms: Option<u64>,
     pub verified: Option<u64>,
     pub error: Option<String>,
+    /// `prevent-mechanism`: `lsm` or `kill`, the LSM program's verified
+    /// instructions, and why the kill (the sensor's words).
+    pub mechanism: Option<String>,
+    pub lsm_verified: Option<u64>,
+    pub reason: Option<String>,
+    /// `prevent-cost`: ns per ordinary exec of the LSM program and of the
+    /// tracepoint's entry (`bpf_stats`).
+    pub lsm_ns: Option<u64>,
+    pub entry_ns: Option<u64>,
 }
 
 /// One kernel's results.
@@ -53,6 +62,20 @@ impl Row {
         self.checks
             .iter()
             .find(|c| c.name == "ready" && c.mode == mode)
+    }
+
+    /// `--prevent`'s mechanism as the matrix found it.
+    fn prevent(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == "prevent-mechanism")
+    }
+
+    /// `; N ns/exec, entry M` when the LSM program's cost was measured.
+    fn prevent_cost(&self) -> String {
+        self.checks
+            .iter()
+            .find(|c| c.name == "prevent-cost")
+            .and_then(|c| Some(format!("; {} ns/exec, entry {}", c.lsm_ns?, c.entry_ns?)))
+            .unwrap_or_default()
     }
 
     fn verified(&self, mode: &str) -> Option<u64> {
@@ -94,6 +117,14 @@ fn check(v: &Value) -> Option<Check> {
         failed_after_ms: v.get("failed_after_ms").and_then(Value::as_u64),
         verified: v.get("verified").and_then(Value::as_u64),
         error: v.get("error").and_then(Value::as_str).map(str::to_owned),
+        mechanism: v
+            .get("mechanism")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        lsm_verified: v.get("lsm_verified").and_then(Value::as_u64),
+        reason: v.get("reason").and_then(Value::as_str).map(str::to_owned),
+        lsm_ns: v.get("lsm_ns").and_then(Value::as_u64),
+        entry_ns: v.get("entry_ns").and_then(Value::as_u64),
     })
 }
 
@@ -114,10 +145,11 @@ pub fn render(rows: &[Row]) -> String {
         "loaded",
         "verified insns (default / all-execs / prevent / all-execs+prevent)",
         "start-to-ready (same order)",
+        "prevent (LSM program's insns; bpf_stats per ordinary exec)",
         "passed",
         "failed",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             let tried = MODES.iter().filter(|m| r.ready(m).is_some()).count();
@@ -154,6 +186,23 @@ pub fn render(rows: &[Row]) -> String {
                         _ => "-".to_owned(),
                     }
                 }),
+                match r.prevent() {
+                    Some(Check {
+                        mechanism: Some(m),
+                        lsm_verified,
+                        ..
+                    }) if m == "lsm" => {
+                        format!(
+                            "lsm ({}{})",
+                            lsm_verified.map_or("-".to_owned(), |n| n.to_string()),
+                            r.prevent_cost()
+                        )
+                    }
+                    Some(Check {
+                        mechanism: Some(m), ..
+                    }) => format!("{m} (see below)"),
+                    _ => "-".to_owned(),
+                },
                 passed.to_string(),
                 (r.checks.len() - passed).to_string(),
             ]
@@ -180,6 +229,24 @@ pub fn render(rows: &[Row]) -> String {
     let mut out = line(&header);
     for c in &cells {
         out += &line(&c.each_ref().map(String::as_str));
+    }
+    // Why `--prevent` falls back to the kill, per kernel, in the sensor's words.
+    let fallbacks: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.prevent()?;
+            (c.mechanism.as_deref() == Some("kill")).then(|| {
+                format!(
+                    "  {}: kill: {}",
+                    r.label,
+                    c.reason.as_deref().unwrap_or("(no reason given)")
+                )
+            })
+        })
+        .collect();
+    if !fallbacks.is_empty() {
+        out += "\n--prevent without the LSM refusal:\n";
+        out += &(fallbacks.join("\n") + "\n");
     }
     for r in rows.iter().filter(|r| r.failed()) {
         let _ = writeln!(out, "\n{} {}:", r.label, r.release);
@@ -234,9 +301,10 @@ mod tests {
             r#"TINYEXEC-MATRIX {"check":"ready","mode":"prev"#,
             r#"TINYEXEC-MATRIX {"check":"ready","mode":"prevent","ok":false,"error":"not checked: no sensor"}"#,
             r#"TINYEXEC-MATRIX {"check":"prevent-kill","mode":"prevent","ok":false,"error":"not checked: no sensor"}"#,
+            r#"TINYEXEC-MATRIX {"check":"prevent-mechanism","mode":"prevent","ok":true,"mechanism":"kill","reason":"bpf is not in /sys/kernel/security/lsm"}"#,
         ];
         let (checks, garbled) = parse(lines);
-        assert_eq!(checks.len(), 4);
+        assert_eq!(checks.len(), 5);
         assert_eq!(checks[0].ready_ms, Some(9100));
         assert!(!checks[1].ok);
         assert_eq!(garbled.len(), 1);
@@ -251,6 +319,11 @@ mod tests {
         let table = render(&[row]);
         assert!(table.contains("6.12 6.12.117+deb12-amd64  5.1s"), "{table}");
         assert!(table.contains("9.1s / - / - / -"), "{table}");
+        assert!(table.contains("kill (see below)"), "{table}");
+        assert!(
+            table.contains("6.12: kill: bpf is not in /sys/kernel/security/lsm"),
+            "{table}"
+        );
         assert!(
             table.contains("FAILED verified (default):\n    none"),
             "{table}"

@@ -315,6 +315,21 @@ impl Btf {
         self.typedefs.get(name.as_bytes()).copied()
     }
 
+    /// The type id of the function `name` (a FUNC), by a walk over every
+    /// type: one look-up, made only in prevent mode, not worth an index.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        let count = u32::try_from(self.records.len()).ok()?;
+        (1..count).find(|&id| {
+            self.ty(id).is_ok_and(|ty| {
+                ty.kind == KIND_FUNC
+                    && ty.name_off != 0
+                    && self
+                        .name_bytes(ty.name_off)
+                        .is_ok_and(|n| n == name.as_bytes())
+            })
+        })
+    }
+
     /// The value of `enumerator` in the enum named `enum_name`, e.g.
     /// `("cgroup_subsys_id", "pids_cgrp_id")`.
     pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<i64> {

@@ -222,6 +222,18 @@ fn lookup_errors() {
 }
 
 #[test]
+fn functions_are_found_by_name_and_kind() {
+    let mut w = Writer::new();
+    let int = w.int("int", 4);
+    // A type of the function's name that is not a function is not it.
+    w.wrap(KIND_TYPEDEF, "bpf_lsm_bprm_check_security", int);
+    let f = w.wrap(KIND_FUNC, "bpf_lsm_bprm_check_security", int);
+    let btf = Btf::from_bytes(&w.bytes(false)).unwrap();
+    assert_eq!(btf.func_id("bpf_lsm_bprm_check_security"), Some(f));
+    assert_eq!(btf.func_id("bpf_lsm_file_open"), None);
+}
+
+#[test]
 fn cycles_are_errors_not_hangs() {
     let mut w = Writer::new();
     // typedef a -> typedef b -> typedef a

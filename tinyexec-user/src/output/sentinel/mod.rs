@@ -371,6 +371,7 @@ mod tests {
                 kernel_lost: 0,
                 counters: crate::record::heartbeat::Counters::default(),
                 outputs: crate::record::heartbeat::Outputs::default(),
+                prevent: None,
             },
             "2026-01-01T00:00:00Z".into(),
             &crate::record::Host {
