@@ -20,6 +20,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Output},
+    sync::{Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
 };
@@ -32,6 +33,45 @@ use tinyexec_harness::{
 };
 
 const MANIFEST: &str = "deploy/kubernetes/tinyexec.yaml";
+/// The host directory the template's spool volume makes (`DirectoryOrCreate`).
+const SPOOL: &str = "/var/lib/tinyexec";
+/// The podman volume `kube play` makes for the template's `ConfigMap`.
+const CONFIG_VOLUME: &str = "tinyexec-config";
+
+/// The tests here take turns: they make the same host directory, volume and secret.
+static TURNS: Mutex<()> = Mutex::new(());
+
+/// What the pod template leaves on the host, removed again when the test
+/// made it (tests/package.rs checks that nothing of the package's is left).
+struct Traces {
+    spool_was_there: bool,
+    volume_was_there: bool,
+}
+
+impl Traces {
+    fn note() -> Self {
+        Self {
+            spool_was_there: Path::new(SPOOL).exists(),
+            volume_was_there: podman()
+                .args(["volume", "exists", CONFIG_VOLUME])
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+}
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        if !self.volume_was_there {
+            let _ = podman()
+                .args(["volume", "rm", "--force", CONFIG_VOLUME])
+                .output();
+        }
+        if !self.spool_was_there {
+            let _ = fs::remove_dir_all(SPOOL);
+        }
+    }
+}
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -90,6 +130,8 @@ fn the_configmap_holds_the_default_exclusions() {
 
 #[test]
 fn podman_kube_play_makes_the_daemonsets_container() {
+    let _turn = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+    let _traces = Traces::note();
     let (ds, config) = manifest();
     load_image();
     let dir = TempDir::new("kube-play");
@@ -279,6 +321,8 @@ fn wait_record(id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn the_daemonsets_container_runs_ready_and_alerts_on_the_host_and_in_containers() {
+    let _turn = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+    let _traces = Traces::note();
     let (ds, config) = manifest();
     load_image();
     let dir = TempDir::new("daemonset");
