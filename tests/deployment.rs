@@ -32,7 +32,7 @@ use std::{
 use serde_json::{Value, json};
 use tinyexec_harness::{
     Sensor, barrier::late_match, event_timeout, field_str, require_root, run_ok, sha256_hex,
-    stager, tiny_exit0, unique, write_exe,
+    stager, stdout_of, tiny_exit0, unique, write_exe,
 };
 
 /// What each check's report line starts with (xtask/src/vm/deployment.rs).
@@ -55,32 +55,8 @@ const PURGED: [&str; 6] = [
 /// tests/systemd.rs holds the unit file to the same figure offline.
 const MAX_EXPOSURE: f64 = 2.1;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs `program args`, panicking with its output unless it succeeds; returns stdout.
-fn ok(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}\n{}",
-        args.join(" "),
-        out.status,
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn systemctl(args: &[&str]) -> String {
-    ok("systemctl", args)
+    stdout_of(Command::new("systemctl").args(args))
 }
 
 /// One property of the service, as `systemctl show` says it.
@@ -151,7 +127,7 @@ fn stager_alerts() -> Duration {
 
 /// The service's journal: its messages, from every start.
 fn journal() -> String {
-    ok("journalctl", &["-u", SERVICE, "-o", "cat", "--no-pager"])
+    stdout_of(Command::new("journalctl").args(&["-u", SERVICE, "-o", "cat", "--no-pager"]))
 }
 
 fn secs(d: Duration) -> String {
@@ -173,7 +149,7 @@ fn active_after_ready() -> Duration {
 
 fn install() -> String {
     let deb = std::env::var("TINYEXEC_DEB").expect("$TINYEXEC_DEB names the package");
-    ok("dpkg", &["--install", &deb]);
+    stdout_of(Command::new("dpkg").args(&["--install", &deb]));
     assert_eq!(systemctl(&["is-enabled", SERVICE]), "enabled");
     // Type=notify: the start job that dpkg's postinst waited for ends on READY=1.
     let ready = active_after_ready();
@@ -315,7 +291,7 @@ fn prevent() -> String {
 }
 
 fn exposure() -> String {
-    let out = ok("systemd-analyze", &["security", "--no-pager", SERVICE]);
+    let out = stdout_of(Command::new("systemd-analyze").args(&["security", "--no-pager", SERVICE]));
     let score: f64 = out
         .lines()
         .find_map(|l| {
@@ -338,10 +314,12 @@ fn stop() -> String {
     systemctl(&["stop", SERVICE]);
     assert_eq!(property("ActiveState"), "inactive");
     assert_eq!(property("Result"), "success");
-    let lines = ok(
-        "journalctl",
-        &["-o", "cat", "--no-pager", &format!("_PID={pid}")],
-    );
+    let lines = stdout_of(Command::new("journalctl").args([
+        "-o",
+        "cat",
+        "--no-pager",
+        &format!("_PID={pid}"),
+    ]));
     let file = lines
         .lines()
         .rev()
@@ -375,7 +353,7 @@ fn by_hand() -> String {
 }
 
 fn purge() -> String {
-    ok("dpkg", &["--purge", PKG]);
+    stdout_of(Command::new("dpkg").args(&["--purge", PKG]));
     let status = Command::new("dpkg-query")
         .args(["-W", "-f", "${db:Status-Status}", PKG])
         .output()

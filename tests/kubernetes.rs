@@ -19,7 +19,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     sync::{Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tinyexec_harness::{
     TempDir,
     container::{podman, rootfs},
-    event_timeout, ready_timeout, run_ok, stager, unique, yaml,
+    event_timeout, output_text, ready_timeout, run_ok, stager, stdout_of, unique, yaml,
 };
 
 const MANIFEST: &str = "deploy/kubernetes/tinyexec.yaml";
@@ -77,27 +77,6 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The manifest's documents by kind.
 fn manifest() -> (Value, Value) {
     let text = fs::read_to_string(repo(MANIFEST)).expect("the manifest");
@@ -118,7 +97,7 @@ fn load_image() {
         .expect(
             "$TINYEXEC_IMAGE: the image archive (`cargo xtask image`, run by `cargo xtask test`)",
         );
-    ok(podman().arg("load").arg("--input").arg(&archive));
+    stdout_of(podman().arg("load").arg("--input").arg(&archive));
 }
 
 #[test]
@@ -159,9 +138,11 @@ fn podman_kube_play_makes_the_daemonsets_container() {
     let _ = podman()
         .args(["secret", "rm", "tinyexec-sentinel"])
         .output();
-    ok(podman()
-        .args(["secret", "create", "tinyexec-sentinel"])
-        .arg(&secret_file));
+    stdout_of(
+        podman()
+            .args(["secret", "create", "tinyexec-sentinel"])
+            .arg(&secret_file),
+    );
     let played = podman()
         .args(["kube", "play", "--start=false", "--configmap"])
         .arg(&cm_file)
@@ -177,8 +158,8 @@ fn podman_kube_play_makes_the_daemonsets_container() {
     let _ = podman()
         .args(["secret", "rm", "tinyexec-sentinel"])
         .output();
-    assert!(played.status.success(), "{}", text(&played));
-    assert!(inspect.status.success(), "{}", text(&inspect));
+    assert!(played.status.success(), "{}", output_text(&played));
+    assert!(inspect.status.success(), "{}", output_text(&inspect));
     let c: Value =
         serde_json::from_slice::<Vec<Value>>(&inspect.stdout).expect("inspect JSON")[0].clone();
     let spec = &template["spec"]["containers"][0];
@@ -300,7 +281,7 @@ fn records(id: &str) -> (Vec<Value>, String) {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect();
-    (records, text(&out))
+    (records, output_text(&out))
 }
 
 fn wait_record(id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -328,10 +309,12 @@ fn the_daemonsets_container_runs_ready_and_alerts_on_the_host_and_in_containers(
     let dir = TempDir::new("daemonset");
     let args = run_args(&ds["spec"]["template"], &config, dir.path());
     let name = unique("sensor");
-    let id = ok(podman()
-        .arg(&args[0])
-        .arg(format!("--name={name}"))
-        .args(&args[1..]));
+    let id = stdout_of(
+        podman()
+            .arg(&args[0])
+            .arg(format!("--name={name}"))
+            .args(&args[1..]),
+    );
     let cleanup = || {
         let _ = podman().args(["rm", "--force", &id]).output();
     };
@@ -372,26 +355,36 @@ fn the_daemonsets_container_runs_ready_and_alerts_on_the_host_and_in_containers(
     let root = image_dir.path().join("rootfs");
     rootfs(&root, &[("/tx-stager", &stager())]);
     let tar = image_dir.path().join("rootfs.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    ok(podman()
-        .arg("import")
-        .arg(&tar)
-        .arg("localhost/tx-workload:2"));
+    stdout_of(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    stdout_of(
+        podman()
+            .arg("import")
+            .arg(&tar)
+            .arg("localhost/tx-workload:2"),
+    );
     let workload = unique("workload");
-    ok(podman()
-        .args(["run", "--network=none", &format!("--name={workload}")])
-        .args(["localhost/tx-workload:2", "/tx-stager"]));
+    stdout_of(
+        podman()
+            .args(["run", "--network=none", &format!("--name={workload}")])
+            .args(["localhost/tx-workload:2", "/tx-stager"]),
+    );
     let in_container = wait_record(&id, "the container exec's alert", |v| {
         v["event"]["kind"] == "alert" && v["container"]["name"] == workload.as_str()
     });
     let _ = podman().args(["rm", "--force", &workload]).output();
     cleanup();
-    assert!(health.status.success(), "the probe: {}", text(&health));
+    assert!(
+        health.status.success(),
+        "the probe: {}",
+        output_text(&health)
+    );
     assert!(host.get("container").is_none(), "{host}");
     assert_eq!(
         in_container["container"]["runtime"], "podman",

@@ -17,7 +17,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     sync::{Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
@@ -27,7 +27,7 @@ use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir,
     container::{self, podman, rootfs},
-    field, field_str, stager, unique,
+    field, field_str, stager, stdout_of, unique,
 };
 
 /// Where the stager lives inside each container.
@@ -37,27 +37,6 @@ const DAEMON_START: Duration = Duration::from_mins(1);
 
 /// One runtime's command line at a time (imports and daemons are shared).
 static RUNTIMES: Mutex<()> = Mutex::new(());
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A daemon this test started (stopped on drop), or one already running.
 struct Daemon {
@@ -105,12 +84,14 @@ fn image_rootfs(dir: &TempDir) -> (PathBuf, PathBuf) {
     let root = dir.path().join("rootfs");
     rootfs(&root, &[(IN_CONTAINER, &stager())]);
     let tar = dir.path().join("rootfs.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    stdout_of(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
     (root, tar)
 }
 
@@ -127,14 +108,16 @@ fn a_podman_containers_alert_names_the_container_and_its_image() {
     let dir = TempDir::new("podman");
     let (_, tar) = image_rootfs(&dir);
     let image = "localhost/tx-busybox:1";
-    let image_id = ok(podman().arg("import").arg(&tar).arg(image));
+    let image_id = stdout_of(podman().arg("import").arg(&tar).arg(image));
     let sensor = Sensor::start(["--no-exclusions"]);
     let name = unique("web");
     // Run to its end: the container has exited when its alert is made.
-    ok(podman()
-        .args(["run", "--network", "none", "--name", &name, image])
-        .arg(IN_CONTAINER));
-    let id = ok(podman().args(["inspect", "--format", "{{.Id}}", &name]));
+    stdout_of(
+        podman()
+            .args(["run", "--network", "none", "--name", &name, image])
+            .arg(IN_CONTAINER),
+    );
+    let id = stdout_of(podman().args(["inspect", "--format", "{{.Id}}", &name]));
     let rec = alert_in(&sensor, &id);
     let _ = podman().args(["rm", "-f", &name]).output();
     assert_eq!(field(&rec, "container.runtime"), "podman", "{rec}");
@@ -174,20 +157,22 @@ fn a_docker_containers_alert_names_the_container_and_its_image_after_it_exited()
         Command::new("dockerd").args(["--iptables=false", "--ip6tables=false", "--bridge=none"]),
         &dir.path().join("dockerd.log"),
     );
-    let image_id = ok(docker().arg("import").arg(&tar).arg("tx-busybox:1"));
+    let image_id = stdout_of(docker().arg("import").arg(&tar).arg("tx-busybox:1"));
     let sensor = Sensor::start(["--no-exclusions"]);
     let name = unique("web");
-    let id = ok(docker()
-        .args([
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            &name,
-            "tx-busybox:1",
-        ])
-        .arg(IN_CONTAINER));
+    let id = stdout_of(
+        docker()
+            .args([
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                &name,
+                "tx-busybox:1",
+            ])
+            .arg(IN_CONTAINER),
+    );
     let rec = alert_in(&sensor, &id);
     let _ = docker().args(["rm", "-f", &name]).output();
     assert_eq!(field(&rec, "container.runtime"), "docker", "{rec}");
@@ -246,10 +231,11 @@ fn a_cri_containerd_containers_alert_names_its_pod_namespace_and_image() {
     }
     // Alive until its alert came: containerd forgets a task's bundle when
     // the task is deleted.
-    ok(run
-        .arg(&root)
-        .arg(&id)
-        .args(["/bin/sh", "-c", &format!("{IN_CONTAINER}; sleep 60")]));
+    stdout_of(run.arg(&root).arg(&id).args([
+        "/bin/sh",
+        "-c",
+        &format!("{IN_CONTAINER}; sleep 60"),
+    ]));
     let rec = alert_in(&sensor, &id);
     let _ = ctr().args(["task", "kill", "-s", "KILL", &id]).output();
     for _ in 0..50 {
@@ -291,7 +277,7 @@ fn an_exclusion_on_the_image_name_suppresses_its_containers_alert() {
     let dir = TempDir::new("image-exclusion");
     let (_, tar) = image_rootfs(&dir);
     let image = "localhost/tx-excluded:1";
-    ok(podman().arg("import").arg(&tar).arg(image));
+    stdout_of(podman().arg("import").arg(&tar).arg(image));
     let exclusions = dir.path().join("exclusions.txt");
     fs::write(
         &exclusions,
@@ -306,10 +292,12 @@ fn an_exclusion_on_the_image_name_suppresses_its_containers_alert() {
     ]);
     let name = unique("excluded");
     // Run to its end, so that its exec came before the barrier's.
-    ok(podman()
-        .args(["run", "--network", "none", "--name", &name, image])
-        .arg(IN_CONTAINER));
-    let id = ok(podman().args(["inspect", "--format", "{{.Id}}", &name]));
+    stdout_of(
+        podman()
+            .args(["run", "--network", "none", "--name", &name, image])
+            .arg(IN_CONTAINER),
+    );
+    let id = stdout_of(podman().args(["inspect", "--format", "{{.Id}}", &name]));
     let (_, before) = sensor.barrier();
     let _ = podman().args(["rm", "-f", &name]).output();
     let ours: Vec<&Value> = before

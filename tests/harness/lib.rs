@@ -281,6 +281,34 @@ pub fn spawn(cmd: &mut Command) -> Child {
     }
 }
 
+/// What a finished command printed, stdout then stderr, for a failure's message.
+#[must_use]
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` to its end and returns its stdout, trimmed.
+///
+/// # Panics
+///
+/// When it cannot start or does not succeed (with what it printed).
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        output_text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Runs to completion, asserting success.
 pub fn run_ok(cmd: &mut Command) {
     let status = spawn(cmd).wait().expect("wait");

@@ -37,6 +37,53 @@ pub struct Boot {
     pub timed_out: bool,
 }
 
+/// Console lines shown when a VM did not finish.
+pub const CONSOLE_TAIL: usize = 40;
+
+impl Boot {
+    /// What went wrong outside the checks' own reports: QEMU killed at
+    /// `timeout`, the VM's first or end line missing (each with the console's
+    /// last lines, from `log`), no BTF, a mount `/init` could not make, or a
+    /// test binary that failed though every check it reported passed.
+    pub fn problems(&self, log: &Path, timeout: Duration, checks_ok: bool) -> Vec<String> {
+        let tail = || {
+            let lines = &self.console[self.console.len().saturating_sub(CONSOLE_TAIL)..];
+            format!("console tail ({}):\n{}", log.display(), lines.join("\n"))
+        };
+        let mut problems = Vec::new();
+        if self.timed_out {
+            problems.push(format!(
+                "the VM did not finish within {} s: QEMU killed; {}",
+                timeout.as_secs(),
+                tail()
+            ));
+        } else if self.boot.is_none() {
+            problems.push(format!("the VM never printed its first line; {}", tail()));
+        } else if self.rc.is_none() {
+            problems.push(format!(
+                "QEMU ended before the VM's end line (a kernel panic?); {}",
+                tail()
+            ));
+        }
+        if self.btf == Some(false) {
+            problems.push("this kernel has no /sys/kernel/btf/vmlinux".to_owned());
+        }
+        for what in &self.setup_failures {
+            problems.push(format!("/init could not mount {what}"));
+        }
+        if let Some(rc) = self.rc
+            && rc != 0
+            && checks_ok
+        {
+            problems.push(format!(
+                "the test binary exited {rc} with no failed check reported; {}",
+                tail()
+            ));
+        }
+        problems
+    }
+}
+
 /// The emulator of `arch`'s machine and its serial console's name in the guest.
 fn machine(arch: Arch) -> (&'static str, &'static [&'static str], &'static str) {
     match arch {

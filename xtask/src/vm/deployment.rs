@@ -319,34 +319,7 @@ fn outcome(boot: &console::Boot, log: &Path, timeout: Duration) -> Outcome {
             None => {}
         }
     }
-    let tail = || {
-        let lines = &boot.console[boot.console.len().saturating_sub(40)..];
-        format!("console tail ({}):\n{}", log.display(), lines.join("\n"))
-    };
-    if boot.timed_out {
-        problems.push(format!(
-            "the VM did not finish within {} s: QEMU killed; {}",
-            timeout.as_secs(),
-            tail()
-        ));
-    } else if boot.boot.is_none() {
-        problems.push(format!("systemd never started the checks; {}", tail()));
-    } else if boot.rc.is_none() {
-        problems.push(format!(
-            "QEMU ended before the checks' end line; {}",
-            tail()
-        ));
-    }
-    match boot.rc {
-        Some(rc) if rc != 0 && checks.iter().all(|c| c.ok) => problems.push(format!(
-            "the test binary exited {rc} with no failed check reported; {}",
-            tail()
-        )),
-        _ => {}
-    }
-    if boot.btf == Some(false) {
-        problems.push("this kernel has no /sys/kernel/btf/vmlinux".to_owned());
-    }
+    problems.extend(boot.problems(log, timeout, checks.iter().all(|c| c.ok)));
     Outcome {
         release: boot.release.clone().unwrap_or_else(|| "?".to_owned()),
         boot: boot.boot,

@@ -148,43 +148,12 @@ fn row(
     expect_checks: bool,
 ) -> Row {
     let (checks, garbled) = report::parse(boot.console.iter().map(String::as_str));
-    let tail = || {
-        let lines = &boot.console[boot.console.len().saturating_sub(report::CONSOLE_TAIL)..];
-        format!("console tail ({}):\n{}", log.display(), lines.join("\n"))
-    };
-    let mut problems = Vec::new();
-    if boot.timed_out {
-        problems.push(format!(
-            "the VM did not finish within {} s: QEMU killed; {}",
-            timeout.as_secs(),
-            tail()
-        ));
-    } else if boot.boot.is_none() {
-        problems.push(format!("the kernel never reached /init; {}", tail()));
-    } else if boot.rc.is_none() {
-        problems.push(format!(
-            "QEMU ended before /init's end line (a kernel panic?); {}",
-            tail()
-        ));
-    }
-    if boot.btf == Some(false) {
-        problems.push("this kernel has no /sys/kernel/btf/vmlinux".to_owned());
-    }
-    for what in &boot.setup_failures {
-        problems.push(format!("/init could not mount {what}"));
-    }
+    let mut problems = boot.problems(log, timeout, checks.iter().all(|c| c.ok));
     for line in garbled {
         problems.push(format!("unreadable report line: {line}"));
     }
-    match boot.rc {
-        Some(rc) if rc != 0 && checks.iter().all(|c| c.ok) => problems.push(format!(
-            "the test binary exited {rc} with no failed check reported ({})",
-            log.display()
-        )),
-        Some(_) if checks.is_empty() && expect_checks => {
-            problems.push(format!("no check reported ({})", log.display()));
-        }
-        _ => {}
+    if boot.rc.is_some() && checks.is_empty() && expect_checks {
+        problems.push(format!("no check reported ({})", log.display()));
     }
     Row {
         label: name.to_owned(),

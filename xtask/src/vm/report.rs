@@ -15,8 +15,6 @@ const ERROR_LINES: usize = 8;
 const ERROR_WIDTH: usize = 200;
 /// How tests/matrix.rs begins the error of a check it could not make.
 const NOT_CHECKED: &str = "not checked:";
-/// Console lines shown when a VM did not finish.
-pub const CONSOLE_TAIL: usize = 40;
 
 /// One check's report line.
 pub struct Check {
