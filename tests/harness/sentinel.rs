@@ -185,9 +185,12 @@ impl Ingest {
         fs::rename(&tmp, &self.mode_file).expect("mode file into place");
     }
 
+    /// The stand-in's log entries written so far: whole lines only (the
+    /// stand-in may be writing the next one as the log is read).
     pub fn entries(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
             .lines()
             .map(|l| serde_json::from_str(l).expect("log line"))
             .collect()
