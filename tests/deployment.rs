@@ -24,7 +24,7 @@ use std::{
     os::unix::process::ExitStatusExt as _,
     panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
