@@ -31,8 +31,8 @@ use std::{
 
 use serde_json::{Value, json};
 use tinyexec_harness::{
-    Sensor, barrier::late_match, event_timeout, field_str, require_root, run_ok, sha256_hex,
-    stager, stdout_of, tiny_exit0, unique, write_exe,
+    Sensor, barrier::late_match, event_timeout, exposure_of, field_str, require_root, run_ok,
+    sha256_hex, stager, stdout_of, tiny_exit0, unique, write_exe,
 };
 
 /// What each check's report line starts with (xtask/src/vm/deployment.rs).
@@ -292,15 +292,8 @@ fn prevent() -> String {
 
 fn exposure() -> String {
     let out = stdout_of(Command::new("systemd-analyze").args(&["security", "--no-pager", SERVICE]));
-    let score: f64 = out
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for tinyexec.service: ")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
+    let score =
+        exposure_of(&out, SERVICE).unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
     assert!(
         score <= MAX_EXPOSURE,
         "exposure {score} > {MAX_EXPOSURE}:\n{out}"

@@ -28,7 +28,7 @@ use std::{
 use serde_json::{Value, json};
 use tinyexec_harness::{
     TempDir,
-    container::{podman, rootfs},
+    container::{podman, rootfs_tarball},
     event_timeout, output_text, ready_timeout, run_ok, stager, stdout_of, unique, yaml,
 };
 
@@ -352,17 +352,7 @@ fn the_daemonsets_container_runs_ready_and_alerts_on_the_host_and_in_containers(
     });
     // In another container, from an image imported here.
     let image_dir = TempDir::new("daemonset-image");
-    let root = image_dir.path().join("rootfs");
-    rootfs(&root, &[("/tx-stager", &stager())]);
-    let tar = image_dir.path().join("rootfs.tar");
-    stdout_of(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    );
+    let (_, tar) = rootfs_tarball(image_dir.path(), &[("/tx-stager", &stager())]);
     stdout_of(
         podman()
             .arg("import")

@@ -17,8 +17,8 @@ use std::{
 };
 
 use tinyexec_harness::{
-    Sensor, TempDir, elf::Arch, exec_of, matching_elf, port::ClosedTcpPort, run_ok, sensor_path,
-    sentinel::write_private, stager, unique,
+    Sensor, TempDir, elf::Arch, exec_of, exposure_of, matching_elf, port::ClosedTcpPort, run_ok,
+    sensor_path, sentinel::write_private, stager, unique,
 };
 
 /// `systemd-analyze security` rates the shipped unit 2.1 (the unit before it: 3.9).
@@ -72,14 +72,7 @@ fn systemd_analyze_verifies_the_unit_and_rates_its_exposure() {
     );
 
     let (_, out, err) = systemd_analyze(&["security", "--offline=yes", "--no-pager"], &unit);
-    let score: f64 = out
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for tinyexec.service: ")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let score = exposure_of(&out, "tinyexec.service")
         .unwrap_or_else(|| panic!("no exposure level in:\n{out}{err}"));
     eprintln!("systemd-analyze security --offline: exposure {score}");
     assert!(

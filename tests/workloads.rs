@@ -26,7 +26,7 @@ use std::{
 use serde_json::Value;
 use tinyexec_harness::{
     Sensor, TempDir,
-    container::{self, podman, rootfs},
+    container::{self, podman, rootfs_tarball},
     field, field_str, stager, stdout_of, unique,
 };
 
@@ -81,18 +81,7 @@ impl Drop for Daemon {
 
 /// A busybox rootfs with the stager, and its tarball for `import`.
 fn image_rootfs(dir: &TempDir) -> (PathBuf, PathBuf) {
-    let root = dir.path().join("rootfs");
-    rootfs(&root, &[(IN_CONTAINER, &stager())]);
-    let tar = dir.path().join("rootfs.tar");
-    stdout_of(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    );
-    (root, tar)
+    rootfs_tarball(dir.path(), &[(IN_CONTAINER, &stager())])
 }
 
 /// The alert of the stager in container `id`.

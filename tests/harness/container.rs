@@ -310,6 +310,27 @@ pub fn rootfs(root: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
+/// A [`rootfs`] in `dir/rootfs` and its tarball, `dir/rootfs.tar`, for a
+/// runtime's `import`; returns both paths.
+///
+/// # Panics
+///
+/// When the tarball cannot be made.
+pub fn rootfs_tarball(dir: &Path, files: &[(&str, &[u8])]) -> (PathBuf, PathBuf) {
+    let root = dir.join("rootfs");
+    rootfs(&root, files);
+    let tar = dir.join("rootfs.tar");
+    crate::stdout_of(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    (root, tar)
+}
+
 /// An OCI runtime bundle (`config.json` and `rootfs/`) in `dir`: busybox as
 /// the container's userland, `files` copied in, `script` run by its shell,
 /// Docker's cgroupfs layout (`/docker/<id>`) for its cgroup, and its own

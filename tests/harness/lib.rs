@@ -309,6 +309,17 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The overall exposure `systemd-analyze security` gives `unit` in its output.
+#[must_use]
+pub fn exposure_of(analyze_output: &str, unit: &str) -> Option<f64> {
+    let lead = format!("Overall exposure level for {unit}: ");
+    analyze_output
+        .lines()
+        .find_map(|l| l.split(lead.as_str()).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 /// Runs to completion, asserting success.
 pub fn run_ok(cmd: &mut Command) {
     let status = spawn(cmd).wait().expect("wait");

@@ -9,7 +9,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader},
-    os::unix::fs::{PermissionsExt as _, symlink},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use tinyexec_harness::{boottime_ns, process::Proc};
+use tinyexec_harness::{boottime_ns, container::rootfs_tarball, process::Proc};
 
 use super::{
     measured::Mode,
@@ -86,25 +86,10 @@ impl Run {
     }
 }
 
-/// The containers' image: Debian's static busybox, imported from a tarball.
+/// The containers' image: Debian's static busybox, imported from a tarball
+/// (the harness's, as the tests' containers are made).
 fn import_image(dir: &Path) -> Result<()> {
-    let root = dir.join("rootfs");
-    fs::create_dir_all(root.join("bin"))?;
-    for d in ["proc", "dev", "sys", "tmp", &IN_CONTAINER[1..]] {
-        fs::create_dir_all(root.join(d))?;
-    }
-    fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .context("/bin/busybox (busybox-static, which the test set-up installs)")?;
-    let _ = symlink("busybox", root.join("bin/sh"));
-    let tar = dir.join("rootfs.tar");
-    run_cmd(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    )?;
+    let (_, tar) = rootfs_tarball(dir, &[]);
     run_cmd(
         podman(dir)?
             .arg("import")
