@@ -181,13 +181,8 @@ fn kubernetes(found: &mut Found, a: &HashMap<String, String>) {
 /// containerd: the task's bundle in any of its namespaces (`k8s.io` for
 /// Kubernetes, `moby` for Docker, `default` for `ctr`).
 fn containerd(roots: &Roots, id: &str) -> Result<Option<Found>, String> {
-    let namespaces = match std::fs::read_dir(&roots.containerd_tasks) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", roots.containerd_tasks.display())),
-    };
-    for ns in namespaces.flatten() {
-        let path = ns.path().join(id).join("config.json");
+    for ns in dir_entries(&roots.containerd_tasks)? {
+        let path = ns.join(id).join("config.json");
         if let Some(spec) = read_json::<OciSpec>(&path)? {
             let mut found = Found {
                 runtime: "containerd",
@@ -218,26 +213,26 @@ fn docker(roots: &Roots, id: &str) -> Result<Option<Found>, String> {
     Ok(Some(found))
 }
 
-/// containers/storage's list of containers, one per storage driver
-/// (`overlay-containers/`, `vfs-containers/`, …), and the driver's directory.
-fn storage_lists(graph: &Path) -> Result<Vec<PathBuf>, String> {
-    let dirs = match std::fs::read_dir(graph) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", graph.display())),
-    };
-    Ok(dirs
-        .flatten()
-        .filter(|d| d.file_name().to_string_lossy().ends_with("-containers"))
-        .map(|d| d.path())
-        .collect())
+/// The entries of a directory (none when it does not exist: that runtime
+/// does not run here).
+fn dir_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => Ok(d.flatten().map(|e| e.path()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
 }
 
-/// Podman and CRI-O: containers/storage's list, then the container's bundle
-/// (Podman's under the graph root, CRI-O's under the run root) for a pod's names.
-fn storage(roots: &Roots, id: &str, runtime: &'static str) -> Result<Option<Found>, String> {
+/// Podman and CRI-O: containers/storage's list of containers, one per
+/// storage driver (`overlay-containers/`, `vfs-containers/`, …), then the
+/// container's bundle (Podman's under the graph root, CRI-O's under the run
+/// root) for a pod's names: CRI-O's when it has them, Podman's otherwise.
+fn storage(roots: &Roots, id: &str) -> Result<Option<Found>, String> {
+    let lists = dir_entries(&roots.storage)?
+        .into_iter()
+        .filter(|d| d.to_string_lossy().ends_with("-containers"));
     let mut hit = None;
-    for dir in storage_lists(&roots.storage)? {
+    for dir in lists {
         let Some(all) = read_json::<Vec<StorageContainer>>(&dir.join("containers.json"))? else {
             continue;
         };
@@ -251,7 +246,7 @@ fn storage(roots: &Roots, id: &str, runtime: &'static str) -> Result<Option<Foun
     };
     let meta: StorageMetadata = serde_json::from_str(&c.metadata).unwrap_or_default();
     let mut found = Found {
-        runtime,
+        runtime: "podman",
         name: c.names.into_iter().next(),
         image: Some(meta.image_name).filter(|i| !i.is_empty()),
         image_digest: Some(c.image)
@@ -276,29 +271,19 @@ fn storage(roots: &Roots, id: &str, runtime: &'static str) -> Result<Option<Foun
     Ok(Some(found))
 }
 
+/// One runtime's look-up of a container by id.
+type LookUp = fn(&Roots, &str) -> Result<Option<Found>, String>;
+
 /// Looks `id` up in the state of the runtime its cgroup named, else in each.
 pub fn look_up(roots: &Roots, id: &str, runtime: Option<&str>) -> Result<Option<Found>, String> {
-    let order: &[&str] = match runtime {
-        Some("containerd") => &["containerd", "docker", "storage"],
-        Some("podman" | "cri-o") => &["storage", "containerd", "docker"],
-        _ => &["docker", "containerd", "storage"],
+    let order: [LookUp; 3] = match runtime {
+        Some("containerd") => [containerd, docker, storage],
+        Some("podman" | "cri-o") => [storage, containerd, docker],
+        _ => [docker, containerd, storage],
     };
     let mut errors = Vec::new();
-    for which in order {
-        let r = match *which {
-            "containerd" => containerd(roots, id),
-            "docker" => docker(roots, id),
-            _ => storage(
-                roots,
-                id,
-                if runtime == Some("cri-o") {
-                    "cri-o"
-                } else {
-                    "podman"
-                },
-            ),
-        };
-        match r {
+    for look in order {
+        match look(roots, id) {
             Ok(Some(found)) => return Ok(Some(found)),
             Ok(None) => {}
             Err(e) => errors.push(e),
@@ -391,7 +376,11 @@ impl Workloads {
                             until: now + KEEP_MISSING,
                         },
                     };
-                    lock(&worker.cache).entries.insert(id, entry);
+                    // Only an entry still asked for: one forgotten meanwhile
+                    // (the bound) is not brought back past the bound.
+                    if let Some(e) = lock(&worker.cache).entries.get_mut(&id) {
+                        *e = entry;
+                    }
                     worker.answered.notify_all();
                 }
             });
