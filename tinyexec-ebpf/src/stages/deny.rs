@@ -21,18 +21,21 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, path},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        generated::{bpf_d_path, bpf_probe_read_kernel, bpf_probe_read_kernel_str},
+        generated::{bpf_d_path, bpf_probe_read_kernel},
     },
     macros::{lsm, map},
     maps::PerCpuArray,
     programs::LsmContext,
 };
 use tinyexec_ebpf::{
-    DENY_AREA, DENY_OUT, DENY_PATH_AT, EXEC_PATH_MAX, ExecRecord, HEADER_LEN, PATH_MAX,
-    RECORD_FIXED, flags, rule::HeaderVerdict,
+    DENY_AREA, DENY_OUT, DENY_PATH_AT, ExecRecord, HEADER_LEN, PATH_MAX, RECORD_FIXED, flags,
+    rule::HeaderVerdict,
 };
 
-use super::exec::{Fast, fast_direct, fill_file, fill_task, judge_header};
+use super::{
+    emit::exec_name,
+    exec::{Fast, fast_direct, fill_file, fill_task, judge_header},
+};
 use crate::{
     kernel::{load, off},
     maps::{EVENTS, count_lost},
@@ -83,7 +86,7 @@ pub fn tinyexec_lsm(ctx: LsmContext) -> i32 {
     match unsafe { judge_header(header.as_mut_ptr().cast(), bprm, fast.size) } {
         Ok((HeaderVerdict::Match, seen)) => {
             if let Some(work) = DENY_SCRATCH.get_ptr_mut(0) {
-                unsafe { report(work.cast(), header.as_ptr().cast(), bprm, &fast, seen) };
+                unsafe { report(&ctx, work.cast(), header.as_ptr().cast(), bprm, &fast, seen) };
             } else {
                 count_lost();
             }
@@ -104,7 +107,14 @@ fn at(base: *mut u8, offset: usize) -> *mut u8 {
 /// the name given to exec when an interpreter was the one refused; then into
 /// the ring buffer, waking user space.
 #[inline(always)]
-unsafe fn report(work: *mut u8, header: *const u8, bprm: usize, fast: &Fast, seen: usize) {
+unsafe fn report(
+    ctx: &LsmContext,
+    work: *mut u8,
+    header: *const u8,
+    bprm: usize,
+    fast: &Fast,
+    seen: usize,
+) {
     let rec: *mut ExecRecord = work.cast();
     unsafe {
         if bpf_probe_read_kernel(
@@ -145,7 +155,7 @@ unsafe fn report(work: *mut u8, header: *const u8, bprm: usize, fast: &Fast, see
         (*rec).path_len = (len - RECORD_FIXED - seen) as u32;
         if fast.filename != fast.interp {
             fl |= flags::INTERPRETED;
-            len += exec_name(rec, at(work, len), fast.filename, &mut fl);
+            len += exec_name(ctx, rec, at(work, len), fast.filename, &mut fl);
         }
         (*rec).flags = fl;
         let out = core::slice::from_raw_parts(work, len & (DENY_OUT - 1));
@@ -186,22 +196,4 @@ unsafe fn file_path(work: *mut u8, offset: usize, file: usize, fl: &mut u32) -> 
         }
         n
     }
-}
-
-/// The name given to exec (a kernel string) at `dst`; returns its length
-/// without the NUL, also noted in `exec_path_len`.
-#[inline(always)]
-unsafe fn exec_name(rec: *mut ExecRecord, dst: *mut u8, name: usize, fl: &mut u32) -> usize {
-    let r =
-        unsafe { bpf_probe_read_kernel_str(dst.cast(), EXEC_PATH_MAX as u32, name as *const _) };
-    if r <= 0 {
-        *fl |= flags::READ_ERROR;
-        return 0;
-    }
-    let n = (r as usize - 1) & (EXEC_PATH_MAX - 1);
-    if r as usize >= EXEC_PATH_MAX {
-        *fl |= flags::EXEC_PATH_TRUNCATED;
-    }
-    unsafe { (*rec).exec_path_len = n as u32 };
-    n
 }

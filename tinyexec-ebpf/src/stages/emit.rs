@@ -3,6 +3,7 @@
 //! into the ring buffer.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user},
     macros::raw_tracepoint,
@@ -186,10 +187,11 @@ unsafe fn copy_cgroup_path(
 }
 
 /// Copies the name given to exec (a kernel string) to `dst`; returns its
-/// length without the NUL, also noted in `exec_path_len`.
+/// length without the NUL, also noted in `exec_path_len`. Prevent mode's
+/// refusal (`deny.rs`) records it the same way.
 #[inline(always)]
-unsafe fn exec_name(
-    ctx: &RawTracePointContext,
+pub(super) unsafe fn exec_name<C: EbpfContext>(
+    ctx: &C,
     rec: *mut ExecRecord,
     dst: *mut u8,
     name: usize,
