@@ -30,6 +30,7 @@ use std::{
         unix::ffi::{OsStrExt as _, OsStringExt as _},
     },
     path::Path,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 /// A file found by name and not opened yet: an `O_PATH` descriptor and what
@@ -69,6 +70,11 @@ struct OpenHow {
     resolve: u64,
 }
 
+/// Set once `openat2(2)` failed with ENOSYS: the seccomp filter that
+/// refuses it holds for the rest of the process's life, so later opens go
+/// straight to the fallback.
+static OPENAT2_REFUSED: AtomicBool = AtomicBool::new(false);
+
 /// `openat2(2)`; the descriptor is close-on-exec. Where a seccomp filter
 /// refuses `openat2` (ENOSYS: a filter cannot look into its struct, so
 /// systemd's `RestrictSUIDSGID=`, which the unit sets, and some container
@@ -82,7 +88,7 @@ fn open_at(dir: libc::c_int, name: &[u8], flags: libc::c_int, resolve: u64) -> i
         mode: 0,
         resolve,
     };
-    let refused = loop {
+    while !OPENAT2_REFUSED.load(Ordering::Relaxed) {
         // SAFETY: `c_name` is a C string and `how` an `open_how` of the size passed.
         let fd = unsafe {
             libc::syscall(
@@ -101,17 +107,17 @@ fn open_at(dir: libc::c_int, name: &[u8], flags: libc::c_int, resolve: u64) -> i
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => {}
-            Some(libc::ENOSYS) => break err,
+            Some(libc::ENOSYS) => OPENAT2_REFUSED.store(true, Ordering::Relaxed),
             _ => return Err(err),
         }
-    };
+    }
     if resolve == 0 {
         return plain_open_at(dir, &c_name, flags);
     }
     walk_in_root(dir, name, flags, resolve).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("{e} (resolved by openat(2): openat2(2) refused, {refused})"),
+            format!("{e} (resolved by openat(2): openat2(2) refused with ENOSYS)"),
         )
     })
 }
