@@ -9,10 +9,11 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use anyhow::{Context as _, Result};
+
+use tinyexec_harness::container::podman;
 
 use crate::{arch::Arch, dist, run_cmd, setup, step};
 
@@ -68,8 +69,7 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
         "building the image {reference} for {arch} (podman, from scratch)"
     ));
     run_cmd(
-        Command::new("podman")
-            .env("CONTAINERS_CONF", containers_conf(&dir)?)
+        podman()
             .args([
                 "build",
                 "--quiet",
@@ -88,24 +88,13 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
     ));
     let _ = fs::remove_file(&out);
     run_cmd(
-        Command::new("podman")
-            .env("CONTAINERS_CONF", containers_conf(&dir)?)
+        podman()
             .args(["save", "--quiet", "--format", "oci-archive", "--output"])
             .arg(&out)
             .arg(&reference),
     )?;
     step(&format!("wrote {} ({reference})", out.display()));
     Ok(out)
-}
-
-/// Podman's settings for this machine: its default open-files limit for
-/// containers exceeds the hard limit here.
-pub fn containers_conf(dir: &Path) -> Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let path = dir.join("containers.conf");
-    fs::write(&path, "[containers]\ndefault_ulimits = []\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }
 
 pub fn run(root: &Path, args: &Args) -> Result<()> {

@@ -11,7 +11,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -19,7 +19,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use tinyexec_harness::{boottime_ns, container::rootfs_tarball, process::Proc};
+use tinyexec_harness::{
+    boottime_ns,
+    container::{podman, rootfs_tarball},
+    process::Proc,
+};
 
 use super::{
     measured::Mode,
@@ -27,7 +31,7 @@ use super::{
     sensor::{self, READY_TIMEOUT, SensorCmd},
     storm,
 };
-use crate::{image, run_cmd, setup};
+use crate::{run_cmd, setup};
 
 /// The image the containers run (a busybox rootfs imported here).
 const IMAGE: &str = "localhost/tinyexec-bench:1";
@@ -91,18 +95,12 @@ impl Run {
 fn import_image(dir: &Path) -> Result<()> {
     let (_, tar) = rootfs_tarball(dir, &[]);
     run_cmd(
-        podman(dir)?
+        podman()
             .arg("import")
             .arg(&tar)
             .arg(IMAGE)
             .stdout(Stdio::null()),
     )
-}
-
-fn podman(dir: &Path) -> Result<Command> {
-    let mut cmd = Command::new("podman");
-    cmd.env("CONTAINERS_CONF", image::containers_conf(dir)?);
-    Ok(cmd)
 }
 
 /// `count` execs of copies of `matcher` on the host and as many in fresh
@@ -148,7 +146,7 @@ pub fn measure(sensor: &SensorCmd, matcher: &Path, count: usize, out_dir: &Path)
     let mount = format!("{}:{IN_CONTAINER}:ro", copies.display());
     for (h, c) in host.iter().zip(&inside) {
         storm::once(h)?;
-        let status = podman(&dir)?
+        let status = podman()
             .args([
                 "run",
                 "--rm",
