@@ -292,6 +292,25 @@ fn bytes_of<T: aya::Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast(), size_of::<T>()) }
 }
 
+/// An id in the running kernel's own BTF, by `find`; only that file gives
+/// them (`whose`: what attaches by such ids, for the reason when `btf_path`
+/// is another file).
+fn kernel_id(
+    btf_path: &Path,
+    whose: &str,
+    find: impl FnOnce() -> Result<u32, String>,
+) -> Result<u32, String> {
+    if btf_path == Path::new(btf::KERNEL_BTF) {
+        find()
+    } else {
+        Err(format!(
+            "--btf {} is not the running kernel's own {}, whose {whose} attaches by",
+            btf_path.display(),
+            btf::KERNEL_BTF
+        ))
+    }
+}
+
 pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
     let kernel_btf = btf::Btf::from_file(opts.btf_path)?;
     let offsets: Offsets = offsets::resolve(&kernel_btf).with_context(|| {
@@ -306,38 +325,25 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded> {
             opts.btf_path.display()
         )
     })?;
-    // A typed tracepoint attaches by the running kernel's own type id.
-    let typed_target = if opts.btf_path == Path::new(btf::KERNEL_BTF) {
+    // A typed tracepoint attaches by the running kernel's own type id, and
+    // prevent mode's LSM program by the id of the kernel's function for its hook.
+    let typed_target = kernel_id(opts.btf_path, "type ids a typed tracepoint", || {
         kernel_btf
             .typedef_id(names::TRACEPOINT_TYPE)
             .ok_or_else(|| format!("{} has no type {}", btf::KERNEL_BTF, names::TRACEPOINT_TYPE))
-    } else {
-        Err(format!(
-            "--btf {} is not the running kernel's own {}, whose type ids a typed tracepoint \
-             attaches by",
-            opts.btf_path.display(),
-            btf::KERNEL_BTF
-        ))
-    };
-    // Prevent mode's LSM program attaches by the id of the kernel's function
-    // for its hook.
+    });
     let lsm_target = if opts.config.prevent == 0 {
         Err(String::new())
-    } else if opts.btf_path == Path::new(btf::KERNEL_BTF) {
-        kernel_btf.func_id(names::LSM_FUNC).ok_or_else(|| {
-            format!(
-                "{} has no function {}: the kernel is built without BPF LSM (CONFIG_BPF_LSM)",
-                btf::KERNEL_BTF,
-                names::LSM_FUNC
-            )
-        })
     } else {
-        Err(format!(
-            "--btf {} is not the running kernel's own {}, whose function ids an LSM program \
-             attaches by",
-            opts.btf_path.display(),
-            btf::KERNEL_BTF
-        ))
+        kernel_id(opts.btf_path, "function ids an LSM program", || {
+            kernel_btf.func_id(names::LSM_FUNC).ok_or_else(|| {
+                format!(
+                    "{} has no function {}: the kernel is built without BPF LSM (CONFIG_BPF_LSM)",
+                    btf::KERNEL_BTF,
+                    names::LSM_FUNC
+                )
+            })
+        })
     };
     // Only the offsets, the controller id and those types were needed from the BTF.
     drop(kernel_btf);
