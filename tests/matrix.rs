@@ -456,29 +456,20 @@ fn prevent_in_force(stderr: &str) -> (String, Option<String>) {
     }
 }
 
-/// Execs `path` (run in `dir`) from a forked caller that goes on when
-/// `execve` fails, and exits with 100 + its errno. Returns the caller's pid
-/// and its wait status.
-fn exec_from_caller(path: &Path, dir: &Path) -> (u32, std::process::ExitStatus) {
-    use std::{
-        ffi::CString,
-        os::unix::{ffi::OsStrExt as _, process::ExitStatusExt as _},
-    };
-    let file = CString::new(path.as_os_str().as_bytes()).expect("path");
-    let cwd = CString::new(dir.as_os_str().as_bytes()).expect("dir");
-    let argv = [file.as_ptr(), std::ptr::null()];
-    // SAFETY: the child calls only async-signal-safe functions (chdir,
-    // execv, _exit) on memory prepared before the fork.
+/// Runs `exec` in a forked caller that goes on when it returns (the exec
+/// failed) and exits with 100 + its errno. Returns the caller's pid and its
+/// wait status. `exec` runs in the child: only async-signal-safe calls, on
+/// memory prepared before the fork.
+fn from_forked_caller(exec: impl FnOnce()) -> (u32, std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt as _;
+    // SAFETY: the child runs `exec` (async-signal-safe calls only, as its
+    // callers write it) and `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        unsafe {
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                libc::_exit(99);
-            }
-            libc::execv(file.as_ptr(), argv.as_ptr());
-            libc::_exit(100 + *libc::__errno_location());
-        }
+        exec();
+        // SAFETY: errno of the failed exec; _exit is async-signal-safe.
+        unsafe { libc::_exit(100 + *libc::__errno_location()) };
     }
     let mut status = 0;
     // SAFETY: waits for the child just forked.
@@ -490,19 +481,34 @@ fn exec_from_caller(path: &Path, dir: &Path) -> (u32, std::process::ExitStatus) 
     )
 }
 
-/// `execveat(fd, "", ..., AT_EMPTY_PATH)` from a forked caller that exits
-/// with 100 + its errno when it fails, as [`exec_from_caller`].
+/// Execs `path` (run in `dir`) from a forked caller, as [`from_forked_caller`]
+/// (exit 99: it could not enter `dir`).
+fn exec_from_caller(path: &Path, dir: &Path) -> (u32, std::process::ExitStatus) {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let file = CString::new(path.as_os_str().as_bytes()).expect("path");
+    let cwd = CString::new(dir.as_os_str().as_bytes()).expect("dir");
+    let argv = [file.as_ptr(), std::ptr::null()];
+    from_forked_caller(|| {
+        // SAFETY: chdir, execv and _exit on C strings made before the fork.
+        unsafe {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                libc::_exit(99);
+            }
+            libc::execv(file.as_ptr(), argv.as_ptr());
+        }
+    })
+}
+
+/// `execveat(fd, "", ..., AT_EMPTY_PATH)` from a forked caller, as
+/// [`from_forked_caller`].
 fn execveat_from_caller(fd: &std::os::fd::OwnedFd) -> (u32, std::process::ExitStatus) {
-    use std::os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _};
+    use std::os::fd::AsRawFd as _;
     let fd = fd.as_raw_fd();
     let argv0 = c"fileless";
     let argv = [argv0.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
-    // SAFETY: the child calls only async-signal-safe functions (execveat,
-    // _exit) on memory prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
+    from_forked_caller(|| {
+        // SAFETY: execveat on memory prepared before the fork.
         unsafe {
             libc::syscall(
                 libc::SYS_execveat,
@@ -512,17 +518,8 @@ fn execveat_from_caller(fd: &std::os::fd::OwnedFd) -> (u32, std::process::ExitSt
                 envp.as_ptr(),
                 libc::AT_EMPTY_PATH,
             );
-            libc::_exit(100 + *libc::__errno_location());
         }
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
-    (
-        pid.cast_unsigned(),
-        std::process::ExitStatus::from_raw(status),
-    )
+    })
 }
 
 /// A refused exec: `execve` failed with EPERM in its caller, which went on;
