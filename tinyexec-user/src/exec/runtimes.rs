@@ -19,9 +19,11 @@
 //!   `/run/containers/storage/overlay-containers/ID/userdata/config.json`
 //!   (`io.kubernetes.*` annotations).
 //!
-//! Look-ups run on a thread of their own, asked as soon as an exec's record
-//! is decoded; the data path waits for an answer at most [`WAIT`] and
-//! otherwise sends the record with what is known and why the rest is not.
+//! Look-ups run on a thread of their own, asked when an exec's record is
+//! made (or, for an exec a file reader must decide first, as soon as the
+//! kernel's record arrives); the data path waits for an answer at most
+//! [`WAIT`] and otherwise sends the record with what is known and why the
+//! rest is not.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -11,7 +11,7 @@ use crate::{
     exec::{
         clock::{BootClock, boot_now_ns, rfc3339},
         decode::{self, Exec},
-        detect::{self, Files, NeedsFile, Verdict},
+        detect::{self, Files, Verdict},
         identity::{self, Names},
         reads::{self, Reads},
         runtimes::{Roots, Workloads},
@@ -104,11 +104,6 @@ impl Pipeline {
                 return;
             }
         };
-        // The container's names are asked for now: they come while the
-        // verdict is reached.
-        if let Some(id) = &exec.workload.container_id {
-            self.workloads.prefetch(id, exec.workload.runtime);
-        }
         // User space's decision on the kernel's header, taken once: checked
         // against the kernel's, then the start of the verdict.
         let header = detect::header_decision(&exec);
@@ -120,15 +115,19 @@ impl Pipeline {
                 exec.pid, exec.path
             );
         }
-        match detect::detect(&exec, header, Files::Deferred) {
-            Ok(verdict) => self.decided(&exec, verdict.as_ref()),
-            Err(NeedsFile) => match self.reads.submit(exec, bytes) {
-                Ok(()) => {}
-                Err(exec) => {
-                    let why = "too many execs already wait for their files to be read";
-                    self.decided(&exec, reads::unavailable(&exec, why).as_ref());
-                }
-            },
+        if let Ok(verdict) = detect::detect(&exec, header, Files::Deferred) {
+            self.decided(&exec, verdict.as_ref());
+            return;
+        }
+        // Its file decides. Its container's names are asked for now, to come
+        // while a reader works (an exec decided above asks as its record is
+        // made, and one that makes no record asks nothing).
+        if let Some(id) = &exec.workload.container_id {
+            self.workloads.prefetch(id, exec.workload.runtime);
+        }
+        if let Err(exec) = self.reads.submit(exec, bytes) {
+            let why = "too many execs already wait for their files to be read";
+            self.decided(&exec, reads::unavailable(&exec, why).as_ref());
         }
     }
 
