@@ -35,6 +35,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     arch::Arch,
     dist,
+    files::write_file,
     install::{self, DIRS, Kind, Layout, TMPFILES},
     run_cmd, setup, step,
 };
@@ -125,18 +126,18 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
     for c in &conffiles {
         let _ = writeln!(conf, "{}", c.display());
     }
-    write(&debian.join("conffiles"), &conf, 0o644)?;
-    write(&debian.join("postinst"), &postinst(), 0o755)?;
-    write(&debian.join("prerm"), &prerm(), 0o755)?;
-    write(&debian.join("postrm"), &postrm(), 0o755)?;
-    write(
+    write_file(&debian.join("conffiles"), &conf, 0o644)?;
+    write_file(&debian.join("postinst"), &postinst(), 0o755)?;
+    write_file(&debian.join("prerm"), &prerm(), 0o755)?;
+    write_file(&debian.join("postrm"), &postrm(), 0o755)?;
+    write_file(
         &debian.join("md5sums"),
         &md5sums(&stage, &conffiles)?,
         0o644,
     )?;
     // Last: Installed-Size counts what is staged by now.
     let control = control(arch, installed_kib(&stage)?);
-    write(&debian.join("control"), &control, 0o644)?;
+    write_file(&debian.join("control"), &control, 0o644)?;
     // Whatever the umask: dpkg-deb wants DEBIAN and every directory 0755.
     chmod_dirs(&stage)?;
 
@@ -183,7 +184,7 @@ pub fn build_rpm(root: &Path, arch: Arch) -> Result<PathBuf> {
         fs::create_dir_all(install::under(&stage, Path::new(dir)))?;
     }
     let spec = top.join(format!("{NAME}.spec"));
-    write(&spec, &spec_text(&layout, &items, &stage), 0o644)?;
+    write_file(&spec, &spec_text(&layout, &items, &stage), 0o644)?;
     run_cmd(
         Command::new("rpmbuild")
             .args(["-bb", "--quiet"])
@@ -336,12 +337,6 @@ fi
             .collect::<Vec<_>>()
             .join("\n"),
     )
-}
-
-fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))
 }
 
 fn control(arch: Arch, installed_kib: u64) -> String {

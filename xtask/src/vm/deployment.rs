@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::{console, kernels};
-use crate::{arch::Arch, dist, package, run_cmd, setup, step};
+use crate::{arch::Arch, dist, files::write_file, package, run_cmd, setup, step};
 
 /// Debian 12, as the administrator runs it.
 const SUITE: &str = "bookworm";
@@ -166,15 +166,6 @@ fn userland(root: &Path, refresh: bool) -> Result<PathBuf> {
     Ok(tar)
 }
 
-fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))
-}
-
 fn link(path: &Path, target: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -198,26 +189,26 @@ fn initramfs(dir: &Path, userland: &Path, deb: &Path, tests: &Path, out: &Path) 
             .with_context(|| format!("chmod the overlay's {d}"))?;
     }
     link(&at("/init"), "/lib/systemd/systemd")?;
-    write(&at("/etc/machine-id"), MACHINE_ID, 0o444)?;
-    write(&at("/etc/hostname"), "tinyexec-deploy\n", 0o644)?;
+    write_file(&at("/etc/machine-id"), MACHINE_ID, 0o444)?;
+    write_file(&at("/etc/hostname"), "tinyexec-deploy\n", 0o644)?;
     // The serial console carries the checks' lines: no login prompt on it,
     // no status lines and no kernel messages between them.
     link(
         &at("/etc/systemd/system/serial-getty@ttyS0.service"),
         "/dev/null",
     )?;
-    write(
+    write_file(
         &at("/etc/systemd/system.conf.d/quiet.conf"),
         "[Manager]\nShowStatus=no\n",
         0o644,
     )?;
-    write(
+    write_file(
         &at("/etc/sysctl.d/90-quiet-console.conf"),
         "kernel.printk = 3 4 1 3\n",
         0o644,
     )?;
-    write(&at(CHECKS), &checks_script(), 0o755)?;
-    write(
+    write_file(&at(CHECKS), &checks_script(), 0o755)?;
+    write_file(
         &at(&format!("/etc/systemd/system/{CHECKS_UNIT}")),
         &checks_unit(),
         0o644,
