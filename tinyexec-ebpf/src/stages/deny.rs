@@ -34,7 +34,7 @@ use tinyexec_ebpf::{
 
 use super::{
     emit::exec_name,
-    exec::{Fast, fast_direct, fill_file, fill_task, judge_header},
+    exec::{Fast, fast_direct, fill_file, fill_task, header_ruled_out_in_place, judge_header},
 };
 use crate::{
     kernel::{load, off},
@@ -74,13 +74,14 @@ pub fn tinyexec_lsm(ctx: LsmContext) -> i32 {
     }
     // The entry's filter: an ordinary exec costs these loads and nothing more.
     let fast = fast_direct(bprm);
-    if !fast.candidate() {
+    if !fast.candidate() || header_ruled_out_in_place(bprm, fast.size) {
         return 0;
     }
     // The header on this program's own stack: an LSM program can be
     // preempted (on a fully preemptible kernel), and another exec's run on
     // this CPU meanwhile would write over a per-CPU copy before the decision.
-    let mut header = MaybeUninit::<[u8; HEADER_LEN]>::uninit();
+    // Words, so the header is 8-aligned (`rule::has_s2_start` loads words).
+    let mut header = MaybeUninit::<[u64; HEADER_LEN / 8]>::uninit();
     // A header that cannot be read is not refused: the entry sees the same
     // failure and flags its record.
     match unsafe { judge_header(header.as_mut_ptr().cast(), bprm, fast.size) } {

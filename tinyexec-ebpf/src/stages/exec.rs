@@ -49,7 +49,14 @@ pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
     count_exec();
     // Typed pointers may be null for the verifier: checked before any use.
     if task != 0 && bprm != 0 {
-        on_exec(&ctx, task, old_pid as u32, bprm, fast_direct(bprm));
+        on_exec(
+            &ctx,
+            task,
+            old_pid as u32,
+            bprm,
+            fast_direct(bprm),
+            header_ruled_out_in_place,
+        );
     }
     0
 }
@@ -66,7 +73,15 @@ pub fn tinyexec_rawtp(ctx: RawTracePointContext) -> i32 {
     let old_pid: i32 = ctx.arg(1);
     let bprm: usize = ctx.arg(2);
     count_exec();
-    on_exec(&ctx, task, old_pid as u32, bprm, fast_probe(bprm));
+    // Reading the header in place takes typed loads: here it is copied.
+    on_exec(
+        &ctx,
+        task,
+        old_pid as u32,
+        bprm,
+        fast_probe(bprm),
+        |_, _| false,
+    );
     0
 }
 
@@ -106,6 +121,29 @@ impl Fast {
     }
 }
 
+/// The size the header is judged for, and how many of its bytes are the
+/// file's: a writable file may have been smaller when the kernel read its
+/// header, and is decided as for the largest size that can match.
+#[inline(always)]
+fn judged_size(size: i64) -> (u64, usize) {
+    let size = if rule::size_can_match(size as u64) {
+        size as u64
+    } else {
+        rule::FILESIZE_LT - 1
+    };
+    (size, (size as usize).min(HEADER_LEN))
+}
+
+/// Whether the header the kernel read into `bprm->buf` rules the match
+/// out, read where it lies with typed loads (see [`load`]): no copy, no
+/// work area. What most candidates cost in alerts-only mode.
+#[inline(always)]
+pub(crate) fn header_ruled_out_in_place(bprm: usize, size: i64) -> bool {
+    let (size, seen) = judged_size(size);
+    let buf = bprm + off!(bprm_buf);
+    rule::ruled_out(|j| load::<u64>(buf, j * 8), seen, size)
+}
+
 /// The rule on the header the kernel read into `bprm->buf`, copied to `dst`
 /// ([`HEADER_LEN`] bytes of a work area: the verifier refuses loads at a
 /// variable offset from the kernel's struct). A writable file may have been
@@ -127,12 +165,7 @@ pub(crate) unsafe fn judge_header(
         if r != 0 {
             return Err(r);
         }
-        let size = if rule::size_can_match(size as u64) {
-            size as u64
-        } else {
-            rule::FILESIZE_LT - 1
-        };
-        let seen = (size as usize).min(HEADER_LEN);
+        let (size, seen) = judged_size(size);
         let header: &[u8; HEADER_LEN] = &*dst.cast();
         Ok((rule::header_verdict(header, seen, size), seen))
     }
@@ -188,8 +221,17 @@ fn self_test() -> bool {
     CONTROL.get(control::SELF_TEST).is_some_and(|v| *v != 0)
 }
 
+/// `ruled_out_in_place(bprm, size)`: whether the header rules the match out,
+/// read without a copy, where the entry can (false where it cannot).
 #[inline(always)]
-fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast: Fast) {
+fn on_exec<C: EbpfContext>(
+    ctx: &C,
+    task: usize,
+    old_pid: u32,
+    bprm: usize,
+    fast: Fast,
+    ruled_out_in_place: impl FnOnce(usize, i64) -> bool,
+) {
     // The fast path: every exec pays for it.
     let candidate = fast.candidate();
     let Fast {
@@ -213,8 +255,11 @@ fn on_exec<C: EbpfContext>(ctx: &C, task: usize, old_pid: u32, bprm: usize, fast
     // The self-test's switch is looked at too (an inlined array lookup):
     // with offsets from a BTF that does not fit the kernel the canary may
     // not look like a candidate, and its record must come all the same.
+    // A candidate whose header already rules the match out costs only that
+    // look (the same decision as `judge_header`'s below, on the same bytes).
     let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
-    if !candidate && !interpreted && !all_execs && !self_test() {
+    if !interpreted && !all_execs && (!candidate || ruled_out_in_place(bprm, size)) && !self_test()
+    {
         return;
     }
     let Some((work, carry)) = work_and_carry() else {

@@ -22,6 +22,8 @@ pub struct Measured {
     pub rss_anon_kib: Option<u64>,
     /// Run time of its BPF programs during the storm (`bpf_stats`).
     pub bpf: Option<ProgStats>,
+    /// Run time of an empty program on the same execs (`floor.rs`).
+    pub floor: Option<ProgStats>,
     /// Records (lines) naming the storm binary in its output.
     pub seen: Option<u64>,
     /// Records the sensor reported lost (`lost.total` at its exit).

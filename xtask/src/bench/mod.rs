@@ -17,6 +17,7 @@ mod builds;
 mod containers;
 mod counting;
 mod flood;
+mod floor;
 mod latency;
 mod measured;
 mod outputs;

@@ -432,6 +432,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
         rss_kib: rss,
         rss_anon_kib: rss_anon,
         bpf,
+        floor: None,
         seen: None,
         lost: None,
         ready: None,

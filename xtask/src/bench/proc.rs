@@ -132,6 +132,12 @@ fn parse_stat_user(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(11)?.parse().ok()
 }
 
+/// One BPF program descriptor's figures (`/proc/PID/fdinfo/FD`).
+pub fn fd_prog_stats(pid: i32, fd: i32) -> Option<ProgStats> {
+    let text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    parse_fdinfo(&text).map(|(_, s)| s)
+}
+
 fn parse_fdinfo(text: &str) -> Option<(u32, ProgStats)> {
     let get = |key: &str| {
         text.lines()

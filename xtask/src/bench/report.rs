@@ -26,9 +26,15 @@ const RSS_TARGET_MIB: f64 = 24.0;
 /// The kernel program's run time per exec (`bpf_stats`, the entry with the
 /// stages it tail-calls), median of the storms: an ordinary exec and a rule
 /// candidate in alerts-only mode, an ordinary exec with `--all-execs`.
+/// Set on a machine where an empty program there cost [`TARGETS_FLOOR_NS`]:
+/// they are judged on the program's own work, its figure less the empty
+/// program's on the same execs (`floor.rs`), against the target less that
+/// floor. Where any program costs more (a VM's clock reads, retpolines),
+/// the raw figure cannot meet them and says nothing about our code.
 const KERNEL_NS_ORDINARY: f64 = 100.0;
 const KERNEL_NS_CANDIDATE: f64 = 300.0;
 const KERNEL_NS_ALL_EXECS: f64 = 1000.0;
+const TARGETS_FLOOR_NS: f64 = 15.0;
 
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
@@ -190,6 +196,10 @@ struct RowFigures {
     ratio_verdict: Option<Verdict>,
     /// Per storm; the median is the figure.
     kernel_ns: Option<Spread>,
+    /// The empty program's on the same execs, per storm.
+    floor_ns: Option<Spread>,
+    /// Ours less the floor, per storm: what the verdict judges.
+    own_ns: Option<Spread>,
     kernel_verdict: Option<Verdict>,
     /// The ratio the kernel run time alone would give.
     kernel_ratio: Option<f64>,
@@ -276,17 +286,31 @@ impl Report<'_> {
             }
             Watcher::Peer(_) => None,
         };
+        let per_run =
+            |b: proc::ProgStats| (b.run_cnt > 0).then(|| b.run_time_ns as f64 / b.run_cnt as f64);
         let per_storm: Vec<f64> = r
             .runs
             .iter()
-            .filter_map(|m| m.bpf)
-            .filter(|b| b.run_cnt > 0)
-            .map(|b| b.run_time_ns as f64 / b.run_cnt as f64)
+            .filter_map(|m| m.bpf.and_then(per_run))
+            .collect();
+        let floor_per_storm: Vec<f64> = r
+            .runs
+            .iter()
+            .filter_map(|m| m.floor.and_then(per_run))
+            .collect();
+        let own_per_storm: Vec<f64> = r
+            .runs
+            .iter()
+            .filter_map(|m| Some(m.bpf.and_then(per_run)? - m.floor.and_then(per_run)?))
             .collect();
         let kernel_ns = spread(&per_storm);
+        let own_ns = spread(&own_per_storm);
         let kernel_verdict = self.kernel_target(r).map(|target| Verdict {
-            target: format!("<= {target:.0} ns"),
-            met: kernel_ns.map(|s| s.median <= target),
+            target: format!(
+                "<= {:.0} ns above the floor ({target:.0} ns less a {TARGETS_FLOOR_NS:.0} ns floor)",
+                target - TARGETS_FLOOR_NS
+            ),
+            met: own_ns.map(|s| s.median <= target - TARGETS_FLOOR_NS),
             why: None,
         });
         let kernel_ratio = kernel_ns
@@ -311,6 +335,8 @@ impl Report<'_> {
             fastest,
             ratio_verdict,
             kernel_ns,
+            floor_ns: spread(&floor_per_storm),
+            own_ns,
             kernel_verdict,
             kernel_ratio,
             cpu_ms_per_1000,
@@ -592,13 +618,16 @@ impl Report<'_> {
 
         let _ = writeln!(
             out,
-            "\nCost: kernel run time of the watcher's BPF programs per exec (bpf_stats) and the storm ratio that alone would give; \
+            "\nCost: kernel run time of the watcher's BPF programs per exec (bpf_stats), an empty program's on the same execs (the floor any program there pays), \
+             ours less it, and the storm ratio our figure alone would give; \
              the watcher's own CPU (user + system, until idle after the storm) per 1000 execs, from /proc/PID/stat ticks (and its exact CPU-time clock); its memory"
         );
         let mut t = vec![vec![
             "configuration".into(),
             "workers".into(),
-            "kernel ns/exec: median (range; target)".into(),
+            "kernel ns/exec: median (range)".into(),
+            "empty program's".into(),
+            "ours less it (range; target)".into(),
             "ratio from it".into(),
             "CPU ms/1000 execs: stat (clock)".into(),
             "peak RSS".into(),
@@ -631,7 +660,13 @@ impl Report<'_> {
             t.push(vec![
                 r.label.clone(),
                 r.workers.to_string(),
-                match (&f.kernel_ns, &f.kernel_verdict) {
+                f.kernel_ns.map_or("-".into(), |s| {
+                    format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max)
+                }),
+                f.floor_ns.map_or("-".into(), |s| {
+                    format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max)
+                }),
+                match (&f.own_ns, &f.kernel_verdict) {
                     (Some(s), Some(v)) => {
                         format!("{:.0} ({:.0}-{:.0}; {})", s.median, s.min, s.max, v.text())
                     }
@@ -781,6 +816,8 @@ impl Report<'_> {
                     "fastest_over_fastest": f.fastest,
                     "ratio_target": f.ratio_verdict.as_ref().map(Verdict::json),
                     "kernel_ns_per_exec": spread_json(f.kernel_ns),
+                    "floor_ns_per_exec": spread_json(f.floor_ns),
+                    "own_ns_per_exec": spread_json(f.own_ns),
                     "kernel_ns_target": f.kernel_verdict.as_ref().map(Verdict::json),
                     "ratio_from_kernel_ns": f.kernel_ratio,
                     "cpu_ms_per_1000_execs": f.cpu_ms_per_1000,

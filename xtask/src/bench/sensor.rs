@@ -15,6 +15,7 @@ use tinyexec_harness::process::Proc;
 
 use super::{
     bpf,
+    floor::Floor,
     measured::{Measured, Mode},
     proc::{self, ProgStats},
     storm::{self, Storm},
@@ -42,6 +43,10 @@ pub fn storm(
     let mut p = Proc::spawn("tinyexec-sensor", sensor.command(mode).stdout(out))?;
     let ready = p.wait_ready(READY_TIMEOUT)?.duration_since(spawned);
     let ours = bpf::sensor_programs(p.pid());
+    // Attached after the sensor's entry: it runs second, on caches the
+    // entry warmed, so what it costs is the fixed cost of any program there.
+    let floor = Floor::attach()?;
+    let floor0 = floor.stats();
     let progs0 = proc::bpf_progs(p.pid());
     let ticks0 = proc::cpu_ticks(p.pid())?;
     let ns0 = proc::cpu_ns(p.pid())?;
@@ -60,6 +65,8 @@ pub fn storm(
     let rss = proc::vm_rss_kib(p.pid()).ok();
     let rss_anon = proc::status_kib(p.pid(), "RssAnon:").ok();
     let progs1 = proc::bpf_progs(p.pid());
+    let floor1 = floor.stats();
+    drop(floor);
     stop(&mut p)?;
     let mut bpf = ProgStats::default();
     for (id, b) in progs1.iter().filter(|(id, _)| ours.contains(id)) {
@@ -77,6 +84,10 @@ pub fn storm(
         rss_kib: rss,
         rss_anon_kib: rss_anon,
         bpf: (!ours.is_empty()).then_some(bpf),
+        floor: Some(ProgStats {
+            run_time_ns: floor1.run_time_ns.saturating_sub(floor0.run_time_ns),
+            run_cnt: floor1.run_cnt.saturating_sub(floor0.run_cnt),
+        }),
         seen: Some(counts.emitted),
         lost: Some(counts.lost + counts.dropped),
         ready: Some(ready),
