@@ -41,6 +41,63 @@ pub(crate) fn load<T: Copy>(base: usize, offset: usize) -> T {
     unsafe { core::ptr::read_volatile((base + offset) as *const T) }
 }
 
+/// How a program reads the kernel's structs: [`Typed`] with plain loads,
+/// where every pointer it reads through is BTF-typed (the typed entry's
+/// arguments, and pointers loaded through them), [`Probed`] with helper
+/// calls. The record's fields are read once, written generic over this.
+pub(crate) trait Reader: Copy {
+    /// The `T` at `base + offset`. A failed read yields zero and sets
+    /// [`flags::READ_ERROR`]; a typed load cannot fail (a bad address
+    /// reads as zero, see [`load`]).
+    fn get<T: Copy + Default>(self, fl: &mut u32, base: usize, offset: usize) -> T;
+
+    /// The 16 bytes at `base + offset` (a task's `comm`) into `dst`, which
+    /// is 8-aligned.
+    fn bytes16(self, fl: &mut u32, dst: *mut [u8; 16], base: usize, offset: usize);
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Typed;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Probed;
+
+impl Reader for Typed {
+    #[inline(always)]
+    fn get<T: Copy + Default>(self, _fl: &mut u32, base: usize, offset: usize) -> T {
+        load(base, offset)
+    }
+
+    #[inline(always)]
+    fn bytes16(self, _fl: &mut u32, dst: *mut [u8; 16], base: usize, offset: usize) {
+        let words: [u64; 2] = [load(base, offset), load(base, offset + 8)];
+        // SAFETY: the caller's `dst` is 8-aligned and 16 bytes long.
+        #[expect(clippy::cast_ptr_alignment, reason = "the caller's dst is 8-aligned")]
+        unsafe {
+            dst.cast::<[u64; 2]>().write(words);
+        }
+    }
+}
+
+impl Reader for Probed {
+    #[inline(always)]
+    fn get<T: Copy + Default>(self, fl: &mut u32, base: usize, offset: usize) -> T {
+        read_or_flag(fl, base, offset)
+    }
+
+    #[inline(always)]
+    fn bytes16(self, fl: &mut u32, dst: *mut [u8; 16], base: usize, offset: usize) {
+        // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an
+        // error (the buffer zeroed), not a fault.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(dst.cast(), 16, (base + offset) as *const _)
+        };
+        if r != 0 {
+            *fl |= flags::READ_ERROR;
+        }
+    }
+}
+
 /// Like [`read`], but a failure yields zero and sets [`flags::READ_ERROR`], so
 /// one unreadable field never costs the whole record.
 #[inline(always)]

@@ -222,9 +222,8 @@ pub struct Carry {
     /// `const char *` name given to exec, when an interpreter ran for it; else 0.
     pub exec_name: u64,
     /// `struct task_struct *` of the parent process (the real parent's group
-    /// leader) and the task's `struct cred *`, as the entry read them.
+    /// leader), as the entry read it.
     pub parent: u64,
-    pub cred: u64,
     /// Wake user space at once (an alert, or a tail to read through /proc).
     pub urgent: u32,
     /// Where the path being walked starts in its buffer.
@@ -328,15 +327,12 @@ pub struct Offsets {
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
-    // The container stage's: namespaces, pids, cgroups.
+    // The container's: namespaces (read by the entry), pids, cgroups.
     pub task_nsproxy: u32,
     pub task_thread_pid: u32,
     /// `struct css_set *cgroups`.
     pub task_cgroups: u32,
     pub cred_user_ns: u32,
-    /// Where the [`WINDOW`] bytes read from `nsproxy` start: they hold its
-    /// `uts_ns`, `mnt_ns`, `net_ns` and `cgroup_ns`.
-    pub nsproxy_window: u32,
     pub nsproxy_uts: u32,
     pub nsproxy_mnt: u32,
     pub nsproxy_net: u32,

@@ -13,7 +13,7 @@ use tinyexec_ebpf::{
 };
 
 use crate::{
-    kernel::{Window, off, read, read_or_flag},
+    kernel::{Probed, Reader, off, read, read_or_flag},
     log::debug_if,
     maps::{CONFIG, next_stage, work_and_carry},
 };
@@ -55,18 +55,13 @@ const MAX_PID_NS_LEVEL: u32 = 32;
 /// cgroup path into `path` (see [`cgroup_path`]); returns the flags it added.
 #[inline(always)]
 unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
-    let (task, parent, cred) = (
-        carry.task as usize,
-        carry.parent as usize,
-        carry.cred as usize,
-    );
+    let (task, parent) = (carry.task as usize, carry.parent as usize);
     let mut fl = 0u32;
     unsafe {
         // The work area holds the previous record's values: nothing stale stays.
         (*rec).vpid = 0;
         (*rec).parent_vpid = 0;
         (*rec).ns_pid = 0;
-        namespaces(rec, task, cred, &mut fl);
         pids(rec, task, parent, &mut fl);
         let (id, len) = cgroup(path, task, &mut fl);
         (*rec).cgroup_id = id;
@@ -78,27 +73,38 @@ unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
 
 /// `ns.inum` of the namespace at `ns` (0, flagged, when unreadable).
 #[inline(always)]
-fn inum(fl: &mut u32, ns: usize, offset: usize) -> u32 {
+fn inum<R: Reader>(r: R, fl: &mut u32, ns: usize, offset: usize) -> u32 {
     if ns == 0 {
         *fl |= flags::READ_ERROR;
         return 0;
     }
-    read_or_flag(fl, ns, offset)
+    r.get(fl, ns, offset)
 }
 
+/// The namespaces' inode numbers. The entry reads them: there they are
+/// typed loads (`kernel::Typed`), where this stage would need a helper
+/// call each.
 #[inline(always)]
-unsafe fn namespaces(rec: *mut ExecRecord, task: usize, cred: usize, fl: &mut u32) {
-    let nsproxy: usize = read_or_flag(fl, task, off!(task_nsproxy));
-    // Its four members in one read.
-    let w = Window::read(fl, nsproxy, off!(nsproxy_window));
-    let member = |field: usize| -> usize { w.get(field - off!(nsproxy_window)) };
-    let user_ns: usize = read_or_flag(fl, cred, off!(cred_user_ns));
+pub(crate) unsafe fn namespaces<R: Reader>(
+    r: R,
+    rec: *mut ExecRecord,
+    task: usize,
+    cred: usize,
+    fl: &mut u32,
+) {
+    let nsproxy: usize = r.get(fl, task, off!(task_nsproxy));
+    let member = |fl: &mut u32, field: usize| -> usize { r.get(fl, nsproxy, field) };
+    let user_ns: usize = r.get(fl, cred, off!(cred_user_ns));
     unsafe {
-        (*rec).ns_uts = inum(fl, member(off!(nsproxy_uts)), off!(uts_inum));
-        (*rec).ns_mnt = inum(fl, member(off!(nsproxy_mnt)), off!(mnt_inum));
-        (*rec).ns_net = inum(fl, member(off!(nsproxy_net)), off!(net_inum));
-        (*rec).ns_cgroup = inum(fl, member(off!(nsproxy_cgroup)), off!(cgroup_ns_inum));
-        (*rec).ns_user = inum(fl, user_ns, off!(user_inum));
+        let ns = member(fl, off!(nsproxy_uts));
+        (*rec).ns_uts = inum(r, fl, ns, off!(uts_inum));
+        let ns = member(fl, off!(nsproxy_mnt));
+        (*rec).ns_mnt = inum(r, fl, ns, off!(mnt_inum));
+        let ns = member(fl, off!(nsproxy_net));
+        (*rec).ns_net = inum(r, fl, ns, off!(net_inum));
+        let ns = member(fl, off!(nsproxy_cgroup));
+        (*rec).ns_cgroup = inum(r, fl, ns, off!(cgroup_ns_inum));
+        (*rec).ns_user = inum(r, fl, user_ns, off!(user_inum));
     }
 }
 
@@ -146,7 +152,7 @@ unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
     unsafe {
         (*rec).vpid = vpid;
         (*rec).parent_vpid = parent_vpid;
-        (*rec).ns_pid = inum(fl, ns, off!(pid_ns_inum));
+        (*rec).ns_pid = inum(Probed, fl, ns, off!(pid_ns_inum));
     }
 }
 

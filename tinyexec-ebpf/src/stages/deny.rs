@@ -37,7 +37,7 @@ use super::{
     exec::{Fast, fast_direct, fill_file, fill_task, header_ruled_out_in_place, judge_header},
 };
 use crate::{
-    kernel::{load, off},
+    kernel::{Probed, load, off},
     maps::{EVENTS, count_lost},
 };
 
@@ -144,8 +144,8 @@ unsafe fn report(
         (*rec).old_pid = bpf_get_current_pid_tgid() as u32;
         (*rec).argc = load::<i32>(bprm, off!(bprm_argc)) as u32;
         let task = bpf_get_current_task() as usize;
-        let _ = fill_task(rec, task, &mut fl);
-        fill_file(rec, fast.inode, &mut fl);
+        let _ = fill_task(Probed, rec, task, &mut fl);
+        fill_file(Probed, rec, fast.inode, &mut fl);
         // A file without links has no path that names it (a memfd, a
         // deleted file): d_path's name for it is a description.
         if fast.nlink == 0 {

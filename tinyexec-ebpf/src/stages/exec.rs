@@ -21,13 +21,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use tinyexec_ebpf::{
-    ABSENT, COMM_LEN, Carry, ExecRecord, HEADER_LEN, RECORD_FIXED, control, flags,
+    ABSENT, Carry, ExecRecord, HEADER_LEN, RECORD_FIXED, control, flags,
     rule::{self, HeaderVerdict},
     stage,
 };
 
+use super::container;
 use crate::{
-    kernel::{Window, load, off, read_or_flag},
+    kernel::{Probed, Reader, Typed, Window, load, off, read_or_flag},
     maps::{CONFIG, CONTROL, EXECS, next_stage, work_and_carry},
 };
 
@@ -56,6 +57,7 @@ pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
             bprm,
             fast_direct(bprm),
             header_ruled_out_in_place,
+            Typed,
         );
     }
     0
@@ -81,6 +83,7 @@ pub fn tinyexec_rawtp(ctx: RawTracePointContext) -> i32 {
         bprm,
         fast_probe(bprm),
         |_, _| false,
+        Probed,
     );
     0
 }
@@ -222,7 +225,8 @@ fn self_test() -> bool {
 }
 
 /// `ruled_out_in_place(bprm, size)`: whether the header rules the match out,
-/// read without a copy, where the entry can (false where it cannot).
+/// read without a copy, where the entry can (false where it cannot); `r`:
+/// how it reads the record's fields.
 #[inline(always)]
 fn on_exec<C: EbpfContext>(
     ctx: &C,
@@ -231,6 +235,7 @@ fn on_exec<C: EbpfContext>(
     bprm: usize,
     fast: Fast,
     ruled_out_in_place: impl FnOnce(usize, i64) -> bool,
+    r: impl Reader,
 ) {
     // The fast path: every exec pays for it.
     let candidate = fast.candidate();
@@ -322,8 +327,11 @@ fn on_exec<C: EbpfContext>(
         if interpreted {
             fl |= flags::INTERPRETED;
         }
-        let (parent, cred) = fill_task(rec, task, &mut fl);
-        fill_file(rec, inode, &mut fl);
+        let (parent, cred) = fill_task(r, rec, task, &mut fl);
+        fill_file(r, rec, inode, &mut fl);
+        // Here, not in the container stage: this program can read them
+        // with typed loads, a tail-called stage only with helper calls.
+        container::namespaces(r, rec, task, cred, &mut fl);
         (*rec).flags = fl;
         *carry = Carry {
             task: task as u64,
@@ -331,7 +339,6 @@ fn on_exec<C: EbpfContext>(
             bprm: bprm as u64,
             exec_name: if interpreted { filename as u64 } else { 0 },
             parent: parent as u64,
-            cred: cred as u64,
             urgent: u32::from(urgent),
             walk_pos: 0,
             walk_flags: 0,
@@ -369,57 +376,48 @@ fn kill<C: EbpfContext>(ctx: &C) -> u32 {
 }
 
 /// Identity of the new process and its parent; returns the parent process
-/// (the real parent's group leader) and the task's cred for later stages.
+/// (the real parent's group leader) and the task's cred.
 #[inline(always)]
-pub(crate) unsafe fn fill_task(rec: *mut ExecRecord, task: usize, fl: &mut u32) -> (usize, usize) {
+pub(crate) unsafe fn fill_task<R: Reader>(
+    r: R,
+    rec: *mut ExecRecord,
+    task: usize,
+    fl: &mut u32,
+) -> (usize, usize) {
     unsafe {
-        (*rec).pid = read_or_flag(fl, task, off!(task_tgid));
-        read_comm(&raw mut (*rec).comm, task, fl);
+        (*rec).pid = r.get(fl, task, off!(task_tgid));
+        r.bytes16(fl, &raw mut (*rec).comm, task, off!(task_comm));
         // The parent process: the group leader of the thread that forked us,
         // so its name is the process's, not a thread's.
-        let parent: usize = read_or_flag(fl, task, off!(task_real_parent));
-        let parent: usize = read_or_flag(fl, parent, off!(task_group_leader));
-        (*rec).ppid = read_or_flag(fl, parent, off!(task_tgid));
-        read_comm(&raw mut (*rec).parent_comm, parent, fl);
-        let cred: usize = read_or_flag(fl, task, off!(task_cred));
-        (*rec).uid = read_or_flag(fl, cred, off!(cred_uid));
-        (*rec).gid = read_or_flag(fl, cred, off!(cred_gid));
-        (*rec).euid = read_or_flag(fl, cred, off!(cred_euid));
-        (*rec).egid = read_or_flag(fl, cred, off!(cred_egid));
+        let parent: usize = r.get(fl, task, off!(task_real_parent));
+        let parent: usize = r.get(fl, parent, off!(task_group_leader));
+        (*rec).ppid = r.get(fl, parent, off!(task_tgid));
+        r.bytes16(fl, &raw mut (*rec).parent_comm, parent, off!(task_comm));
+        let cred: usize = r.get(fl, task, off!(task_cred));
+        (*rec).uid = r.get(fl, cred, off!(cred_uid));
+        (*rec).gid = r.get(fl, cred, off!(cred_gid));
+        (*rec).euid = r.get(fl, cred, off!(cred_euid));
+        (*rec).egid = r.get(fl, cred, off!(cred_egid));
         (*rec).loginuid = if off!(task_loginuid) == ABSENT as usize {
             u32::MAX
         } else {
-            read_or_flag(fl, task, off!(task_loginuid))
+            r.get(fl, task, off!(task_loginuid))
         };
         (parent, cred)
     }
 }
 
-#[inline(always)]
-unsafe fn read_comm(dst: *mut [u8; COMM_LEN], task: usize, fl: &mut u32) {
-    let r = unsafe {
-        bpf_probe_read_kernel(
-            dst.cast(),
-            COMM_LEN as u32,
-            (task + off!(task_comm)) as *const _,
-        )
-    };
-    if r != 0 {
-        *fl |= flags::READ_ERROR;
-    }
-}
-
 /// Identity of the executed file.
 #[inline(always)]
-pub(crate) unsafe fn fill_file(rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
+pub(crate) unsafe fn fill_file<R: Reader>(r: R, rec: *mut ExecRecord, inode: usize, fl: &mut u32) {
     unsafe {
-        (*rec).ino = read_or_flag(fl, inode, off!(inode_ino));
-        (*rec).nlink = read_or_flag(fl, inode, off!(inode_nlink));
-        let mode: u16 = read_or_flag(fl, inode, off!(inode_mode));
+        (*rec).ino = r.get(fl, inode, off!(inode_ino));
+        (*rec).nlink = r.get(fl, inode, off!(inode_nlink));
+        let mode: u16 = r.get(fl, inode, off!(inode_mode));
         (*rec).mode = u32::from(mode);
-        let sb: usize = read_or_flag(fl, inode, off!(inode_sb));
-        (*rec).dev = read_or_flag(fl, sb, off!(sb_dev));
-        (*rec).ctime_sec = read_or_flag(fl, inode, off!(inode_ctime_sec));
-        (*rec).ctime_nsec = read_or_flag(fl, inode, off!(inode_ctime_nsec));
+        let sb: usize = r.get(fl, inode, off!(inode_sb));
+        (*rec).dev = r.get(fl, sb, off!(sb_dev));
+        (*rec).ctime_sec = r.get(fl, inode, off!(inode_ctime_sec));
+        (*rec).ctime_nsec = r.get(fl, inode, off!(inode_ctime_nsec));
     }
 }

@@ -195,15 +195,6 @@ fn read_all(r: &Reader) -> Result<Offsets> {
         task_thread_pid: f("task_struct", "thread_pid", PTR)?,
         task_cgroups: f("task_struct", "cgroups", PTR)?,
         cred_user_ns: f("cred", "user_ns", PTR)?,
-        nsproxy_window: window(
-            "nsproxy",
-            &[
-                ("uts_ns", nsproxy_uts, PTR),
-                ("mnt_ns", nsproxy_mnt, PTR),
-                ("net_ns", nsproxy_net, PTR),
-                ("cgroup_ns", nsproxy_cgroup, PTR),
-            ],
-        )?,
         nsproxy_uts,
         nsproxy_mnt,
         nsproxy_net,
