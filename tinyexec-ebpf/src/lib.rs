@@ -319,6 +319,9 @@ pub struct Offsets {
     /// The nanoseconds beside it (read as 32 bits: a `long` `tv_nsec` holds < 10^9).
     pub inode_ctime_nsec: u32,
     pub sb_dev: u32,
+    /// Where the [`WINDOW`] bytes a path walk reads from each `dentry`
+    /// start: they hold `d_parent` and `d_name`'s `len` and `name`.
+    pub dentry_window: u32,
     pub dentry_parent: u32,
     pub dentry_name_len: u32,
     pub dentry_name_ptr: u32,

@@ -11,7 +11,7 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use tinyexec_ebpf::{Carry, ExecRecord, NAME_MAX, PATH_BUF, PATH_MAX, PATH_SCRATCH, flags};
 
-use crate::kernel::{off, read};
+use crate::kernel::{Window, off, read};
 
 #[inline(always)]
 fn pos_of(carry: *mut Carry) -> usize {
@@ -66,7 +66,7 @@ unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32
     let buf: *mut u8 = buf.cast();
     set_pos(carry, PATH_MAX);
     set_flags(carry, flags::PATH_TRUNCATED);
-    let (Ok(mut dentry), Ok(mut vfsmnt)) = (
+    let (Ok(mut dentry), Ok(vfsmnt)) = (
         read::<usize>(file, off!(file_path_dentry)),
         read::<usize>(file, off!(file_path_mnt)),
     ) else {
@@ -74,19 +74,29 @@ unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32
     };
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
+    // The mount's root, read again only when the walk crosses to another mount.
+    let Ok(mut root) = read::<usize>(vfsmnt, off!(vfsmount_root)) else {
+        return (PATH_MAX as u32, flags::PATH_TRUNCATED);
+    };
     let depth = unsafe { core::ptr::read_volatile(&raw const crate::maps::CONFIG.max_path_depth) };
     for _ in 0..depth {
-        let (Ok(root), Ok(parent)) = (
-            read::<usize>(vfsmnt, off!(vfsmount_root)),
-            read::<usize>(dentry, off!(dentry_parent)),
-        ) else {
+        // The dentry's parent and name in one read.
+        let mut failed = 0u32;
+        let d = Window::read(&mut failed, dentry, off!(dentry_window));
+        if failed != 0 {
             break;
+        }
+        let at = |field: usize| field - off!(dentry_window);
+        let parent: usize = d.get(at(off!(dentry_parent)));
+        let name = Name {
+            len: d.get(at(off!(dentry_name_len))),
+            ptr: d.get(at(off!(dentry_name_ptr))),
         };
         if dentry == root || dentry == parent {
             if dentry != root {
                 // Not reachable from any root (memfd and other pseudo files):
                 // its own name is all the path there is.
-                if prepend(buf, carry, dentry) {
+                if prepend(buf, carry, name) {
                     set_flags(carry, flags::PATH_DISCONNECTED);
                 }
                 break;
@@ -99,15 +109,18 @@ unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32
                 break;
             }
             // Cross to the mount point in the parent mount.
-            let Ok(mountpoint) = read::<usize>(mnt, off!(mount_mountpoint)) else {
+            let (Ok(mountpoint), Ok(parent_root)) = (
+                read::<usize>(mnt, off!(mount_mountpoint)),
+                read::<usize>(mnt_parent + mount_mnt, off!(vfsmount_root)),
+            ) else {
                 break;
             };
             dentry = mountpoint;
             mnt = mnt_parent;
-            vfsmnt = mnt + mount_mnt;
+            root = parent_root;
             continue;
         }
-        if !prepend(buf, carry, dentry) {
+        if !prepend(buf, carry, name) {
             break;
         }
         dentry = parent;
@@ -122,16 +135,18 @@ unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32
     (pos as u32, result)
 }
 
-/// Writes "/name" of `dentry` in front of the path so far. False when it does
-/// not fit or cannot be read.
+/// A dentry's name: `d_name`'s length and bytes (not NUL-terminated for us).
+#[derive(Clone, Copy)]
+struct Name {
+    len: u32,
+    ptr: usize,
+}
+
+/// Writes "/name" in front of the path so far. False when it does not fit
+/// or cannot be read.
 #[inline(always)]
-fn prepend(buf: *mut u8, carry: *mut Carry, dentry: usize) -> bool {
-    let (Ok(len), Ok(name)) = (
-        read::<u32>(dentry, off!(dentry_name_len)),
-        read::<usize>(dentry, off!(dentry_name_ptr)),
-    ) else {
-        return false;
-    };
+fn prepend(buf: *mut u8, carry: *mut Carry, name: Name) -> bool {
+    let Name { len, ptr: name } = name;
     let len = len as usize;
     let pos = pos_of(carry);
     if len == 0 || len > NAME_MAX || pos < len + 1 || pos > PATH_MAX {

@@ -108,6 +108,11 @@ fn read_all(r: &Reader) -> Result<Offsets> {
         f("linux_binprm", "interp", PTR)?,
     );
     let (inode_nlink, inode_size) = (f("inode", "i_nlink", 4)?, f("inode", "i_size", 8)?);
+    let (dentry_parent, dentry_name_len, dentry_name_ptr) = (
+        f("dentry", "d_parent", PTR)?,
+        f("dentry", "d_name.len", 4)?,
+        f("dentry", "d_name.name", PTR)?,
+    );
     let (nsproxy_uts, nsproxy_mnt, nsproxy_net, nsproxy_cgroup) = (
         f("nsproxy", "uts_ns", PTR)?,
         f("nsproxy", "mnt_ns", PTR)?,
@@ -184,9 +189,17 @@ fn read_all(r: &Reader) -> Result<Offsets> {
             ],
         )?,
         sb_dev: f("super_block", "s_dev", 4)?,
-        dentry_parent: f("dentry", "d_parent", PTR)?,
-        dentry_name_len: f("dentry", "d_name.len", 4)?,
-        dentry_name_ptr: f("dentry", "d_name.name", PTR)?,
+        dentry_window: window(
+            "dentry",
+            &[
+                ("d_parent", dentry_parent, PTR),
+                ("d_name.len", dentry_name_len, 4),
+                ("d_name.name", dentry_name_ptr, PTR),
+            ],
+        )?,
+        dentry_parent,
+        dentry_name_len,
+        dentry_name_ptr,
         mount_mnt: f("mount", "mnt", btf.member_size("mount", "mnt")?)?,
         mount_parent: f("mount", "mnt_parent", PTR)?,
         mount_mountpoint: f("mount", "mnt_mountpoint", PTR)?,
