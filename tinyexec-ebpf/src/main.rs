@@ -13,10 +13,11 @@
 //! (`maps.rs`):
 //!
 //! - `stages/exec.rs`: the entry, on every exec: the filter, the rule on the
-//!   file's header, prevent mode's kill, the identity of the process and file;
+//!   file's header, prevent mode's kill, the identity of the process and file
+//!   and its namespaces;
 //! - `stages/exe_path.rs`, `stages/parent_path.rs`: the executed file's path
 //!   and the parent's executable's (the walk itself is `path.rs`);
-//! - `stages/container.rs`: namespaces, in-namespace pids, the cgroup;
+//! - `stages/container.rs`: in-namespace pids, the cgroup;
 //! - `stages/emit.rs`: the arguments, and the record into the ring buffer.
 //!
 //! Each stage logs its rare paths with aya-log (`log.rs`), for

@@ -1,7 +1,8 @@
-//! Which container an exec ran in: the task's namespaces, its pids as its own
-//! pid namespace numbers them, and its cgroup (id and path) in the hierarchy
-//! user space chose. This stage runs for every record sent; an ordinary exec
-//! in alerts-only mode never gets here.
+//! Which container an exec ran in: the task's namespaces ([`namespaces`],
+//! which the entry calls: it reads them with typed loads), its pids as its
+//! own pid namespace numbers them, and its cgroup (id and path) in the
+//! hierarchy user space chose. This stage runs for every record sent; an
+//! ordinary exec in alerts-only mode never gets here.
 
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_kernel_str, macros::raw_tracepoint,
@@ -40,7 +41,7 @@ pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
         debug_if!(
             fl & flags::READ_ERROR != 0,
             &ctx,
-            "pid {}: a kernel read failed: namespaces, pids or cgroup are zero",
+            "pid {}: a kernel read failed: pids or cgroup are zero",
             unsafe { (*rec).pid }
         );
     }
