@@ -276,6 +276,21 @@ pub const ABSENT: u32 = u32::MAX;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
+    // The fast path's, first: every exec reads them, and together with
+    // `CONFIG` (before them in .rodata) they fill one cache line.
+    pub bprm_file: u32,
+    /// `const char *filename`: the name given to exec.
+    pub bprm_filename: u32,
+    /// `const char *interp`: the name of what the kernel last opened to run
+    /// (the same pointer as `filename` unless an interpreter ran).
+    pub bprm_interp: u32,
+    pub file_inode: u32,
+    pub inode_size: u32,
+    pub inode_nlink: u32,
+    /// `i_writecount.counter`.
+    pub inode_writecount: u32,
+    pub bprm_buf: u32,
+    // The rest, read only for records.
     pub task_tgid: u32,
     pub task_real_parent: u32,
     pub task_group_leader: u32,
@@ -291,14 +306,7 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub mm_exe_file: u32,
-    pub bprm_file: u32,
-    pub bprm_buf: u32,
     pub bprm_argc: u32,
-    /// `const char *filename`: the name given to exec.
-    pub bprm_filename: u32,
-    /// `const char *interp`: the name of what the kernel last opened to run
-    /// (the same pointer as `filename` unless an interpreter ran).
-    pub bprm_interp: u32,
     /// Where the [`WINDOW`] bytes the fast path reads from `linux_binprm`
     /// start: they hold `file`, `filename` and `interp`.
     pub bprm_window: u32,
@@ -306,14 +314,9 @@ pub struct Offsets {
     pub inode_window: u32,
     pub file_path_mnt: u32,
     pub file_path_dentry: u32,
-    pub file_inode: u32,
     pub inode_mode: u32,
     pub inode_ino: u32,
-    pub inode_size: u32,
-    pub inode_nlink: u32,
     pub inode_sb: u32,
-    /// `i_writecount.counter`.
-    pub inode_writecount: u32,
     /// `i_ctime_sec` (6.11+), else `__i_ctime.tv_sec` (6.6+), else `i_ctime.tv_sec`.
     pub inode_ctime_sec: u32,
     /// The nanoseconds beside it (read as 32 bits: a `long` `tv_nsec` holds < 10^9).
