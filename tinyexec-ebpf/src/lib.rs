@@ -215,15 +215,22 @@ const _: () = assert!(DENY_OUT + PATH_MAX <= DENY_AREA && DENY_PATH_AT + PATH_MA
 pub struct Carry {
     /// `struct task_struct *` of the exec'ing task.
     pub task: u64,
-    /// `struct file *` of the executed file.
-    pub file: u64,
     /// `struct linux_binprm *`.
     pub bprm: u64,
     /// `const char *` name given to exec, when an interpreter ran for it; else 0.
     pub exec_name: u64,
-    /// `struct task_struct *` of the parent process (the real parent's group
-    /// leader), as the entry read it.
-    pub parent: u64,
+    /// Where the path walks start: the executed file's, then the parent
+    /// process's executable's (all zero: it has none).
+    pub walks: [WalkStart; 2],
+    /// `struct pid *` of the task and of the parent process (the real
+    /// parent's group leader), and their `level`s.
+    pub pid: u64,
+    pub parent_pid: u64,
+    pub pid_level: u32,
+    pub parent_pid_level: u32,
+    /// `struct kernfs_node *` of the task's cgroup in the hierarchy user
+    /// space chose (0: none chosen, or unreadable).
+    pub cgroup_kn: u64,
     /// Wake user space at once (an alert, or a tail to read through /proc).
     pub urgent: u32,
     /// Where the path being walked starts in its buffer.
@@ -235,6 +242,18 @@ pub struct Carry {
         reason = "explicit padding: public so the struct can be built with a literal"
     )]
     pub _pad: u32,
+}
+
+/// Where a path walk starts, as the entry read it: the file's `struct
+/// dentry *` and `struct vfsmount *`, and that mount's root dentry. The
+/// entry reads these pointers with typed loads; the walk, a tail-called
+/// stage, reads the rest with helper calls.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkStart {
+    pub dentry: u64,
+    pub mnt: u64,
+    pub root: u64,
 }
 
 /// The kernel program is split into stages, each verified on its own, so the

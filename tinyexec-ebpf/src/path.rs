@@ -2,6 +2,9 @@
 //! the kernel opened, the way `d_absolute_path()` does, not from the string
 //! given to execve.
 //!
+//! The entry reads where each walk starts ([`start`]); the walk itself runs
+//! in a stage of its own.
+//!
 //! Verifier cost: the walk is a bounded loop, checked once per level. Where
 //! the path starts (`pos`) and its flags live in memory (`Carry`), not in
 //! registers: a register carried from level to level with a different range
@@ -9,9 +12,11 @@
 //! ways as equivalent, and their number would multiply with every level.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
-use tinyexec_ebpf::{Carry, ExecRecord, NAME_MAX, PATH_BUF, PATH_MAX, PATH_SCRATCH, flags};
+use tinyexec_ebpf::{
+    Carry, ExecRecord, NAME_MAX, PATH_BUF, PATH_MAX, PATH_SCRATCH, WalkStart, flags,
+};
 
-use crate::kernel::{Window, off, read};
+use crate::kernel::{Reader, Window, off, read};
 
 #[inline(always)]
 fn pos_of(carry: *mut Carry) -> usize {
@@ -30,20 +35,35 @@ fn set_flags(carry: *mut Carry, value: u32) {
     unsafe { core::ptr::write_volatile(&raw mut (*carry).walk_flags, value) };
 }
 
-/// Walks `file`'s path into path scratch slot `which` (0: the executed
-/// file, 1: the parent's executable) and notes its length and flags; returns them.
+/// Where `file`'s walk starts (all zero for no file), read by the entry
+/// (with typed loads where it can: see `kernel::Reader`).
 #[inline(always)]
-pub(crate) unsafe fn walk_into(
-    work: *mut u8,
-    carry: *mut Carry,
-    which: usize,
-    file: Option<usize>,
-) -> (u32, u32) {
+pub(crate) fn start<R: Reader>(r: R, fl: &mut u32, file: usize) -> WalkStart {
+    if file == 0 {
+        return WalkStart::default();
+    }
+    let dentry: usize = r.get(fl, file, off!(file_path_dentry));
+    let mnt: usize = r.get(fl, file, off!(file_path_mnt));
+    let root: usize = r.get(fl, mnt, off!(vfsmount_root));
+    WalkStart {
+        dentry: dentry as u64,
+        mnt: mnt as u64,
+        root: root as u64,
+    }
+}
+
+/// Walks path `which` of the carry (0: the executed file, 1: the parent's
+/// executable) into its path scratch slot and notes its length and flags;
+/// returns them.
+#[inline(always)]
+pub(crate) unsafe fn walk_into(work: *mut u8, carry: *mut Carry, which: usize) -> (u32, u32) {
     let rec: *mut ExecRecord = work.cast();
     let buf: *mut [u8; PATH_BUF] = unsafe { work.add(PATH_SCRATCH + which * PATH_BUF).cast() };
-    let (start, path_flags) = match file {
-        Some(file) => unsafe { walk(buf, carry, file) },
-        None => (PATH_MAX as u32, 0),
+    let from = unsafe { core::ptr::read_volatile(&raw const (*carry).walks[which & 1]) };
+    let (start, path_flags) = if from.dentry == 0 {
+        (PATH_MAX as u32, 0)
+    } else {
+        unsafe { walk(buf, carry, from) }
     };
     let len = PATH_MAX as u32 - start.min(PATH_MAX as u32);
     unsafe {
@@ -62,22 +82,15 @@ pub(crate) unsafe fn walk_into(
 /// backwards so the path ends at `PATH_MAX`. Returns where it starts and the
 /// path flags (truncated, disconnected).
 #[inline(always)]
-unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, file: usize) -> (u32, u32) {
+unsafe fn walk(buf: *mut [u8; PATH_BUF], carry: *mut Carry, from: WalkStart) -> (u32, u32) {
     let buf: *mut u8 = buf.cast();
     set_pos(carry, PATH_MAX);
     set_flags(carry, flags::PATH_TRUNCATED);
-    let (Ok(mut dentry), Ok(vfsmnt)) = (
-        read::<usize>(file, off!(file_path_dentry)),
-        read::<usize>(file, off!(file_path_mnt)),
-    ) else {
-        return (PATH_MAX as u32, flags::PATH_TRUNCATED);
-    };
+    let mut dentry = from.dentry as usize;
     let mount_mnt = off!(mount_mnt);
-    let mut mnt = vfsmnt.wrapping_sub(mount_mnt);
+    let mut mnt = (from.mnt as usize).wrapping_sub(mount_mnt);
     // The mount's root, read again only when the walk crosses to another mount.
-    let Ok(mut root) = read::<usize>(vfsmnt, off!(vfsmount_root)) else {
-        return (PATH_MAX as u32, flags::PATH_TRUNCATED);
-    };
+    let mut root = from.root as usize;
     let depth = unsafe { core::ptr::read_volatile(&raw const crate::maps::CONFIG.max_path_depth) };
     for _ in 0..depth {
         // The dentry's parent and name in one read.

@@ -1,8 +1,10 @@
-//! Which container an exec ran in: the task's namespaces ([`namespaces`],
-//! which the entry calls: it reads them with typed loads), its pids as its
+//! Which container an exec ran in: the task's namespaces, its pids as its
 //! own pid namespace numbers them, and its cgroup (id and path) in the
-//! hierarchy user space chose. This stage runs for every record sent; an
-//! ordinary exec in alerts-only mode never gets here.
+//! hierarchy user space chose. The entry reads what typed loads can reach
+//! ([`namespaces`], [`pid_of`], [`cgroup_node`]); this stage, tail-called
+//! with plain numbers, what needs a helper call: the pids at a level, and
+//! the cgroup's names. It runs for every record sent; an ordinary exec in
+//! alerts-only mode never gets here.
 
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_kernel_str, macros::raw_tracepoint,
@@ -14,7 +16,7 @@ use tinyexec_ebpf::{
 };
 
 use crate::{
-    kernel::{Probed, Reader, off, read, read_or_flag},
+    kernel::{Probed, Reader, off, read},
     log::debug_if,
     maps::{CONFIG, next_stage, work_and_carry},
 };
@@ -56,17 +58,14 @@ const MAX_PID_NS_LEVEL: u32 = 32;
 /// cgroup path into `path` (see [`cgroup_path`]); returns the flags it added.
 #[inline(always)]
 unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
-    let (task, parent) = (carry.task as usize, carry.parent as usize);
     let mut fl = 0u32;
     unsafe {
         // The work area holds the previous record's values: nothing stale stays.
         (*rec).vpid = 0;
         (*rec).parent_vpid = 0;
         (*rec).ns_pid = 0;
-        pids(rec, task, parent, &mut fl);
-        let (id, len) = cgroup(path, task, &mut fl);
-        (*rec).cgroup_id = id;
-        (*rec).cgroup_path_len = len;
+        pids(rec, carry, &mut fl);
+        (*rec).cgroup_path_len = cgroup_path_of(path, carry.cgroup_kn as usize, &mut fl);
         (*rec).flags |= fl;
     }
     fl
@@ -125,12 +124,24 @@ fn upid(pid: usize, level: u32) -> Result<(u32, usize), i32> {
 /// Bytes of `struct upid` read: `int nr` and `struct pid_namespace *ns`.
 const UPID_READ: usize = 16;
 
+/// A task's `struct pid` and its level, read by the entry (typed loads
+/// where it can); 0 and 0 for no pid.
+#[inline(always)]
+pub(crate) fn pid_of<R: Reader>(r: R, fl: &mut u32, task: usize) -> (usize, u32) {
+    let pid: usize = r.get(fl, task, off!(task_thread_pid));
+    if pid == 0 {
+        return (0, 0);
+    }
+    (pid, r.get(fl, pid, off!(pid_level)))
+}
+
 /// The process's pid namespace (the one its pid lives in, as
 /// `/proc/PID/ns/pid` shows) and its pids as that namespace numbers them.
+/// The `struct upid` at a level is a variable offset into `struct pid`,
+/// which only a helper call reads: that is why it is done here.
 #[inline(always)]
-unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
-    let pid: usize = read_or_flag(fl, task, off!(task_thread_pid));
-    let level: u32 = read_or_flag(fl, pid, off!(pid_level));
+unsafe fn pids(rec: *mut ExecRecord, carry: &Carry, fl: &mut u32) {
+    let (pid, level) = (carry.pid as usize, carry.pid_level);
     if pid == 0 || level > MAX_PID_NS_LEVEL {
         *fl |= flags::READ_ERROR;
         return;
@@ -141,9 +152,9 @@ unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
     };
     // The parent's number at our level, when it lives in our namespace
     // (`task_tgid_nr_ns`); outside it, the parent has no number there.
+    let (ppid, plevel) = (carry.parent_pid as usize, carry.parent_pid_level);
     let mut parent_vpid = 0u32;
-    if let Ok(ppid) = read::<usize>(parent, off!(task_thread_pid))
-        && let Ok(plevel) = read::<u32>(ppid, off!(pid_level))
+    if ppid != 0
         && plevel >= level
         && let Ok((nr, pns)) = upid(ppid, level)
         && pns == ns
@@ -157,29 +168,49 @@ unsafe fn pids(rec: *mut ExecRecord, task: usize, parent: usize, fl: &mut u32) {
     }
 }
 
-/// The task's cgroup in the configured hierarchy: its id and the length of
-/// its path, written into `path`. (0, 0) when no hierarchy is configured.
+/// The task's cgroup in the configured hierarchy: its `struct kernfs_node`
+/// (0 when no hierarchy is configured), its id into the record. Read by the
+/// entry (typed loads where it can).
 #[inline(always)]
-fn cgroup(path: *mut u8, task: usize, fl: &mut u32) -> (u64, u32) {
+pub(crate) unsafe fn cgroup_node<R: Reader>(
+    r: R,
+    rec: *mut ExecRecord,
+    task: usize,
+    fl: &mut u32,
+) -> usize {
+    unsafe { (*rec).cgroup_id = 0 };
     let mode = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_mode) };
     if mode == cgroup_mode::NONE {
-        return (0, 0);
+        return 0;
     }
-    let cset: usize = read_or_flag(fl, task, off!(task_cgroups));
+    let cset: usize = r.get(fl, task, off!(task_cgroups));
     let cgrp: usize = if mode == cgroup_mode::UNIFIED {
-        read_or_flag(fl, cset, off!(css_set_dfl_cgrp))
+        r.get(fl, cset, off!(css_set_dfl_cgrp))
     } else {
         let subsys = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_subsys) };
-        let css: usize = read_or_flag(fl, cset, off!(css_set_subsys) + subsys as usize * 8);
-        read_or_flag(fl, css, off!(css_cgroup))
+        let css: usize = r.get(fl, cset, off!(css_set_subsys) + subsys as usize * 8);
+        r.get(fl, css, off!(css_cgroup))
     };
-    let kn: usize = read_or_flag(fl, cgrp, off!(cgroup_kn));
+    let kn: usize = r.get(fl, cgrp, off!(cgroup_kn));
+    if kn != 0 {
+        unsafe { (*rec).cgroup_id = r.get(fl, kn, off!(kernfs_id)) };
+    }
+    kn
+}
+
+/// The cgroup path of `kn` (see [`cgroup_path`]) into `path`; its length.
+/// A configured hierarchy without a node is a failed read.
+#[inline(always)]
+fn cgroup_path_of(path: *mut u8, kn: usize, fl: &mut u32) -> u32 {
+    let mode = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_mode) };
+    if mode == cgroup_mode::NONE {
+        return 0;
+    }
     if kn == 0 {
         *fl |= flags::READ_ERROR | flags::CGROUP_PATH_TRUNCATED;
-        return (0, 0);
+        return 0;
     }
-    let id: u64 = read_or_flag(fl, kn, off!(kernfs_id));
-    (id, cgroup_path(path, kn, fl))
+    cgroup_path(path, kn, fl)
 }
 
 /// Copies the names of `kn` and its ancestors, up to the hierarchy's root

@@ -17,8 +17,7 @@ use crate::{
 )]
 pub fn tinyexec_exe_path(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
-        let file = unsafe { (*carry).file } as usize;
-        let (len, path_flags) = unsafe { path::walk_into(work, carry, 0, Some(file)) };
+        let (len, path_flags) = unsafe { path::walk_into(work, carry, 0) };
         let rec: *const ExecRecord = work.cast();
         debug_if!(
             path_flags & flags::PATH_TRUNCATED != 0,

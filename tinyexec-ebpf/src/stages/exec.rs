@@ -30,6 +30,7 @@ use super::container;
 use crate::{
     kernel::{Probed, Reader, Typed, Window, load, off, read_or_flag},
     maps::{CONFIG, CONTROL, EXECS, next_stage, work_and_carry},
+    path,
 };
 
 // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -329,16 +330,33 @@ fn on_exec<C: EbpfContext>(
         }
         let (parent, cred) = fill_task(r, rec, task, &mut fl);
         fill_file(r, rec, inode, &mut fl);
-        // Here, not in the container stage: this program can read them
-        // with typed loads, a tail-called stage only with helper calls.
+        // The stages' pointers are read here, not there: this program can
+        // read them with typed loads, a tail-called stage only with helper
+        // calls. The stages do what needs helpers (names, variable offsets).
         container::namespaces(r, rec, task, cred, &mut fl);
+        let (pid, pid_level) = container::pid_of(r, &mut fl, task);
+        let (parent_pid, parent_pid_level) = container::pid_of(r, &mut fl, parent);
+        let cgroup_kn = container::cgroup_node(r, rec, task, &mut fl);
+        let exe = path::start(r, &mut fl, file);
+        // The parent's executable (`mm->exe_file`); none for a kernel thread.
+        let parent_mm: usize = r.get(&mut fl, parent, off!(task_mm));
+        let parent_file: usize = if parent_mm == 0 {
+            0
+        } else {
+            r.get(&mut fl, parent_mm, off!(mm_exe_file))
+        };
+        let parent_exe = path::start(r, &mut fl, parent_file);
         (*rec).flags = fl;
         *carry = Carry {
             task: task as u64,
-            file: file as u64,
             bprm: bprm as u64,
             exec_name: if interpreted { filename as u64 } else { 0 },
-            parent: parent as u64,
+            walks: [exe, parent_exe],
+            pid: pid as u64,
+            parent_pid: parent_pid as u64,
+            pid_level,
+            parent_pid_level,
+            cgroup_kn: cgroup_kn as u64,
             urgent: u32::from(urgent),
             walk_pos: 0,
             walk_flags: 0,

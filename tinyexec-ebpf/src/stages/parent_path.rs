@@ -5,7 +5,6 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use tinyexec_ebpf::{ExecRecord, flags, stage};
 
 use crate::{
-    kernel::{off, read},
     log::debug_if,
     maps::{CONFIG, next_stage, work_and_carry},
     path,
@@ -18,8 +17,7 @@ use crate::{
 )]
 pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
     if let Some((work, carry)) = work_and_carry() {
-        let parent = unsafe { (*carry).parent } as usize;
-        let (len, path_flags) = unsafe { path::walk_into(work, carry, 1, parent_exe(parent)) };
+        let (len, path_flags) = unsafe { path::walk_into(work, carry, 1) };
         let rec: *const ExecRecord = work.cast();
         debug_if!(
             path_flags & flags::PATH_TRUNCATED != 0,
@@ -33,15 +31,4 @@ pub fn tinyexec_parent_path(ctx: RawTracePointContext) -> i32 {
     }
     next_stage::<{ stage::CONTAINER }>(&ctx);
     0
-}
-
-/// The parent process's executable file (`mm->exe_file`); None for kernel threads.
-#[inline(always)]
-fn parent_exe(parent: usize) -> Option<usize> {
-    let mm: usize = read(parent, off!(task_mm)).ok()?;
-    if mm == 0 {
-        return None;
-    }
-    let file: usize = read(mm, off!(mm_exe_file)).ok()?;
-    (file != 0).then_some(file)
 }
