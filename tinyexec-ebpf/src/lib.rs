@@ -213,10 +213,10 @@ const _: () = assert!(DENY_OUT + PATH_MAX <= DENY_AREA && DENY_PATH_AT + PATH_MA
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Carry {
-    /// `struct task_struct *` of the exec'ing task.
-    pub task: u64,
-    /// `struct linux_binprm *`.
-    pub bprm: u64,
+    /// Where the argument vector lies in the new image's memory
+    /// (`mm->arg_start`, `mm->arg_end`; 0 when unreadable).
+    pub args_start: u64,
+    pub args_end: u64,
     /// `const char *` name given to exec, when an interpreter ran for it; else 0.
     pub exec_name: u64,
     /// Where the path walks start: the executed file's, then the parent

@@ -15,10 +15,7 @@ use tinyexec_ebpf::{
     PATH_BUF, PATH_MAX, PATH_SCRATCH, RECORD_FIXED, flags,
 };
 
-use crate::{
-    kernel::{off, read, read_or_flag},
-    maps::{EVENTS, count_lost, work_and_carry},
-};
+use crate::maps::{EVENTS, count_lost, work_and_carry};
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 #[expect(
@@ -49,14 +46,7 @@ unsafe fn emit(ctx: &RawTracePointContext, work: *mut u8, carry: &Carry) {
     unsafe {
         let mut fl = core::ptr::read_volatile(&raw const (*rec).flags);
         let mut len = RECORD_FIXED + stored(&raw const (*rec).header_len);
-        fill_args(
-            ctx,
-            rec,
-            at(work, len),
-            carry.task as usize,
-            carry.bprm as usize,
-            &mut fl,
-        );
+        fill_args(ctx, rec, at(work, len), carry, &mut fl);
         len += stored(&raw const (*rec).args_len);
         len += copy_path(
             ctx,
@@ -231,19 +221,14 @@ unsafe fn fill_args(
     ctx: &RawTracePointContext,
     rec: *mut ExecRecord,
     dst: *mut u8,
-    task: usize,
-    bprm: usize,
+    carry: &Carry,
     fl: &mut u32,
 ) {
     unsafe {
-        let argc: i32 = read_or_flag(fl, bprm, off!(bprm_argc));
-        (*rec).argc = argc as u32;
         (*rec).args_len = 0;
-        let mm: usize = read_or_flag(fl, task, off!(task_mm));
-        let (Ok(start), Ok(end)) = (
-            read::<u64>(mm, off!(mm_arg_start)),
-            read::<u64>(mm, off!(mm_arg_end)),
-        ) else {
+        let (start, end) = (carry.args_start, carry.args_end);
+        // A new image always has its arguments somewhere: 0 is a failed read.
+        if start == 0 {
             debug!(
                 ctx,
                 "pid {}: reading where its arguments are failed",
@@ -251,7 +236,7 @@ unsafe fn fill_args(
             );
             *fl |= flags::ARGS_UNREADABLE;
             return;
-        };
+        }
         let mut len = end.wrapping_sub(start);
         if len > ARGS_MAX as u64 {
             len = ARGS_MAX as u64;

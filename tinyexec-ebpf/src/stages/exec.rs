@@ -346,10 +346,22 @@ fn on_exec<C: EbpfContext>(
             r.get(&mut fl, parent_mm, off!(mm_exe_file))
         };
         let parent_exe = path::start(r, &mut fl, parent_file);
+        // The arguments: their count, and where the new image holds them.
+        let argc: i32 = r.get(&mut fl, bprm, off!(bprm_argc));
+        (*rec).argc = argc as u32;
+        let mm: usize = r.get(&mut fl, task, off!(task_mm));
+        let (args_start, args_end): (u64, u64) = if mm == 0 {
+            (0, 0)
+        } else {
+            (
+                r.get(&mut fl, mm, off!(mm_arg_start)),
+                r.get(&mut fl, mm, off!(mm_arg_end)),
+            )
+        };
         (*rec).flags = fl;
         *carry = Carry {
-            task: task as u64,
-            bprm: bprm as u64,
+            args_start,
+            args_end,
             exec_name: if interpreted { filename as u64 } else { 0 },
             walks: [exe, parent_exe],
             pid: pid as u64,
