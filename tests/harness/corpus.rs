@@ -400,6 +400,13 @@ pub fn corpus() -> Vec<Sample> {
             false,
         );
         c.run("s2-absent", arch, s1.to_vec(), Some(MAX_MATCH), false);
+        // `$s2` starting at each offset modulo 8, whole files under 256
+        // bytes: the kernel's first look at a header reads it 8 bytes at a
+        // time, and its first two bytes may lie in two words.
+        for k in 0..8 {
+            let trailer = [&[0u8; 8][..k], s1, s2].concat();
+            c.run(&format!("s2-word-offset-{k}"), arch, trailer, None, true);
+        }
     }
 
     c.0
@@ -598,6 +605,14 @@ mod tests {
             assert!((243..256).contains(&pos(b, &S1)));
             let b = get(&format!("{arch}-run-match-s2-straddles-256-len269"));
             assert!((247..256).contains(&pos(b, &S2)));
+            let prefix = format!("{arch}-run-match-s2-word-offset-");
+            let mut residues: Vec<usize> = c
+                .iter()
+                .filter(|s| s.name.starts_with(&prefix))
+                .map(|s| pos(&s.bytes, &S2) % 8)
+                .collect();
+            residues.sort_unstable();
+            assert_eq!(residues, (0..8).collect::<Vec<_>>(), "{prefix}");
         }
     }
 
