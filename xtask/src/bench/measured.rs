@@ -22,8 +22,12 @@ pub struct Measured {
     pub rss_anon_kib: Option<u64>,
     /// Run time of its BPF programs during the storm (`bpf_stats`).
     pub bpf: Option<ProgStats>,
-    /// Run time of an empty program on the same execs (`floor.rs`).
+    /// Run time of an empty program on the same execs, attached after the
+    /// watcher's (`floor.rs`): what any program in its place costs.
     pub floor: Option<ProgStats>,
+    /// The same of one attached before it: the first on the tracepoint,
+    /// which pays more.
+    pub floor_first: Option<ProgStats>,
     /// Records (lines) naming the storm binary in its output.
     pub seen: Option<u64>,
     /// Records the sensor reported lost (`lost.total` at its exit).

@@ -433,6 +433,7 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
         rss_anon_kib: rss_anon,
         bpf,
         floor: None,
+        floor_first: None,
         seen: None,
         lost: None,
         ready: None,

@@ -17,6 +17,16 @@ pub struct ProgStats {
     pub run_cnt: u64,
 }
 
+impl ProgStats {
+    /// What ran between `earlier` and these.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            run_time_ns: self.run_time_ns.saturating_sub(earlier.run_time_ns),
+            run_cnt: self.run_cnt.saturating_sub(earlier.run_cnt),
+        }
+    }
+}
+
 /// User + system CPU of the whole process (all threads), in clock ticks.
 pub fn cpu_ticks(pid: i32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
