@@ -291,26 +291,15 @@ impl Report<'_> {
         };
         let per_run =
             |b: proc::ProgStats| (b.run_cnt > 0).then(|| b.run_time_ns as f64 / b.run_cnt as f64);
-        let per_storm: Vec<f64> = r
-            .runs
-            .iter()
-            .filter_map(|m| m.bpf.and_then(per_run))
-            .collect();
-        let floor_per_storm: Vec<f64> = r
-            .runs
-            .iter()
-            .filter_map(|m| m.floor.and_then(per_run))
-            .collect();
-        let floor_first_per_storm: Vec<f64> = r
-            .runs
-            .iter()
-            .filter_map(|m| m.floor_first.and_then(per_run))
-            .collect();
-        let own_per_storm: Vec<f64> = r
-            .runs
-            .iter()
-            .filter_map(|m| Some(m.bpf.and_then(per_run)? - m.floor.and_then(per_run)?))
-            .collect();
+        // ns per exec of each storm, of what `of` picks from it.
+        let storms_of = |of: &dyn Fn(&Measured) -> Option<f64>| -> Vec<f64> {
+            r.runs.iter().filter_map(of).collect()
+        };
+        let per_storm = storms_of(&|m| m.bpf.and_then(per_run));
+        let floor_per_storm = storms_of(&|m| m.floor.and_then(per_run));
+        let floor_first_per_storm = storms_of(&|m| m.floor_first.and_then(per_run));
+        let own_per_storm =
+            storms_of(&|m| Some(m.bpf.and_then(per_run)? - m.floor.and_then(per_run)?));
         let kernel_ns = spread(&per_storm);
         let own_ns = spread(&own_per_storm);
         let kernel_verdict = self.kernel_target(r).map(|target| Verdict {
