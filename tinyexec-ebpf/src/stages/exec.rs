@@ -149,11 +149,10 @@ pub(crate) fn header_ruled_out_in_place(bprm: usize, size: i64) -> bool {
 }
 
 /// The rule on the header the kernel read into `bprm->buf`, copied to `dst`
-/// ([`HEADER_LEN`] bytes of a work area: the verifier refuses loads at a
-/// variable offset from the kernel's struct). A writable file may have been
-/// smaller when the kernel read its header: it is decided as for the
-/// largest size that can match. Returns the verdict and how many bytes of
-/// the header are the file's, or the read's error.
+/// ([`HEADER_LEN`] bytes of an 8-aligned work area: the automaton indexes
+/// by byte, and the verifier refuses loads at a variable offset from the
+/// kernel's struct). Returns the verdict and how many bytes of the header
+/// are the file's ([`judged_size`]), or the read's error.
 #[inline(always)]
 pub(crate) unsafe fn judge_header(
     dst: *mut u8,
