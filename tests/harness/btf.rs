@@ -1,11 +1,15 @@
 //! Just enough of the BTF format (the kernel's `Documentation/bpf/btf.rst`) to
-//! doctor a copy of the kernel's BTF: find a struct's member and move its offset.
+//! doctor a copy of the kernel's BTF: find a struct's member and move its
+//! offset; and to find a typedef's id (the bench's empty `tp_btf` program).
 //!
 //! The sensor has its own full reader, but it lives in the binary crate; this
 //! one only walks the type section to locate a member's offset word, so the
 //! tests can hand the sensor a BTF that lies about exactly one field.
 
 use std::ops::Range;
+
+/// The running kernel's own BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
 const TYPE_LEN: usize = 12;
@@ -15,6 +19,7 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -87,10 +92,19 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize, String> {
     })
 }
 
-/// Byte positions of the offset word of every `strukt.member` (a struct named
-/// `strukt` with a direct member named `member`), with the struct's `kind_flag`.
-fn member_offset_words(b: &[u8], strukt: &str, member: &str) -> Result<Vec<(usize, bool)>, String> {
-    let l = layout(b)?;
+/// One type of the type section: its id (the first is 1), where its header
+/// starts, and what the header says.
+struct Type {
+    id: u32,
+    at: usize,
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+}
+
+/// Every type of the type section, in order.
+fn types(b: &[u8], l: &Layout) -> Result<Vec<Type>, String> {
     let mut found = Vec::new();
     let mut at = l.types.start;
     while at < l.types.end {
@@ -101,21 +115,51 @@ fn member_offset_words(b: &[u8], strukt: &str, member: &str) -> Result<Vec<(usiz
             (info & 0xffff) as usize,
             info >> 31 == 1,
         );
-        let body = at + TYPE_LEN;
-        let next = body + extra_len(kind, vlen)?;
+        let next = at + TYPE_LEN + extra_len(kind, vlen)?;
         if next > l.types.end {
             return Err(format!("BTF type at byte {at} runs past the type section"));
         }
-        if kind == KIND_STRUCT && name(b, &l, name_off)? == strukt.as_bytes() {
-            for m in (0..vlen).map(|i| body + 12 * i) {
-                if name(b, &l, u32_at(b, m)?)? == member.as_bytes() {
-                    found.push((m + 8, kind_flag));
-                }
-            }
-        }
+        let id = u32::try_from(found.len() + 1).map_err(|_| "too many BTF types".to_owned())?;
+        found.push(Type {
+            id,
+            at,
+            name_off,
+            kind,
+            vlen,
+            kind_flag,
+        });
         at = next;
     }
     Ok(found)
+}
+
+/// Byte positions of the offset word of every `strukt.member` (a struct named
+/// `strukt` with a direct member named `member`), with the struct's `kind_flag`.
+fn member_offset_words(b: &[u8], strukt: &str, member: &str) -> Result<Vec<(usize, bool)>, String> {
+    let l = layout(b)?;
+    let mut found = Vec::new();
+    for t in types(b, &l)? {
+        if t.kind == KIND_STRUCT && name(b, &l, t.name_off)? == strukt.as_bytes() {
+            for m in (0..t.vlen).map(|i| t.at + TYPE_LEN + 12 * i) {
+                if name(b, &l, u32_at(b, m)?)? == member.as_bytes() {
+                    found.push((m + 8, t.kind_flag));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The id of the typedef named `typedef` (what a BTF-typed tracepoint
+/// program attaches by: `btf_trace_<tracepoint>`).
+pub fn typedef_id(b: &[u8], typedef: &str) -> Result<u32, String> {
+    let l = layout(b)?;
+    for t in types(b, &l)? {
+        if t.kind == KIND_TYPEDEF && name(b, &l, t.name_off)? == typedef.as_bytes() {
+            return Ok(t.id);
+        }
+    }
+    Err(format!("no typedef {typedef} in the BTF"))
 }
 
 /// The byte offset of `strukt.member` (every struct of that name must agree).
@@ -262,7 +306,7 @@ mod tests {
     /// The running kernel's BTF: the patch moves exactly `inode.i_size`.
     #[test]
     fn doctors_the_running_kernels_btf() {
-        let path = "/sys/kernel/btf/vmlinux";
+        let path = KERNEL_BTF;
         let b = std::fs::read(path)
             .unwrap_or_else(|e| panic!("{path}: {e} (the tests need a BTF kernel)"));
         let before = member_offset(&b, "inode", "i_size").unwrap();
@@ -277,5 +321,10 @@ mod tests {
         );
         let changed = (0..b.len()).filter(|&i| b[i] != moved[i]).count();
         assert!((1..=4).contains(&changed), "{changed} bytes changed");
+        let id = typedef_id(&b, "btf_trace_sched_process_exec").unwrap();
+        assert!(id > 1, "{id}");
+        assert!(typedef_id(&b, "no_such_typedef").is_err());
+        // Eprinted for a comparison with `bpftool btf dump file` by hand.
+        eprintln!("btf_trace_sched_process_exec: [{id}]");
     }
 }

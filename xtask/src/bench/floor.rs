@@ -1,26 +1,26 @@
-//! The floor: an empty program (`r0 = 0; exit`) on `sched_process_exec`,
-//! attached beside the sensor during its storms. What the kernel's
-//! `bpf_stats` says it costs per exec is what any program there costs on
-//! this machine (the clock reads around it, the call through a retpoline),
-//! measured on the same execs as the sensor's program; the sensor's own work
-//! is its figure less this one.
+//! The floor: an empty program (`r0 = 0; exit`) on `sched_process_exec`.
+//! What the kernel's `bpf_stats` says it costs per exec is what any program
+//! in its place there costs on this machine (the clock reads around it, the
+//! call through a retpoline). The sensor's storms attach one before the
+//! sensor and one after it (`sensor.rs`); the sensor's own work is its
+//! figure less the one's after it, on the same execs.
 //!
 //! Loaded with the `bpf` system call directly: two instructions need no
 //! object file, and a clang or an aya loader in xtask for them would be the
 //! whole toolchain for nothing.
 
 use std::{
-    ffi::CStr,
-    io,
+    ffi::{CStr, CString},
+    fs, io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    process::Command,
     sync::OnceLock,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+use tinyexec_ebpf::names;
+use tinyexec_harness::btf::{self, KERNEL_BTF};
 
 use super::proc::{self, ProgStats};
-use crate::cmd::{find_cmd, output_of};
 
 // From include/uapi/linux/bpf.h.
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -31,9 +31,6 @@ const BPF_TRACE_RAW_TP: u32 = 23;
 
 /// `r0 = 0; exit`.
 const EMPTY: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
-
-/// The tracepoint's BTF type, which a typed program attaches by.
-const TRACE_TYPE: &str = "btf_trace_sched_process_exec";
 
 /// The empty program, attached while this lives.
 pub struct Floor {
@@ -55,8 +52,9 @@ impl Floor {
         } else {
             let prog = load(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 0)
                 .context("loading the empty raw tracepoint program (the bench's floor)")?;
-            let link = open(&prog, Some(c"sched_process_exec"))
-                .context("attaching the empty program to sched_process_exec")?;
+            let tracepoint = CString::new(names::TRACEPOINT)?;
+            let link = open(&prog, Some(&tracepoint))
+                .with_context(|| format!("attaching the empty program to {}", names::TRACEPOINT))?;
             (prog, link)
         };
         Ok(Self { prog, _link: link })
@@ -101,29 +99,13 @@ fn open(prog: &OwnedFd, name: Option<&CStr>) -> Result<OwnedFd> {
     bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a).context("BPF_RAW_TRACEPOINT_OPEN")
 }
 
-/// The tracepoint's type id in the running kernel's BTF (bpftool's dump:
-/// `[ID] TYPEDEF 'btf_trace_sched_process_exec' type_id=N`).
+/// The tracepoint's type id in the running kernel's BTF, read once.
 fn trace_type_id() -> Result<u32> {
     static ID: OnceLock<Result<u32, String>> = OnceLock::new();
-    ID.get_or_init(|| find_trace_type_id().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn find_trace_type_id() -> Result<u32> {
-    let bpftool = find_cmd("bpftool").context("bpftool is not installed")?;
-    let dump =
-        output_of(Command::new(bpftool).args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"]))
-            .context("bpftool btf dump file /sys/kernel/btf/vmlinux")?;
-    let want = format!(" TYPEDEF '{TRACE_TYPE}' ");
-    for line in dump.lines().filter(|l| l.contains(&want)) {
-        if let Some(id) = line
-            .strip_prefix('[')
-            .and_then(|l| l.split(']').next())
-            .and_then(|id| id.parse().ok())
-        {
-            return Ok(id);
-        }
-    }
-    bail!("no {TRACE_TYPE} in the kernel's BTF")
+    ID.get_or_init(|| {
+        let b = fs::read(KERNEL_BTF).map_err(|e| format!("reading {KERNEL_BTF}: {e}"))?;
+        btf::typedef_id(&b, names::TRACEPOINT_TYPE).map_err(|e| format!("{KERNEL_BTF}: {e}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
