@@ -54,8 +54,8 @@ pub fn tinyexec_container(ctx: RawTracePointContext) -> i32 {
 /// Deepest pid namespace nesting the kernel allows (`MAX_PID_NS_LEVEL`).
 const MAX_PID_NS_LEVEL: u32 = 32;
 
-/// Fills the record's namespace, pid and cgroup fields, and writes the
-/// cgroup path into `path` (see [`cgroup_path`]); returns the flags it added.
+/// Fills the record's in-namespace pids, and writes the cgroup path into
+/// `path` (see [`cgroup_path`]); returns the flags it added.
 #[inline(always)]
 unsafe fn fill(rec: *mut ExecRecord, path: *mut u8, carry: &Carry) -> u32 {
     let mut fl = 0u32;
@@ -93,17 +93,17 @@ pub(crate) unsafe fn namespaces<R: Reader>(
     fl: &mut u32,
 ) {
     let nsproxy: usize = r.get(fl, task, off!(task_nsproxy));
-    let member = |fl: &mut u32, field: usize| -> usize { r.get(fl, nsproxy, field) };
+    // The inode number of the namespace `nsproxy` points to at `member`.
+    let inum_of = |fl: &mut u32, member: usize, offset: usize| {
+        let ns: usize = r.get(fl, nsproxy, member);
+        inum(r, fl, ns, offset)
+    };
     let user_ns: usize = r.get(fl, cred, off!(cred_user_ns));
     unsafe {
-        let ns = member(fl, off!(nsproxy_uts));
-        (*rec).ns_uts = inum(r, fl, ns, off!(uts_inum));
-        let ns = member(fl, off!(nsproxy_mnt));
-        (*rec).ns_mnt = inum(r, fl, ns, off!(mnt_inum));
-        let ns = member(fl, off!(nsproxy_net));
-        (*rec).ns_net = inum(r, fl, ns, off!(net_inum));
-        let ns = member(fl, off!(nsproxy_cgroup));
-        (*rec).ns_cgroup = inum(r, fl, ns, off!(cgroup_ns_inum));
+        (*rec).ns_uts = inum_of(fl, off!(nsproxy_uts), off!(uts_inum));
+        (*rec).ns_mnt = inum_of(fl, off!(nsproxy_mnt), off!(mnt_inum));
+        (*rec).ns_net = inum_of(fl, off!(nsproxy_net), off!(net_inum));
+        (*rec).ns_cgroup = inum_of(fl, off!(nsproxy_cgroup), off!(cgroup_ns_inum));
         (*rec).ns_user = inum(r, fl, user_ns, off!(user_inum));
     }
 }

@@ -80,7 +80,7 @@ pub fn tinyexec_lsm(ctx: LsmContext) -> i32 {
     // The header on this program's own stack: an LSM program can be
     // preempted (on a fully preemptible kernel), and another exec's run on
     // this CPU meanwhile would write over a per-CPU copy before the decision.
-    // Words, so the header is 8-aligned (`rule::has_s2_start` loads words).
+    // Words, so the header is 8-aligned (`rule::word` loads words).
     let mut header = MaybeUninit::<[u64; HEADER_LEN / 8]>::uninit();
     // A header that cannot be read is not refused: the entry sees the same
     // failure and flags its record.
