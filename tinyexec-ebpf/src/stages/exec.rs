@@ -59,6 +59,7 @@ pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
             fast_direct(bprm),
             header_ruled_out_in_place,
             Typed,
+            false,
         );
     }
     0
@@ -85,6 +86,7 @@ pub fn tinyexec_rawtp(ctx: RawTracePointContext) -> i32 {
         fast_probe(bprm),
         |_, _| false,
         Probed,
+        true,
     );
     0
 }
@@ -226,7 +228,19 @@ fn self_test() -> bool {
 
 /// `ruled_out_in_place(bprm, size)`: whether the header rules the match out,
 /// read without a copy, where the entry can (false where it cannot); `r`:
-/// how it reads the record's fields.
+/// how it reads the record's fields; `filter_sees_self_test`: whether the
+/// filter lets every exec through while the self-test runs.
+///
+/// The self-test's canary is a rule candidate whose header the in-place
+/// look cannot rule out (`run/selftest/elf.rs`), so the filter passes it on
+/// its own wherever the fast path's offsets are right, and the switch is
+/// looked at only behind the filter. The typed entry loads only with the
+/// running kernel's BTF (see `kernel/loader.rs`), whose offsets the verifier
+/// checks; its filter skips the switch, a map value on a cache line of its
+/// own that every ordinary exec paid for. The raw-tracepoint entry also runs
+/// with offsets from another BTF (`--btf`), which may read the canary wrong:
+/// its filter looks at the switch, so that the canary's record comes all
+/// the same and the self-test names what was misread.
 #[inline(always)]
 fn on_exec<C: EbpfContext>(
     ctx: &C,
@@ -236,6 +250,7 @@ fn on_exec<C: EbpfContext>(
     fast: Fast,
     ruled_out_in_place: impl FnOnce(usize, i64) -> bool,
     r: impl Reader,
+    filter_sees_self_test: bool,
 ) {
     // The fast path: every exec pays for it.
     let candidate = fast.candidate();
@@ -257,13 +272,13 @@ fn on_exec<C: EbpfContext>(
     // space checks it by name.
     let interpreted = filename != interp;
     // Alerts-only mode: an ordinary exec costs these reads and nothing more.
-    // The self-test's switch is looked at too (an inlined array lookup):
-    // with offsets from a BTF that does not fit the kernel the canary may
-    // not look like a candidate, and its record must come all the same.
     // A candidate whose header already rules the match out costs only that
     // look (the same decision as `judge_header`'s below, on the same bytes).
     let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
-    if !interpreted && !all_execs && (!candidate || ruled_out_in_place(bprm, size)) && !self_test()
+    if !interpreted
+        && !all_execs
+        && (!candidate || ruled_out_in_place(bprm, size))
+        && !(filter_sees_self_test && self_test())
     {
         return;
     }

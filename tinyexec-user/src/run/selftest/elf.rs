@@ -1,9 +1,15 @@
 //! The self-test's canary: the smallest static ELF that exits 0, for the
-//! architecture the sensor runs on.
+//! architecture the sensor runs on, followed by `$s2`'s first two bytes.
+//! The kernel's filter lets a candidate through only when its header may
+//! hold `$s2` (`rule::ruled_out`): with the pair, the canary passes the
+//! filter as a rule candidate, without the self-test's switch (see the
+//! entry, `stages/exec.rs`), and the rule still does not match it.
 //!
 //! Built here rather than taken from the tests' generator (`tests/harness/elf.rs`,
 //! which assembles whole test programs): the sensor needs only this one,
 //! and it must not depend on test code.
+
+use tinyexec_ebpf::rule;
 
 /// Where the single segment is loaded (the conventional non-PIE base).
 const BASE: u64 = 0x40_0000;
@@ -31,13 +37,18 @@ const EXIT0: (&[u8], u16) = (
     183, // EM_AARCH64
 );
 
-/// The canary's bytes: ELF header, one R+X `PT_LOAD` of the whole file, code.
+/// Never run: the code exits before it.
+const S2_PAIR: [u8; 2] = [rule::S2[0], rule::S2[1]];
+
+/// The canary's bytes: ELF header, one R+X `PT_LOAD` of the whole file,
+/// code, [`S2_PAIR`].
 pub fn exit0_elf() -> Vec<u8> {
     let (code, machine) = EXIT0;
     let headers = usize::from(EHDR_LEN + PHDR_LEN);
     let entry = BASE + u64::from(EHDR_LEN + PHDR_LEN);
-    let len = (headers + code.len()) as u64;
-    let mut f = Vec::with_capacity(headers + code.len());
+    let total = headers + code.len() + S2_PAIR.len();
+    let len = total as u64;
+    let mut f = Vec::with_capacity(total);
     // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.
     f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     f.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
@@ -60,6 +71,7 @@ pub fn exit0_elf() -> Vec<u8> {
     f.extend_from_slice(&len.to_le_bytes()); // p_memsz
     f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
     f.extend_from_slice(code);
+    f.extend_from_slice(&S2_PAIR);
     f
 }
 
@@ -68,14 +80,22 @@ mod tests {
     use tinyexec_ebpf::rule;
 
     #[test]
-    fn is_a_small_elf_the_rule_does_not_match() {
+    fn is_a_candidate_the_filter_passes_and_the_rule_does_not_match() {
         let f = super::exit0_elf();
         assert_eq!(
             f.len(),
-            usize::from(super::EHDR_LEN + super::PHDR_LEN) + super::EXIT0.0.len()
+            usize::from(super::EHDR_LEN + super::PHDR_LEN) + super::EXIT0.0.len() + 2
         );
         assert!(f.starts_with(&rule::MAGIC));
         assert!(rule::size_can_match(f.len() as u64));
+        let mut header = [0u8; tinyexec_ebpf::HEADER_LEN];
+        header[..f.len()].copy_from_slice(&f);
+        let size = f.len() as u64;
+        assert!(!rule::ruled_out(|j| rule::word(&header, j), f.len(), size));
+        assert_eq!(
+            rule::header_verdict(&header, f.len(), size),
+            rule::HeaderVerdict::NoMatch
+        );
         assert!(rule::evaluate(&f).is_none());
     }
 }
