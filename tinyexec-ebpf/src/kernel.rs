@@ -46,6 +46,12 @@ pub(crate) fn load<T: Copy>(base: usize, offset: usize) -> T {
 /// arguments, and pointers loaded through them), [`Probed`] with helper
 /// calls. The record's fields are read once, written generic over this.
 pub(crate) trait Reader: Copy {
+    /// Whether the verifier checked the offsets this reader reads at: a
+    /// typed load must fall on a field of the kernel's own type, and the
+    /// typed entry loads only with the running kernel's BTF. Offsets read
+    /// with helpers may come from another BTF (`--btf`) and misread.
+    const OFFSETS_CHECKED: bool;
+
     /// The `T` at `base + offset`. A failed read yields zero and sets
     /// [`flags::READ_ERROR`]; a typed load cannot fail (a bad address
     /// reads as zero, see [`load`]).
@@ -63,6 +69,8 @@ pub(crate) struct Typed;
 pub(crate) struct Probed;
 
 impl Reader for Typed {
+    const OFFSETS_CHECKED: bool = true;
+
     #[inline(always)]
     fn get<T: Copy + Default>(self, _fl: &mut u32, base: usize, offset: usize) -> T {
         load(base, offset)
@@ -80,6 +88,8 @@ impl Reader for Typed {
 }
 
 impl Reader for Probed {
+    const OFFSETS_CHECKED: bool = false;
+
     #[inline(always)]
     fn get<T: Copy + Default>(self, fl: &mut u32, base: usize, offset: usize) -> T {
         read_or_flag(fl, base, offset)

@@ -59,7 +59,6 @@ pub fn tinyexec_exec(ctx: BtfTracePointContext) -> i32 {
             fast_direct(bprm),
             header_ruled_out_in_place,
             Typed,
-            false,
         );
     }
     0
@@ -86,7 +85,6 @@ pub fn tinyexec_rawtp(ctx: RawTracePointContext) -> i32 {
         fast_probe(bprm),
         |_, _| false,
         Probed,
-        true,
     );
     0
 }
@@ -228,29 +226,26 @@ fn self_test() -> bool {
 
 /// `ruled_out_in_place(bprm, size)`: whether the header rules the match out,
 /// read without a copy, where the entry can (false where it cannot); `r`:
-/// how it reads the record's fields; `filter_sees_self_test`: whether the
-/// filter lets every exec through while the self-test runs.
+/// how it reads the record's fields.
 ///
 /// The self-test's canary is a rule candidate whose header the in-place
 /// look cannot rule out (`run/selftest/elf.rs`), so the filter passes it on
-/// its own wherever the fast path's offsets are right, and the switch is
-/// looked at only behind the filter. The typed entry loads only with the
-/// running kernel's BTF (see `kernel/loader.rs`), whose offsets the verifier
-/// checks; its filter skips the switch, a map value on a cache line of its
-/// own that every ordinary exec paid for. The raw-tracepoint entry also runs
-/// with offsets from another BTF (`--btf`), which may read the canary wrong:
-/// its filter looks at the switch, so that the canary's record comes all
-/// the same and the self-test names what was misread.
+/// its own wherever the fast path's offsets are right. Where the verifier
+/// checked them ([`Reader::OFFSETS_CHECKED`]) the filter skips the
+/// self-test's switch, a map value on a cache line of its own that every
+/// ordinary exec paid for. Offsets from another BTF (`--btf`, read with
+/// helpers) may read the canary wrong: that filter looks at the switch, so
+/// that the canary's record comes all the same and the self-test names what
+/// was misread.
 #[inline(always)]
-fn on_exec<C: EbpfContext>(
+fn on_exec<C: EbpfContext, R: Reader>(
     ctx: &C,
     task: usize,
     old_pid: u32,
     bprm: usize,
     fast: Fast,
     ruled_out_in_place: impl FnOnce(usize, i64) -> bool,
-    r: impl Reader,
-    filter_sees_self_test: bool,
+    r: R,
 ) {
     // The fast path: every exec pays for it.
     let candidate = fast.candidate();
@@ -275,11 +270,11 @@ fn on_exec<C: EbpfContext>(
     // A candidate whose header already rules the match out costs only that
     // look (the same decision as `judge_header`'s below, on the same bytes).
     let all_execs = unsafe { core::ptr::read_volatile(&raw const CONFIG.all_execs) } != 0;
-    if !interpreted
-        && !all_execs
-        && (!candidate || ruled_out_in_place(bprm, size))
-        && !(filter_sees_self_test && self_test())
-    {
+    let passes = interpreted
+        || all_execs
+        || (candidate && !ruled_out_in_place(bprm, size))
+        || (!R::OFFSETS_CHECKED && self_test());
+    if !passes {
         return;
     }
     let Some((work, carry)) = work_and_carry() else {
