@@ -62,7 +62,7 @@ pub mod flags {
     pub const KILLED: u32 = 1 << 7;
     /// Prevent mode: the rule matched but the signal could not be sent (e.g. -EBUSY).
     pub const KILL_FAILED: u32 = 1 << 8;
-    /// Sent while the sensor's start-up self-test runs (every exec is sent then);
+    /// Sent while the sensor's start-up self-test runs ([`crate::control::SELF_TEST`]);
     /// [`crate::ExecRecord::self_test_tgid`] is set.
     pub const SELF_TEST: u32 = 1 << 9;
     /// The kernel ran an interpreter (a `#!` script's, or a `binfmt_misc`
@@ -277,7 +277,11 @@ pub mod stage {
 
 /// Slots of the `CONTROL` array, which user space writes while the programs run.
 pub mod control {
-    /// Non-zero while the start-up self-test runs: send every exec.
+    /// Non-zero while the start-up self-test runs: records are flagged
+    /// [`crate::flags::SELF_TEST`], and the raw-tracepoint entry, whose offsets may
+    /// come from another BTF, sends every exec. The typed entry's filter
+    /// does not look at it: the canary passes that filter as a rule
+    /// candidate (see the entry, `stages/exec.rs`).
     pub const SELF_TEST: u32 = 0;
     pub const LEN: u32 = 1;
 }

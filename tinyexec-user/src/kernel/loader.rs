@@ -589,7 +589,7 @@ fn load_program(
     }
 }
 
-/// Turns the start-up self-test's "send every exec" switch on or off.
+/// Turns the start-up self-test's switch on or off ([`control::SELF_TEST`]).
 pub fn set_self_test(control: &mut Array<MapData, u32>, on: bool) -> Result<()> {
     control
         .set(control::SELF_TEST, u32::from(on), 0)
