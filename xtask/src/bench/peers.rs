@@ -416,10 +416,10 @@ fn measure_storm(pid: i32, s: &Storm, workers: usize) -> Result<Measured> {
     let bpf = (!progs1.is_empty()).then(|| {
         let mut total = ProgStats::default();
         for (id, b) in &progs1 {
-            let a = progs0.get(id).copied().unwrap_or_default();
-            total.run_time_ns += b.run_time_ns.saturating_sub(a.run_time_ns);
+            let ran = b.since(progs0.get(id).copied().unwrap_or_default());
+            total.run_time_ns += ran.run_time_ns;
             // Several programs (enter and exit) run once per exec each.
-            total.run_cnt = total.run_cnt.max(b.run_cnt.saturating_sub(a.run_cnt));
+            total.run_cnt = total.run_cnt.max(ran.run_cnt);
         }
         total
     });

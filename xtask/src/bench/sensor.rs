@@ -73,9 +73,9 @@ pub fn storm(
     stop(&mut p)?;
     let mut bpf = ProgStats::default();
     for (id, b) in progs1.iter().filter(|(id, _)| ours.contains(id)) {
-        let a = progs0.get(id).copied().unwrap_or_default();
-        bpf.run_time_ns += b.run_time_ns.saturating_sub(a.run_time_ns);
-        bpf.run_cnt += b.run_cnt.saturating_sub(a.run_cnt);
+        let ran = b.since(progs0.get(id).copied().unwrap_or_default());
+        bpf.run_time_ns += ran.run_time_ns;
+        bpf.run_cnt += ran.run_cnt;
     }
     let counts = count_records(&out_path, &s.path_str())?;
     Ok(Measured {
