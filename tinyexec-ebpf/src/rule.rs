@@ -223,6 +223,17 @@ const fn splat(b: u8) -> u64 {
 const LOW: u64 = splat(0x01);
 const HIGH: u64 = splat(0x80);
 
+/// What the kernel sees of a file that starts with `f`: its first
+/// [`HEADER_LEN`] bytes, in the buffer it zeroes first, and how many of
+/// them are the file's. For user space and tests; the kernel has its own.
+#[must_use]
+pub fn header_of(f: &[u8]) -> ([u8; HEADER_LEN], usize) {
+    let seen = f.len().min(HEADER_LEN);
+    let mut buf = [0u8; HEADER_LEN];
+    buf[..seen].copy_from_slice(&f[..seen]);
+    (buf, seen)
+}
+
 /// Bytes `8 * j ..` of a header buffer as a little-endian word.
 ///
 /// The kernel's copy sits 8-aligned in its work area (`RECORD_FIXED` and
@@ -517,15 +528,6 @@ mod tests {
         } else {
             HeaderVerdict::NeedRest
         }
-    }
-
-    /// What the kernel sees of `f`: its first 256 bytes, in the 256-byte buffer
-    /// it zeroes first.
-    fn header_of(f: &[u8]) -> ([u8; HEADER_LEN], usize) {
-        let seen = f.len().min(HEADER_LEN);
-        let mut buf = [0u8; HEADER_LEN];
-        buf[..seen].copy_from_slice(&f[..seen]);
-        (buf, seen)
     }
 
     #[test]

@@ -225,9 +225,7 @@ fn header_buffer(head: &[u8], size: u64) -> Option<[u8; HEADER_LEN]> {
     if head.len() as u64 != size.min(HEADER_LEN as u64) {
         return None;
     }
-    let mut buf = [0u8; HEADER_LEN];
-    buf[..head.len()].copy_from_slice(head);
-    Some(buf)
+    Some(rule::header_of(head).0)
 }
 
 /// The whole file that ran: through `/proc/PID/exe` while the process lives,

@@ -84,16 +84,17 @@ mod tests {
         let f = super::exit0_elf();
         assert_eq!(
             f.len(),
-            usize::from(super::EHDR_LEN + super::PHDR_LEN) + super::EXIT0.0.len() + 2
+            usize::from(super::EHDR_LEN + super::PHDR_LEN)
+                + super::EXIT0.0.len()
+                + super::S2_PAIR.len()
         );
         assert!(f.starts_with(&rule::MAGIC));
         assert!(rule::size_can_match(f.len() as u64));
-        let mut header = [0u8; tinyexec_ebpf::HEADER_LEN];
-        header[..f.len()].copy_from_slice(&f);
+        let (header, seen) = rule::header_of(&f);
         let size = f.len() as u64;
-        assert!(!rule::ruled_out(|j| rule::word(&header, j), f.len(), size));
+        assert!(!rule::ruled_out(|j| rule::word(&header, j), seen, size));
         assert_eq!(
-            rule::header_verdict(&header, f.len(), size),
+            rule::header_verdict(&header, seen, size),
             rule::HeaderVerdict::NoMatch
         );
         assert!(rule::evaluate(&f).is_none());
